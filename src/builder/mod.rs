@@ -1,0 +1,142 @@
+//! Builders turn a source into a throw-away instance and the provisioned
+//! instance into artifacts. Each source type (`null`, `oci`, `qemu`, `ami`)
+//! is a peer behind [`Builder`]; [`Builders`] maps type names to them and
+//! to the template fields each takes.
+//!
+//! Architecture invariant: a builder registers every resource it creates
+//! with the job's undo stack *before* creating it, and never cleans up on
+//! its own: the engine unwinds the stack.
+
+pub mod ami;
+pub mod null;
+pub mod oci;
+pub mod qemu;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::communicator::{CommError, Communicator};
+use crate::engine::JobContext;
+use crate::template::plan::JobPlan;
+use crate::template::schema::Field;
+use crate::template::TemplateSchema;
+use crate::ui::ArtifactInfo;
+
+/// What went wrong launching or snapshotting an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("invalid source settings: {0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Comm(#[from] CommError),
+}
+
+impl BuildError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+        let what = what.into();
+        move |source| BuildError::Io { what, source }
+    }
+}
+
+/// One source type.
+#[async_trait]
+pub trait Builder: Send + Sync {
+    /// Checks, before any job starts, that this job can run at all (the
+    /// backend exists, its tools are installed). Nothing is created here.
+    fn preflight(&self, _job: &JobPlan) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    /// Starts a throw-away instance from `ctx.plan.source`.
+    async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError>;
+}
+
+/// A running throw-away instance.
+#[async_trait]
+pub trait Instance: Send + Sync {
+    /// How provisioners reach the instance.
+    fn communicator(&self) -> &dyn Communicator;
+
+    /// Turns the provisioned instance into artifacts. The instance itself
+    /// is released afterwards by the undo stack, not here.
+    async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError>;
+}
+
+/// A builder that exists in the template schema but cannot run: not built
+/// yet, or left out of this binary by a cargo feature.
+pub struct Unavailable {
+    pub reason: String,
+}
+
+#[async_trait]
+impl Builder for Unavailable {
+    fn preflight(&self, _job: &JobPlan) -> Result<(), BuildError> {
+        Err(BuildError::NotSupported(self.reason.clone()))
+    }
+
+    async fn launch(&self, _ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
+        Err(BuildError::NotSupported(self.reason.clone()))
+    }
+}
+
+/// The source types this binary knows.
+#[derive(Clone, Default)]
+pub struct Builders {
+    entries: Vec<(&'static str, &'static [Field], Arc<dyn Builder>)>,
+}
+
+impl Builders {
+    /// kiln's own builders.
+    pub fn standard() -> Builders {
+        Builders::default()
+            .with("null", null::FIELDS, Arc::new(null::NullBuilder))
+            .with("oci", oci::FIELDS, oci::builder())
+            .with("qemu", qemu::FIELDS, qemu::builder())
+            .with("ami", ami::FIELDS, ami::builder())
+    }
+
+    /// Adds (or replaces) a source type.
+    pub fn with(
+        mut self,
+        ty: &'static str,
+        fields: &'static [Field],
+        builder: Arc<dyn Builder>,
+    ) -> Builders {
+        self.entries.retain(|(t, _, _)| *t != ty);
+        self.entries.push((ty, fields, builder));
+        self
+    }
+
+    pub fn get(&self, ty: &str) -> Option<Arc<dyn Builder>> {
+        self.entries
+            .iter()
+            .find(|(t, _, _)| *t == ty)
+            .map(|(_, _, b)| b.clone())
+    }
+
+    /// The template schema: these source types and every provisioner type.
+    pub fn schema(&self) -> TemplateSchema {
+        TemplateSchema {
+            sources: self.entries.iter().map(|(t, f, _)| (*t, *f)).collect(),
+            provisioners: crate::provisioner::SCHEMAS.to_vec(),
+        }
+    }
+}
+
+/// The reason a feature-gated builder is unavailable.
+pub(crate) fn unavailable(ty: &str, feature_enabled: bool, issue: &str) -> Arc<dyn Builder> {
+    let reason = if feature_enabled {
+        format!("the `{ty}` builder is not supported yet ({issue}); this version of kiln can validate and inspect `[source.{ty}.*]` but not build it")
+    } else {
+        format!("this kiln was compiled without the `{ty}` cargo feature; rebuild with `--features {ty}`")
+    };
+    Arc::new(Unavailable { reason })
+}

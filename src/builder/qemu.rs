@@ -1,0 +1,36 @@
+//! `[source.qemu.NAME]`: disk images from a throw-away VM. The settings are
+//! checked now; building lands with the QEMU builder issue.
+
+use std::sync::Arc;
+
+use super::Builder;
+use crate::template::schema::{Field, Kind};
+
+/// The settings of a QEMU source (see `../shared/spec/template.md`).
+pub const FIELDS: &[Field] = &[
+    Field::req("disk", Kind::Path),
+    Field::opt("disk_checksum", Kind::Str),
+    Field::opt("insecure_skip_checksum", Kind::Bool),
+    Field::opt("disk_size", Kind::Size),
+    Field::opt("accelerator", Kind::Enum(&["auto", "kvm", "tcg"])),
+    Field::opt("arch", Kind::Enum(&["x86_64", "aarch64"])),
+    Field::opt("cpus", Kind::Int),
+    Field::opt("memory", Kind::Size),
+    Field::opt("kernel", Kind::Path),
+    Field::opt("initrd", Kind::Path),
+    Field::opt("append", Kind::Str),
+    Field::opt("user_data", Kind::Str),
+    Field::opt("ssh_username", Kind::Str),
+    Field::opt("ssh_password", Kind::Str).sensitive_ok(),
+    Field::opt("ssh_private_key_file", Kind::Path),
+    Field::opt("ssh_timeout", Kind::Duration),
+    Field::opt("shutdown_command", Kind::Str),
+    Field::opt("shutdown_timeout", Kind::Duration),
+    Field::req("output", Kind::Path),
+    Field::opt("format", Kind::Enum(&["qcow2", "raw"])),
+    Field::opt("compress", Kind::Bool),
+];
+
+pub(super) fn builder() -> Arc<dyn Builder> {
+    super::unavailable("qemu", cfg!(feature = "qemu"), "issue #7")
+}

@@ -1,0 +1,59 @@
+//! `kiln cleanup`: reap resources that builds killed without a chance to
+//! clean up (SIGKILL, power loss) left in the journal.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::Exit;
+use crate::template::schema::parse_duration;
+
+#[derive(Args, Debug)]
+pub struct CleanupArgs {
+    /// Only entries older than this (e.g. `1h`).
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration such as 30m or 2h")))]
+    pub older_than: Option<std::time::Duration>,
+    /// List what would be reaped without touching it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn exec(args: CleanupArgs, state_dir: &Path) -> Exit {
+    let report = match crate::engine::cleanup(state_dir, args.older_than, args.dry_run).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read the journal under `{}`: {e}",
+                state_dir.display()
+            );
+            return Exit::Failure;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).expect("serializable"));
+    } else {
+        for r in &report.would_reap {
+            println!("would reap {r}");
+        }
+        for r in &report.reaped {
+            println!("reaped {r}");
+        }
+        for r in &report.skipped_live {
+            println!("skipped (its build is still running) {r}");
+        }
+        for r in &report.failed {
+            eprintln!("error: could not reap {r}");
+        }
+        if report.reaped.is_empty() && report.would_reap.is_empty() && report.failed.is_empty() {
+            println!("nothing to clean up");
+        }
+    }
+    if report.failed.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    }
+}

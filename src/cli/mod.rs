@@ -1,0 +1,178 @@
+//! The command line: the clap definition, one file per command, and the
+//! exit codes (0 success, 1 a build or check failed, 2 bad input). Each
+//! command parses its arguments and calls into the library; none holds
+//! logic of its own beyond presenting results.
+
+mod build;
+mod cleanup;
+mod fmt;
+mod generate;
+mod inspect;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::builder::Builders;
+use crate::template::{
+    BuildPlan, Diagnostics, PlanOptions, SecretDecl, Template, Value, VarInputs,
+};
+
+/// Exit codes, as specified in the template contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// A build, a verification or a check failed.
+    Failure = 1,
+    /// Bad input: template, arguments, files.
+    BadInput = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Bake golden machine images from TOML templates", long_about = None)]
+pub struct Cli {
+    /// Where kiln keeps its journal, logs and work files.
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_STATE_DIR",
+        default_value = ".kiln",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build the images a template describes.
+    Build(build::BuildArgs),
+    /// Check templates and report every error at once.
+    Validate(validate::ValidateArgs),
+    /// Show the resolved plan of a template, secrets masked.
+    Inspect(inspect::InspectArgs),
+    /// Rewrite templates in the canonical layout.
+    Fmt(fmt::FmtArgs),
+    /// Reap what crashed or killed builds left behind.
+    Cleanup(cleanup::CleanupArgs),
+    /// Verify an artifact's signatures and provenance (not supported yet).
+    Verify(LaterArgs),
+    /// Work with the image catalog (not supported yet).
+    Images(LaterArgs),
+    /// Create a cosign-compatible key pair (not supported yet).
+    Keygen(LaterArgs),
+    /// Audit what was built, signed, promoted and revoked (not supported yet).
+    Audit(LaterArgs),
+    /// Print shell completions.
+    Completions(generate::CompletionArgs),
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Arguments of commands that are not built yet: accepted, then refused.
+#[derive(Args, Debug)]
+pub struct LaterArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// Options shared by every command that reads a template's variables.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VarArgs {
+    /// Set a variable (highest precedence).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from a TOML file of `name = value` lines.
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+impl VarArgs {
+    pub fn inputs(&self) -> VarInputs {
+        VarInputs {
+            var_files: self.var_files.clone(),
+            env: vec![],
+            cli: self.vars.clone(),
+        }
+        .with_process_env()
+    }
+}
+
+/// Runs kiln with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    let exit = runtime.block_on(run(cli));
+    // Do not wait for blocking tasks (e.g. a breakpoint reading stdin).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit.into()
+}
+
+async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Build(args) => build::exec(args, &cli.state_dir).await,
+        Command::Validate(args) => validate::exec(args),
+        Command::Inspect(args) => inspect::exec(args),
+        Command::Fmt(args) => fmt::exec(args),
+        Command::Cleanup(args) => cleanup::exec(args, &cli.state_dir).await,
+        Command::Completions(args) => generate::completions(args),
+        Command::Man => generate::man(),
+        Command::Verify(_) => not_yet("verify", "signing and verification land with issue #5"),
+        Command::Images(_) => not_yet("images", "the image catalog lands with issue #6"),
+        Command::Keygen(_) => not_yet("keygen", "key generation lands with issue #5"),
+        Command::Audit(_) => not_yet("audit", "the catalog log and audit land with issue #6"),
+    }
+}
+
+fn not_yet(command: &str, why: &str) -> Exit {
+    eprintln!("error: `kiln {command}` is not supported yet: {why}");
+    Exit::Failure
+}
+
+/// Reads a template and resolves it into a plan.
+pub(crate) fn load_plan(
+    path: &Path,
+    vars: &VarArgs,
+    only: &[String],
+    except: &[String],
+    fetch: &dyn Fn(&[SecretDecl]) -> Result<std::collections::BTreeMap<String, Value>, Diagnostics>,
+) -> Result<BuildPlan, Diagnostics> {
+    let template = Template::read(path)?;
+    let opts = PlanOptions {
+        vars: vars.inputs(),
+        only: only.to_vec(),
+        except: except.to_vec(),
+        build_id: uuid::Uuid::new_v4().to_string(),
+    };
+    template.plan(&Builders::standard().schema(), &opts, fetch)
+}
+
+/// Prints input errors to stderr the way rustc does, then a count.
+pub(crate) fn print_diagnostics(diags: &Diagnostics) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for d in diags.iter() {
+        eprintln!("{}", d.render(color));
+    }
+    let n = diags.len();
+    eprintln!("error: {n} error{} found", if n == 1 { "" } else { "s" });
+}

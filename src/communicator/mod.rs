@@ -1,0 +1,79 @@
+//! How kiln talks to a running instance: run a script with streamed output
+//! and an exit code, upload and download files. Each builder provides its
+//! own communicator (local process, container exec, SSH, SSM); provisioners
+//! only ever see this trait.
+
+pub mod local;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ui::Stream;
+
+/// A script to run inside the instance.
+#[derive(Clone, Default)]
+pub struct RemoteCommand {
+    /// Script text. A first line `#!…` picks the interpreter, otherwise
+    /// `/bin/sh -e` runs it. Never contains a secret (the template engine
+    /// refuses sensitive values in scripts).
+    pub script: String,
+    /// Environment for the process: the only place secrets are delivered.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the instance.
+    pub workdir: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for RemoteCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Environment values may be secrets: show names only.
+        f.debug_struct("RemoteCommand")
+            .field("script", &self.script)
+            .field(
+                "env",
+                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("workdir", &self.workdir)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Receives output lines as they are produced.
+pub type OutputFn<'a> = dyn FnMut(Stream, String) + Send + 'a;
+
+/// What went wrong talking to an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum CommError {
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl CommError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CommError {
+        let what = what.into();
+        move |source| CommError::Io { what, source }
+    }
+}
+
+/// Talks to one instance.
+///
+/// Contract: `exec` streams every output line to `output` before it
+/// returns and yields the exit code; a timeout or a dropped future kills
+/// the process. Anything a call creates outside kiln is registered with the
+/// job's undo stack by the communicator itself.
+#[async_trait]
+pub trait Communicator: Send + Sync {
+    async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError>;
+    async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError>;
+    async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError>;
+}

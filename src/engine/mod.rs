@@ -1,0 +1,459 @@
+//! The build engine: runs each job (build × source) through its steps —
+//! launch, provision…, snapshot — in parallel up to `--parallel`, with
+//! fail-fast cancellation of siblings, Ctrl-C/SIGTERM cancellation, and an
+//! undo stack per job that always unwinds (unless `--on-error=abort`).
+//!
+//! Architecture invariant: the engine only sees a resolved `BuildPlan`, and
+//! reports only through events; it knows no builder's internals.
+
+pub mod journal;
+pub mod undo;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::{BuildError, Builders};
+use crate::provisioner::{self, ProvisionError, Provisioner};
+use crate::template::plan::{BuildPlan, ImagePlan, JobPlan};
+use crate::ui::{ArtifactInfo, Event, EventBus, JobStatus, JobSummary, Stream};
+
+pub use journal::{Journal, Resource};
+pub use undo::Undo;
+
+/// What to do with a failed job's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Undo everything (the default).
+    Cleanup,
+    /// Leave the failed job's instance for inspection; `kiln cleanup` reaps it.
+    Abort,
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub parallel: usize,
+    pub on_error: OnError,
+    /// Cancel the other jobs when one fails.
+    pub fail_fast: bool,
+    pub state_dir: PathBuf,
+    /// May a provisioner wait for a person (breakpoints)?
+    pub interactive: bool,
+}
+
+/// Why a job did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("launch: {0}")]
+    Launch(BuildError),
+    #[error("provisioner {index} ({kind}): {source}")]
+    Provision {
+        index: usize,
+        kind: String,
+        source: ProvisionError,
+    },
+    #[error("snapshot: {0}")]
+    Snapshot(BuildError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What a running job's steps can use.
+pub struct JobContext {
+    /// `build.type.name`.
+    pub name: String,
+    pub plan: JobPlan,
+    pub build_id: String,
+    pub image: ImagePlan,
+    pub template_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub undo: Undo,
+    pub cancel: CancellationToken,
+    pub interactive: bool,
+    bus: Arc<EventBus>,
+}
+
+impl JobContext {
+    /// Streams a line of instance output.
+    pub fn output(&self, stream: Stream, line: String) {
+        self.bus.emit(Event::Output {
+            job: self.name.clone(),
+            stream,
+            line,
+        });
+    }
+
+    /// Tells the user something about this job.
+    pub fn message(&self, text: String) {
+        self.bus.emit(Event::Message {
+            job: Some(self.name.clone()),
+            text,
+        });
+    }
+
+    /// A fresh path for a scratch file of this job, registered for undo.
+    pub async fn scratch_file(&self, what: &str) -> std::io::Result<PathBuf> {
+        let dir = self
+            .state_dir
+            .join("work")
+            .join(journal::sanitize(&self.build_id))
+            .join(journal::sanitize(&self.name))
+            .join("scratch");
+        fs_err::tokio::create_dir_all(&dir).await?;
+        let path = dir.join(format!("{what}-{}", uuid::Uuid::new_v4()));
+        self.undo
+            .register(Resource::TempFile { path: path.clone() }, what)
+            .await?;
+        Ok(path)
+    }
+}
+
+/// Runs every job of the plan and returns one summary per job.
+pub async fn run(
+    plan: &BuildPlan,
+    builders: &Builders,
+    opts: &RunOptions,
+    bus: Arc<EventBus>,
+    cancel: CancellationToken,
+) -> Vec<JobSummary> {
+    let started = Instant::now();
+    bus.emit(Event::BuildStarted {
+        build_id: plan.build_id.clone(),
+        template: plan.template.display().to_string(),
+        jobs: plan.jobs.iter().map(JobPlan::name).collect(),
+    });
+    let template_dir = plan
+        .template
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let template_dir = std::path::absolute(&template_dir).unwrap_or(template_dir);
+
+    // Preflight: refuse up front what cannot run, before anything is created.
+    let mut prepared = vec![];
+    let mut refused = vec![];
+    for job in &plan.jobs {
+        match preflight(job, builders, &template_dir) {
+            Ok(p) => prepared.push((job.clone(), p)),
+            Err(e) => refused.push((job.name(), e)),
+        }
+    }
+    if !refused.is_empty() {
+        let mut out = vec![];
+        for (name, e) in refused {
+            bus.emit(Event::Error {
+                job: Some(name.clone()),
+                message: e.to_string(),
+                file: None,
+                line: None,
+                column: None,
+            });
+            out.push(JobSummary {
+                job: name,
+                status: JobStatus::Failed,
+                duration_ms: 0,
+                error: Some(e.to_string()),
+                artifacts: vec![],
+            });
+        }
+        for (job, _) in prepared {
+            out.push(JobSummary {
+                job: job.name(),
+                status: JobStatus::Cancelled,
+                duration_ms: 0,
+                error: Some("not started: another job cannot run".into()),
+                artifacts: vec![],
+            });
+        }
+        return finish(plan, out, started, &bus);
+    }
+
+    let siblings = cancel.child_token();
+    let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let journal = Journal::new(&opts.state_dir);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, (job, provisioners)) in prepared.into_iter().enumerate() {
+        let name = job.name();
+        let builder = builders
+            .get(&job.source_type)
+            .expect("checked in preflight");
+        let ctx = JobContext {
+            undo: Undo::new(journal.clone(), &plan.build_id, &name),
+            name,
+            plan: job,
+            build_id: plan.build_id.clone(),
+            image: plan.image.clone(),
+            template_dir: template_dir.clone(),
+            state_dir: opts.state_dir.clone(),
+            cancel: siblings.clone(),
+            interactive: opts.interactive,
+            bus: bus.clone(),
+        };
+        let (permits, siblings, opts) = (permits.clone(), siblings.clone(), opts.clone());
+        tasks.spawn(async move {
+            let permit = tokio::select! {
+                p = permits.acquire_owned() => p.ok(),
+                _ = ctx.cancel.cancelled() => None,
+            };
+            let summary = match permit {
+                Some(_permit) => {
+                    run_job(&ctx, builder.as_ref(), &provisioners, opts.on_error).await
+                }
+                None => JobSummary {
+                    job: ctx.name.clone(),
+                    status: JobStatus::Cancelled,
+                    duration_ms: 0,
+                    error: Some("cancelled before it started".into()),
+                    artifacts: vec![],
+                },
+            };
+            if summary.status == JobStatus::Failed && opts.fail_fast {
+                siblings.cancel();
+            }
+            (order, summary)
+        });
+    }
+    let mut results = vec![];
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => bus.emit(Event::Error {
+                job: None,
+                message: format!("a job panicked: {e}"),
+                file: None,
+                line: None,
+                column: None,
+            }),
+        }
+    }
+    results.sort_by_key(|(order, _)| *order);
+    finish(
+        plan,
+        results.into_iter().map(|(_, s)| s).collect(),
+        started,
+        &bus,
+    )
+}
+
+fn finish(
+    plan: &BuildPlan,
+    jobs: Vec<JobSummary>,
+    started: Instant,
+    bus: &EventBus,
+) -> Vec<JobSummary> {
+    let count = |s: JobStatus| jobs.iter().filter(|j| j.status == s).count();
+    bus.emit(Event::Summary {
+        build_id: plan.build_id.clone(),
+        succeeded: count(JobStatus::Succeeded),
+        failed: count(JobStatus::Failed),
+        cancelled: count(JobStatus::Cancelled),
+        duration_ms: started.elapsed().as_millis() as u64,
+        jobs: jobs.clone(),
+    });
+    jobs
+}
+
+fn preflight(
+    job: &JobPlan,
+    builders: &Builders,
+    template_dir: &Path,
+) -> Result<Vec<(usize, String, Box<dyn Provisioner>)>, JobError> {
+    let builder = builders.get(&job.source_type).ok_or_else(|| {
+        JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
+    })?;
+    builder.preflight(job).map_err(JobError::Launch)?;
+    if job.sign.is_some() {
+        return Err(JobError::NotSupported(
+            "`[build.sign]` is not supported yet (issue #5): remove it to build unsigned".into(),
+        ));
+    }
+    if job.register.is_some() {
+        return Err(JobError::NotSupported("`[build.register]` is not supported yet (issue #6): remove it to build without the catalog".into()));
+    }
+    job.provisioners
+        .iter()
+        .map(|p| {
+            provisioner::for_plan(p, template_dir)
+                .map(|prov| (p.index, p.kind.clone(), prov))
+                .map_err(|source| JobError::Provision {
+                    index: p.index,
+                    kind: p.kind.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Runs one job's steps, then unwinds its undo stack.
+async fn run_job(
+    ctx: &JobContext,
+    builder: &dyn crate::builder::Builder,
+    provisioners: &[(usize, String, Box<dyn Provisioner>)],
+    on_error: OnError,
+) -> JobSummary {
+    let started = Instant::now();
+    ctx.bus.emit(Event::JobStarted {
+        job: ctx.name.clone(),
+    });
+    let steps = async {
+        let mut instance = step(ctx, "launch", builder.launch(ctx))
+            .await
+            .map_err(JobError::Launch)?;
+        for (index, kind, p) in provisioners {
+            step(
+                ctx,
+                &format!("provision {index} ({kind})"),
+                p.provision(ctx, instance.communicator()),
+            )
+            .await
+            .map_err(|source| JobError::Provision {
+                index: *index,
+                kind: kind.clone(),
+                source,
+            })?;
+        }
+        let artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
+            .await
+            .map_err(JobError::Snapshot)?;
+        Ok::<Vec<ArtifactInfo>, JobError>(artifacts)
+    };
+    // Cancellation drops the running step (its processes die with it);
+    // the undo stack below then removes whatever was created.
+    let result = tokio::select! {
+        r = steps => r,
+        _ = ctx.cancel.cancelled() => Err(JobError::Cancelled),
+    };
+    let keep = matches!(result, Err(ref e) if !matches!(e, JobError::Cancelled))
+        && on_error == OnError::Abort;
+    if keep {
+        let kept = ctx.undo.abandon().await;
+        if !kept.is_empty() {
+            ctx.message(format!(
+                "--on-error=abort: left in place for inspection: {}; remove with `kiln cleanup`",
+                kept.join(", ")
+            ));
+        }
+    } else {
+        let t = Instant::now();
+        ctx.bus.emit(Event::StepStarted {
+            job: ctx.name.clone(),
+            step: "cleanup".into(),
+        });
+        let unwound = ctx.undo.unwind().await;
+        for f in &unwound.failed {
+            ctx.bus.emit(Event::Error {
+                job: Some(ctx.name.clone()),
+                message: format!("cleanup failed: {f}; `kiln cleanup` will retry"),
+                file: None,
+                line: None,
+                column: None,
+            });
+        }
+        ctx.bus.emit(Event::StepFinished {
+            job: ctx.name.clone(),
+            step: "cleanup".into(),
+            ok: unwound.failed.is_empty(),
+            duration_ms: t.elapsed().as_millis() as u64,
+        });
+    }
+    let (status, error, artifacts) = match result {
+        Ok(a) => (JobStatus::Succeeded, None, a),
+        Err(JobError::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string()), vec![]),
+        Err(e) => (JobStatus::Failed, Some(e.to_string()), vec![]),
+    };
+    for a in &artifacts {
+        ctx.bus.emit(Event::Artifact {
+            job: ctx.name.clone(),
+            artifact: a.clone(),
+        });
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    ctx.bus.emit(Event::JobFinished {
+        job: ctx.name.clone(),
+        status,
+        duration_ms,
+        error: error.clone(),
+    });
+    JobSummary {
+        job: ctx.name.clone(),
+        status,
+        duration_ms,
+        error,
+        artifacts,
+    }
+}
+
+/// Runs a step between `step_started` and `step_finished` events.
+async fn step<T, E>(
+    ctx: &JobContext,
+    name: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let t = Instant::now();
+    ctx.bus.emit(Event::StepStarted {
+        job: ctx.name.clone(),
+        step: name.to_string(),
+    });
+    let r = fut.await;
+    ctx.bus.emit(Event::StepFinished {
+        job: ctx.name.clone(),
+        step: name.to_string(),
+        ok: r.is_ok(),
+        duration_ms: t.elapsed().as_millis() as u64,
+    });
+    r
+}
+
+/// What `kiln cleanup` found and did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CleanupReport {
+    pub reaped: Vec<String>,
+    pub skipped_live: Vec<String>,
+    pub failed: Vec<String>,
+    pub would_reap: Vec<String>,
+}
+
+/// Reaps journaled resources of builds whose kiln process is gone,
+/// newest first within each job. `older_than` limits it to old entries.
+pub async fn cleanup(
+    state_dir: &Path,
+    older_than: Option<std::time::Duration>,
+    dry_run: bool,
+) -> std::io::Result<CleanupReport> {
+    let journal = Journal::new(state_dir);
+    let mut entries = journal.entries()?;
+    entries.reverse();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut report = CleanupReport::default();
+    for (path, e) in entries {
+        let what = format!("{}: {} ({})", e.job, e.description, e.resource.describe());
+        if journal::owner_alive(e.owner_pid, e.owner_start_time) {
+            report.skipped_live.push(what);
+            continue;
+        }
+        if older_than.is_some_and(|d| now.saturating_sub(e.created) < d.as_secs()) {
+            continue;
+        }
+        if dry_run {
+            report.would_reap.push(what);
+            continue;
+        }
+        match e.resource.reap().await {
+            Ok(()) => {
+                journal.remove(&path)?;
+                report.reaped.push(what);
+            }
+            Err(err) => report.failed.push(format!("{what}: {err}")),
+        }
+    }
+    Ok(report)
+}

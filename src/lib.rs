@@ -1,0 +1,13 @@
+//! kiln bakes golden machine images from TOML templates.
+//!
+//! The binary (`src/main.rs`) only calls [`cli::main`]; everything else is
+//! this library. See `docs/ARCHITECTURE.md` for the map.
+
+pub mod builder;
+pub mod cli;
+pub mod communicator;
+pub mod engine;
+pub mod provisioner;
+pub mod secrets;
+pub mod template;
+pub mod ui;

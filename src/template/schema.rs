@@ -1,0 +1,151 @@
+//! The declarative shape of a template: which keys a table takes and what
+//! each key's value must be. Builders and provisioners declare their own
+//! fields with these types; the template engine checks them all the same
+//! way (unknown keys with "did you mean", types, required keys).
+
+/// One key of a table.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    /// May this field receive a sensitive value? Only fields that hand the
+    /// value to a process environment or a credential API may; everything
+    /// else (command lines, scripts, paths, tags) would put it somewhere it
+    /// can be read.
+    pub sensitive_ok: bool,
+}
+
+impl Field {
+    pub const fn req(name: &'static str, kind: Kind) -> Field {
+        Field {
+            name,
+            kind,
+            required: true,
+            sensitive_ok: false,
+        }
+    }
+    pub const fn opt(name: &'static str, kind: Kind) -> Field {
+        Field {
+            name,
+            kind,
+            required: false,
+            sensitive_ok: false,
+        }
+    }
+    /// Marks the field as one that may receive secrets.
+    pub const fn sensitive_ok(mut self) -> Field {
+        self.sensitive_ok = true;
+        self
+    }
+}
+
+/// What a value must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Str,
+    /// A path; relative paths resolve against the template's folder.
+    Path,
+    /// A path to a file that must exist when the template is validated.
+    ExistingFile,
+    Int,
+    Number,
+    Bool,
+    /// `30s`, `10m`, `1h30m`.
+    Duration,
+    /// `512MiB`, `20G`.
+    Size,
+    /// An octal file mode such as `0644`.
+    Mode,
+    Enum(&'static [&'static str]),
+    List(&'static Kind),
+    Map(&'static Kind),
+    Table(&'static [Field]),
+    /// A string, or a table with these fields (e.g. an AMI `from`).
+    StrOrTable(&'static [Field]),
+    /// Any TOML value.
+    Any,
+}
+
+pub const STR: Kind = Kind::Str;
+pub const ANY: Kind = Kind::Any;
+pub const STR_LIST: Kind = Kind::List(&STR);
+pub const STR_MAP: Kind = Kind::Map(&STR);
+
+impl Kind {
+    /// How the kind is named in "expected …" messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Str => "a string".into(),
+            Kind::Path | Kind::ExistingFile => "a path (string)".into(),
+            Kind::Int => "an integer".into(),
+            Kind::Number => "a number".into(),
+            Kind::Bool => "a boolean".into(),
+            Kind::Duration => "a duration such as \"10m\"".into(),
+            Kind::Size => "a size such as \"1GiB\"".into(),
+            Kind::Mode => "an octal mode such as \"0644\"".into(),
+            Kind::Enum(v) => format!(
+                "one of {}",
+                v.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Kind::List(k) => format!(
+                "a list of {}",
+                k.describe()
+                    .trim_start_matches("a ")
+                    .trim_start_matches("an ")
+            ),
+            Kind::Map(_) | Kind::Table(_) => "a table".into(),
+            Kind::StrOrTable(_) => "a string or a table".into(),
+            Kind::Any => "a value".into(),
+        }
+    }
+}
+
+/// Parses a size such as `1GiB`, `512M` or `1073741824` into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "KB" => 1000,
+        "M" | "MiB" => 1 << 20,
+        "MB" => 1_000_000,
+        "G" | "GiB" => 1 << 30,
+        "GB" => 1_000_000_000,
+        "T" | "TiB" => 1 << 40,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    Some((n * mult as f64) as u64)
+}
+
+/// Parses a duration such as `10m` or `1h30m`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    humantime::parse_duration(s.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(
+            parse_duration("10m"),
+            Some(std::time::Duration::from_secs(600))
+        );
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The event sinks: human progress (indicatif, one prefixed line stream per
+//! job), JSON lines on stdout, and a plain-text log file.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Event, JobStatus, Redactor, Sink};
+
+/// People: a spinner per job on a terminal, plain prefixed lines otherwise.
+/// Writes to stderr, like cargo, so stdout stays for results.
+pub struct HumanSink {
+    progress: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+}
+
+impl HumanSink {
+    pub fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        HumanSink {
+            progress: tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: HashMap::new(),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.progress {
+            Some(mp) => {
+                let _ = mp.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+impl Default for HumanSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn human_duration(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms - ms % 100)).to_string()
+}
+
+impl Sink for HumanSink {
+    fn handle(&mut self, event: &Event) {
+        match event {
+            Event::BuildStarted { build_id, jobs, .. } => self.line(format!(
+                "==> build {build_id}: {} job(s): {}",
+                jobs.len(),
+                jobs.join(", ")
+            )),
+            Event::JobStarted { job } => {
+                if let Some(mp) = &self.progress {
+                    let bar = mp.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix}: {wide_msg} {elapsed}")
+                            .expect("valid template"),
+                    );
+                    bar.set_prefix(job.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    self.bars.insert(job.clone(), bar);
+                }
+                self.line(format!("==> {job}: started"));
+            }
+            Event::StepStarted { job, step } => match self.bars.get(job) {
+                Some(bar) => bar.set_message(step.clone()),
+                None => self.line(format!("==> {job}: {step}")),
+            },
+            Event::StepFinished {
+                job,
+                step,
+                ok: false,
+                ..
+            } => self.line(format!("==> {job}: {step} failed")),
+            Event::StepFinished { .. } => {}
+            Event::Output { job, line, .. } => self.line(format!("    {job}: {line}")),
+            Event::Artifact { job, artifact } => {
+                let digest = artifact
+                    .digest
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                self.line(format!(
+                    "==> {job}: artifact {} {}{digest}",
+                    artifact.kind, artifact.id
+                ))
+            }
+            Event::Message {
+                job: Some(job),
+                text,
+            } => self.line(format!("==> {job}: {text}")),
+            Event::Message { job: None, text } => self.line(format!("==> {text}")),
+            Event::Error { job, message, .. } => {
+                let who = job.as_deref().map(|j| format!("{j}: ")).unwrap_or_default();
+                self.line(format!("error: {who}{message}"))
+            }
+            Event::JobFinished {
+                job,
+                status,
+                duration_ms,
+                error,
+            } => {
+                if let Some(bar) = self.bars.remove(job) {
+                    bar.finish_and_clear();
+                }
+                let why = error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                let status = match status {
+                    JobStatus::Succeeded => "succeeded",
+                    JobStatus::Failed => "FAILED",
+                    JobStatus::Cancelled => "cancelled",
+                };
+                self.line(format!(
+                    "==> {job}: {status} after {}{why}",
+                    human_duration(*duration_ms)
+                ))
+            }
+            Event::Summary {
+                build_id,
+                succeeded,
+                failed,
+                cancelled,
+                duration_ms,
+                jobs,
+            } => {
+                self.line(format!(
+                    "\nbuild {build_id}: {succeeded} succeeded, {failed} failed, {cancelled} cancelled in {}",
+                    human_duration(*duration_ms)
+                ));
+                for j in jobs {
+                    for a in &j.artifacts {
+                        self.line(format!("  {}: {} {}", j.job, a.kind, a.id));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for (_, bar) in self.bars.drain() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Machines: one JSON object per line on stdout, nothing else there.
+pub struct JsonSink;
+
+impl Sink for JsonSink {
+    fn handle(&mut self, event: &Event) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut stdout, event);
+        let _ = stdout.write_all(b"\n");
+        let _ = stdout.flush();
+    }
+}
+
+/// The build log: every event as a timestamped line.
+pub struct LogFileSink {
+    file: std::fs::File,
+}
+
+impl LogFileSink {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs_err::create_dir_all(dir)?;
+        }
+        Ok(LogFileSink {
+            file: fs_err::File::create(path)?.into_parts().0,
+        })
+    }
+}
+
+impl Sink for LogFileSink {
+    fn handle(&mut self, event: &Event) {
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let json = serde_json::to_string(event).expect("events always serialize");
+        let _ = writeln!(self.file, "{ts} {json}");
+    }
+
+    fn finish(&mut self) {
+        let _ = self.file.sync_all();
+    }
+}
+
+/// A writer for `tracing` that redacts each write before it reaches stderr.
+pub struct RedactingWriter {
+    redactor: Arc<RwLock<Redactor>>,
+}
+
+impl RedactingWriter {
+    pub fn stderr(redactor: Arc<RwLock<Redactor>>) -> Self {
+        RedactingWriter { redactor }
+    }
+}
+
+impl Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean = self
+            .redactor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .redact(&text);
+        std::io::stderr().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
