@@ -129,6 +129,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Exit {
+    // Provisioners run in other working directories: paths must not be relative.
+    let state_dir = std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir.clone());
+    let cli = Cli { state_dir, ..cli };
     match cli.command {
         Command::Build(args) => build::exec(args, &cli.state_dir).await,
         Command::Validate(args) => validate::exec(args),

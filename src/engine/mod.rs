@@ -233,6 +233,12 @@ pub async fn run(
         }
     }
     results.sort_by_key(|(order, _)| *order);
+    // Jobs removed their own work directories; drop the build's, if empty.
+    let _ = std::fs::remove_dir(
+        opts.state_dir
+            .join("work")
+            .join(journal::sanitize(&plan.build_id)),
+    );
     finish(
         plan,
         results.into_iter().map(|(_, s)| s).collect(),

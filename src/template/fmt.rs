@@ -52,7 +52,10 @@ fn normalize_table(t: &mut Table, rank: Option<isize>) {
     }
     if !t.is_implicit() && rank.is_some() {
         // Exactly one blank line before a header; its comments kept.
-        let prefix = comments_only(t.decor().prefix().and_then(|p| p.as_str()).unwrap_or(""));
+        let raw = t.decor().prefix().and_then(|p| p.as_str()).unwrap_or("");
+        let prefix = keep_comments_and_one_blank(raw)
+            .trim_start_matches('\n')
+            .to_string();
         let suffix = trailing_comment(t.decor().suffix().and_then(|p| p.as_str()).unwrap_or(""));
         t.decor_mut().set_prefix(format!("\n{prefix}"));
         t.decor_mut().set_suffix(suffix);
@@ -206,6 +209,11 @@ version = "1.0.0"
             "{out}"
         );
         assert!(!out.contains("\n\n\n"), "{out}");
+        let header = format_template("# file header\n\n[image]\nname = \"x\"\n").unwrap();
+        assert_eq!(
+            header, "# file header\n\n[image]\nname = \"x\"\n",
+            "a blank line after a header comment is kept"
+        );
     }
 
     #[test]
