@@ -222,6 +222,11 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// True when `a` looks like a misspelling of `b`.
+pub fn is_close(a: &str, b: &str) -> bool {
+    strsim::jaro_winkler(a, b) > 0.8
+}
+
 /// The closest candidate to `word`, for "did you mean" hints.
 pub fn did_you_mean<'a>(
     word: &str,

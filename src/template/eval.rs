@@ -170,6 +170,7 @@ impl<'a> Scope<'a> {
             ExprKind::Str(s) => Some(Value::Str(s.clone())),
             ExprKind::Num(n) => Some(Value::Num(*n)),
             ExprKind::Bool(b) => Some(Value::Bool(*b)),
+            ExprKind::Invalid => Some(Value::Unknown),
             ExprKind::Ref(path) => self.eval_ref(path, &e.span),
             ExprKind::Call(name, args) => {
                 let mut vals = Vec::with_capacity(args.len());
@@ -757,7 +758,7 @@ impl<'a> Scope<'a> {
             }
         }
         for f in fields.iter().filter(|f| f.required) {
-            if !entries.iter().any(|e| e.key == f.name) {
+            if missing(entries, f.name) {
                 ok = false;
                 self.error(
                     node.span.clone(),
@@ -789,6 +790,14 @@ impl<'a> Scope<'a> {
             Some(help),
         );
     }
+}
+
+/// True when a required key is absent and no unknown key looks like a
+/// misspelling of it (that one is reported already, with a hint).
+pub fn missing(entries: &[super::node::Entry], name: &str) -> bool {
+    !entries
+        .iter()
+        .any(|e| e.key == name || super::diagnostic::is_close(&e.key, name))
 }
 
 /// Formats a value for human output (`inspect`), masking sensitive parts.

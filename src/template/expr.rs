@@ -34,6 +34,9 @@ pub enum ExprKind {
     Str(String),
     Num(f64),
     Bool(bool),
+    /// Stands in for a string whose `${…}` did not parse (already reported);
+    /// evaluates to an unknown value so it causes no follow-on errors.
+    Invalid,
 }
 
 /// A syntax error inside a string.
@@ -58,6 +61,17 @@ impl Interpolated {
         match self.parts.as_slice() {
             [Part::Expr(e)] => Some(e),
             _ => None,
+        }
+    }
+
+    /// A string whose syntax error was already reported.
+    pub fn invalid(span: Span) -> Self {
+        Interpolated {
+            parts: vec![Part::Expr(Expr {
+                kind: ExprKind::Invalid,
+                span: span.clone(),
+            })],
+            span,
         }
     }
 

@@ -194,7 +194,7 @@ impl Converter<'_> {
                         .with_label("here")
                         .with_help("`${…}` holds a reference such as `var.name` or a call such as `upper(var.name)`; write `$${` for a literal `${`"),
                 );
-                Interpolated::literal(value, span)
+                Interpolated::invalid(span)
             }
         }
     }

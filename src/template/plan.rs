@@ -322,6 +322,9 @@ impl Template {
         let image_attr = |name: &str| -> Option<String> {
             let node = image_node.get(name)?;
             let v = scope.lookup("image", name, &node.value.span)?;
+            if v.is_unknown() {
+                return None;
+            }
             if v.is_sensitive() {
                 scope.error(
                     node.value.span.clone(),
@@ -911,7 +914,7 @@ fn check_keys(scope: &Scope, node: &Node, fields: &[Field], ctx: &str) {
         }
     }
     for f in fields.iter().filter(|f| f.required) {
-        if !entries.iter().any(|e| e.key == f.name) {
+        if super::eval::missing(entries, f.name) {
             scope.error(
                 node.span.clone(),
                 format!("`{ctx}` is missing the required key `{}`", f.name),

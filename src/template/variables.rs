@@ -526,18 +526,22 @@ pub fn resolve(
     let mut out = BTreeMap::new();
     for d in decls {
         match chosen.remove(d.name.as_str()) {
-            None => diags.push(
-                Diagnostic::at(
-                    template,
-                    d.span.clone(),
-                    format!("variable `{}` has no value", d.name),
+            // Unknown from here on, so references to it add no errors of their own.
+            None => {
+                out.insert(d.name.clone(), Value::Unknown);
+                diags.push(
+                    Diagnostic::at(
+                        template,
+                        d.span.clone(),
+                        format!("variable `{}` has no value", d.name),
+                    )
+                    .with_label("declared here without a default")
+                    .with_help(format!(
+                        "set it with `--var {}=…`, a `--var-file`, or `KILN_VAR_{}`",
+                        d.name, d.name
+                    )),
                 )
-                .with_label("declared here without a default")
-                .with_help(format!(
-                    "set it with `--var {}=…`, a `--var-file`, or `KILN_VAR_{}`",
-                    d.name, d.name
-                )),
-            ),
+            }
             Some((v, place, origin)) => {
                 if let Some(msg) = d.check(&v) {
                     let msg = format!("{origin}: variable `{}`: {msg}", d.name);
@@ -546,6 +550,7 @@ pub fn resolve(
                         None => Diagnostic::at(template, d.constraint_span(), msg)
                             .with_label("required here"),
                     });
+                    out.insert(d.name.clone(), Value::Unknown);
                     continue;
                 }
                 out.insert(d.name.clone(), if d.sensitive { v.sensitive() } else { v });

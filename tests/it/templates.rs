@@ -1,0 +1,346 @@
+//! `validate`, `inspect` and `fmt` on shipped and broken templates.
+
+use crate::{assert_exit, kiln, repo, text, Scratch};
+
+fn shipped() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(repo().join("templates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 2, "templates/ ships examples");
+    v
+}
+
+#[test]
+fn every_shipped_template_validates() {
+    let o = kiln().args(["validate"]).args(shipped()).output().unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(text(&o).0.matches(": valid").count(), shipped().len());
+}
+
+#[test]
+fn fmt_is_idempotent_and_shipped_templates_are_formatted() {
+    let o = kiln()
+        .args(["fmt", "--check"])
+        .args(shipped())
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let s = Scratch::new();
+    for t in shipped() {
+        let original = std::fs::read_to_string(&t).unwrap();
+        // Disturb the layout, format twice: the second pass changes nothing.
+        let messy = original.replace(" = ", "=").replace("\n[", "\n\n\n  [");
+        let p = s.write("t.toml", &messy);
+        assert_exit(
+            &kiln().args(["fmt", "--check"]).arg(&p).output().unwrap(),
+            1,
+        );
+        assert_exit(&kiln().arg("fmt").arg(&p).output().unwrap(), 0);
+        let once = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            once,
+            original,
+            "fmt restores the canonical layout of {}",
+            t.display()
+        );
+        assert_exit(&kiln().arg("fmt").arg(&p).output().unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), once);
+        let comments = |s: &str| {
+            s.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .count()
+        };
+        assert_eq!(comments(&once), comments(&original), "comments survive");
+    }
+}
+
+/// Each broken template: (file, expected `file:line:col`, words in the message).
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "unknown_key.toml",
+        "unknown_key.toml:3:1",
+        "did you mean `version`?",
+    ),
+    (
+        "wrong_type.toml",
+        "wrong_type.toml:9:8",
+        "`cpus` must be an integer",
+    ),
+    (
+        "bad_reference.toml",
+        "bad_reference.toml:3:18",
+        "unknown variable `pach`",
+    ),
+    (
+        "cycle.toml",
+        "cycle.toml:8:8",
+        "cycle: local.a → local.b → local.c → local.a",
+    ),
+    (
+        "missing_variable.toml",
+        "missing_variable.toml:5:12",
+        "variable `patch` has no value",
+    ),
+    (
+        "bad_interpolation.toml",
+        "bad_interpolation.toml:3:18",
+        "unclosed `${`",
+    ),
+    (
+        "unknown_source.toml",
+        "unknown_source.toml:12:24",
+        "did you mean `null.one`?",
+    ),
+    ("bad_toml.toml", "bad_toml.toml:2:8", "invalid TOML"),
+];
+
+#[test]
+fn broken_templates_exit_2_with_file_line_column() {
+    for (file, place, words) in BROKEN {
+        let path = repo().join("tests/fixtures/broken").join(file);
+        let o = kiln()
+            .current_dir(repo().join("tests/fixtures/broken"))
+            .args(["validate", file])
+            .output()
+            .unwrap();
+        assert_exit(&o, 2);
+        let err = text(&o).1;
+        assert!(err.contains(place), "{file}: expected `{place}` in\n{err}");
+        assert!(err.contains(words), "{file}: expected `{words}` in\n{err}");
+        // The offending source line is shown.
+        let line: usize = place.split(':').nth(1).unwrap().parse().unwrap();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let shown = src.lines().nth(line - 1).unwrap().trim();
+        assert!(
+            err.contains(shown),
+            "{file}: source line `{shown}` not shown in\n{err}"
+        );
+        // One mistake, one error: no follow-on noise.
+        assert_eq!(
+            err.matches("\nerror: ").count() + usize::from(err.starts_with("error: ")),
+            2,
+            "{file}: one error and the count line\n{err}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let s = Scratch::new();
+    let p = s.write(
+        "many.toml",
+        r#"[image]
+name = "x"
+versoin = "1.0.0"
+
+[source.null.a]
+
+[[build]]
+sources = ["null.a"]
+
+[[build.provisioner]]
+type = "shell"
+inline = ["echo ${var.nope}"]
+timeout = "soon"
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["validate", "--json"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    let lines: Vec<u64> = errors.iter().filter_map(|e| e["line"].as_u64()).collect();
+    assert!(errors.len() >= 4, "{errors:#?}");
+    for want in [1, 3, 12, 13] {
+        assert!(
+            lines.contains(&want),
+            "an error on line {want}: {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn variable_precedence_default_file_env_cli() {
+    let s = Scratch::new();
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"x\"\nversion = \"1.0.${var.n}\"\n[variables.n]\ntype = \"number\"\ndefault = 1\nmax = 50\n[source.null.a]\n[[build]]\nsources = [\"null.a\"]\n",
+    );
+    let vf = s.write("vars.toml", "n = 2\n");
+    let version = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert_exit(&o, 0);
+        let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+        v["image"]["version"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        version(s.kiln().args(["inspect", "--json"]).arg(&t)),
+        "1.0.1"
+    );
+    assert_eq!(
+        version(
+            s.kiln()
+                .args(["inspect", "--json", "--var-file"])
+                .arg(&vf)
+                .arg(&t)
+        ),
+        "1.0.2"
+    );
+    assert_eq!(
+        version(
+            s.kiln()
+                .args(["inspect", "--json", "--var-file"])
+                .arg(&vf)
+                .arg(&t)
+                .env("KILN_VAR_n", "3")
+        ),
+        "1.0.3"
+    );
+    assert_eq!(
+        version(
+            s.kiln()
+                .args(["inspect", "--json", "--var-file"])
+                .arg(&vf)
+                .arg(&t)
+                .env("KILN_VAR_n", "3")
+                .args(["--var", "n=4"])
+        ),
+        "1.0.4"
+    );
+    // Out of range and unknown names are input errors.
+    let o = s
+        .kiln()
+        .args(["validate", "--var", "n=99"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("above the maximum 50"));
+    let o = s
+        .kiln()
+        .args(["validate", "--var", "m=1"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("unknown variable `m`"));
+}
+
+const SECRET: &str = "Tr0ub4dor&3 'quoted' \"x\"/+=";
+
+#[test]
+fn inspect_never_shows_sensitive_values_in_any_encoding() {
+    use base64::Engine as _;
+    let s = Scratch::new();
+    let t = s.write(
+        "t.toml",
+        r#"[image]
+name = "x"
+version = "1.0.0"
+[variables.password]
+type = "string"
+sensitive = true
+[secrets.token]
+env = "KILN_TEST_TOKEN"
+[locals]
+derived = "${upper(var.password)}"
+encoded = "${base64encode(var.password)}"
+hash = "${sha256(var.password)}"
+[source.null.a]
+[[build]]
+sources = ["null.a"]
+[[build.provisioner]]
+type = "shell"
+inline = ["true"]
+env = { PW = "${var.password}", TOKEN = "${secret.token}", MIX = "a-${var.password}-b" }
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["inspect", "--json", "--var"])
+        .arg(format!("password={SECRET}"))
+        .arg(&t)
+        .env("KILN_TEST_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let out = text(&o).0;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        SECRET.to_string(),
+        SECRET.to_uppercase(),
+        b64.encode(SECRET),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+        percent_encode(SECRET),
+        serde_json::to_string(SECRET)
+            .unwrap()
+            .trim_matches('"')
+            .to_string(),
+        shell_quote(SECRET),
+        "Tr0ub4dor".to_string(),
+    ];
+    for f in &forms {
+        assert!(!out.contains(f.as_str()), "inspect leaked {f:?}:\n{out}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["variables"][0]["value"], "<sensitive>");
+    assert_eq!(v["locals"]["derived"], "<sensitive>");
+    assert_eq!(
+        v["locals"]["hash"], "<sensitive>",
+        "values derived from secrets are sensitive too"
+    );
+    assert_eq!(
+        v["jobs"][0]["provisioners"][0]["config"]["env"]["MIX"],
+        "<sensitive>"
+    );
+    // The human form too.
+    let o = s
+        .kiln()
+        .args(["inspect", "--var"])
+        .arg(format!("password={SECRET}"))
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(!text(&o).0.contains("Tr0ub4dor"), "{}", text(&o).0);
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn secrets_cannot_flow_into_commands_or_paths() {
+    let s = Scratch::new();
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"x\"\nversion = \"1.0.0\"\n[secrets.t]\nenv = \"X\"\n[source.null.a]\n[[build]]\nsources = [\"null.a\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo ${secret.t}\"]\n",
+    );
+    let o = s.kiln().arg("validate").arg(&t).output().unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    assert!(
+        err.contains("t.toml:11:11") && err.contains("sensitive value cannot be used in `inline`"),
+        "{err}"
+    );
+}
