@@ -145,32 +145,37 @@ pub async fn run(
         }
     }
     if !refused.is_empty() {
-        let mut out = vec![];
-        for (name, e) in refused {
-            bus.emit(Event::Error {
-                job: Some(name.clone()),
-                message: e.to_string(),
-                file: None,
-                line: None,
-                column: None,
-            });
-            out.push(JobSummary {
-                job: name,
-                status: JobStatus::Failed,
-                duration_ms: 0,
-                error: Some(e.to_string()),
-                artifacts: vec![],
-            });
-        }
-        for (job, _) in prepared {
-            out.push(JobSummary {
-                job: job.name(),
-                status: JobStatus::Cancelled,
-                duration_ms: 0,
-                error: Some("not started: another job cannot run".into()),
-                artifacts: vec![],
-            });
-        }
+        // Report in plan order: the refused jobs failed, the others never started.
+        let out = plan
+            .jobs
+            .iter()
+            .map(|job| {
+                let name = job.name();
+                let (status, error) = match refused.iter().find(|(n, _)| *n == name) {
+                    Some((_, e)) => {
+                        bus.emit(Event::Error {
+                            job: Some(name.clone()),
+                            message: e.to_string(),
+                            file: None,
+                            line: None,
+                            column: None,
+                        });
+                        (JobStatus::Failed, e.to_string())
+                    }
+                    None => (
+                        JobStatus::Cancelled,
+                        "not started: another job cannot run".to_string(),
+                    ),
+                };
+                JobSummary {
+                    job: name,
+                    status,
+                    duration_ms: 0,
+                    error: Some(error),
+                    artifacts: vec![],
+                }
+            })
+            .collect();
         return finish(plan, out, started, &bus);
     }
 

@@ -859,7 +859,10 @@ impl Template {
             for p in pats.iter() {
                 if !jobs.iter().any(|j| matches(p, j)) {
                     ok = false;
-                    let names: Vec<String> = jobs.iter().map(JobPlan::name).collect();
+                    let names: Vec<String> = jobs
+                        .iter()
+                        .flat_map(|j| [j.name(), format!("{}.{}", j.source_type, j.source_name)])
+                        .collect();
                     let mut d = Diagnostic::new(format!("{flag} `{p}` matches no build"));
                     d = d.with_help(
                         did_you_mean(p, names.iter().map(String::as_str))
