@@ -17,9 +17,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::builder::Builders;
-use crate::template::{
-    BuildPlan, Diagnostics, PlanOptions, SecretDecl, Template, Value, VarInputs,
-};
+use crate::template::plan::FetchSecrets;
+use crate::template::{BuildPlan, Diagnostics, PlanOptions, Template, VarInputs};
 
 /// Exit codes, as specified in the template contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +157,7 @@ pub(crate) fn load_plan(
     vars: &VarArgs,
     only: &[String],
     except: &[String],
-    fetch: &dyn Fn(&[SecretDecl]) -> Result<std::collections::BTreeMap<String, Value>, Diagnostics>,
+    fetch: &FetchSecrets,
 ) -> Result<BuildPlan, Diagnostics> {
     let template = Template::read(path)?;
     let opts = PlanOptions {

@@ -114,6 +114,9 @@ impl JobContext {
     }
 }
 
+/// A job's provisioners with their index and type, ready to run.
+type Provisioners = Vec<(usize, String, Box<dyn Provisioner>)>;
+
 /// Runs every job of the plan and returns one summary per job.
 pub async fn run(
     plan: &BuildPlan,
@@ -274,7 +277,7 @@ fn preflight(
     job: &JobPlan,
     builders: &Builders,
     template_dir: &Path,
-) -> Result<Vec<(usize, String, Box<dyn Provisioner>)>, JobError> {
+) -> Result<Provisioners, JobError> {
     let builder = builders.get(&job.source_type).ok_or_else(|| {
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
@@ -305,7 +308,7 @@ fn preflight(
 async fn run_job(
     ctx: &JobContext,
     builder: &dyn crate::builder::Builder,
-    provisioners: &[(usize, String, Box<dyn Provisioner>)],
+    provisioners: &Provisioners,
     on_error: OnError,
 ) -> JobSummary {
     let started = Instant::now();

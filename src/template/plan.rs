@@ -49,6 +49,12 @@ pub struct SecretDecl {
     pub span: Span,
 }
 
+/// Secret values by name.
+pub type SecretValues = BTreeMap<String, Value>;
+
+/// Turns secret declarations into values (or errors naming the secret).
+pub type FetchSecrets = dyn Fn(&[SecretDecl]) -> Result<SecretValues, Diagnostics>;
+
 /// Options that shape a plan besides the template itself.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -232,7 +238,7 @@ impl Template {
         &self,
         schema: &TemplateSchema,
         opts: &PlanOptions,
-        fetch_secrets: &dyn Fn(&[SecretDecl]) -> Result<BTreeMap<String, Value>, Diagnostics>,
+        fetch_secrets: &FetchSecrets,
     ) -> Result<BuildPlan, Diagnostics> {
         let mut diags = self.syntax.clone();
         let Some(root) = &self.root else {
@@ -840,7 +846,7 @@ impl Template {
         let Some(Value::Map(config)) = sc.eval_table(&known_node, fields, &ctx) else {
             return None;
         };
-        Some(applies.then(|| ProvisionerPlan {
+        Some(applies.then_some(ProvisionerPlan {
             kind,
             index,
             config,

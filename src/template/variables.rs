@@ -382,6 +382,9 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// Where a value was written, when it was written in a file.
+type Place = Option<(Arc<SourceFile>, Span)>;
+
 /// Resolves every variable's value by precedence and checks it. Sensitive
 /// variables come back wrapped in [`Value::Sensitive`].
 pub fn resolve(
@@ -391,8 +394,7 @@ pub fn resolve(
     diags: &mut Diagnostics,
 ) -> BTreeMap<String, Value> {
     // (value, where it came from: file + span, or a description)
-    let mut chosen: BTreeMap<&str, (Value, Option<(Arc<SourceFile>, Span)>, String)> =
-        BTreeMap::new();
+    let mut chosen: BTreeMap<&str, (Value, Place, String)> = BTreeMap::new();
     let find = |name: &str| decls.iter().find(|d| d.name == name);
     let names = || decls.iter().map(|d| d.name.as_str());
     for d in decls {
