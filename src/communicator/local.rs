@@ -7,12 +7,10 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{CommError, Communicator, OutputFn, RemoteCommand};
 use crate::engine::journal::{process_start_time, Resource};
 use crate::engine::undo::Undo;
-use crate::ui::Stream;
 
 /// Runs commands on this host inside `root`.
 pub struct LocalCommunicator {
@@ -125,54 +123,21 @@ impl Communicator for LocalCommunicator {
             .await
             .map_err(CommError::io("cannot journal process"))?;
 
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for (stream, reader) in [
-            (
-                Stream::Stdout,
-                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            ),
-            (Stream::Stderr, Box::new(stderr)),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(reader).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tx.send((stream, line)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let run = async {
-            while let Some((stream, line)) = rx.recv().await {
-                output(stream, line);
+        let code = match super::process::stream_child(&mut child, None, output, cmd.timeout).await {
+            Ok(code) => code,
+            Err(e) => {
+                // The guard kills the group; the undo stack forgets it.
+                drop(guard);
+                self.undo.release(proc_undo).await;
+                return Err(e);
             }
-            child.wait().await
         };
-        let status = match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, run).await {
-                Ok(s) => s,
-                Err(_) => {
-                    // The guard kills the group; the undo stack forgets it.
-                    drop(guard);
-                    self.undo.release(proc_undo).await;
-                    return Err(CommError::Timeout(t));
-                }
-            },
-            None => run.await,
-        }
-        .map_err(CommError::io("waiting for the provisioner process"))?;
         // The shell is gone; kill anything it left running in its group.
         drop(guard);
         self.undo.release(proc_undo).await;
         let _ = tokio::fs::remove_file(&script).await;
         self.undo.release(script_undo).await;
-        Ok(status
-            .code()
-            .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
+        Ok(code)
     }
 
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
@@ -226,6 +191,7 @@ async fn set_mode(path: &Path, mode: u32) -> Result<(), CommError> {
 mod tests {
     use super::*;
     use crate::engine::journal::Journal;
+    use crate::ui::Stream;
 
     fn setup() -> (tempfile::TempDir, LocalCommunicator, Journal) {
         let tmp = tempfile::tempdir().unwrap();

@@ -4,6 +4,9 @@
 //! only ever see this trait.
 
 pub mod local;
+pub mod process;
+#[cfg(feature = "oci")]
+pub mod runc;
 
 use std::path::Path;
 use std::time::Duration;

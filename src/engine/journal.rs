@@ -27,6 +27,14 @@ pub enum Resource {
         start_time: u64,
         group: bool,
     },
+    /// A mount point (the OCI builder's overlayfs).
+    Mount { target: PathBuf },
+    /// A container of an OCI runtime (`runtime --root ROOT … ID`).
+    Container {
+        runtime: String,
+        root: PathBuf,
+        id: String,
+    },
 }
 
 impl Resource {
@@ -36,6 +44,8 @@ impl Resource {
             Resource::TempDir { path } => format!("directory `{}`", path.display()),
             Resource::TempFile { path } => format!("file `{}`", path.display()),
             Resource::Process { pid, .. } => format!("process {pid}"),
+            Resource::Mount { target } => format!("mount `{}`", target.display()),
+            Resource::Container { runtime, id, .. } => format!("{runtime} container `{id}`"),
         }
     }
 
@@ -61,6 +71,35 @@ impl Resource {
             } => {
                 kill_process(*pid, *start_time, *group);
                 Ok(())
+            }
+            Resource::Mount { target } => {
+                use nix::mount::{umount2, MntFlags};
+                match umount2(target, MntFlags::MNT_DETACH) {
+                    Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot unmount `{}`: {e}", target.display())),
+                }
+            }
+            Resource::Container { runtime, root, id } => {
+                let out = tokio::process::Command::new(runtime)
+                    .arg("--root")
+                    .arg(root)
+                    .args(["delete", "--force", id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .output()
+                    .await;
+                match out {
+                    Ok(o) if o.status.success() || !root.join(id).exists() => Ok(()),
+                    Ok(o) => Err(format!(
+                        "cannot delete container `{id}`: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                    // No runtime installed: no container can exist.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("cannot run `{runtime}`: {e}")),
+                }
             }
         }
     }

@@ -71,6 +71,8 @@ pub struct JobContext {
     pub plan: JobPlan,
     pub build_id: String,
     pub image: ImagePlan,
+    /// `sha256:` of the template (for labels and provenance).
+    pub template_digest: String,
     pub template_dir: PathBuf,
     pub state_dir: PathBuf,
     pub undo: Undo,
@@ -131,11 +133,10 @@ pub async fn run(
         template: plan.template.display().to_string(),
         jobs: plan.jobs.iter().map(JobPlan::name).collect(),
     });
-    let template_dir = plan
-        .template
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let template_dir = match plan.template.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let template_dir = std::path::absolute(&template_dir).unwrap_or(template_dir);
 
     // Preflight: refuse up front what cannot run, before anything is created.
@@ -197,6 +198,7 @@ pub async fn run(
             plan: job,
             build_id: plan.build_id.clone(),
             image: plan.image.clone(),
+            template_digest: plan.template_digest.clone(),
             template_dir: template_dir.clone(),
             state_dir: opts.state_dir.clone(),
             cancel: siblings.clone(),

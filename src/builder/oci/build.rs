@@ -1,0 +1,558 @@
+//! The OCI builder's steps: preflight, launch (pull, unpack, mount) and
+//! snapshot (layer, config, manifest, outputs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::container::mount_overlay;
+use super::image::{self, StoredImage, CONFIG_V1, MANIFEST_V1};
+use super::layer::{write_layer, Compression};
+use super::reference::{BaseRef, TargetRef};
+use super::store::{canonical_json, hex_of, BlobStore};
+use crate::builder::{BuildError, Builder, Instance};
+use crate::communicator::runc::RuncCommunicator;
+use crate::communicator::Communicator;
+use crate::engine::journal::{sanitize, Resource};
+use crate::engine::JobContext;
+use crate::template::plan::JobPlan;
+use crate::ui::ArtifactInfo;
+
+#[derive(Debug, Deserialize, Default)]
+struct ImageOverrides {
+    env: Option<BTreeMap<String, String>>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    workdir: Option<String>,
+    user: Option<String>,
+    exposed_ports: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OciSettings {
+    from: String,
+    #[serde(default)]
+    to: Vec<String>,
+    runtime: Option<String>,
+    network: Option<String>,
+    compression: Option<String>,
+    created: Option<String>,
+    #[serde(default)]
+    config: ImageOverrides,
+}
+
+fn settings(job: &JobPlan) -> Result<OciSettings, BuildError> {
+    let json = serde_json::Value::Object(
+        job.source
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
+    );
+    serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))
+}
+
+pub struct OciBuilder;
+
+#[async_trait]
+impl Builder for OciBuilder {
+    fn preflight(&self, job: &JobPlan) -> Result<(), BuildError> {
+        let s = settings(job)?;
+        let runtime = s.runtime.as_deref().unwrap_or("runc");
+        if !nix::unistd::geteuid().is_root() {
+            return Err(BuildError::NotSupported("the oci builder needs root (overlayfs and the OCI runtime); rootless builds are not supported yet".into()));
+        }
+        if which(runtime).is_none() {
+            return Err(BuildError::NotSupported(format!(
+                "the OCI runtime `{runtime}` is not installed (on Debian: `apt-get install runc`)"
+            )));
+        }
+        if runtime.ends_with("crun") && Path::new("/sys/fs/cgroup/unified").is_dir() {
+            return Err(BuildError::NotSupported(
+                "crun cannot run containers on this host's hybrid cgroup v1/v2 layout; use `runtime = \"runc\"`".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
+        let s = settings(&ctx.plan)?;
+        let base_ref = BaseRef::parse(&s.from, &ctx.template_dir)?;
+        let targets =
+            s.to.iter()
+                .map(|t| TargetRef::parse(t, &ctx.template_dir))
+                .collect::<Result<Vec<_>, _>>()?;
+        let store = BlobStore::new(&ctx.state_dir);
+        ctx.message(format!("base `{}`", s.from));
+        let base = image::load_base(&base_ref, &store).await?;
+        let lower = lower_dir(ctx, &store, base.as_ref()).await?;
+
+        let work = ctx
+            .state_dir
+            .join("work")
+            .join(sanitize(&ctx.build_id))
+            .join(sanitize(&ctx.name));
+        ctx.undo
+            .register(
+                Resource::TempDir { path: work.clone() },
+                "oci work directory",
+            )
+            .await
+            .map_err(BuildError::io("journal"))?;
+        let (upper, overlay_work, merged) =
+            (work.join("upper"), work.join("work"), work.join("merged"));
+        for d in [&upper, &overlay_work, &merged] {
+            fs_err::tokio::create_dir_all(d)
+                .await
+                .map_err(BuildError::io("cannot create work directory"))?;
+        }
+        ctx.undo
+            .register(
+                Resource::Mount {
+                    target: merged.clone(),
+                },
+                "overlay mount",
+            )
+            .await
+            .map_err(BuildError::io("journal"))?;
+        mount_overlay(&lower, &upper, &overlay_work, &merged)?;
+
+        let secret_dir = tmpfs_dir()?.join(format!(
+            "kiln-{}-{}",
+            sanitize(&ctx.build_id),
+            sanitize(&ctx.name)
+        ));
+        ctx.undo
+            .register(
+                Resource::TempDir {
+                    path: secret_dir.clone(),
+                },
+                "runtime configs (tmpfs)",
+            )
+            .await
+            .map_err(BuildError::io("journal"))?;
+        let image_cfg = base.as_ref().and_then(|b| b.config.config().clone());
+        let image_env = image_cfg
+            .as_ref()
+            .and_then(|c| c.env().clone())
+            .unwrap_or_else(|| {
+                vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+            });
+        let image_workdir = image_cfg
+            .as_ref()
+            .and_then(|c| c.working_dir().clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let (uid, gid) = numeric_user(image_cfg.as_ref().and_then(|c| c.user().clone()).as_deref());
+        let short: String = ctx
+            .build_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        let comm = RuncCommunicator {
+            runtime: s.runtime.clone().unwrap_or_else(|| "runc".into()),
+            state_root: ctx.state_dir.join("oci").join("runtime"),
+            secret_dir,
+            rootfs: merged.clone(),
+            hostname: format!("kiln-{short}"),
+            host_network: s.network.as_deref() != Some("none"),
+            image_env,
+            image_workdir,
+            uid,
+            gid,
+            id_prefix: format!("kiln-{short}-{}", sanitize(&ctx.plan.source_name)),
+            undo: ctx.undo.clone(),
+            counter: AtomicU64::new(0),
+        };
+        Ok(Box::new(OciInstance {
+            settings: s,
+            targets,
+            store,
+            base,
+            lower,
+            upper,
+            comm,
+        }))
+    }
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    if bin.contains('/') {
+        return Path::new(bin).is_file().then(|| PathBuf::from(bin));
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|c| c.is_file())
+    })
+}
+
+/// The folder for runtime configs: they carry the environment (secrets),
+/// so it must be a tmpfs. `KILN_TMPFS` overrides the default `/dev/shm`.
+fn tmpfs_dir() -> Result<PathBuf, BuildError> {
+    let dir = std::env::var_os("KILN_TMPFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    let is_tmpfs = nix::sys::statfs::statfs(&dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !is_tmpfs {
+        return Err(BuildError::NotSupported(format!(
+            "`{}` is not a tmpfs: kiln keeps provisioner environments (secrets) only in memory; set KILN_TMPFS to a tmpfs folder",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// `USER` as `uid[:gid]`; names are not resolved yet (root is used).
+fn numeric_user(user: Option<&str>) -> (u32, u32) {
+    let Some(u) = user.filter(|u| !u.is_empty()) else {
+        return (0, 0);
+    };
+    let (a, b) = u.split_once(':').unwrap_or((u, u));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+/// The unpacked base, cached per manifest digest; unpacked into a temp
+/// folder (journaled) and renamed, so a crash never leaves half a cache.
+async fn lower_dir(
+    ctx: &JobContext,
+    store: &BlobStore,
+    base: Option<&StoredImage>,
+) -> Result<PathBuf, BuildError> {
+    let root = ctx.state_dir.join("oci").join("rootfs");
+    let key = match base {
+        Some(b) => hex_of(&b.manifest_digest)?.to_string(),
+        None => "scratch".to_string(),
+    };
+    let dir = root.join(&key);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = root.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let handle = ctx
+        .undo
+        .register(Resource::TempDir { path: tmp.clone() }, "base unpack")
+        .await
+        .map_err(BuildError::io("journal"))?;
+    fs_err::tokio::create_dir_all(&tmp)
+        .await
+        .map_err(BuildError::io("cannot create base folder"))?;
+    if let Some(b) = base {
+        ctx.message(format!(
+            "unpacking {} layer(s) of {}",
+            b.manifest.layers().len(),
+            b.manifest_digest
+        ));
+        let layers: Vec<PathBuf> = b
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| store.path(&l.digest().to_string()))
+            .collect::<Result<_, _>>()?;
+        let t = tmp.clone();
+        tokio::task::spawn_blocking(move || {
+            for l in layers {
+                super::unpack::apply_layer(&t, super::unpack::open_layer(&l)?)?;
+            }
+            Ok::<(), BuildError>(())
+        })
+        .await
+        .map_err(|e| BuildError::Io {
+            what: "unpack".into(),
+            source: std::io::Error::other(e),
+        })??;
+    }
+    match fs_err::tokio::rename(&tmp, &dir).await {
+        Ok(()) => {}
+        // Another build unpacked the same base meanwhile.
+        Err(_) if dir.is_dir() => {}
+        Err(e) => return Err(BuildError::io("cannot store the unpacked base")(e)),
+    }
+    ctx.undo.release(handle).await;
+    let _ = fs_err::tokio::remove_dir_all(&tmp).await;
+    Ok(dir)
+}
+
+struct OciInstance {
+    settings: OciSettings,
+    targets: Vec<TargetRef>,
+    store: BlobStore,
+    base: Option<StoredImage>,
+    lower: PathBuf,
+    upper: PathBuf,
+    comm: RuncCommunicator,
+}
+
+impl OciInstance {
+    /// Seconds since the epoch that mtimes are clamped to and `created` is.
+    fn clamp(&self) -> Result<i64, BuildError> {
+        if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+            return v.trim().parse().map_err(|_| {
+                BuildError::Config(format!("SOURCE_DATE_EPOCH `{v}` is not a number"))
+            });
+        }
+        let created = self
+            .settings
+            .created
+            .clone()
+            .or_else(|| self.base.as_ref().and_then(|b| b.config.created().clone()));
+        match created {
+            Some(c) => humantime::parse_rfc3339_weak(&c)
+                .or_else(|_| humantime::parse_rfc3339(&c))
+                .map(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0)
+                })
+                .map_err(|e| {
+                    BuildError::Config(format!("`created = \"{c}\"` is not an RFC 3339 time: {e}"))
+                }),
+            None => Ok(0),
+        }
+    }
+
+    fn image_config(
+        &self,
+        ctx: &JobContext,
+        diff_id: &str,
+        created: &str,
+    ) -> Result<Vec<u8>, BuildError> {
+        let mut cfg = match &self.base {
+            Some(b) => serde_json::to_value(&b.config).expect("config serializes"),
+            None => {
+                serde_json::json!({ "architecture": host_arch(), "os": "linux", "rootfs": { "type": "layers", "diff_ids": [] } })
+            }
+        };
+        cfg["created"] = created.into();
+        if let Some(ids) = cfg["rootfs"]["diff_ids"].as_array_mut() {
+            ids.push(diff_id.into());
+        }
+        if !cfg["history"].is_array() {
+            cfg["history"] = serde_json::json!([]);
+        }
+        let history = cfg["history"].as_array_mut().expect("array");
+        for p in &ctx.plan.provisioners {
+            let masked = serde_json::Value::Object(
+                p.config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_masked_json()))
+                    .collect(),
+            );
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical_json(
+                &masked,
+            )));
+            history.push(serde_json::json!({ "created": created, "created_by": format!("kiln provisioner {} ({}) sha256:{digest}", p.index, p.kind), "empty_layer": true }));
+        }
+        history.push(serde_json::json!({ "created": created, "created_by": format!("kiln {} snapshot of {}", env!("CARGO_PKG_VERSION"), ctx.name) }));
+        if !cfg["config"].is_object() {
+            cfg["config"] = serde_json::json!({});
+        }
+        let c = &mut cfg["config"];
+        let o = &self.settings.config;
+        if let Some(env) = &o.env {
+            let mut list: Vec<String> = c["Env"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            list.retain(|e| !env.contains_key(e.split('=').next().unwrap_or_default()));
+            list.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+            c["Env"] = serde_json::json!(list);
+        }
+        if let Some(cmd) = &o.cmd {
+            c["Cmd"] = serde_json::json!(cmd);
+        }
+        if let Some(ep) = &o.entrypoint {
+            c["Entrypoint"] = serde_json::json!(ep);
+        }
+        if let Some(w) = &o.workdir {
+            c["WorkingDir"] = w.clone().into();
+        }
+        if let Some(u) = &o.user {
+            c["User"] = u.clone().into();
+        }
+        if let Some(ports) = &o.exposed_ports {
+            c["ExposedPorts"] = serde_json::Value::Object(
+                ports
+                    .iter()
+                    .map(|p| (p.clone(), serde_json::json!({})))
+                    .collect(),
+            );
+        }
+        if !c["Labels"].is_object() {
+            c["Labels"] = serde_json::json!({});
+        }
+        let labels = c["Labels"].as_object_mut().expect("object");
+        labels.insert(
+            "org.opencontainers.image.title".into(),
+            ctx.image.name.clone().into(),
+        );
+        labels.insert(
+            "org.opencontainers.image.version".into(),
+            ctx.image.version.clone().into(),
+        );
+        labels.insert("org.opencontainers.image.created".into(), created.into());
+        if let Some(d) = &ctx.image.description {
+            labels.insert(
+                "org.opencontainers.image.description".into(),
+                d.clone().into(),
+            );
+        }
+        labels.insert(
+            "dev.kiln.template.digest".into(),
+            ctx.template_digest.clone().into(),
+        );
+        for (k, v) in o.labels.iter().flatten() {
+            labels.insert(k.clone(), v.clone().into());
+        }
+        // Checked against the OCI types before it is written.
+        let typed: oci_spec::image::ImageConfiguration = serde_json::from_value(cfg)
+            .map_err(|e| BuildError::Config(format!("invalid image config: {e}")))?;
+        Ok(canonical_json(&typed))
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Docker layer media types have OCI equivalents for the same bytes.
+fn oci_layer_type(t: &str) -> String {
+    match t {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip".into()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => {
+            "application/vnd.oci.image.layer.v1.tar".into()
+        }
+        other => other.into(),
+    }
+}
+
+#[async_trait]
+impl Instance for OciInstance {
+    fn communicator(&self) -> &dyn Communicator {
+        &self.comm
+    }
+
+    async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
+        let clamp = self.clamp()?;
+        let created = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(clamp.max(0) as u64),
+        )
+        .to_string();
+        let compression = if self.settings.compression.as_deref() == Some("zstd") {
+            Compression::Zstd
+        } else {
+            Compression::Gzip
+        };
+        let (upper, lower, store) = (self.upper.clone(), self.lower.clone(), self.store.clone());
+        let layer = tokio::task::spawn_blocking(move || {
+            write_layer(&upper, &lower, clamp, compression, &store)
+        })
+        .await
+        .map_err(|e| BuildError::Io {
+            what: "snapshot".into(),
+            source: std::io::Error::other(e),
+        })??;
+        ctx.message(format!("layer {} ({} bytes)", layer.digest, layer.size));
+        let config_bytes = self.image_config(ctx, &layer.diff_id, &created)?;
+        let config_digest = self.store.put_bytes(&config_bytes)?;
+        let mut layers: Vec<serde_json::Value> = self
+            .base
+            .iter()
+            .flat_map(|b| b.manifest.layers().iter())
+            .map(|l| serde_json::json!({ "mediaType": oci_layer_type(&l.media_type().to_string()), "digest": l.digest().to_string(), "size": l.size() }))
+            .collect();
+        layers.push(serde_json::json!({ "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size }));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V1,
+            "config": { "mediaType": CONFIG_V1, "digest": config_digest, "size": config_bytes.len() },
+            "layers": layers,
+        });
+        let _: oci_spec::image::ImageManifest = serde_json::from_value(manifest.clone())
+            .map_err(|e| BuildError::Config(format!("invalid manifest: {e}")))?;
+        let manifest_bytes = canonical_json(&manifest);
+        let manifest_digest = self.store.put_bytes(&manifest_bytes)?;
+        let blobs: Vec<String> = std::iter::once(config_digest.clone())
+            .chain(
+                layers
+                    .iter()
+                    .filter_map(|l| l["digest"].as_str().map(String::from)),
+            )
+            .collect();
+
+        let mut artifacts = vec![];
+        let mount_from = match self.base.as_ref().map(|b| b.source.as_str()) {
+            Some(s) => s
+                .strip_prefix("registry:")
+                .and_then(|r| r.parse::<oci_client::Reference>().ok()),
+            None => None,
+        };
+        for t in &self.targets {
+            match t {
+                TargetRef::Registry(r) => {
+                    ctx.message(format!("pushing `{r}`"));
+                    image::push(r, &manifest_bytes, &blobs, &self.store, mount_from.as_ref())
+                        .await?;
+                    artifacts.push(ArtifactInfo {
+                        kind: "oci".into(),
+                        id: format!("registry:{r}"),
+                        digest: Some(manifest_digest.clone()),
+                    });
+                }
+                TargetRef::Layout { dir, tag } => {
+                    let (d, t, store, mb, md, bl) = (
+                        dir.clone(),
+                        tag.clone(),
+                        self.store.clone(),
+                        manifest_bytes.clone(),
+                        manifest_digest.clone(),
+                        blobs.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        image::write_layout(&d, t.as_deref(), &mb, &md, &bl, &store)
+                    })
+                    .await
+                    .map_err(|e| BuildError::Io {
+                        what: "layout".into(),
+                        source: std::io::Error::other(e),
+                    })??;
+                    let id = match tag {
+                        Some(t) => format!("oci-layout:{}:{t}", dir.display()),
+                        None => format!("oci-layout:{}", dir.display()),
+                    };
+                    artifacts.push(ArtifactInfo {
+                        kind: "oci".into(),
+                        id,
+                        digest: Some(manifest_digest.clone()),
+                    });
+                }
+            }
+        }
+        if artifacts.is_empty() {
+            ctx.message(format!(
+                "no `to`: the image {manifest_digest} stays in the local blob cache"
+            ));
+            artifacts.push(ArtifactInfo {
+                kind: "oci".into(),
+                id: format!("kiln-cache:{manifest_digest}"),
+                digest: Some(manifest_digest),
+            });
+        }
+        Ok(artifacts)
+    }
+}

@@ -1,0 +1,226 @@
+//! The instance of an OCI build: an overlayfs mount of the cached base
+//! (lower) and this build's changes (upper), and the OCI runtime config
+//! (generated from oci-spec's defaults) each provisioner process runs with.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::builder::BuildError;
+
+/// Mounts overlayfs at `merged`.
+pub fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), BuildError> {
+    use nix::mount::{mount, MsFlags};
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| BuildError::Io {
+        what: format!("cannot mount overlayfs at `{}`", merged.display()),
+        source: e.into(),
+    })
+}
+
+/// Unmounts (lazily, so a busy mount never blocks cleanup).
+pub fn unmount(target: &Path) -> Result<(), String> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(format!("cannot unmount `{}`: {e}", target.display())),
+    }
+}
+
+/// Capabilities a provisioner needs to install packages and manage files
+/// (Docker's default set).
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// What one process in the container looks like.
+pub struct ProcessSpec<'a> {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The runtime config for one process on `rootfs`.
+pub fn runtime_spec(
+    rootfs: &Path,
+    hostname: &str,
+    host_network: bool,
+    p: &ProcessSpec,
+) -> Result<Spec, BuildError> {
+    let mut v = serde_json::to_value(Spec::default()).expect("spec serializes");
+    v["root"] = serde_json::json!({ "path": rootfs, "readonly": false });
+    v["hostname"] = hostname.into();
+    let caps = serde_json::json!(CAPS);
+    v["process"] = serde_json::json!({
+        "terminal": false,
+        "user": { "uid": p.uid, "gid": p.gid },
+        "args": p.args,
+        "env": p.env,
+        "cwd": p.cwd,
+        "noNewPrivileges": true,
+        "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+    });
+    if let Some(ns) = v["linux"]["namespaces"].as_array_mut() {
+        if host_network {
+            ns.retain(|n| n["type"] != "network");
+        }
+        // Cgroup namespaces are not available on every host this runs on.
+        ns.retain(|n| n["type"] != "cgroup");
+    }
+    if host_network {
+        if let Some(mounts) = v["mounts"].as_array_mut() {
+            mounts.push(serde_json::json!({
+                "destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf",
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
+            }));
+        }
+    }
+    serde_json::from_value(v)
+        .map_err(|e| BuildError::Config(format!("invalid runtime config: {e}")))
+}
+
+/// Writes `config.json` into a bundle directory.
+pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<PathBuf, BuildError> {
+    fs_err::create_dir_all(bundle).map_err(BuildError::io("cannot create bundle"))?;
+    let path = bundle.join("config.json");
+    fs_err::write(
+        &path,
+        serde_json::to_vec_pretty(spec).expect("spec serializes"),
+    )
+    .map_err(BuildError::io("cannot write bundle"))?;
+    Ok(path)
+}
+
+/// Resolves `path` inside `root` as the container would see it: symlinks
+/// are followed relative to `root`, never out of it.
+pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
+    let mut out = root.to_path_buf();
+    let mut todo: Vec<std::ffi::OsString> = Path::new(path)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            if out != root {
+                out.pop();
+            }
+            continue;
+        }
+        let next = out.join(&c);
+        match std::fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() && !todo.is_empty() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(BuildError::Config(format!("`{path}`: too many symlinks")));
+                }
+                let target = fs_err::read_link(&next).map_err(BuildError::io("readlink"))?;
+                if target.is_absolute() {
+                    out = root.to_path_buf();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        std::path::Component::Normal(n) => todo.push(n.to_os_string()),
+                        std::path::Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => out = next,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_is_valid_and_respects_network_mode() {
+        let p = ProcessSpec {
+            args: vec!["/bin/sh".into()],
+            env: vec!["A=1".into()],
+            cwd: "/",
+            uid: 0,
+            gid: 0,
+        };
+        let host = serde_json::to_value(runtime_spec(Path::new("/r"), "kiln-x", true, &p).unwrap())
+            .unwrap();
+        assert!(!host["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        assert!(host["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/etc/resolv.conf"));
+        assert_eq!(host["process"]["noNewPrivileges"], true);
+        let none =
+            serde_json::to_value(runtime_spec(Path::new("/r"), "kiln-x", false, &p).unwrap())
+                .unwrap();
+        assert!(none["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        std::fs::create_dir_all(r.join("usr/etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/etc", r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", r.join("up")).unwrap();
+        assert_eq!(
+            resolve_in_root(r, "/etc/x.conf").unwrap(),
+            r.join("usr/etc/x.conf")
+        );
+        assert_eq!(
+            resolve_in_root(r, "/up/etc/passwd").unwrap(),
+            r.join("usr/etc/passwd")
+        );
+        assert_eq!(resolve_in_root(r, "../../x").unwrap(), r.join("x"));
+    }
+}

@@ -1,0 +1,424 @@
+//! Images in and out: pulling a base from a registry (anonymous, basic or
+//! bearer auth, credentials from the docker `config.json`), an OCI layout,
+//! a rootfs tarball or scratch, into the blob store; pushing the result to
+//! registries and writing OCI layouts.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use super::reference::{is_local_registry, BaseRef};
+use super::store::{canonical_json, hex_of, BlobStore};
+use crate::builder::BuildError;
+
+pub const MANIFEST_V1: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX_V1: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const CONFIG_V1: &str = "application/vnd.oci.image.config.v1+json";
+
+/// An image whose blobs are all in the blob store.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+    /// `sha256:` of the manifest as pulled (the base's identity).
+    pub manifest_digest: String,
+    /// Where it came from, for messages and provenance.
+    pub source: String,
+}
+
+fn reg_err(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError) -> BuildError {
+    move |e| BuildError::Io {
+        what,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// A registry client for `registry` with credentials from the docker config.
+pub fn client_for(registry: &str) -> (Client, RegistryAuth) {
+    let protocol = if is_local_registry(registry) {
+        ClientProtocol::Http
+    } else {
+        ClientProtocol::Https
+    };
+    let client = Client::new(ClientConfig {
+        protocol,
+        ..Default::default()
+    });
+    (
+        client,
+        docker_auth(registry).unwrap_or(RegistryAuth::Anonymous),
+    )
+}
+
+/// Basic credentials for `registry` from `REGISTRY_AUTH_FILE`,
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+pub fn docker_auth(registry: &str) -> Option<RegistryAuth> {
+    let mut files: Vec<PathBuf> = vec![];
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(f.into());
+    }
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        files.push(PathBuf::from(d).join("config.json"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(h).join(".docker/config.json"));
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let auths = &json["auths"];
+        for key in [
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ] {
+            let entry = &auths[&key];
+            if let Some(token) = entry["identitytoken"].as_str() {
+                return Some(RegistryAuth::Bearer(token.to_string()));
+            }
+            if let Some(auth) = entry["auth"].as_str() {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .ok()?;
+                let (u, p) = String::from_utf8(decoded)
+                    .ok()?
+                    .split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))?;
+                return Some(RegistryAuth::Basic(u, p));
+            }
+            if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+                return Some(RegistryAuth::Basic(u.into(), p.into()));
+            }
+        }
+    }
+    None
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Loads a base image into the store; `None` for `scratch`.
+pub async fn load_base(
+    base: &BaseRef,
+    store: &BlobStore,
+) -> Result<Option<StoredImage>, BuildError> {
+    match base {
+        BaseRef::Scratch => Ok(None),
+        BaseRef::Registry(r) => pull(r, store).await.map(Some),
+        BaseRef::Layout { dir, tag } => read_layout(dir, tag.as_deref(), store).map(Some),
+        BaseRef::Rootfs(file) => from_rootfs_tar(file, store).map(Some),
+    }
+}
+
+async fn pull(r: &Reference, store: &BlobStore) -> Result<StoredImage, BuildError> {
+    let (client, auth) = client_for(r.registry());
+    let accepted = [MANIFEST_V1, INDEX_V1, DOCKER_V2, DOCKER_LIST];
+    let (mut bytes, mut digest) = client
+        .pull_manifest_raw(r, &auth, &accepted)
+        .await
+        .map_err(reg_err(format!("cannot pull `{r}`")))?;
+    let mut reference = r.clone();
+    // An index: pick this platform's manifest.
+    let kind: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Config(format!("`{r}`: bad manifest: {e}")))?;
+    if kind.get("manifests").is_some() {
+        let index: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| BuildError::Config(format!("`{r}`: bad index: {e}")))?;
+        let pick = index
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == "linux" && p.architecture().to_string() == host_arch()
+                })
+            })
+            .ok_or_else(|| {
+                BuildError::Config(format!("`{r}` has no linux/{} image", host_arch()))
+            })?;
+        reference = Reference::with_digest(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            pick.digest().to_string(),
+        );
+        (bytes, digest) = client
+            .pull_manifest_raw(&reference, &auth, &accepted)
+            .await
+            .map_err(reg_err(format!("cannot pull `{reference}`")))?;
+    }
+    let actual = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    if actual != digest || r.digest().is_some_and(|d| reference == *r && d != actual) {
+        return Err(BuildError::Config(format!(
+            "`{r}`: manifest digest mismatch ({actual})"
+        )));
+    }
+    store.put_bytes(&bytes)?;
+    let manifest: ImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Config(format!("`{r}`: bad manifest: {e}")))?;
+    let blobs = std::iter::once(manifest.config().clone()).chain(manifest.layers().iter().cloned());
+    for d in blobs {
+        let digest = d.digest().to_string();
+        if store.has(&digest) {
+            continue;
+        }
+        let tmp = store.temp_path()?;
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(BuildError::io("cannot write blob"))?;
+        // `&str` is a descriptor to oci-client: the digest, checked as it streams.
+        client
+            .pull_blob(&reference, digest.as_str(), file)
+            .await
+            .map_err(reg_err(format!("cannot pull blob {digest}")))?;
+        store.commit(&tmp, &digest)?;
+    }
+    let config = serde_json::from_slice(&store.read(&manifest.config().digest().to_string())?)
+        .map_err(|e| BuildError::Config(format!("`{r}`: bad image config: {e}")))?;
+    Ok(StoredImage {
+        manifest,
+        config,
+        manifest_digest: actual,
+        source: format!("registry:{r}"),
+    })
+}
+
+/// Reads an image from an OCI layout (by tag, or its only image).
+pub fn read_layout(
+    dir: &Path,
+    tag: Option<&str>,
+    store: &BlobStore,
+) -> Result<StoredImage, BuildError> {
+    let index: ImageIndex = serde_json::from_slice(
+        &fs_err::read(dir.join("index.json")).map_err(BuildError::io("cannot read OCI layout"))?,
+    )
+    .map_err(|e| BuildError::Config(format!("`{}`: bad index.json: {e}", dir.display())))?;
+    let name = |d: &oci_spec::image::Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get("org.opencontainers.image.ref.name").cloned())
+    };
+    let pick = match tag {
+        Some(t) => index
+            .manifests()
+            .iter()
+            .find(|d| name(d).as_deref() == Some(t)),
+        None if index.manifests().len() == 1 => index.manifests().first(),
+        None => None,
+    }
+    .ok_or_else(|| {
+        BuildError::Config(format!(
+            "`{}` has no image{}",
+            dir.display(),
+            tag.map(|t| format!(" tagged `{t}`")).unwrap_or_default()
+        ))
+    })?;
+    let blob = |digest: &str| -> Result<PathBuf, BuildError> {
+        Ok(dir.join("blobs/sha256").join(hex_of(digest)?))
+    };
+    let import = |digest: &str| -> Result<(), BuildError> {
+        if !store.has(digest) {
+            let tmp = store.temp_path()?;
+            fs_err::copy(blob(digest)?, &tmp).map_err(BuildError::io("cannot copy blob"))?;
+            store.commit(&tmp, digest)?;
+        }
+        Ok(())
+    };
+    let manifest_digest = pick.digest().to_string();
+    import(&manifest_digest)?;
+    let manifest: ImageManifest = serde_json::from_slice(&store.read(&manifest_digest)?)
+        .map_err(|e| BuildError::Config(format!("bad manifest: {e}")))?;
+    import(&manifest.config().digest().to_string())?;
+    for l in manifest.layers() {
+        import(&l.digest().to_string())?;
+    }
+    let config = serde_json::from_slice(&store.read(&manifest.config().digest().to_string())?)
+        .map_err(|e| BuildError::Config(format!("bad image config: {e}")))?;
+    Ok(StoredImage {
+        manifest,
+        config,
+        manifest_digest,
+        source: format!("oci-layout:{}", dir.display()),
+    })
+}
+
+/// A rootfs tarball becomes a one-layer image (the tar stored as is).
+fn from_rootfs_tar(file: &Path, store: &BlobStore) -> Result<StoredImage, BuildError> {
+    let tmp = store.temp_path()?;
+    fs_err::copy(file, &tmp).map_err(BuildError::io(format!(
+        "cannot read rootfs `{}`",
+        file.display()
+    )))?;
+    let digest = super::store::file_digest(&tmp)?;
+    let size = fs_err::metadata(&tmp)
+        .map_err(BuildError::io("stat"))?
+        .len();
+    if !store.has(&digest) {
+        store.commit(&tmp, &digest)?;
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let compressed = {
+        let mut f = fs_err::File::open(store.path(&digest)?).map_err(BuildError::io("open"))?;
+        let mut m = [0u8; 2];
+        std::io::Read::read(&mut f, &mut m).map_err(BuildError::io("read"))?;
+        m == [0x1f, 0x8b]
+    };
+    let diff_id = if compressed {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut r = super::unpack::open_layer(&store.path(&digest)?)?;
+        std::io::copy(&mut r, &mut HashSink(&mut h)).map_err(BuildError::io("read rootfs"))?;
+        format!("sha256:{}", hex::encode(sha2::Digest::finalize(h)))
+    } else {
+        digest.clone()
+    };
+    let media = if compressed {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar"
+    };
+    let config_json = serde_json::json!({
+        "architecture": host_arch(), "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
+    });
+    let config_bytes = canonical_json(&config_json);
+    let config_digest = store.put_bytes(&config_bytes)?;
+    let manifest_json = serde_json::json!({
+        "schemaVersion": 2, "mediaType": MANIFEST_V1,
+        "config": { "mediaType": CONFIG_V1, "digest": config_digest, "size": config_bytes.len() },
+        "layers": [{ "mediaType": media, "digest": digest, "size": size }],
+    });
+    let manifest_bytes = canonical_json(&manifest_json);
+    let manifest_digest = store.put_bytes(&manifest_bytes)?;
+    Ok(StoredImage {
+        manifest: serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| BuildError::Config(e.to_string()))?,
+        config: serde_json::from_slice(&config_bytes)
+            .map_err(|e| BuildError::Config(e.to_string()))?,
+        manifest_digest,
+        source: format!("rootfs:{}", file.display()),
+    })
+}
+
+struct HashSink<'a>(&'a mut sha2::Sha256);
+impl std::io::Write for HashSink<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Pushes an image (manifest bytes + blobs in the store) to a registry,
+/// skipping blobs it has and mounting those of `mount_from` when possible.
+pub async fn push(
+    target: &Reference,
+    manifest_bytes: &[u8],
+    blobs: &[String],
+    store: &BlobStore,
+    mount_from: Option<&Reference>,
+) -> Result<String, BuildError> {
+    let (client, auth) = client_for(target.registry());
+    client.store_auth_if_needed(target.registry(), &auth).await;
+    client
+        .auth(target, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(reg_err(format!("cannot log in to `{}`", target.registry())))?;
+    for digest in blobs {
+        if client.blob_exists(target, digest).await.unwrap_or(false) {
+            continue;
+        }
+        if let Some(src) = mount_from
+            .filter(|s| s.registry() == target.registry() && s.repository() != target.repository())
+        {
+            if client.mount_blob(target, src, digest).await.is_ok()
+                && client.blob_exists(target, digest).await.unwrap_or(false)
+            {
+                continue;
+            }
+        }
+        let data = store.read(digest)?;
+        client
+            .push_blob(target, data, digest)
+            .await
+            .map_err(reg_err(format!("cannot push blob {digest} to `{target}`")))?;
+    }
+    client
+        .push_manifest_raw(
+            target,
+            manifest_bytes.to_vec(),
+            MANIFEST_V1.parse().expect("valid header"),
+        )
+        .await
+        .map_err(reg_err(format!("cannot push manifest to `{target}`")))
+}
+
+/// Writes (or adds to) an OCI image layout; `tag` names the image in it.
+pub fn write_layout(
+    dir: &Path,
+    tag: Option<&str>,
+    manifest_bytes: &[u8],
+    manifest_digest: &str,
+    blobs: &[String],
+    store: &BlobStore,
+) -> Result<(), BuildError> {
+    let io = |w: &str| BuildError::io(format!("{w} `{}`", dir.display()));
+    let blob_dir = dir.join("blobs/sha256");
+    fs_err::create_dir_all(&blob_dir).map_err(io("cannot create"))?;
+    fs_err::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io("cannot write"))?;
+    for d in blobs
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(manifest_digest))
+    {
+        let dest = blob_dir.join(hex_of(d)?);
+        if !dest.exists() {
+            let tmp = blob_dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+            fs_err::copy(store.path(d)?, &tmp).map_err(io("cannot write blob in"))?;
+            fs_err::rename(&tmp, &dest).map_err(io("cannot write blob in"))?;
+        }
+    }
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value = std::fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(
+            || serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX_V1, "manifests": [] }),
+        );
+    let mut entry = serde_json::json!({ "mediaType": MANIFEST_V1, "digest": manifest_digest, "size": manifest_bytes.len() });
+    if let Some(t) = tag {
+        entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": t });
+    }
+    let manifests = index["manifests"]
+        .as_array_mut()
+        .ok_or_else(|| BuildError::Config(format!("`{}`: bad index.json", dir.display())))?;
+    manifests.retain(|m| match tag {
+        Some(t) => m["annotations"]["org.opencontainers.image.ref.name"] != t,
+        None => m["digest"] != manifest_digest,
+    });
+    manifests.push(entry);
+    let tmp = dir.join(".index.json.tmp");
+    fs_err::write(&tmp, canonical_json(&index)).map_err(io("cannot write"))?;
+    fs_err::rename(&tmp, &index_path).map_err(io("cannot write"))?;
+    Ok(())
+}

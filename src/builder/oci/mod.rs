@@ -1,0 +1,59 @@
+//! `[source.oci.NAME]`: container images baked without a daemon. The base
+//! is pulled into a content-addressed cache and unpacked once per digest;
+//! the instance is an overlayfs mount of it where each provisioner runs in
+//! a short-lived `runc` container; the snapshot is the overlay's upper
+//! directory as one reproducible layer, pushed to registries and/or written
+//! as an OCI layout.
+
+#[cfg(feature = "oci")]
+pub mod container;
+#[cfg(feature = "oci")]
+mod image;
+#[cfg(feature = "oci")]
+pub mod layer;
+#[cfg(feature = "oci")]
+pub mod reference;
+#[cfg(feature = "oci")]
+pub mod store;
+#[cfg(feature = "oci")]
+pub mod unpack;
+
+use std::sync::Arc;
+
+use super::Builder;
+use crate::template::schema::{Field, Kind, STR_LIST, STR_MAP};
+
+const CONFIG_FIELDS: &[Field] = &[
+    Field::opt("env", STR_MAP),
+    Field::opt("cmd", STR_LIST),
+    Field::opt("entrypoint", STR_LIST),
+    Field::opt("labels", STR_MAP),
+    Field::opt("workdir", Kind::Str),
+    Field::opt("user", Kind::Str),
+    Field::opt("exposed_ports", STR_LIST),
+];
+
+/// The settings of an OCI source (see `../shared/spec/template.md`).
+pub const FIELDS: &[Field] = &[
+    Field::req("from", Kind::Str),
+    Field::opt("to", STR_LIST),
+    Field::opt("runtime", Kind::Str),
+    Field::opt("network", Kind::Enum(&["host", "none"])),
+    Field::opt("compression", Kind::Enum(&["gzip", "zstd"])),
+    // RFC 3339; the image's `created` and the clamp for file mtimes.
+    Field::opt("created", Kind::Str),
+    Field::opt("config", Kind::Table(CONFIG_FIELDS)),
+];
+
+#[cfg(not(feature = "oci"))]
+pub(super) fn builder() -> Arc<dyn Builder> {
+    super::unavailable("oci", false, "issue #3")
+}
+
+#[cfg(feature = "oci")]
+pub(super) fn builder() -> Arc<dyn Builder> {
+    Arc::new(build::OciBuilder)
+}
+
+#[cfg(feature = "oci")]
+mod build;

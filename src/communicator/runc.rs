@@ -1,0 +1,236 @@
+//! A communicator for an OCI build: each provisioner script runs as its own
+//! short-lived container (`runc run`) on the build's root filesystem, as
+//! buildah does; files are copied straight into and out of that rootfs.
+//! The runtime config holds the provisioner's environment (secrets
+//! included), so it is written only to a tmpfs and removed at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{CommError, Communicator, OutputFn, RemoteCommand};
+use crate::builder::oci::container::{resolve_in_root, runtime_spec, write_bundle, ProcessSpec};
+use crate::engine::journal::Resource;
+use crate::engine::undo::Undo;
+
+/// Runs scripts in containers on one rootfs.
+pub struct RuncCommunicator {
+    pub runtime: String,
+    /// `runc --root`: where the runtime keeps container state.
+    pub state_root: PathBuf,
+    /// A folder on a tmpfs for runtime configs.
+    pub secret_dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub hostname: String,
+    pub host_network: bool,
+    /// The image's `Env`, `WorkingDir` and user.
+    pub image_env: Vec<String>,
+    pub image_workdir: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub id_prefix: String,
+    pub undo: Undo,
+    pub counter: AtomicU64,
+}
+
+/// Kills and deletes the container if the exec future is dropped early.
+struct ContainerGuard {
+    runtime: String,
+    root: PathBuf,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            force_delete(&self.runtime, &self.root, &self.id);
+        }
+    }
+}
+
+/// `runtime delete --force` (kills the container first); synchronous so it
+/// can run from `Drop` and from the journal's reaper alike.
+pub fn force_delete(runtime: &str, root: &Path, id: &str) {
+    let _ = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["delete", "--force", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn merge_env(image: &[String], extra: &[(String, String)]) -> Vec<String> {
+    let mut env: Vec<String> = image
+        .iter()
+        .filter(|e| !extra.iter().any(|(k, _)| e.split('=').next() == Some(k)))
+        .cloned()
+        .collect();
+    env.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
+
+#[async_trait]
+impl Communicator for RuncCommunicator {
+    async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", self.id_prefix);
+        let (args, stdin) = match cmd.script.strip_prefix("#!") {
+            Some(rest) => {
+                let line = rest.lines().next().unwrap_or_default();
+                (
+                    line.split_whitespace()
+                        .map(String::from)
+                        .collect::<Vec<_>>(),
+                    Some(cmd.script.clone().into_bytes()),
+                )
+            }
+            None => (
+                vec![
+                    "/bin/sh".into(),
+                    "-e".into(),
+                    "-c".into(),
+                    cmd.script.clone(),
+                ],
+                None,
+            ),
+        };
+        let interpreter = args.first().cloned().unwrap_or_default();
+        if !resolve_in_root(&self.rootfs, &interpreter)
+            .map_err(|e| CommError::Refused(e.to_string()))?
+            .exists()
+        {
+            return Err(CommError::Refused(format!(
+                "the image has no `{interpreter}` to run the provisioner with"
+            )));
+        }
+        let cwd = cmd
+            .workdir
+            .clone()
+            .unwrap_or_else(|| self.image_workdir.clone());
+        let spec = runtime_spec(
+            &self.rootfs,
+            &self.hostname,
+            self.host_network,
+            &ProcessSpec {
+                args,
+                env: merge_env(&self.image_env, &cmd.env),
+                cwd: &cwd,
+                uid: self.uid,
+                gid: self.gid,
+            },
+        )
+        .map_err(|e| CommError::Refused(e.to_string()))?;
+        let bundle = self.secret_dir.join(&id);
+        let bundle_undo = self
+            .undo
+            .register(
+                Resource::TempDir {
+                    path: bundle.clone(),
+                },
+                "runtime bundle (tmpfs)",
+            )
+            .await
+            .map_err(CommError::io("journal"))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&bundle)
+                .map_err(CommError::io("cannot create bundle"))?;
+        }
+        write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
+        let container_undo = self
+            .undo
+            .register(
+                Resource::Container {
+                    runtime: self.runtime.clone(),
+                    root: self.state_root.clone(),
+                    id: id.clone(),
+                },
+                "provisioner container",
+            )
+            .await
+            .map_err(CommError::io("journal"))?;
+        let mut guard = ContainerGuard {
+            runtime: self.runtime.clone(),
+            root: self.state_root.clone(),
+            id: id.clone(),
+            armed: true,
+        };
+        let mut child = tokio::process::Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(CommError::io(format!("cannot start `{}`", self.runtime)))?;
+        // The runtime has read its config once the container exists; the
+        // environment in it (secrets) must not outlive that.
+        let cfg = bundle.join("config.json");
+        let state_dir = self.state_root.join(&id);
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                if state_dir.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let _ = tokio::fs::remove_file(cfg).await;
+        });
+        let result = super::process::stream_child(&mut child, stdin, output, cmd.timeout).await;
+        guard.armed = false;
+        force_delete(&self.runtime, &self.state_root, &id);
+        self.undo.release(container_undo).await;
+        let _ = tokio::fs::remove_dir_all(&bundle).await;
+        self.undo.release(bundle_undo).await;
+        result
+    }
+
+    async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
+        let dest =
+            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
+        if let Some(parent) = dest.parent() {
+            fs_err::tokio::create_dir_all(parent)
+                .await
+                .map_err(CommError::io("cannot create destination folder"))?;
+        }
+        fs_err::tokio::copy(local, &dest)
+            .await
+            .map_err(CommError::io(format!("cannot upload to `{remote}`")))?;
+        if let Some(m) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            fs_err::tokio::set_permissions(&dest, std::fs::Permissions::from_mode(m))
+                .await
+                .map_err(CommError::io("cannot set mode"))?;
+        }
+        Ok(())
+    }
+
+    async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
+        let src =
+            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
+        if let Some(parent) = local.parent() {
+            fs_err::tokio::create_dir_all(parent)
+                .await
+                .map_err(CommError::io("cannot create local folder"))?;
+        }
+        fs_err::tokio::copy(&src, local)
+            .await
+            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
+        Ok(())
+    }
+}
