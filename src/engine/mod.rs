@@ -471,5 +471,13 @@ pub async fn cleanup(
             Err(err) => report.failed.push(format!("{what}: {err}")),
         }
     }
+    if !dry_run {
+        // Builds remove their own empty work folders; do it for the dead ones.
+        if let Ok(builds) = std::fs::read_dir(state_dir.join("work")) {
+            for b in builds.flatten() {
+                let _ = std::fs::remove_dir(b.path());
+            }
+        }
+    }
     Ok(report)
 }

@@ -4,6 +4,8 @@
 mod build;
 mod cli;
 mod engine;
+#[cfg(feature = "oci")]
+mod oci;
 mod templates;
 
 use std::path::{Path, PathBuf};

@@ -252,7 +252,7 @@ async fn lower_dir(
             .manifest
             .layers()
             .iter()
-            .map(|l| store.path(&l.digest().to_string()))
+            .map(|l| store.path(l.digest().as_ref()))
             .collect::<Result<_, _>>()?;
         let t = tmp.clone();
         tokio::task::spawn_blocking(move || {
@@ -474,7 +474,7 @@ impl Instance for OciInstance {
             .base
             .iter()
             .flat_map(|b| b.manifest.layers().iter())
-            .map(|l| serde_json::json!({ "mediaType": oci_layer_type(&l.media_type().to_string()), "digest": l.digest().to_string(), "size": l.size() }))
+            .map(|l| serde_json::json!({ "mediaType": oci_layer_type(l.media_type().as_ref()), "digest": l.digest().to_string(), "size": l.size() }))
             .collect();
         layers.push(serde_json::json!({ "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size }));
         let manifest = serde_json::json!({

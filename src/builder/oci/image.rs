@@ -189,7 +189,7 @@ async fn pull(r: &Reference, store: &BlobStore) -> Result<StoredImage, BuildErro
             .map_err(reg_err(format!("cannot pull blob {digest}")))?;
         store.commit(&tmp, &digest)?;
     }
-    let config = serde_json::from_slice(&store.read(&manifest.config().digest().to_string())?)
+    let config = serde_json::from_slice(&store.read(manifest.config().digest().as_ref())?)
         .map_err(|e| BuildError::Config(format!("`{r}`: bad image config: {e}")))?;
     Ok(StoredImage {
         manifest,
@@ -244,11 +244,11 @@ pub fn read_layout(
     import(&manifest_digest)?;
     let manifest: ImageManifest = serde_json::from_slice(&store.read(&manifest_digest)?)
         .map_err(|e| BuildError::Config(format!("bad manifest: {e}")))?;
-    import(&manifest.config().digest().to_string())?;
+    import(manifest.config().digest().as_ref())?;
     for l in manifest.layers() {
-        import(&l.digest().to_string())?;
+        import(l.digest().as_ref())?;
     }
-    let config = serde_json::from_slice(&store.read(&manifest.config().digest().to_string())?)
+    let config = serde_json::from_slice(&store.read(manifest.config().digest().as_ref())?)
         .map_err(|e| BuildError::Config(format!("bad image config: {e}")))?;
     Ok(StoredImage {
         manifest,

@@ -44,14 +44,12 @@ fn link_stays_inside(dir: &Path, target: &Path, entry: &Path) -> Result<(), Buil
     for c in target.components() {
         match c {
             Component::Normal(n) => depth.push(n),
-            Component::ParentDir => {
-                if depth.pop().is_none() {
-                    return Err(refuse(format!(
-                        "link `{}` → `{}` escapes the root",
-                        entry.display(),
-                        target.display()
-                    )));
-                }
+            Component::ParentDir if depth.pop().is_none() => {
+                return Err(refuse(format!(
+                    "link `{}` → `{}` escapes the root",
+                    entry.display(),
+                    target.display()
+                )));
             }
             _ => {}
         }

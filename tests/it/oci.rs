@@ -1,0 +1,464 @@
+//! The OCI builder end to end, against real components: runc, the Debian
+//! `docker-registry` on a free loopback port, and `skopeo` and `umoci` as
+//! independent checkers. Needs root. Missing pieces fail the test in CI
+//! (`CI=true`) and skip it, loudly, elsewhere.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{assert_exit, text, Scratch};
+
+/// True when everything the OCI tests need is here.
+fn ready() -> bool {
+    let mut missing: Vec<String> = ["runc", "docker-registry", "skopeo", "umoci", "busybox"]
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|t| t.to_string())
+        .collect();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "OCI tests need {} (installed by .ci/run)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A `docker-registry` on a free loopback port, stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display())).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "registry did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal busybox root filesystem as a tar file.
+fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
+    let busybox = std::fs::read("/usr/bin/busybox")
+        .or_else(|_| std::fs::read("/bin/busybox"))
+        .unwrap();
+    let path = s.path().join("base.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    let mut add = |name: &str, data: &[u8], mode: u32, kind: tar::EntryType, link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    for d in ["bin", "etc", "tmp", "root"] {
+        add(d, b"", 0o755, tar::EntryType::Directory, None);
+    }
+    add(
+        "bin/busybox",
+        &busybox,
+        0o755,
+        tar::EntryType::Regular,
+        None,
+    );
+    for applet in [
+        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id",
+    ] {
+        add(
+            &format!("bin/{applet}"),
+            b"",
+            0o777,
+            tar::EntryType::Symlink,
+            Some("busybox"),
+        );
+    }
+    add(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+        tar::EntryType::Regular,
+        None,
+    );
+    for (name, content) in extra {
+        add(
+            name,
+            content.as_bytes(),
+            0o644,
+            tar::EntryType::Regular,
+            None,
+        );
+    }
+    b.into_inner().unwrap().flush().unwrap();
+    path
+}
+
+/// Runs `kiln build --json` and returns (exit code, summary event, stdout).
+fn build(s: &Scratch, template: &Path) -> (i32, serde_json::Value, String) {
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(template)
+        .output()
+        .unwrap();
+    let out = text(&o).0;
+    let summary = out
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["event"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary in\n{out}\n{}", text(&o).1));
+    (o.status.code().unwrap_or(-1), summary, out)
+}
+
+fn skopeo_layers(reference: &str) -> Vec<String> {
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Nothing of a build is left: mounts, containers, work and tmpfs folders, journal.
+fn assert_nothing_left(s: &Scratch) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let state = s.state().display().to_string();
+    assert!(!mounts.contains(&state), "a mount is left under {state}");
+    let runtime_root = s.state().join("oci/runtime");
+    if runtime_root.exists() {
+        let o = Command::new("runc")
+            .arg("--root")
+            .arg(&runtime_root)
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+            "containers left: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let work = s.state().join("work");
+    assert!(
+        !work.exists() || std::fs::read_dir(&work).unwrap().next().is_none(),
+        "work directories left"
+    );
+    assert!(
+        kiln::engine::Journal::new(&s.state())
+            .entries()
+            .unwrap()
+            .is_empty(),
+        "journal not empty"
+    );
+}
+
+fn template(from: &str, to: &str, provisioners: &str) -> String {
+    format!(
+        "[image]\nname = \"web\"\nversion = \"1.2.3\"\n\n[source.oci.img]\nfrom = \"{from}\"\nto = [{to}]\n\n[source.oci.img.config]\ncmd = [\"/bin/sh\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n{provisioners}\n"
+    )
+}
+
+#[test]
+fn bakes_a_registry_base_and_is_reproducible() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[("etc/old.txt", "old\n"), ("etc/gone.txt", "bye\n")]);
+    // The base image, built by kiln from a rootfs tarball and pushed.
+    let base = format!("{}/base/busybox:1", reg.addr);
+    let t = s.write(
+        "base.toml",
+        &template("rootfs:base.tar", &format!("\"registry:{base}\""), ""),
+    );
+    let (code, summary, _) = build(&s, &t);
+    assert_eq!(code, 0, "{summary}");
+    let base_layers = skopeo_layers(&base);
+
+    s.write("files/app.conf", "listen 80\n");
+    let provisioners = r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo new > /etc/new.txt", "echo changed > /etc/old.txt", "chmod 0600 /etc/old.txt", "rm /etc/gone.txt", "echo secret is $TOKEN"]
+env = { TOKEN = "${env(\"KILN_OCI_TEST_TOKEN\")}" }
+
+[[build.provisioner]]
+type = "file"
+source = "files/app.conf"
+destination = "/etc/app/app.conf"
+mode = "0640"
+"#;
+    let golden = format!("{}/golden/web:1.2.3", reg.addr);
+    let t = s.write(
+        "web.toml",
+        &template(
+            &format!("registry:{base}"),
+            &format!("\"registry:{golden}\", \"oci-layout:out/web:1.2.3\""),
+            provisioners,
+        ),
+    );
+    let (code, first, out) = build(&s, &t);
+    assert_eq!(code, 0, "{first}\n{out}");
+    let digest = first["jobs"][0]["artifacts"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        first["jobs"][0]["artifacts"][1]["digest"],
+        digest.as_str(),
+        "registry and layout hold the same image"
+    );
+
+    // skopeo sees exactly one new layer on top of the base.
+    let layers = skopeo_layers(&golden);
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    assert_eq!(&layers[..base_layers.len()], &base_layers[..]);
+
+    // umoci sees the changes.
+    let bundle = s.path().join("bundle");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1.2.3", s.path().join("out/web").display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let root = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/new.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/old.txt")).unwrap(),
+        "changed\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(root.join("etc/old.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("etc/app/app.conf"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert!(
+        !root.join("etc/gone.txt").exists(),
+        "deleted files are gone"
+    );
+    assert!(!root
+        .join("proc")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+    assert_nothing_left(&s);
+
+    // Built again later: the very same manifest.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, second, _) = build(&s, &t);
+    assert_eq!(code, 0);
+    assert_eq!(
+        second["jobs"][0]["artifacts"][0]["digest"],
+        digest.as_str(),
+        "reproducible manifest digest"
+    );
+}
+
+#[test]
+fn failing_provisioner_fails_with_its_exit_code_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let t = s.write(
+        "t.toml",
+        &template(
+            "rootfs:base.tar",
+            "\"oci-layout:out/x\"",
+            "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo doomed\", \"exit 5\"]\n",
+        ),
+    );
+    let (code, summary, out) = build(&s, &t);
+    assert_eq!(code, 1);
+    assert!(
+        summary["jobs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 5"),
+        "{summary}"
+    );
+    assert!(
+        out.contains("\"line\":\"doomed\""),
+        "the output is streamed: {out}"
+    );
+    assert!(!s.path().join("out/x").exists(), "no artifact");
+    assert_nothing_left(&s);
+}
+
+#[test]
+fn sigkill_then_cleanup_reaps_container_mount_and_directories() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let t = s.write(
+        "t.toml",
+        &template(
+            "rootfs:base.tar",
+            "",
+            "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo ready\", \"sleep 300\"]\n",
+        ),
+    );
+    let mut child = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("\"line\":\"ready\"") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        mounts.contains(&s.state().display().to_string()),
+        "the overlay is still mounted after SIGKILL"
+    );
+    let o = s.kiln().arg("cleanup").output().unwrap();
+    assert_exit(&o, 0);
+    let out = text(&o).0;
+    assert!(
+        out.contains("overlay mount") && out.contains("provisioner container"),
+        "{out}"
+    );
+    assert_nothing_left(&s);
+}
+
+#[test]
+fn base_layers_that_escape_the_root_are_refused() {
+    if !ready() {
+        return;
+    }
+    for (name, kind, link) in [
+        ("../evil", tar::EntryType::Regular, None),
+        (
+            "etc/link",
+            tar::EntryType::Symlink,
+            Some("../../../../etc/shadow"),
+        ),
+    ] {
+        let s = Scratch::new();
+        let path = s.path().join("base.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(0);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        let raw = &mut h.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        b.into_inner().unwrap().flush().unwrap();
+        let t = s.write("t.toml", &template("rootfs:base.tar", "", ""));
+        let (code, summary, _) = build(&s, &t);
+        assert_eq!(code, 1);
+        let err = summary["jobs"][0]["error"].as_str().unwrap();
+        assert!(err.contains("unsafe layer"), "{name}: {err}");
+        assert!(!s.path().parent().unwrap().join("evil").exists());
+        assert_nothing_left(&s);
+    }
+}
