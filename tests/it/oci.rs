@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::{assert_exit, text, Scratch};
 
+const SECRET: &str = "oci-test-secret-4711";
+
 /// True when everything the OCI tests need is here.
 fn ready() -> bool {
     let mut missing: Vec<String> = ["runc", "docker-registry", "skopeo", "umoci", "busybox"]
@@ -154,6 +156,7 @@ fn build(s: &Scratch, template: &Path) -> (i32, serde_json::Value, String) {
         .kiln()
         .args(["build", "--json"])
         .arg(template)
+        .env("KILN_OCI_TEST_TOKEN", SECRET)
         .output()
         .unwrap();
     let out = text(&o).0;
@@ -253,14 +256,17 @@ fn bakes_a_registry_base_and_is_reproducible() {
     let provisioners = r#"
 [[build.provisioner]]
 type = "shell"
-inline = ["echo new > /etc/new.txt", "echo changed > /etc/old.txt", "chmod 0600 /etc/old.txt", "rm /etc/gone.txt", "echo secret is $TOKEN"]
-env = { TOKEN = "${env(\"KILN_OCI_TEST_TOKEN\")}" }
+inline = ["echo new > /etc/new.txt", "echo changed > /etc/old.txt", "chmod 0600 /etc/old.txt", "rm /etc/gone.txt", "test -n \"$TOKEN\"", "echo secret is $TOKEN"]
+env = { TOKEN = "${secret.token}" }
 
 [[build.provisioner]]
 type = "file"
 source = "files/app.conf"
 destination = "/etc/app/app.conf"
 mode = "0640"
+
+[secrets.token]
+env = "KILN_OCI_TEST_TOKEN"
 "#;
     let golden = format!("{}/golden/web:1.2.3", reg.addr);
     let t = s.write(
@@ -336,6 +342,33 @@ mode = "0640"
         .read_dir()
         .is_ok_and(|mut d| d.next().is_some()));
     assert_nothing_left(&s);
+
+    // The secret reached the provisioner, but no output and no blob.
+    assert!(out.contains("secret is <sensitive>"), "{out}");
+    assert!(!out.contains(SECRET));
+    for blob in std::fs::read_dir(s.path().join("out/web/blobs/sha256"))
+        .unwrap()
+        .flatten()
+    {
+        let mut bytes = vec![];
+        let mut r = kiln::builder::oci::unpack::open_layer(&blob.path()).unwrap();
+        std::io::Read::read_to_end(&mut r, &mut bytes).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret in blob {:?}",
+            blob.path()
+        );
+    }
+    let build_id = first["build_id"].as_str().unwrap();
+    let shm_left = std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("kiln-{build_id}"))
+    });
+    assert!(
+        !shm_left,
+        "runtime configs (with the environment) are removed from the tmpfs"
+    );
 
     // Built again later: the very same manifest.
     std::thread::sleep(Duration::from_millis(1100));
