@@ -294,6 +294,12 @@ env = "KILN_OCI_TEST_TOKEN"
     assert_eq!(layers.len(), base_layers.len() + 1);
     assert_eq!(&layers[..base_layers.len()], &base_layers[..]);
 
+    // History pairs with layers (buildah and docker refuse images where it does not).
+    let o = Command::new("skopeo").args(["inspect", "--tls-verify=false", "--config"]).arg(format!("docker://{golden}")).output().unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let non_empty = config["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(non_empty, layers.len(), "{config}");
+
     // umoci sees the changes.
     let bundle = s.path().join("bundle");
     let o = Command::new("umoci")

@@ -335,7 +335,13 @@ impl OciInstance {
         if !cfg["history"].is_array() {
             cfg["history"] = serde_json::json!([]);
         }
+        let base_layers = cfg["rootfs"]["diff_ids"].as_array().map_or(0, |a| a.len().saturating_sub(1));
         let history = cfg["history"].as_array_mut().expect("array");
+        // Tools pair non-empty history entries with layers: fill in the base's gaps.
+        let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+        for _ in non_empty..base_layers {
+            history.insert(0, serde_json::json!({ "created_by": "base layer (no history recorded)" }));
+        }
         for p in &ctx.plan.provisioners {
             let masked = serde_json::Value::Object(
                 p.config

@@ -296,6 +296,7 @@ fn from_rootfs_tar(file: &Path, store: &BlobStore) -> Result<StoredImage, BuildE
     let config_json = serde_json::json!({
         "architecture": host_arch(), "os": "linux",
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "history": [{ "created_by": format!("kiln: rootfs {}", file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) }],
         "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] },
     });
     let config_bytes = canonical_json(&config_json);
