@@ -295,9 +295,18 @@ env = "KILN_OCI_TEST_TOKEN"
     assert_eq!(&layers[..base_layers.len()], &base_layers[..]);
 
     // History pairs with layers (buildah and docker refuse images where it does not).
-    let o = Command::new("skopeo").args(["inspect", "--tls-verify=false", "--config"]).arg(format!("docker://{golden}")).output().unwrap();
+    let o = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config"])
+        .arg(format!("docker://{golden}"))
+        .output()
+        .unwrap();
     let config: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let non_empty = config["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).count();
+    let non_empty = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .count();
     assert_eq!(non_empty, layers.len(), "{config}");
 
     // umoci sees the changes.
@@ -500,4 +509,39 @@ fn base_layers_that_escape_the_root_are_refused() {
         assert!(!s.path().parent().unwrap().join("evil").exists());
         assert_nothing_left(&s);
     }
+}
+
+#[test]
+fn without_overlayfs_the_copy_fallback_gives_the_same_image() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[("etc/old.txt", "old\n"), ("etc/gone.txt", "bye\n")]);
+    let provisioners = "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo new > /etc/new.txt\", \"echo changed > /etc/old.txt\", \"rm /etc/gone.txt\", \"mkdir -p /opt/a/b\"]\n";
+    let t = s.write(
+        "t.toml",
+        &template("rootfs:base.tar", "\"oci-layout:out/img:1\"", provisioners),
+    );
+    let (code, overlay, _) = build(&s, &t);
+    assert_eq!(code, 0, "{overlay}");
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("KILN_OCI_NO_OVERLAY", "1")
+        .output()
+        .unwrap();
+    let out = text(&o).0;
+    assert_exit(&o, 0);
+    assert!(
+        out.contains("overlayfs not used"),
+        "the fallback says so: {out}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        summary["jobs"][0]["artifacts"][0]["digest"], overlay["jobs"][0]["artifacts"][0]["digest"],
+        "same layer either way"
+    );
+    assert_nothing_left(&s);
 }

@@ -109,16 +109,34 @@ impl Builder for OciBuilder {
                 .await
                 .map_err(BuildError::io("cannot create work directory"))?;
         }
-        ctx.undo
-            .register(
-                Resource::Mount {
-                    target: merged.clone(),
-                },
-                "overlay mount",
-            )
-            .await
-            .map_err(BuildError::io("journal"))?;
-        mount_overlay(&lower, &upper, &overlay_work, &merged)?;
+        let overlay = if std::env::var_os("KILN_OCI_NO_OVERLAY").is_some_and(|v| v == "1") {
+            Err("KILN_OCI_NO_OVERLAY=1".to_string())
+        } else {
+            ctx.undo
+                .register(
+                    Resource::Mount {
+                        target: merged.clone(),
+                    },
+                    "overlay mount",
+                )
+                .await
+                .map_err(BuildError::io("journal"))?;
+            mount_overlay(&lower, &upper, &overlay_work, &merged).map_err(|e| e.to_string())
+        };
+        let copied = match overlay {
+            Ok(()) => false,
+            Err(why) => {
+                ctx.message(format!("overlayfs not used ({why}): copying the base instead; the snapshot diffs the whole tree, which is slower"));
+                let (l, m) = (lower.clone(), merged.clone());
+                tokio::task::spawn_blocking(move || super::copydiff::copy_base(&l, &m))
+                    .await
+                    .map_err(|e| BuildError::Io {
+                        what: "copy".into(),
+                        source: std::io::Error::other(e),
+                    })??;
+                true
+            }
+        };
 
         let secret_dir = tmpfs_dir()?.join(format!(
             "kiln-{}-{}",
@@ -175,6 +193,7 @@ impl Builder for OciBuilder {
             base,
             lower,
             upper,
+            copied,
             comm,
         }))
     }
@@ -285,6 +304,9 @@ struct OciInstance {
     base: Option<StoredImage>,
     lower: PathBuf,
     upper: PathBuf,
+    /// True when the base was copied (no overlayfs): the upper tree is
+    /// computed by diffing at snapshot time.
+    copied: bool,
     comm: RuncCommunicator,
 }
 
@@ -335,12 +357,17 @@ impl OciInstance {
         if !cfg["history"].is_array() {
             cfg["history"] = serde_json::json!([]);
         }
-        let base_layers = cfg["rootfs"]["diff_ids"].as_array().map_or(0, |a| a.len().saturating_sub(1));
+        let base_layers = cfg["rootfs"]["diff_ids"]
+            .as_array()
+            .map_or(0, |a| a.len().saturating_sub(1));
         let history = cfg["history"].as_array_mut().expect("array");
         // Tools pair non-empty history entries with layers: fill in the base's gaps.
         let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
         for _ in non_empty..base_layers {
-            history.insert(0, serde_json::json!({ "created_by": "base layer (no history recorded)" }));
+            history.insert(
+                0,
+                serde_json::json!({ "created_by": "base layer (no history recorded)" }),
+            );
         }
         for p in &ctx.plan.provisioners {
             let masked = serde_json::Value::Object(
@@ -455,6 +482,7 @@ impl Instance for OciInstance {
 
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let clamp = self.clamp()?;
+        let started = std::time::Instant::now();
         let created = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(clamp.max(0) as u64),
         )
@@ -465,7 +493,11 @@ impl Instance for OciInstance {
             Compression::Gzip
         };
         let (upper, lower, store) = (self.upper.clone(), self.lower.clone(), self.store.clone());
+        let copied_root = self.copied.then(|| self.comm.rootfs.clone());
         let layer = tokio::task::spawn_blocking(move || {
+            if let Some(root) = copied_root {
+                super::copydiff::diff_into_upper(&lower, &root, &upper)?;
+            }
             write_layer(&upper, &lower, clamp, compression, &store)
         })
         .await
@@ -473,7 +505,12 @@ impl Instance for OciInstance {
             what: "snapshot".into(),
             source: std::io::Error::other(e),
         })??;
-        ctx.message(format!("layer {} ({} bytes)", layer.digest, layer.size));
+        ctx.message(format!(
+            "layer {} ({} bytes) in {} ms",
+            layer.digest,
+            layer.size,
+            started.elapsed().as_millis()
+        ));
         let config_bytes = self.image_config(ctx, &layer.diff_id, &created)?;
         let config_digest = self.store.put_bytes(&config_bytes)?;
         let mut layers: Vec<serde_json::Value> = self

@@ -58,6 +58,91 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Gzip in parallel: the stream is cut into fixed-size chunks, each
+/// compressed as its own gzip member (as pigz `--independent` and pgzip
+/// do). Concatenated members are one valid gzip file (RFC 1952 §2.2);
+/// fixed chunk size, level and header keep the bytes reproducible.
+struct ParallelGzip<W: Write> {
+    out: W,
+    pending: Vec<Vec<u8>>,
+    current: Vec<u8>,
+    threads: usize,
+}
+
+const GZIP_CHUNK: usize = 4 << 20;
+
+impl<W: Write> ParallelGzip<W> {
+    fn new(out: W) -> Self {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        ParallelGzip {
+            out,
+            pending: vec![],
+            current: Vec::with_capacity(GZIP_CHUNK),
+            threads,
+        }
+    }
+
+    fn compress_pending(&mut self) -> std::io::Result<()> {
+        let chunks = std::mem::take(&mut self.pending);
+        let members: Vec<std::io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut gz = flate2::GzBuilder::new().mtime(0).write(
+                            Vec::with_capacity(c.len() / 2),
+                            flate2::Compression::default(),
+                        );
+                        gz.write_all(c)?;
+                        gz.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("compressor panicked")))
+                })
+                .collect()
+        });
+        for m in members {
+            self.out.write_all(&m?)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        if !self.current.is_empty() || self.pending.is_empty() {
+            self.pending.push(std::mem::take(&mut self.current));
+        }
+        self.compress_pending()?;
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(GZIP_CHUNK - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == GZIP_CHUNK {
+            self.pending.push(std::mem::replace(
+                &mut self.current,
+                Vec::with_capacity(GZIP_CHUNK),
+            ));
+            if self.pending.len() >= self.threads {
+                self.compress_pending()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Paths the runtime creates as mount points; left out of the layer when
 /// the base did not have them and the build left them empty.
 const MOUNT_POINTS: &[&str] = &[
@@ -88,9 +173,7 @@ pub fn write_layer(
         let io = BuildError::io("cannot write layer");
         match compression {
             Compression::Gzip => {
-                let mut gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(&mut compressed, flate2::Compression::default());
+                let mut gz = ParallelGzip::new(&mut compressed);
                 let d = write_tar(upper, lower, clamp, &mut gz)?;
                 gz.finish().map_err(io)?;
                 d

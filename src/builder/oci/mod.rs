@@ -8,6 +8,8 @@
 #[cfg(feature = "oci")]
 pub mod container;
 #[cfg(feature = "oci")]
+mod copydiff;
+#[cfg(feature = "oci")]
 mod image;
 #[cfg(feature = "oci")]
 pub mod layer;

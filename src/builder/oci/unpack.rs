@@ -97,7 +97,7 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read>, BuildError> {
         .map_err(BuildError::io("cannot read layer"))?;
     let f = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
     Ok(match magic {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(f)),
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(f)),
         [0x28, 0xb5, 0x2f, 0xfd] => {
             Box::new(zstd::stream::read::Decoder::new(f).map_err(BuildError::io("zstd"))?)
         }
