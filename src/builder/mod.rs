@@ -37,6 +37,9 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Comm(#[from] CommError),
+    /// The leak scan found something that must not ship; nothing was pushed.
+    #[error("leak scan: {0} (nothing was pushed)")]
+    Leak(String),
 }
 
 impl BuildError {

@@ -79,7 +79,7 @@ pub fn to_json(plan: &BuildPlan) -> serde_json::Value {
         "variables": plan.variables.iter().map(|v| json!({
             "name": v.name, "type": v.ty.name(), "value": v.value.to_masked_json(), "sensitive": v.value.is_sensitive(), "description": v.description,
         })).collect::<Vec<_>>(),
-        "secrets": plan.secrets.iter().map(|s| json!({ "name": s.name, "source": secret_source(&s.source), "value": crate::ui::redact::MASK })).collect::<Vec<_>>(),
+        "secrets": plan.secrets.iter().map(|s| json!({ "name": s.name, "source": secret_source(&s.source), "value": crate::ui::redact::SENSITIVE })).collect::<Vec<_>>(),
         "locals": masked_map(&plan.locals),
         "jobs": plan.jobs.iter().map(|j| json!({
             "name": j.name(), "build": j.build, "source_type": j.source_type, "source_name": j.source_name,
@@ -124,7 +124,7 @@ fn to_text(plan: &BuildPlan) -> String {
                 "  {} from {} = {}",
                 s.name,
                 secret_source(&s.source),
-                crate::ui::redact::MASK
+                crate::ui::redact::SENSITIVE
             ));
         }
     }

@@ -75,6 +75,9 @@ pub struct JobContext {
     pub template_digest: String,
     pub template_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `(name, value)` of every secret and sensitive variable, for the leak
+    /// scan. In memory only.
+    pub secrets: Arc<Vec<(String, String)>>,
     pub undo: Undo,
     pub cancel: CancellationToken,
     pub interactive: bool,
@@ -183,6 +186,7 @@ pub async fn run(
         return finish(plan, out, started, &bus);
     }
 
+    let secrets = Arc::new(leak_scan_inputs(plan));
     let siblings = cancel.child_token();
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let journal = Journal::new(&opts.state_dir);
@@ -199,6 +203,7 @@ pub async fn run(
             build_id: plan.build_id.clone(),
             image: plan.image.clone(),
             template_digest: plan.template_digest.clone(),
+            secrets: secrets.clone(),
             template_dir: template_dir.clone(),
             state_dir: opts.state_dir.clone(),
             cancel: siblings.clone(),
@@ -255,6 +260,22 @@ pub async fn run(
         started,
         &bus,
     )
+}
+
+/// Secrets and sensitive variables by name, as the leak scan needs them.
+fn leak_scan_inputs(plan: &BuildPlan) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (name, v) in &plan.secret_values {
+        let mut values = vec![];
+        v.sensitive_strings(&mut values);
+        out.extend(values.into_iter().map(|s| (name.clone(), s)));
+    }
+    for var in plan.variables.iter().filter(|v| v.value.is_sensitive()) {
+        let mut values = vec![];
+        var.value.sensitive_strings(&mut values);
+        out.extend(values.into_iter().map(|s| (format!("var.{}", var.name), s)));
+    }
+    out
 }
 
 fn finish(

@@ -1,9 +1,13 @@
 //! Fetching declared secrets, once per build, before any instance starts:
-//! `env` and `file` sources now; `vault` with the Vault issue (#4).
+//! `env`, `file` and `vault` (KV v1/v2, all read concurrently with one
+//! login, see [`vault`]); [`leak`] scans artifacts for them.
 //!
 //! Architecture invariant: secret values live only in memory (as sensitive
 //! template values) and in provisioner process environments; every value
 //! fetched here reaches the redactor before any output is written.
+
+pub mod leak;
+pub mod vault;
 
 use std::collections::BTreeMap;
 
@@ -47,17 +51,62 @@ pub fn fetch(decls: &[SecretDecl]) -> Result<BTreeMap<String, Value>, Diagnostic
                 }
                 Err(e) => diags.push(err(format!("cannot read `{}`: {e}", path.display()))),
             },
-            SecretSource::Vault { path, key, .. } => diags.push(
-                err(format!(
-                    "Vault secrets (`{path}#{key}`) are not supported yet (issue #4)"
-                ))
-                .with_help("for now, use `env = \"NAME\"` or `file = \"PATH\"`"),
-            ),
+            SecretSource::Vault { .. } => {}
+        }
+    }
+    let wanted: Vec<(String, String, String, Option<u64>)> = decls
+        .iter()
+        .filter_map(|d| match &d.source {
+            SecretSource::Vault { path, key, version } => {
+                Some((d.name.clone(), path.clone(), key.clone(), *version))
+            }
+            _ => None,
+        })
+        .collect();
+    if !wanted.is_empty() {
+        match block_on(vault::fetch_all(&wanted)) {
+            Ok(values) => out.extend(values.into_iter().map(|(k, v)| (k, Value::Str(v)))),
+            Err(errors) => {
+                for (name, e) in errors {
+                    let d = decls
+                        .iter()
+                        .find(|d| d.name == name)
+                        .expect("asked for declared secrets");
+                    diags.push(
+                        Diagnostic::at(&d.file, d.span.clone(), format!("secret `{name}`: {e}"))
+                            .with_label("declared here"),
+                    );
+                }
+            }
         }
     }
     if diags.is_empty() {
         Ok(out)
     } else {
         Err(diags)
+    }
+}
+
+/// Runs a future to completion from the synchronous secret-fetch hook,
+/// inside or outside a tokio runtime.
+fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        _ => std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(f)
+            })
+            .join()
+            .expect("secret fetch panicked")
+        }),
     }
 }

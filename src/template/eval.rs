@@ -803,7 +803,7 @@ pub fn missing(entries: &[super::node::Entry], name: &str) -> bool {
 /// Formats a value for human output (`inspect`), masking sensitive parts.
 pub fn display_value(v: &Value) -> String {
     match v {
-        Value::Sensitive(_) => crate::ui::redact::MASK.to_string(),
+        Value::Sensitive(_) => crate::ui::redact::SENSITIVE.to_string(),
         Value::Str(s) => format!("{s:?}"),
         Value::Num(n) => format_number(*n),
         Value::Bool(b) => b.to_string(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ui::redact::MASK;
+use crate::ui::redact::SENSITIVE;
 
 /// A resolved template value.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,7 +101,7 @@ impl Value {
     /// JSON for people (`inspect`): sensitive values are masked.
     pub fn to_masked_json(&self) -> serde_json::Value {
         match self {
-            Value::Sensitive(_) => serde_json::Value::String(MASK.into()),
+            Value::Sensitive(_) => serde_json::Value::String(SENSITIVE.into()),
             Value::List(l) => {
                 serde_json::Value::Array(l.iter().map(Value::to_masked_json).collect())
             }

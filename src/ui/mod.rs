@@ -188,7 +188,8 @@ fn redact_json(v: &mut serde_json::Value, r: &Redactor) {
 /// written to stderr through the same redactor as events.
 pub fn init_tracing(redactor: Arc<RwLock<Redactor>>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,rustify=off,vaultrs=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(move || sinks::RedactingWriter::stderr(redactor.clone()))
@@ -226,6 +227,6 @@ mod tests {
         let seen = seen.lock().unwrap();
         let text = serde_json::to_string(&*seen).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
-        assert_eq!(text.matches("<sensitive>").count(), 2);
+        assert_eq!(text.matches("<redacted>").count(), 2);
     }
 }

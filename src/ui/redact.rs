@@ -6,8 +6,11 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-/// What a redacted value is replaced with.
-pub const MASK: &str = "<sensitive>";
+/// What a redacted value is replaced with in logs, events and errors.
+pub const MASK: &str = "<redacted>";
+
+/// How `inspect` shows a sensitive value (a value, not a hole in a log).
+pub const SENSITIVE: &str = "<sensitive>";
 
 /// Lines of a multi-line secret shorter than this are not redacted on their
 /// own: masking every `}` or `-----` would make logs unreadable while

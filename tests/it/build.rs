@@ -221,14 +221,14 @@ inline = [
     let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
     for sink in [&out, &err, &log] {
         assert!(
-            sink.is_empty() || sink.contains("plain=<sensitive>"),
+            sink.is_empty() || sink.contains("plain=<redacted>"),
             "the provisioner really got the secret: {sink}"
         );
         for form in [secret, b64.as_str(), &secret.to_uppercase()] {
             assert!(!sink.contains(form), "leaked {form}: {sink}");
         }
     }
-    assert!(log.contains("failing with <sensitive>") && out.contains("exited with code 3"));
+    assert!(log.contains("failing with <redacted>") && out.contains("exited with code 3"));
     // stdout is only JSON lines.
     for line in out.lines() {
         serde_json::from_str::<serde_json::Value>(line)
@@ -242,7 +242,7 @@ inline = [
 }
 
 #[test]
-fn missing_secret_and_vault_are_clear_input_errors() {
+fn missing_secret_and_unconfigured_vault_are_clear_input_errors() {
     let s = Scratch::new();
     let t = s.write(
         "t.toml",
@@ -253,6 +253,7 @@ fn missing_secret_and_vault_are_clear_input_errors() {
         .arg("build")
         .arg(&t)
         .env_remove("KILN_TEST_UNSET_VAR")
+        .env_remove("VAULT_ADDR")
         .output()
         .unwrap();
     assert_exit(&o, 2);
@@ -262,7 +263,7 @@ fn missing_secret_and_vault_are_clear_input_errors() {
         "{err}"
     );
     assert!(
-        err.contains("t.toml:6:10") && err.contains("not supported yet"),
+        err.contains("t.toml:6:10") && err.contains("Vault is not configured: set VAULT_ADDR"),
         "{err}"
     );
 }

@@ -7,6 +7,7 @@ mod engine;
 #[cfg(feature = "oci")]
 mod oci;
 mod templates;
+mod vault;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -92,7 +92,7 @@ impl Drop for Registry {
 }
 
 /// A minimal busybox root filesystem as a tar file.
-fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
+pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
     let busybox = std::fs::read("/usr/bin/busybox")
         .or_else(|_| std::fs::read("/bin/busybox"))
         .unwrap();
@@ -359,7 +359,7 @@ env = "KILN_OCI_TEST_TOKEN"
     assert_nothing_left(&s);
 
     // The secret reached the provisioner, but no output and no blob.
-    assert!(out.contains("secret is <sensitive>"), "{out}");
+    assert!(out.contains("secret is <redacted>"), "{out}");
     assert!(!out.contains(SECRET));
     for blob in std::fs::read_dir(s.path().join("out/web/blobs/sha256"))
         .unwrap()

@@ -41,6 +41,7 @@ struct OciSettings {
     network: Option<String>,
     compression: Option<String>,
     created: Option<String>,
+    leak_scan: Option<String>,
     #[serde(default)]
     config: ImageOverrides,
 }
@@ -311,6 +312,28 @@ struct OciInstance {
 }
 
 impl OciInstance {
+    /// Fails the build if the new layer holds a secret or a key.
+    async fn leak_scan(&self, ctx: &JobContext) -> Result<(), BuildError> {
+        if self.settings.leak_scan.as_deref() == Some("off") {
+            ctx.message("warning: `leak_scan = \"off\"`: the image is not checked for secrets, keys and shell histories".into());
+            return Ok(());
+        }
+        let (upper, secrets) = (self.upper.clone(), ctx.secrets.clone());
+        let findings =
+            tokio::task::spawn_blocking(move || crate::secrets::leak::scan_tree(&upper, &secrets))
+                .await
+                .map_err(|e| BuildError::Io {
+                    what: "leak scan".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(BuildError::io("leak scan"))?;
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        Err(BuildError::Leak(list.join("; ")))
+    }
+
     /// Seconds since the epoch that mtimes are clamped to and `created` is.
     fn clamp(&self) -> Result<i64, BuildError> {
         if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
@@ -493,11 +516,23 @@ impl Instance for OciInstance {
             Compression::Gzip
         };
         let (upper, lower, store) = (self.upper.clone(), self.lower.clone(), self.store.clone());
-        let copied_root = self.copied.then(|| self.comm.rootfs.clone());
+        if self.copied {
+            let (lower, root, upper) = (
+                self.lower.clone(),
+                self.comm.rootfs.clone(),
+                self.upper.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                super::copydiff::diff_into_upper(&lower, &root, &upper)
+            })
+            .await
+            .map_err(|e| BuildError::Io {
+                what: "diff".into(),
+                source: std::io::Error::other(e),
+            })??;
+        }
+        self.leak_scan(ctx).await?;
         let layer = tokio::task::spawn_blocking(move || {
-            if let Some(root) = copied_root {
-                super::copydiff::diff_into_upper(&lower, &root, &upper)?;
-            }
             write_layer(&upper, &lower, clamp, compression, &store)
         })
         .await

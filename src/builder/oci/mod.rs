@@ -44,6 +44,8 @@ pub const FIELDS: &[Field] = &[
     Field::opt("compression", Kind::Enum(&["gzip", "zstd"])),
     // RFC 3339; the image's `created` and the clamp for file mtimes.
     Field::opt("created", Kind::Str),
+    // `off` skips the scan for secrets and keys in the new layer (warned).
+    Field::opt("leak_scan", Kind::Enum(&["on", "off"])),
     Field::opt("config", Kind::Table(CONFIG_FIELDS)),
 ];
 
