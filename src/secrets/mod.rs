@@ -11,18 +11,21 @@ pub mod vault;
 
 use std::collections::BTreeMap;
 
-use crate::template::{Diagnostic, Diagnostics, SecretDecl, SecretSource, Value};
+use crate::template::plan::SecretRequest;
+use crate::template::{Diagnostic, Diagnostics, SecretSource, Value};
 
 /// Values for `validate` and `inspect`, which never fetch secrets.
-pub fn unresolved(decls: &[SecretDecl]) -> Result<BTreeMap<String, Value>, Diagnostics> {
-    Ok(decls
+pub fn unresolved(req: &SecretRequest) -> Result<BTreeMap<String, Value>, Diagnostics> {
+    Ok(req
+        .decls
         .iter()
         .map(|d| (d.name.clone(), Value::Unknown))
         .collect())
 }
 
 /// Fetches every secret. Errors name the secret and its source, never a value.
-pub fn fetch(decls: &[SecretDecl]) -> Result<BTreeMap<String, Value>, Diagnostics> {
+pub fn fetch(req: &SecretRequest) -> Result<BTreeMap<String, Value>, Diagnostics> {
+    let decls = req.decls;
     let mut out = BTreeMap::new();
     let mut diags = Diagnostics::default();
     for d in decls {
@@ -57,14 +60,17 @@ pub fn fetch(decls: &[SecretDecl]) -> Result<BTreeMap<String, Value>, Diagnostic
     let wanted: Vec<(String, String, String, Option<u64>)> = decls
         .iter()
         .filter_map(|d| match &d.source {
-            SecretSource::Vault { path, key, version } => {
-                Some((d.name.clone(), path.clone(), key.clone(), *version))
-            }
+            SecretSource::Vault { path, key, version } => Some((
+                d.name.clone(),
+                path.clone(),
+                key.clone(),
+                version.as_ref().copied(),
+            )),
             _ => None,
         })
         .collect();
     if !wanted.is_empty() {
-        match block_on(vault::fetch_all(&wanted)) {
+        match block_on(vault::fetch_all(req.vault, &wanted)) {
             Ok(values) => out.extend(values.into_iter().map(|(k, v)| (k, Value::Str(v)))),
             Err(errors) => {
                 for (name, e) in errors {

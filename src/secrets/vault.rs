@@ -92,20 +92,35 @@ fn env_or_file(name: &str) -> Result<Option<String>, VaultError> {
 impl VaultConfig {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<VaultConfig, VaultError> {
-        let addr = env("VAULT_ADDR").ok_or_else(|| VaultError::Config("set VAULT_ADDR".into()))?;
-        let method = env("KILN_VAULT_AUTH");
+        Self::from_env_and(&crate::template::plan::VaultSettings::default())
+    }
+
+    /// The environment, falling back to the template's `[vault]` settings.
+    pub fn from_env_and(
+        t: &crate::template::plan::VaultSettings,
+    ) -> Result<VaultConfig, VaultError> {
+        let addr = env("VAULT_ADDR")
+            .or_else(|| t.address.clone())
+            .ok_or_else(|| {
+                VaultError::Config("set VAULT_ADDR (or `address` in `[vault]`)".into())
+            })?;
+        let method = env("KILN_VAULT_AUTH").or_else(|| t.auth.clone());
         let jwt = env_or_file("VAULT_JWT")?;
         let role_id = env_or_file("VAULT_ROLE_ID")?;
         let auth = match method.as_deref() {
             Some("jwt") | None if jwt.is_some() || method.is_some() => Auth::Jwt {
-                mount: env("VAULT_JWT_MOUNT").unwrap_or_else(|| "jwt".into()),
-                role: env("VAULT_JWT_ROLE"),
+                mount: env("VAULT_JWT_MOUNT")
+                    .or_else(|| t.mount.clone())
+                    .unwrap_or_else(|| "jwt".into()),
+                role: env("VAULT_JWT_ROLE").or_else(|| t.role.clone()),
                 jwt: jwt.ok_or_else(|| {
                     VaultError::Config("JWT auth needs VAULT_JWT or VAULT_JWT_FILE".into())
                 })?,
             },
             Some("approle") | None if role_id.is_some() || method.is_some() => Auth::AppRole {
-                mount: env("VAULT_APPROLE_MOUNT").unwrap_or_else(|| "approle".into()),
+                mount: env("VAULT_APPROLE_MOUNT")
+                    .or_else(|| t.mount.clone())
+                    .unwrap_or_else(|| "approle".into()),
                 role_id: role_id
                     .ok_or_else(|| VaultError::Config("AppRole auth needs VAULT_ROLE_ID".into()))?,
                 secret_id: env_or_file("VAULT_SECRET_ID")?.ok_or_else(|| {
@@ -135,8 +150,10 @@ impl VaultConfig {
         };
         Ok(VaultConfig {
             addr,
-            namespace: env("VAULT_NAMESPACE"),
-            cacert: env("VAULT_CACERT").map(PathBuf::from),
+            namespace: env("VAULT_NAMESPACE").or_else(|| t.namespace.clone()),
+            cacert: env("VAULT_CACERT")
+                .map(PathBuf::from)
+                .or_else(|| t.ca_cert.clone()),
             auth,
         })
     }
@@ -427,6 +444,7 @@ impl Vault {
 /// Reads every `(name, path, key, version)` concurrently with one login;
 /// the token kiln logged in with is revoked afterwards.
 pub async fn fetch_all(
+    settings: &crate::template::plan::VaultSettings,
     wanted: &[(String, String, String, Option<u64>)],
 ) -> Result<BTreeMap<String, String>, Vec<(String, String)>> {
     let all = |e: VaultError| {
@@ -435,7 +453,7 @@ pub async fn fetch_all(
             .map(|w| (w.0.clone(), e.to_string()))
             .collect::<Vec<_>>()
     };
-    let cfg = VaultConfig::from_env().map_err(all)?;
+    let cfg = VaultConfig::from_env_and(settings).map_err(all)?;
     let vault = Vault::connect(&cfg).await.map_err(all)?;
     let reads = wanted.iter().map(|(name, path, key, version)| {
         let vault = &vault;

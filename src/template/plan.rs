@@ -52,8 +52,29 @@ pub struct SecretDecl {
 /// Secret values by name.
 pub type SecretValues = BTreeMap<String, Value>;
 
+/// `[vault]`: where the template's Vault secrets come from. The `VAULT_*`
+/// environment variables override each setting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VaultSettings {
+    pub address: Option<String>,
+    pub namespace: Option<String>,
+    /// `token`, `approle` or `jwt`.
+    pub auth: Option<String>,
+    /// The auth method's mount (`approle`, `jwt` by default).
+    pub mount: Option<String>,
+    /// The JWT role.
+    pub role: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// What a secret fetcher is asked for.
+pub struct SecretRequest<'a> {
+    pub decls: &'a [SecretDecl],
+    pub vault: &'a VaultSettings,
+}
+
 /// Turns secret declarations into values (or errors naming the secret).
-pub type FetchSecrets = dyn Fn(&[SecretDecl]) -> Result<SecretValues, Diagnostics>;
+pub type FetchSecrets = dyn Fn(&SecretRequest) -> Result<SecretValues, Diagnostics>;
 
 /// Options that shape a plan besides the template itself.
 #[derive(Debug, Clone, Default)]
@@ -159,7 +180,23 @@ impl BuildPlan {
     }
 }
 
-const TOP_KEYS: &[&str] = &["image", "variables", "secrets", "locals", "source", "build"];
+const TOP_KEYS: &[&str] = &[
+    "image",
+    "variables",
+    "secrets",
+    "vault",
+    "locals",
+    "source",
+    "build",
+];
+const VAULT_FIELDS: &[Field] = &[
+    Field::opt("address", Kind::Str),
+    Field::opt("namespace", Kind::Str),
+    Field::opt("auth", Kind::Enum(&["token", "approle", "jwt"])),
+    Field::opt("mount", Kind::Str),
+    Field::opt("role", Kind::Str),
+    Field::opt("ca_cert", Kind::Path),
+];
 const IMAGE_FIELDS: &[Field] = &[
     Field::req("name", Kind::Str),
     Field::req("version", Kind::Str),
@@ -276,7 +313,7 @@ impl Template {
         let image_nodes = table_map(section("image"));
         let local_nodes = table_map(section("locals"));
         let no_secrets = BTreeMap::new();
-        let secret_decls = {
+        let (secret_decls, vault) = {
             let scope = Scope::new(
                 file,
                 &dir,
@@ -287,11 +324,15 @@ impl Template {
                 &opts.build_id,
             );
             let decls = self.secret_decls(&scope, section("secrets"));
+            let vault = self.vault_settings(&scope, section("vault"));
             diags.extend(scope.take_diagnostics());
-            decls
+            (decls, vault)
         };
         let secret_values = if diags.is_empty() {
-            match fetch_secrets(&secret_decls) {
+            match fetch_secrets(&SecretRequest {
+                decls: &secret_decls,
+                vault: &vault,
+            }) {
                 Ok(v) => v.into_iter().map(|(k, v)| (k, v.sensitive())).collect(),
                 Err(d) => {
                     diags.extend(d);
@@ -400,6 +441,24 @@ impl Template {
             locals,
             jobs,
         })
+    }
+
+    fn vault_settings(&self, scope: &Scope, node: Option<&Node>) -> VaultSettings {
+        let Some(node) = node else {
+            return VaultSettings::default();
+        };
+        let Some(Value::Map(m)) = scope.eval_table(node, VAULT_FIELDS, "vault") else {
+            return VaultSettings::default();
+        };
+        let text = |k: &str| m.get(k).and_then(Value::as_interpolated);
+        VaultSettings {
+            address: text("address"),
+            namespace: text("namespace"),
+            auth: text("auth"),
+            mount: text("mount"),
+            role: text("role"),
+            ca_cert: text("ca_cert").map(PathBuf::from),
+        }
     }
 
     fn secret_decls(&self, scope: &Scope, node: Option<&Node>) -> Vec<SecretDecl> {

@@ -342,11 +342,41 @@ fn reads_kv1_and_kv2_with_token_approle_and_jwt() {
         assert_no_values(&out);
         assert_no_values(&err);
     }
+    // The template's `[vault]` table instead of the environment.
+    let t = s.write(
+        "tv.toml",
+        &NULL_CHECK.replace(
+            "[source.null.a]",
+            &format!(
+                "[vault]\naddress = \"{}\"\nauth = \"jwt\"\nrole = \"ci\"\n\n[source.null.a]",
+                bao.addr
+            ),
+        ),
+    );
+    let mut c = s.kiln();
+    let o = clean(&mut c)
+        .arg("build")
+        .arg(&t)
+        .env_remove("VAULT_ADDR")
+        .env("VAULT_JWT_FILE", &jwt_file)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
     assert_eq!(
         bao.token_count(),
         before,
         "tokens kiln logged in with are revoked"
     );
+    let bad = s.write(
+        "bad.toml",
+        &NULL_CHECK.replace(
+            "[source.null.a]",
+            "[vault]\nauth = \"jwtt\"\n\n[source.null.a]",
+        ),
+    );
+    let o = s.kiln().arg("validate").arg(&bad).output().unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("did you mean `jwt`?"), "{}", text(&o).1);
 }
 
 #[test]
