@@ -52,6 +52,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with(None)
+    }
+
+    /// With `Some((user, password))`, the registry wants basic auth.
+    pub fn start_with(user: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -60,7 +65,19 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display())).unwrap();
+        let mut config = format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display());
+        if let Some((u, p)) = user {
+            let o = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("htpasswd (apache2-utils)");
+            std::fs::write(dir.path().join("htpasswd"), &o.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(&cfg, config).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -544,4 +561,61 @@ fn without_overlayfs_the_copy_fallback_gives_the_same_image() {
         "same layer either way"
     );
     assert_nothing_left(&s);
+}
+
+#[test]
+fn basic_auth_registry_uses_docker_config_credentials() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start_with(Some(("kiln", "pa55-word")));
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let base = format!("{}/auth/base:1", reg.addr);
+    let t = s.write(
+        "base.toml",
+        &template("rootfs:base.tar", &format!("\"registry:{base}\""), ""),
+    );
+    // Without credentials: a clear refusal with a hint.
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("DOCKER_CONFIG", s.path().join("none"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).0.contains("credentials come from"),
+        "{}",
+        text(&o).0
+    );
+    // With a docker config.json: push, then pull it back as a base.
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "kiln:pa55-word");
+    s.write(
+        "docker/config.json",
+        &format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    );
+    let with_creds = |tpl: &Path| {
+        s.kiln()
+            .args(["build", "--json"])
+            .arg(tpl)
+            .env("DOCKER_CONFIG", s.path().join("docker"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .unwrap()
+    };
+    assert_exit(&with_creds(&t), 0);
+    let t2 = s.write(
+        "child.toml",
+        &template(
+            &format!("registry:{base}"),
+            "\"oci-layout:out/child\"",
+            "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo child > /etc/child\"]\n",
+        ),
+    );
+    let o = with_creds(&t2);
+    assert_exit(&o, 0);
+    assert!(s.path().join("out/child/index.json").is_file());
 }

@@ -33,9 +33,18 @@ pub struct StoredImage {
 }
 
 fn reg_err(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError) -> BuildError {
-    move |e| BuildError::Io {
-        what,
-        source: std::io::Error::other(e.to_string()),
+    move |e| {
+        let mut msg = e.to_string();
+        if msg.contains("401")
+            || msg.contains("UNAUTHORIZED")
+            || msg.contains("authentication required")
+        {
+            msg.push_str("; hint: credentials come from REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json (`docker login` or `skopeo login` write them)");
+        }
+        BuildError::Io {
+            what,
+            source: std::io::Error::other(msg),
+        }
     }
 }
 
