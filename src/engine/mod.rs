@@ -7,6 +7,7 @@
 //! reports only through events; it knows no builder's internals.
 
 pub mod journal;
+pub mod manifest;
 pub mod undo;
 
 use std::path::{Path, PathBuf};
@@ -248,18 +249,56 @@ pub async fn run(
         }
     }
     results.sort_by_key(|(order, _)| *order);
+    let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
+    write_manifests(plan, &opts.state_dir, &mut summaries, &bus);
     // Jobs removed their own work directories; drop the build's, if empty.
     let _ = std::fs::remove_dir(
         opts.state_dir
             .join("work")
             .join(journal::sanitize(&plan.build_id)),
     );
-    finish(
-        plan,
-        results.into_iter().map(|(_, s)| s).collect(),
-        started,
-        &bus,
-    )
+    finish(plan, summaries, started, &bus)
+}
+
+/// One build manifest per artifact of each successful job.
+fn write_manifests(plan: &BuildPlan, state_dir: &Path, jobs: &mut [JobSummary], bus: &EventBus) {
+    let dir = state_dir
+        .join("manifests")
+        .join(journal::sanitize(&plan.build_id));
+    let now = std::time::SystemTime::now();
+    for summary in jobs.iter_mut().filter(|j| j.status == JobStatus::Succeeded) {
+        let Some(job) = plan.jobs.iter().find(|j| j.name() == summary.job) else {
+            continue;
+        };
+        let finished = humantime::format_rfc3339_seconds(now).to_string();
+        let started = humantime::format_rfc3339_seconds(
+            now - std::time::Duration::from_millis(summary.duration_ms),
+        )
+        .to_string();
+        for (n, artifact) in summary.artifacts.iter_mut().enumerate() {
+            match manifest::write(&dir, plan, job, artifact, n + 1, &started, &finished) {
+                Ok(path) => {
+                    artifact.manifest = Some(path.display().to_string());
+                    bus.emit(Event::Message {
+                        job: Some(summary.job.clone()),
+                        text: format!("manifest `{}`", path.display()),
+                    });
+                }
+                Err(e) => {
+                    let message = format!("cannot write the build manifest: {e}");
+                    bus.emit(Event::Error {
+                        job: Some(summary.job.clone()),
+                        message: message.clone(),
+                        file: None,
+                        line: None,
+                        column: None,
+                    });
+                    summary.status = JobStatus::Failed;
+                    summary.error = Some(message);
+                }
+            }
+        }
+    }
 }
 
 /// Secrets and sensitive variables by name, as the leak scan needs them.

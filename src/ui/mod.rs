@@ -39,6 +39,12 @@ pub struct ArtifactInfo {
     /// Reference, path or id.
     pub id: String,
     pub digest: Option<String>,
+    /// What it was built from, resolved (`…@sha256:…`, an AMI id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The build manifest written for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 /// One job's line in the final summary.

@@ -105,6 +105,8 @@ impl Instance for TestInstance {
             return Err(BuildError::Config("told to fail at snapshot".into()));
         }
         Ok(vec![ArtifactInfo {
+            base: None,
+            manifest: None,
             kind: "test".into(),
             id: self.job.clone(),
             digest: None,

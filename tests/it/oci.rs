@@ -402,6 +402,32 @@ env = "KILN_OCI_TEST_TOKEN"
         "runtime configs (with the environment) are removed from the tmpfs"
     );
 
+    // The build manifest records inputs and outputs, and no secret.
+    let manifest_path = first["jobs"][0]["artifacts"][0]["manifest"]
+        .as_str()
+        .expect("a manifest per artifact");
+    let manifest_text = std::fs::read_to_string(manifest_path).unwrap();
+    assert!(!manifest_text.contains(SECRET));
+    let m: serde_json::Value = serde_json::from_str(&manifest_text).unwrap();
+    assert_eq!(m["artifact"]["digest"], digest.as_str());
+    assert!(
+        m["base"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("registry:{base}@sha256:")),
+        "{m}"
+    );
+    assert_eq!(m["provisioners"].as_array().unwrap().len(), 2);
+    assert!(m["provisioners"][1]["files"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|d| d.as_str().unwrap().starts_with("sha256:")));
+    assert!(m["template"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+
     // Built again later: the very same manifest.
     std::thread::sleep(Duration::from_millis(1100));
     let (code, second, _) = build(&s, &t);
@@ -410,6 +436,19 @@ env = "KILN_OCI_TEST_TOKEN"
         second["jobs"][0]["artifacts"][0]["digest"],
         digest.as_str(),
         "reproducible manifest digest"
+    );
+    let m2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            second["jobs"][0]["artifacts"][0]["manifest"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        m2["fingerprint"], m["fingerprint"],
+        "same inputs, same fingerprint"
     );
 }
 

@@ -573,6 +573,10 @@ impl Instance for OciInstance {
             )
             .collect();
 
+        let base_ref = Some(match &self.base {
+            Some(b) => format!("{}@{}", b.source, b.manifest_digest),
+            None => "scratch".to_string(),
+        });
         let mut artifacts = vec![];
         let mount_from = match self.base.as_ref().map(|b| b.source.as_str()) {
             Some(s) => s
@@ -587,6 +591,8 @@ impl Instance for OciInstance {
                     image::push(r, &manifest_bytes, &blobs, &self.store, mount_from.as_ref())
                         .await?;
                     artifacts.push(ArtifactInfo {
+                        base: base_ref.clone(),
+                        manifest: None,
                         kind: "oci".into(),
                         id: format!("registry:{r}"),
                         digest: Some(manifest_digest.clone()),
@@ -614,6 +620,8 @@ impl Instance for OciInstance {
                         None => format!("oci-layout:{}", dir.display()),
                     };
                     artifacts.push(ArtifactInfo {
+                        base: base_ref.clone(),
+                        manifest: None,
                         kind: "oci".into(),
                         id,
                         digest: Some(manifest_digest.clone()),
@@ -626,6 +634,8 @@ impl Instance for OciInstance {
                 "no `to`: the image {manifest_digest} stays in the local blob cache"
             ));
             artifacts.push(ArtifactInfo {
+                base: base_ref.clone(),
+                manifest: None,
                 kind: "oci".into(),
                 id: format!("kiln-cache:{manifest_digest}"),
                 digest: Some(manifest_digest),
