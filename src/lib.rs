@@ -9,5 +9,6 @@ pub mod communicator;
 pub mod engine;
 pub mod provisioner;
 pub mod secrets;
+pub mod sign;
 pub mod template;
 pub mod ui;

@@ -8,7 +8,9 @@ mod cleanup;
 mod fmt;
 mod generate;
 mod inspect;
+mod keygen;
 mod validate;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -65,12 +67,12 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Reap what crashed or killed builds left behind.
     Cleanup(cleanup::CleanupArgs),
-    /// Verify an artifact's signatures and provenance (not supported yet).
-    Verify(LaterArgs),
+    /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
+    Verify(verify::VerifyArgs),
     /// Work with the image catalog (not supported yet).
     Images(LaterArgs),
-    /// Create a cosign-compatible key pair (not supported yet).
-    Keygen(LaterArgs),
+    /// Create a cosign-compatible key pair.
+    Keygen(keygen::KeygenArgs),
     /// Audit what was built, signed, promoted and revoked (not supported yet).
     Audit(LaterArgs),
     /// Print shell completions.
@@ -139,9 +141,9 @@ async fn run(cli: Cli) -> Exit {
         Command::Cleanup(args) => cleanup::exec(args, &cli.state_dir).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
-        Command::Verify(_) => not_yet("verify", "signing and verification land with issue #5"),
+        Command::Verify(args) => verify::exec(args).await,
         Command::Images(_) => not_yet("images", "the image catalog lands with issue #6"),
-        Command::Keygen(_) => not_yet("keygen", "key generation lands with issue #5"),
+        Command::Keygen(args) => keygen::exec(args),
         Command::Audit(_) => not_yet("audit", "the catalog log and audit land with issue #6"),
     }
 }

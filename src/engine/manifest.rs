@@ -106,7 +106,7 @@ pub fn write(
         "base": artifact.base,
         "provisioners": job.provisioners.iter().map(provisioner_digest).collect::<Vec<_>>(),
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
-        "signatures": [],
+        "signatures": artifact.signatures,
         "provenance": null,
         "catalog": null,
         "started": started,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::{BuildError, Builders};
 use crate::provisioner::{self, ProvisionError, Provisioner};
+use crate::sign::SigningKey;
 use crate::template::plan::{BuildPlan, ImagePlan, JobPlan};
 use crate::ui::{ArtifactInfo, Event, EventBus, JobStatus, JobSummary, Stream};
 
@@ -61,6 +62,8 @@ pub enum JobError {
     },
     #[error("snapshot: {0}")]
     Snapshot(BuildError),
+    #[error("sign: {0}")]
+    Sign(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -123,6 +126,30 @@ impl JobContext {
 /// A job's provisioners with their index and type, ready to run.
 type Provisioners = Vec<(usize, String, Box<dyn Provisioner>)>;
 
+/// The signing key of a job, loaded once per key for the whole run.
+fn signing_key(
+    job: &JobPlan,
+    template_dir: &Path,
+    keys: &mut std::collections::HashMap<String, Arc<SigningKey>>,
+) -> Result<Option<Arc<SigningKey>>, JobError> {
+    let Some(sign) = &job.sign else {
+        return Ok(None);
+    };
+    let spec = sign
+        .get("key")
+        .and_then(|v| v.as_interpolated())
+        .unwrap_or_default();
+    if let Some(k) = keys.get(&spec) {
+        return Ok(Some(k.clone()));
+    }
+    let key = Arc::new(
+        crate::sign::load_signing_key(&spec, template_dir)
+            .map_err(|e| JobError::Sign(e.to_string()))?,
+    );
+    keys.insert(spec, key.clone());
+    Ok(Some(key))
+}
+
 /// Runs every job of the plan and returns one summary per job.
 pub async fn run(
     plan: &BuildPlan,
@@ -146,8 +173,11 @@ pub async fn run(
     // Preflight: refuse up front what cannot run, before anything is created.
     let mut prepared = vec![];
     let mut refused = vec![];
+    let mut keys = std::collections::HashMap::new();
     for job in &plan.jobs {
-        match preflight(job, builders, &template_dir) {
+        let ready = preflight(job, builders, &template_dir)
+            .and_then(|p| Ok((p, signing_key(job, &template_dir, &mut keys)?)));
+        match ready {
             Ok(p) => prepared.push((job.clone(), p)),
             Err(e) => refused.push((job.name(), e)),
         }
@@ -192,7 +222,7 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let journal = Journal::new(&opts.state_dir);
     let mut tasks = tokio::task::JoinSet::new();
-    for (order, (job, provisioners)) in prepared.into_iter().enumerate() {
+    for (order, (job, (provisioners, signer))) in prepared.into_iter().enumerate() {
         let name = job.name();
         let builder = builders
             .get(&job.source_type)
@@ -219,7 +249,14 @@ pub async fn run(
             };
             let summary = match permit {
                 Some(_permit) => {
-                    run_job(&ctx, builder.as_ref(), &provisioners, opts.on_error).await
+                    run_job(
+                        &ctx,
+                        builder.as_ref(),
+                        &provisioners,
+                        signer.as_deref(),
+                        opts.on_error,
+                    )
+                    .await
                 }
                 None => JobSummary {
                     job: ctx.name.clone(),
@@ -344,11 +381,6 @@ fn preflight(
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
     builder.preflight(job).map_err(JobError::Launch)?;
-    if job.sign.is_some() {
-        return Err(JobError::NotSupported(
-            "`[build.sign]` is not supported yet (issue #5): remove it to build unsigned".into(),
-        ));
-    }
     if job.register.is_some() {
         return Err(JobError::NotSupported("`[build.register]` is not supported yet (issue #6): remove it to build without the catalog".into()));
     }
@@ -371,6 +403,7 @@ async fn run_job(
     ctx: &JobContext,
     builder: &dyn crate::builder::Builder,
     provisioners: &Provisioners,
+    signer: Option<&SigningKey>,
     on_error: OnError,
 ) -> JobSummary {
     let started = Instant::now();
@@ -394,9 +427,18 @@ async fn run_job(
                 source,
             })?;
         }
-        let artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
+        let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
             .await
             .map_err(JobError::Snapshot)?;
+        if let Some(key) = signer {
+            step(
+                ctx,
+                "sign",
+                crate::sign::sign_artifacts(&|m| ctx.message(m), &mut artifacts, key),
+            )
+            .await
+            .map_err(|e| JobError::Sign(e.to_string()))?;
+        }
         Ok::<Vec<ArtifactInfo>, JobError>(artifacts)
     };
     // Cancellation drops the running step (its processes die with it);

@@ -6,6 +6,8 @@ mod cli;
 mod engine;
 #[cfg(feature = "oci")]
 mod oci;
+#[cfg(feature = "oci")]
+mod sign;
 mod templates;
 mod vault;
 

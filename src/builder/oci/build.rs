@@ -593,6 +593,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        signatures: vec![],
                         kind: "oci".into(),
                         id: format!("registry:{r}"),
                         digest: Some(manifest_digest.clone()),
@@ -622,6 +623,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        signatures: vec![],
                         kind: "oci".into(),
                         id,
                         digest: Some(manifest_digest.clone()),
@@ -636,6 +638,7 @@ impl Instance for OciInstance {
             artifacts.push(ArtifactInfo {
                 base: base_ref.clone(),
                 manifest: None,
+                signatures: vec![],
                 kind: "oci".into(),
                 id: format!("kiln-cache:{manifest_digest}"),
                 digest: Some(manifest_digest),

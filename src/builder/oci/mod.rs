@@ -10,7 +10,7 @@ pub mod container;
 #[cfg(feature = "oci")]
 mod copydiff;
 #[cfg(feature = "oci")]
-mod image;
+pub mod image;
 #[cfg(feature = "oci")]
 pub mod layer;
 #[cfg(feature = "oci")]

@@ -1,0 +1,253 @@
+//! Cosign's signature format for OCI images: a "simple signing" payload
+//! naming the repository and the manifest digest, signed, stored as a layer
+//! of the image tagged `sha256-<digest>.sig` next to the signed image, with
+//! the base64 signature in the layer's `dev.cosignproject.cosign/signature`
+//! annotation. skopeo and podman read these with `use-sigstore-attachments`.
+
+use base64::Engine as _;
+use oci_client::Reference;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use sigstore::crypto::{CosignVerificationKey, Signature};
+
+use super::{SignError, SigningKey};
+use crate::builder::oci::image::{client_for, MANIFEST_V1};
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+fn reg(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError) -> SignError {
+    move |e| SignError::Io {
+        what,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The payload cosign signs for an image.
+pub fn payload(repository: &str, manifest_digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {
+            "identity": { "docker-reference": repository },
+            "image": { "docker-manifest-digest": manifest_digest },
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .expect("JSON serializes")
+}
+
+/// `registry/repository`, as cosign writes it into payloads.
+fn repository_of(r: &Reference) -> String {
+    format!("{}/{}", r.registry(), r.repository())
+}
+
+/// The reference of the signature image of `digest` in `r`'s repository.
+pub fn signature_ref(r: &Reference, digest: &str) -> Reference {
+    Reference::with_tag(
+        r.registry().to_string(),
+        r.repository().to_string(),
+        format!("{}.sig", digest.replace(':', "-")),
+    )
+}
+
+/// Signs the image `digest` in `target`'s repository and pushes the
+/// signature next to it (added to signatures already there).
+pub async fn attach(
+    target: &Reference,
+    digest: &str,
+    key: &SigningKey,
+) -> Result<Reference, SignError> {
+    let body = payload(&repository_of(target), digest);
+    let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body)?);
+    let sig_ref = signature_ref(target, digest);
+    let (client, auth) = client_for(target.registry());
+    // Keep signatures made before (other keys, other tools).
+    let mut layers: Vec<serde_json::Value> = match client
+        .pull_manifest_raw(&sig_ref, &auth, &[MANIFEST_V1])
+        .await
+    {
+        Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|m| m["layers"].as_array().cloned())
+            .unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    let payload_digest = sha256(&body);
+    layers.retain(|l| {
+        !(l["digest"] == payload_digest.as_str()
+            && l["annotations"][SIG_ANNOTATION] == signature.as_str())
+    });
+    layers.push(json!({ "mediaType": SIMPLESIGNING, "size": body.len(), "digest": payload_digest, "annotations": { SIG_ANNOTATION: signature } }));
+    let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
+    let config = serde_json::to_vec(&json!({ "architecture": "", "os": "", "config": {}, "rootfs": { "type": "layers", "diff_ids": diff_ids } })).expect("JSON");
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V1,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": sha256(&config) },
+        "layers": layers,
+    }))
+    .expect("JSON");
+    client
+        .auth(&sig_ref, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(reg(format!("cannot log in to `{}`", sig_ref.registry())))?;
+    for blob in [config.clone(), body] {
+        let d = sha256(&blob);
+        if !client.blob_exists(&sig_ref, &d).await.unwrap_or(false) {
+            client
+                .push_blob(&sig_ref, blob, &d)
+                .await
+                .map_err(reg(format!("cannot push signature blob to `{sig_ref}`")))?;
+        }
+    }
+    client
+        .push_manifest_raw(&sig_ref, manifest, MANIFEST_V1.parse().expect("header"))
+        .await
+        .map_err(reg(format!("cannot push signature `{sig_ref}`")))?;
+    Ok(sig_ref)
+}
+
+/// What `kiln verify` found for an image.
+#[derive(Debug, serde::Serialize)]
+pub struct Verified {
+    pub reference: String,
+    pub digest: String,
+    pub signatures: usize,
+}
+
+/// Verifies that `image` (tag or digest) has a cosign signature by `key`
+/// over its current manifest digest and repository.
+pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Verified, SignError> {
+    let (client, auth) = client_for(image.registry());
+    let accepted = [
+        MANIFEST_V1,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ];
+    let (bytes, _) = client
+        .pull_manifest_raw(image, &auth, &accepted)
+        .await
+        .map_err(reg(format!("cannot read `{image}`")))?;
+    let digest = sha256(&bytes);
+    if let Some(d) = image.digest() {
+        if d != digest {
+            return Err(SignError::Verify(format!(
+                "`{image}`: the registry served a manifest with digest {digest}"
+            )));
+        }
+    }
+    let sig_ref = signature_ref(image, &digest);
+    let (sig_bytes, _) = client
+        .pull_manifest_raw(&sig_ref, &auth, &[MANIFEST_V1])
+        .await
+        .map_err(|_| {
+            SignError::Verify(format!(
+                "`{image}` ({digest}) has no signature (`{sig_ref}` not found)"
+            ))
+        })?;
+    let sig_manifest: serde_json::Value = serde_json::from_slice(&sig_bytes)
+        .map_err(|e| SignError::Verify(format!("`{sig_ref}`: bad manifest: {e}")))?;
+    let mut reasons = vec![];
+    let mut good = 0;
+    for layer in sig_manifest["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(layer_digest) = layer["digest"].as_str() else {
+            continue;
+        };
+        let Some(sig_b64) = layer["annotations"][SIG_ANNOTATION].as_str() else {
+            reasons.push(format!("layer {layer_digest} has no signature annotation"));
+            continue;
+        };
+        let mut body = Vec::new();
+        if let Err(e) = client.pull_blob(&sig_ref, layer_digest, &mut body).await {
+            reasons.push(format!("cannot read payload {layer_digest}: {e}"));
+            continue;
+        }
+        if sha256(&body) != layer_digest {
+            reasons.push(format!("payload {layer_digest} does not match its digest"));
+            continue;
+        }
+        if let Err(e) = key.verify_signature(Signature::Base64Encoded(sig_b64.as_bytes()), &body) {
+            reasons.push(format!(
+                "signature on {layer_digest} does not verify with this key ({e})"
+            ));
+            continue;
+        }
+        let p: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                reasons.push(format!("payload {layer_digest} is not JSON: {e}"));
+                continue;
+            }
+        };
+        if p["critical"]["image"]["docker-manifest-digest"] != digest.as_str() {
+            reasons.push(format!(
+                "signed digest {} is not the image's {digest}",
+                p["critical"]["image"]["docker-manifest-digest"]
+            ));
+            continue;
+        }
+        let identity = p["critical"]["identity"]["docker-reference"]
+            .as_str()
+            .unwrap_or_default();
+        if identity
+            .split(['@'])
+            .next()
+            .unwrap_or_default()
+            .rsplit_once(':')
+            .map_or(
+                identity,
+                |(r, t)| if t.contains('/') { identity } else { r },
+            )
+            != repository_of(image)
+        {
+            reasons.push(format!(
+                "signed for `{identity}`, not `{}`",
+                repository_of(image)
+            ));
+            continue;
+        }
+        good += 1;
+    }
+    if good == 0 {
+        return Err(SignError::Verify(format!(
+            "`{image}` ({digest}): no valid signature: {}",
+            if reasons.is_empty() {
+                "no signature layers".into()
+            } else {
+                reasons.join("; ")
+            }
+        )));
+    }
+    Ok(Verified {
+        reference: image.to_string(),
+        digest,
+        signatures: good,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_and_signature_tag_are_cosigns() {
+        let p: serde_json::Value =
+            serde_json::from_slice(&payload("r.io/a/b", "sha256:ab")).unwrap();
+        assert_eq!(p["critical"]["type"], "cosign container image signature");
+        assert_eq!(
+            p["critical"]["image"]["docker-manifest-digest"],
+            "sha256:ab"
+        );
+        let r: Reference = "127.0.0.1:5000/a/b:1".parse().unwrap();
+        assert_eq!(signature_ref(&r, "sha256:ab").tag(), Some("sha256-ab.sig"));
+    }
+}

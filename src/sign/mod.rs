@@ -1,0 +1,225 @@
+//! Signing with cosign-compatible keys: `kiln keygen`, loading the build's
+//! signing key (a file or `KILN_SIGNING_KEY`, password `KILN_PASSWORD` or a
+//! prompt), and — in [`cosign`] — signatures attached to OCI images the way
+//! cosign and skopeo expect them, and their verification.
+//!
+//! Architecture invariant: the private key and its password stay in memory;
+//! nothing here writes them anywhere but `kiln keygen`'s own key file.
+
+#[cfg(feature = "oci")]
+pub mod cosign;
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use sigstore::crypto::signing_key::SigStoreKeyPair;
+use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
+
+/// What went wrong with keys or signatures.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Verify(String),
+}
+
+/// A loaded signing key.
+pub struct SigningKey {
+    signer: SigStoreSigner,
+    /// PEM of the public key (what verifiers are given).
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(<private>)")
+    }
+}
+
+impl SigningKey {
+    /// An ECDSA P-256 signature (ASN.1 DER) of `msg`, as cosign makes them.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.signer
+            .sign(msg)
+            .map_err(|e| SignError::Key(format!("cannot sign: {e}")))
+    }
+}
+
+/// The password for an encrypted key: `KILN_PASSWORD`, else a prompt on
+/// the terminal.
+pub fn password(purpose: &str) -> Result<String, SignError> {
+    if let Ok(p) = std::env::var("KILN_PASSWORD") {
+        return Ok(p);
+    }
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            SignError::Key(format!(
+                "{purpose} needs a password: set KILN_PASSWORD (no terminal to ask on)"
+            ))
+        })?;
+    let mut w = &tty;
+    let _ = write!(w, "Password for {purpose}: ");
+    let _ = w.flush();
+    let mut line = String::new();
+    std::io::BufReader::new(&tty)
+        .read_line(&mut line)
+        .map_err(|source| SignError::Io {
+            what: "reading the password".into(),
+            source,
+        })?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// `kiln keygen`: writes `PREFIX.key` (encrypted, mode 0600) and `PREFIX.pub`.
+pub fn keygen(prefix: &Path, password: &str) -> Result<(PathBuf, PathBuf), SignError> {
+    let key_path = PathBuf::from(format!("{}.key", prefix.display()));
+    let pub_path = PathBuf::from(format!("{}.pub", prefix.display()));
+    for p in [&key_path, &pub_path] {
+        if p.exists() {
+            return Err(SignError::Key(format!(
+                "`{}` exists already; kiln does not overwrite keys",
+                p.display()
+            )));
+        }
+    }
+    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let pair = signer
+        .to_sigstore_keypair()
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let private = pair
+        .private_key_to_encrypted_pem(password.as_bytes())
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let public = pair
+        .public_key_to_pem()
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| SignError::Io { what, source }
+    };
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(io("cannot write the private key"))?;
+        f.write_all(private.as_bytes())
+            .map_err(io("cannot write the private key"))?;
+    }
+    fs_err::write(&pub_path, public).map_err(io("cannot write the public key"))?;
+    Ok((key_path, pub_path))
+}
+
+/// Loads the signing key named by `[build.sign] key`: `KILN_SIGNING_KEY`
+/// (the encrypted PEM itself) when set, else the key file (relative to the
+/// template's folder). `vault-transit:NAME` is not supported yet.
+pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, SignError> {
+    if spec.starts_with("vault-transit:") {
+        return Err(SignError::NotSupported(format!("`key = \"{spec}\"`: signing with Vault's transit engine is not supported yet; use a cosign key file")));
+    }
+    let (pem, origin) = match std::env::var("KILN_SIGNING_KEY") {
+        Ok(pem) if !pem.is_empty() => (pem.into_bytes(), "KILN_SIGNING_KEY".to_string()),
+        _ => {
+            let path = template_dir.join(spec);
+            let pem = fs_err::read(&path).map_err(|source| SignError::Io {
+                what: "cannot read the signing key".into(),
+                source,
+            })?;
+            (pem, format!("`{}`", path.display()))
+        }
+    };
+    let pw = password(&format!("the signing key {origin}"))?;
+    let pair = SigStoreKeyPair::from_encrypted_pem(&pem, pw.as_bytes()).map_err(|e| {
+        SignError::Key(format!(
+            "cannot open the signing key {origin}: {e} (wrong KILN_PASSWORD?)"
+        ))
+    })?;
+    let signer = pair
+        .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let public_pem = pair
+        .public_key_to_pem()
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    Ok(SigningKey { signer, public_pem })
+}
+
+/// Signs each artifact that has a signature format: OCI images in a
+/// registry get a cosign signature pushed next to them. Others are named
+/// as unsigned, never silently skipped.
+pub async fn sign_artifacts(
+    say: &(dyn Fn(String) + Sync),
+    artifacts: &mut [crate::ui::ArtifactInfo],
+    key: &SigningKey,
+) -> Result<(), SignError> {
+    for a in artifacts.iter_mut() {
+        #[cfg(feature = "oci")]
+        if let (Some(r), Some(digest)) = (a.id.strip_prefix("registry:"), a.digest.clone()) {
+            let target: oci_client::Reference = r
+                .parse()
+                .map_err(|e| SignError::Key(format!("`{r}`: {e}")))?;
+            let sig = cosign::attach(&target, &digest, key).await?;
+            say(format!("signed {r} ({digest}): `{sig}`"));
+            a.signatures.push(format!("registry:{sig}"));
+            continue;
+        }
+        say(format!("not signed: `{}` — signatures for {} artifacts are not supported yet (registry images only)", a.id, a.kind));
+    }
+    Ok(())
+}
+
+/// A verification key from a public key PEM file.
+pub fn load_public_key(path: &Path) -> Result<CosignVerificationKey, SignError> {
+    let pem = fs_err::read(path).map_err(|source| SignError::Io {
+        what: "cannot read the public key".into(),
+        source,
+    })?;
+    CosignVerificationKey::try_from_pem(&pem)
+        .map_err(|e| SignError::Key(format!("`{}` is not a public key: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_then_load_and_sign_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (key, public) = keygen(&tmp.path().join("cosign"), "pw").unwrap();
+        assert!(std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("ENCRYPTED SIGSTORE PRIVATE KEY"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            keygen(&tmp.path().join("cosign"), "pw").is_err(),
+            "never overwrites"
+        );
+        std::env::set_var("KILN_PASSWORD", "pw");
+        let k = load_signing_key("cosign.key", tmp.path()).unwrap();
+        let sig = k.sign(b"hello").unwrap();
+        let v = load_public_key(&public).unwrap();
+        v.verify_signature(sigstore::crypto::Signature::Raw(&sig), b"hello")
+            .unwrap();
+        assert!(v
+            .verify_signature(sigstore::crypto::Signature::Raw(&sig), b"hellO")
+            .is_err());
+        assert!(load_signing_key("vault-transit:x", tmp.path()).is_err());
+    }
+}
