@@ -54,8 +54,22 @@ pub async fn exec(args: VerifyArgs) -> Exit {
         .artifact
         .strip_prefix("registry:")
         .unwrap_or(&args.artifact);
-    if !reference.contains('/') || std::path::Path::new(reference).exists() {
-        return report(false, serde_json::Value::Null, format!("`{}`: verifying files, AMIs and manifests is not supported yet; give an OCI image reference", args.artifact));
+    let as_file = std::path::Path::new(&args.artifact);
+    if as_file.is_file() {
+        return match verify_file(as_file, &key) {
+            Ok((detail, text)) => report(true, detail, text),
+            Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+        };
+    }
+    if !reference.contains('/') {
+        return report(
+            false,
+            serde_json::Value::Null,
+            format!(
+                "`{}`: not a file and not an image reference (AMI ids are not supported yet)",
+                args.artifact
+            ),
+        );
     }
     #[cfg(feature = "oci")]
     {
@@ -69,10 +83,11 @@ pub async fn exec(args: VerifyArgs) -> Exit {
         match crate::sign::cosign::verify(&image, &key).await {
             Ok(v) => {
                 let text = format!(
-                    "verified {} ({}): {} valid signature(s) by {}",
+                    "verified {} ({}): {} valid signature(s) and {} signed provenance statement(s) by {}",
                     v.reference,
                     v.digest,
                     v.signatures,
+                    v.provenance,
                     key_path.display()
                 );
                 report(true, serde_json::to_value(&v).expect("serializable"), text)
@@ -93,4 +108,70 @@ pub async fn exec(args: VerifyArgs) -> Exit {
             "this kiln was compiled without the `oci` feature".into(),
         )
     }
+}
+
+/// A signed build manifest (`X.json` with its `X.dsse.json`, or the
+/// envelope itself) or a provenance envelope (`X.intoto.json`).
+fn verify_file(
+    path: &std::path::Path,
+    key: &sigstore::crypto::CosignVerificationKey,
+) -> Result<(serde_json::Value, String), String> {
+    use crate::sign::{dsse, provenance};
+    let name = path.to_string_lossy().into_owned();
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+    };
+    if let Some(stem) = name.strip_suffix(".intoto.json") {
+        let body = dsse::verify_bytes(&read(path)?, provenance::PAYLOAD_TYPE, key)
+            .map_err(|e| format!("`{name}`: {e}"))?;
+        let s: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("`{name}`: {e}"))?;
+        let subject = s["subject"][0].clone();
+        let _ = stem;
+        return Ok((
+            s,
+            format!(
+                "verified provenance `{name}` for {} ({})",
+                subject["name"].as_str().unwrap_or("?"),
+                subject["digest"]["sha256"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    let (envelope_path, manifest_path) = match name.strip_suffix(".dsse.json") {
+        Some(stem) => (path.to_path_buf(), std::path::PathBuf::from(format!("{stem}.json"))),
+        None => match name.strip_suffix(".json") {
+            Some(stem) => (std::path::PathBuf::from(format!("{stem}.dsse.json")), path.to_path_buf()),
+            None => return Err(format!("`{name}`: verifying disk images is not supported yet; give a build manifest (`.json`, `.dsse.json`) or provenance (`.intoto.json`)")),
+        },
+    };
+    if !envelope_path.is_file() {
+        return Err(format!(
+            "`{}`: the manifest is not signed (no `{}`)",
+            manifest_path.display(),
+            envelope_path.display()
+        ));
+    }
+    let body = dsse::verify_bytes(
+        &read(&envelope_path)?,
+        provenance::MANIFEST_PAYLOAD_TYPE,
+        key,
+    )
+    .map_err(|e| format!("`{}`: {e}", envelope_path.display()))?;
+    if manifest_path.is_file() && read(&manifest_path)? != body {
+        return Err(format!(
+            "`{}` differs from what was signed in `{}`",
+            manifest_path.display(),
+            envelope_path.display()
+        ));
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("signed manifest: {e}"))?;
+    let text = format!(
+        "verified build manifest `{}`: {} {} ({})",
+        manifest_path.display(),
+        m["artifact"]["kind"].as_str().unwrap_or("?"),
+        m["artifact"]["id"].as_str().unwrap_or("?"),
+        m["artifact"]["digest"].as_str().unwrap_or("?")
+    );
+    Ok((m, text))
 }

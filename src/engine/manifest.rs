@@ -85,7 +85,8 @@ pub fn fingerprint(plan: &BuildPlan, job: &JobPlan, base: Option<&str>) -> Strin
     sha256_hex(&canonical(&input))
 }
 
-/// Writes the manifest of one artifact; returns its path.
+/// Writes the manifest of one artifact; returns its path and bytes.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     dir: &Path,
     plan: &BuildPlan,
@@ -94,7 +95,8 @@ pub fn write(
     n: usize,
     started: &str,
     finished: &str,
-) -> std::io::Result<PathBuf> {
+    provenance: serde_json::Value,
+) -> std::io::Result<(PathBuf, Vec<u8>)> {
     fs_err::create_dir_all(dir)?;
     let doc = json!({
         "kiln_version": env!("CARGO_PKG_VERSION"),
@@ -107,20 +109,25 @@ pub fn write(
         "provisioners": job.provisioners.iter().map(provisioner_digest).collect::<Vec<_>>(),
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
         "signatures": artifact.signatures,
-        "provenance": null,
+        "provenance": provenance,
         "catalog": null,
         "started": started,
         "finished": finished,
     });
-    let path = dir.join(format!(
-        "{}-{n}.json",
-        super::journal::sanitize(&job.name())
-    ));
-    let tmp = path.with_extension("json.tmp");
-    fs_err::write(
-        &tmp,
-        serde_json::to_vec_pretty(&doc).expect("JSON values serialize"),
-    )?;
-    fs_err::rename(&tmp, &path)?;
-    Ok(path)
+    let path = dir.join(format!("{}.json", stem(job, n)));
+    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
+    write_atomic(&path, &bytes)?;
+    Ok((path, bytes))
+}
+
+/// The file name stem of an artifact's manifest and its companions.
+pub fn stem(job: &JobPlan, n: usize) -> String {
+    format!("{}-{n}", super::journal::sanitize(&job.name()))
+}
+
+/// Writes a file by rename, so readers never see half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs_err::write(&tmp, bytes)?;
+    fs_err::rename(&tmp, path)
 }

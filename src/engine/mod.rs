@@ -174,9 +174,13 @@ pub async fn run(
     let mut prepared = vec![];
     let mut refused = vec![];
     let mut keys = std::collections::HashMap::new();
+    let mut job_signers = std::collections::HashMap::new();
     for job in &plan.jobs {
         let ready = preflight(job, builders, &template_dir)
             .and_then(|p| Ok((p, signing_key(job, &template_dir, &mut keys)?)));
+        if let Ok((_, Some(key))) = &ready {
+            job_signers.insert(job.name(), key.clone());
+        }
         match ready {
             Ok(p) => prepared.push((job.clone(), p)),
             Err(e) => refused.push((job.name(), e)),
@@ -287,7 +291,7 @@ pub async fn run(
     }
     results.sort_by_key(|(order, _)| *order);
     let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
-    write_manifests(plan, &opts.state_dir, &mut summaries, &bus);
+    write_manifests(plan, &opts.state_dir, &mut summaries, &job_signers, &bus).await;
     // Jobs removed their own work directories; drop the build's, if empty.
     let _ = std::fs::remove_dir(
         opts.state_dir
@@ -298,7 +302,13 @@ pub async fn run(
 }
 
 /// One build manifest per artifact of each successful job.
-fn write_manifests(plan: &BuildPlan, state_dir: &Path, jobs: &mut [JobSummary], bus: &EventBus) {
+async fn write_manifests(
+    plan: &BuildPlan,
+    state_dir: &Path,
+    jobs: &mut [JobSummary],
+    signers: &std::collections::HashMap<String, Arc<SigningKey>>,
+    bus: &EventBus,
+) {
     let dir = state_dir
         .join("manifests")
         .join(journal::sanitize(&plan.build_id));
@@ -312,30 +322,103 @@ fn write_manifests(plan: &BuildPlan, state_dir: &Path, jobs: &mut [JobSummary], 
             now - std::time::Duration::from_millis(summary.duration_ms),
         )
         .to_string();
+        let signer = signers.get(&summary.job).cloned();
+        let mut failure = None;
         for (n, artifact) in summary.artifacts.iter_mut().enumerate() {
-            match manifest::write(&dir, plan, job, artifact, n + 1, &started, &finished) {
-                Ok(path) => {
-                    artifact.manifest = Some(path.display().to_string());
-                    bus.emit(Event::Message {
-                        job: Some(summary.job.clone()),
-                        text: format!("manifest `{}`", path.display()),
-                    });
-                }
-                Err(e) => {
-                    let message = format!("cannot write the build manifest: {e}");
-                    bus.emit(Event::Error {
-                        job: Some(summary.job.clone()),
-                        message: message.clone(),
-                        file: None,
-                        line: None,
-                        column: None,
-                    });
-                    summary.status = JobStatus::Failed;
-                    summary.error = Some(message);
-                }
+            let times = (started.as_str(), finished.as_str());
+            if let Err(e) = write_artifact_records(
+                &dir,
+                plan,
+                job,
+                artifact,
+                n + 1,
+                times,
+                signer.as_deref(),
+                bus,
+            )
+            .await
+            {
+                failure = Some(e);
+                break;
             }
         }
+        if let Some(message) = failure {
+            bus.emit(Event::Error {
+                job: Some(summary.job.clone()),
+                message: message.clone(),
+                file: None,
+                line: None,
+                column: None,
+            });
+            summary.status = JobStatus::Failed;
+            summary.error = Some(message);
+        }
     }
+}
+
+/// The manifest of one artifact and, when the build signs, its signed
+/// provenance (beside the manifest, and attached to registry images) and
+/// the manifest's own DSSE envelope.
+#[allow(clippy::too_many_arguments)]
+async fn write_artifact_records(
+    dir: &Path,
+    plan: &BuildPlan,
+    job: &JobPlan,
+    artifact: &mut ArtifactInfo,
+    n: usize,
+    (started, finished): (&str, &str),
+    signer: Option<&SigningKey>,
+    bus: &EventBus,
+) -> Result<(), String> {
+    let say = |text: String| {
+        bus.emit(Event::Message {
+            job: Some(job.name()),
+            text,
+        })
+    };
+    fs_err::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let stem = manifest::stem(job, n);
+    let mut provenance = serde_json::Value::Null;
+    if let Some(key) = signer {
+        let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
+        let body = serde_json::to_vec(&statement).expect("JSON serializes");
+        let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
+            .map_err(|e| e.to_string())?;
+        let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+        let path = dir.join(format!("{stem}.intoto.json"));
+        manifest::write_atomic(&path, &env_bytes)
+            .map_err(|e| format!("cannot write provenance: {e}"))?;
+        #[allow(unused_mut)]
+        let mut attached = serde_json::Value::Null;
+        #[cfg(feature = "oci")]
+        if let (Some(r), Some(digest)) = (
+            artifact.id.strip_prefix("registry:"),
+            artifact.digest.as_deref(),
+        ) {
+            let target: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
+            let att = crate::sign::cosign::attach_attestation(&target, digest, &env_bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            say(format!("provenance attached: `{att}`"));
+            attached = format!("registry:{att}").into();
+        }
+        say(format!("provenance `{}`", path.display()));
+        provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });
+    }
+    let (path, bytes) = manifest::write(dir, plan, job, artifact, n, started, finished, provenance)
+        .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    artifact.manifest = Some(path.display().to_string());
+    say(format!("manifest `{}`", path.display()));
+    if let Some(key) = signer {
+        let env =
+            crate::sign::dsse::sign(crate::sign::provenance::MANIFEST_PAYLOAD_TYPE, &bytes, key)
+                .map_err(|e| e.to_string())?;
+        let signed = dir.join(format!("{stem}.dsse.json"));
+        manifest::write_atomic(&signed, &serde_json::to_vec(&env).expect("JSON serializes"))
+            .map_err(|e| format!("cannot write the signed manifest: {e}"))?;
+        say(format!("signed manifest `{}`", signed.display()));
+    }
+    Ok(())
 }
 
 /// Secrets and sensitive variables by name, as the leak scan needs them.

@@ -15,6 +15,7 @@ use crate::builder::oci::image::{client_for, MANIFEST_V1};
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
 
 fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
@@ -47,10 +48,14 @@ fn repository_of(r: &Reference) -> String {
 
 /// The reference of the signature image of `digest` in `r`'s repository.
 pub fn signature_ref(r: &Reference, digest: &str) -> Reference {
+    sidecar_ref(r, digest, "sig")
+}
+
+fn sidecar_ref(r: &Reference, digest: &str, suffix: &str) -> Reference {
     Reference::with_tag(
         r.registry().to_string(),
         r.repository().to_string(),
-        format!("{}.sig", digest.replace(':', "-")),
+        format!("{}.{suffix}", digest.replace(':', "-")),
     )
 }
 
@@ -63,9 +68,42 @@ pub async fn attach(
 ) -> Result<Reference, SignError> {
     let body = payload(&repository_of(target), digest);
     let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body)?);
-    let sig_ref = signature_ref(target, digest);
+    let annotations = json!({ SIG_ANNOTATION: signature });
+    push_sidecar(target, digest, "sig", SIMPLESIGNING, body, annotations).await
+}
+
+/// Attaches a signed DSSE envelope (provenance) as a cosign attestation:
+/// the `sha256-<digest>.att` image, one layer per attestation.
+pub async fn attach_attestation(
+    target: &Reference,
+    digest: &str,
+    envelope: &[u8],
+) -> Result<Reference, SignError> {
+    let annotations =
+        json!({ SIG_ANNOTATION: "", "predicateType": super::provenance::PREDICATE_TYPE });
+    push_sidecar(
+        target,
+        digest,
+        "att",
+        DSSE_LAYER,
+        envelope.to_vec(),
+        annotations,
+    )
+    .await
+}
+
+/// Pushes (or extends) the `sha256-<digest>.<suffix>` image next to an image.
+async fn push_sidecar(
+    target: &Reference,
+    digest: &str,
+    suffix: &str,
+    media_type: &str,
+    body: Vec<u8>,
+    annotations: serde_json::Value,
+) -> Result<Reference, SignError> {
+    let sig_ref = sidecar_ref(target, digest, suffix);
     let (client, auth) = client_for(target.registry());
-    // Keep signatures made before (other keys, other tools).
+    // Keep what was attached before (other keys, other tools).
     let mut layers: Vec<serde_json::Value> = match client
         .pull_manifest_raw(&sig_ref, &auth, &[MANIFEST_V1])
         .await
@@ -76,12 +114,9 @@ pub async fn attach(
             .unwrap_or_default(),
         Err(_) => vec![],
     };
-    let payload_digest = sha256(&body);
-    layers.retain(|l| {
-        !(l["digest"] == payload_digest.as_str()
-            && l["annotations"][SIG_ANNOTATION] == signature.as_str())
-    });
-    layers.push(json!({ "mediaType": SIMPLESIGNING, "size": body.len(), "digest": payload_digest, "annotations": { SIG_ANNOTATION: signature } }));
+    let body_digest = sha256(&body);
+    layers.retain(|l| !(l["digest"] == body_digest.as_str() && l["annotations"] == annotations));
+    layers.push(json!({ "mediaType": media_type, "size": body.len(), "digest": body_digest, "annotations": annotations }));
     let diff_ids: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
     let config = serde_json::to_vec(&json!({ "architecture": "", "os": "", "config": {}, "rootfs": { "type": "layers", "diff_ids": diff_ids } })).expect("JSON");
     let manifest = serde_json::to_vec(&json!({
@@ -95,19 +130,19 @@ pub async fn attach(
         .auth(&sig_ref, &auth, oci_client::RegistryOperation::Push)
         .await
         .map_err(reg(format!("cannot log in to `{}`", sig_ref.registry())))?;
-    for blob in [config.clone(), body] {
+    for blob in [config, body] {
         let d = sha256(&blob);
         if !client.blob_exists(&sig_ref, &d).await.unwrap_or(false) {
             client
                 .push_blob(&sig_ref, blob, &d)
                 .await
-                .map_err(reg(format!("cannot push signature blob to `{sig_ref}`")))?;
+                .map_err(reg(format!("cannot push to `{sig_ref}`")))?;
         }
     }
     client
         .push_manifest_raw(&sig_ref, manifest, MANIFEST_V1.parse().expect("header"))
         .await
-        .map_err(reg(format!("cannot push signature `{sig_ref}`")))?;
+        .map_err(reg(format!("cannot push `{sig_ref}`")))?;
     Ok(sig_ref)
 }
 
@@ -117,6 +152,8 @@ pub struct Verified {
     pub reference: String,
     pub digest: String,
     pub signatures: usize,
+    /// Signed SLSA provenance statements whose subject is this image.
+    pub provenance: usize,
 }
 
 /// Verifies that `image` (tag or digest) has a cosign signature by `key`
@@ -227,11 +264,65 @@ pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Ve
             }
         )));
     }
+    let provenance = verify_attestations(&client, image, &digest, key).await?;
     Ok(Verified {
         reference: image.to_string(),
         digest,
         signatures: good,
+        provenance,
     })
+}
+
+/// Checks every provenance attestation of the image, if there are any: each
+/// must be signed by `key` and name the image's digest as its subject.
+async fn verify_attestations(
+    client: &oci_client::Client,
+    image: &Reference,
+    digest: &str,
+    key: &CosignVerificationKey,
+) -> Result<usize, SignError> {
+    let att_ref = sidecar_ref(image, digest, "att");
+    let auth = crate::builder::oci::image::docker_auth(image.registry())
+        .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous);
+    let Ok((bytes, _)) = client
+        .pull_manifest_raw(&att_ref, &auth, &[MANIFEST_V1])
+        .await
+    else {
+        return Ok(0);
+    };
+    let m: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| SignError::Verify(format!("`{att_ref}`: bad manifest: {e}")))?;
+    let mut count = 0;
+    for layer in m["layers"].as_array().cloned().unwrap_or_default() {
+        if layer["mediaType"] != DSSE_LAYER {
+            continue;
+        }
+        let d = layer["digest"].as_str().unwrap_or_default();
+        let mut body = Vec::new();
+        client
+            .pull_blob(&att_ref, d, &mut body)
+            .await
+            .map_err(|e| SignError::Verify(format!("cannot read attestation {d}: {e}")))?;
+        if sha256(&body) != d {
+            return Err(SignError::Verify(format!(
+                "attestation {d} does not match its digest"
+            )));
+        }
+        let statement = super::dsse::verify_bytes(&body, super::provenance::PAYLOAD_TYPE, key)
+            .map_err(|e| SignError::Verify(format!("provenance {d}: {e}")))?;
+        let s: serde_json::Value = serde_json::from_slice(&statement)
+            .map_err(|e| SignError::Verify(format!("provenance {d}: {e}")))?;
+        let subject = s["subject"][0]["digest"]["sha256"]
+            .as_str()
+            .unwrap_or_default();
+        if format!("sha256:{subject}") != digest {
+            return Err(SignError::Verify(format!(
+                "provenance {d} is about sha256:{subject}, not {digest}"
+            )));
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

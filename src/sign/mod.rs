@@ -8,6 +8,8 @@
 
 #[cfg(feature = "oci")]
 pub mod cosign;
+pub mod dsse;
+pub mod provenance;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

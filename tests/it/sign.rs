@@ -130,7 +130,52 @@ fn signed_build_verifies_and_tampering_is_detected() {
         serde_json::from_str::<serde_json::Value>(&text(&o).0).unwrap()["verified"],
         true
     );
+    assert!(
+        text(&o).0.contains("\"provenance\":1"),
+        "one signed provenance attestation: {}",
+        text(&o).0
+    );
     assert_exit(&verify("other.pub", &image), 1);
+
+    // The signed build manifest and the provenance file verify offline;
+    // a changed byte anywhere in them is caught.
+    let manifest_file = std::path::PathBuf::from(artifact["manifest"].as_str().unwrap());
+    let o = verify("cosign.pub", manifest_file.to_str().unwrap());
+    assert_exit(&o, 0);
+    let provenance_file =
+        std::path::PathBuf::from(manifest["provenance"]["file"].as_str().unwrap());
+    let o = verify("cosign.pub", provenance_file.to_str().unwrap());
+    assert_exit(&o, 0);
+    let statement: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(
+        statement["detail"]["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["detail"]["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        digest
+    );
+    let dsse_file = manifest_file.with_extension("dsse.json");
+    for file in [&manifest_file, &provenance_file, &dsse_file] {
+        let original = std::fs::read(file).unwrap();
+        for i in (0..original.len()).step_by(original.len() / 12 + 1) {
+            let mut m = original.clone();
+            m[i] ^= 0x20;
+            std::fs::write(file, &m).unwrap();
+            let target = if file == &dsse_file {
+                &manifest_file
+            } else {
+                file
+            };
+            assert_exit(&verify("cosign.pub", target.to_str().unwrap()), 1);
+        }
+        std::fs::write(file, &original).unwrap();
+    }
 
     // Independent check: the payload and signature in the registry verify
     // with openssl against the public key, as cosign would check them.

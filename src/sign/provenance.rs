@@ -1,0 +1,80 @@
+//! SLSA v1 provenance as an in-toto statement: what was built (the
+//! artifact's digest), from what (template, base, provisioner files by
+//! digest, non-sensitive variables), by whom and when.
+
+use serde_json::json;
+
+use crate::engine::manifest::provisioner_digest;
+use crate::template::plan::{BuildPlan, JobPlan};
+use crate::ui::ArtifactInfo;
+
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+/// The DSSE payload type of in-toto statements.
+pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The DSSE payload type of kiln's signed build manifests.
+pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.kiln.build-manifest+json";
+pub const BUILD_TYPE: &str = "https://github.com/kiln-build/kiln/build-types/template/v1";
+
+fn sha256_map(digest: Option<&str>) -> serde_json::Value {
+    match digest.and_then(|d| d.strip_prefix("sha256:")) {
+        Some(hex) => json!({ "sha256": hex }),
+        None => json!({}),
+    }
+}
+
+/// The statement for one artifact.
+pub fn statement(
+    plan: &BuildPlan,
+    job: &JobPlan,
+    artifact: &ArtifactInfo,
+    started: &str,
+    finished: &str,
+) -> serde_json::Value {
+    // Sensitive variables are left out entirely, not masked: their names
+    // are in the template, their values nowhere.
+    let variables: serde_json::Map<String, serde_json::Value> = plan
+        .variables
+        .iter()
+        .filter(|v| !v.value.is_sensitive())
+        .map(|v| (v.name.clone(), v.value.to_json()))
+        .collect();
+    let mut deps = vec![
+        json!({ "uri": format!("file:{}", plan.template.display()), "digest": sha256_map(Some(&plan.template_digest)) }),
+    ];
+    if let Some(base) = &artifact.base {
+        let digest = base.rsplit_once('@').map(|(_, d)| d);
+        deps.push(json!({ "uri": base, "digest": sha256_map(digest) }));
+    }
+    for p in &job.provisioners {
+        let d = provisioner_digest(p);
+        for (path, digest) in d["files"].as_object().cloned().unwrap_or_default() {
+            deps.push(
+                json!({ "uri": format!("file:{path}"), "digest": sha256_map(digest.as_str()) }),
+            );
+        }
+    }
+    json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{ "name": artifact.id, "digest": sha256_map(artifact.digest.as_deref()) }],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "template": plan.template.display().to_string(),
+                    "templateDigest": plan.template_digest,
+                    "job": job.name(),
+                    "variables": variables,
+                },
+                "internalParameters": { "kilnVersion": env!("CARGO_PKG_VERSION") },
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {
+                "builder": { "id": format!("https://github.com/kiln-build/kiln@{}", env!("CARGO_PKG_VERSION")) },
+                "metadata": { "invocationId": plan.build_id, "startedOn": started, "finishedOn": finished },
+                "byproducts": job.provisioners.iter().map(provisioner_digest).collect::<Vec<_>>(),
+            },
+        },
+    })
+}
