@@ -127,8 +127,9 @@ impl JobContext {
 type Provisioners = Vec<(usize, String, Box<dyn Provisioner>)>;
 
 /// The signing key of a job, loaded once per key for the whole run.
-fn signing_key(
+async fn signing_key(
     job: &JobPlan,
+    plan: &BuildPlan,
     template_dir: &Path,
     keys: &mut std::collections::HashMap<String, Arc<SigningKey>>,
 ) -> Result<Option<Arc<SigningKey>>, JobError> {
@@ -142,10 +143,12 @@ fn signing_key(
     if let Some(k) = keys.get(&spec) {
         return Ok(Some(k.clone()));
     }
-    let key = Arc::new(
-        crate::sign::load_signing_key(&spec, template_dir)
-            .map_err(|e| JobError::Sign(e.to_string()))?,
-    );
+    let key = match spec.strip_prefix("vault-transit:") {
+        Some(name) => SigningKey::from_vault_transit(name, &plan.vault).await,
+        None => crate::sign::load_signing_key(&spec, template_dir),
+    }
+    .map_err(|e| JobError::Sign(e.to_string()))?;
+    let key = Arc::new(key);
     keys.insert(spec, key.clone());
     Ok(Some(key))
 }
@@ -176,8 +179,12 @@ pub async fn run(
     let mut keys = std::collections::HashMap::new();
     let mut job_signers = std::collections::HashMap::new();
     for job in &plan.jobs {
-        let ready = preflight(job, builders, &template_dir)
-            .and_then(|p| Ok((p, signing_key(job, &template_dir, &mut keys)?)));
+        let ready = match preflight(job, builders, &template_dir) {
+            Ok(p) => signing_key(job, plan, &template_dir, &mut keys)
+                .await
+                .map(|k| (p, k)),
+            Err(e) => Err(e),
+        };
         if let Ok((_, Some(key))) = &ready {
             job_signers.insert(job.name(), key.clone());
         }
@@ -383,6 +390,7 @@ async fn write_artifact_records(
         let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
         let body = serde_json::to_vec(&statement).expect("JSON serializes");
         let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
+            .await
             .map_err(|e| e.to_string())?;
         let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
         let path = dir.join(format!("{stem}.intoto.json"));
@@ -412,6 +420,7 @@ async fn write_artifact_records(
     if let Some(key) = signer {
         let env =
             crate::sign::dsse::sign(crate::sign::provenance::MANIFEST_PAYLOAD_TYPE, &bytes, key)
+                .await
                 .map_err(|e| e.to_string())?;
         let signed = dir.join(format!("{stem}.dsse.json"));
         manifest::write_atomic(&signed, &serde_json::to_vec(&env).expect("JSON serializes"))

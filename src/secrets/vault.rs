@@ -427,6 +427,69 @@ impl Vault {
             .map_err(|e| other(format!("cannot unwrap: {e}")))
     }
 
+    /// Signs a SHA-256 digest with transit key `name` (ECDSA P-256, ASN.1
+    /// DER): the private key never leaves Vault.
+    pub async fn transit_sign(&self, name: &str, digest: &[u8]) -> Result<Vec<u8>, VaultError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let other = |reason: String| VaultError::Other {
+            addr: self.cfg.addr.clone(),
+            reason,
+        };
+        let body = serde_json::json!({ "input": b64.encode(digest), "prehashed": true, "hash_algorithm": "sha2-256", "marshaling_algorithm": "asn1" });
+        let resp = self
+            .request(reqwest::Method::POST, &format!("transit/sign/{name}"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| other(format!("transit sign: {e}")))?;
+        let status = resp.status();
+        let json: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| other(format!("transit sign: {e}")))?;
+        let sig = json["data"]["signature"].as_str().ok_or_else(|| {
+            other(format!(
+                "transit sign with `{name}`: HTTP {status}: {}",
+                json["errors"]
+            ))
+        })?;
+        // `vault:v<N>:<base64>`
+        let encoded = sig.rsplit(':').next().unwrap_or_default();
+        b64.decode(encoded)
+            .map_err(|e| other(format!("transit signature: {e}")))
+    }
+
+    /// The PEM public key of the latest version of transit key `name`.
+    pub async fn transit_public_key(&self, name: &str) -> Result<String, VaultError> {
+        let other = |reason: String| VaultError::Other {
+            addr: self.cfg.addr.clone(),
+            reason,
+        };
+        let resp = self
+            .request(reqwest::Method::GET, &format!("transit/keys/{name}"))
+            .send()
+            .await
+            .map_err(|e| other(format!("transit key: {e}")))?;
+        let status = resp.status();
+        let json: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| other(format!("transit key: {e}")))?;
+        let data = &json["data"];
+        if data["type"] != "ecdsa-p256" {
+            return Err(other(format!(
+                "transit key `{name}`: HTTP {status}: expected an ecdsa-p256 key, found {}",
+                data["type"]
+            )));
+        }
+        let latest = data["latest_version"].as_u64().unwrap_or(1).to_string();
+        data["keys"][&latest]["public_key"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| other(format!("transit key `{name}` has no public key")))
+    }
+
     /// Revokes the token kiln logged in with (not a token it was given).
     pub async fn finish(self) {
         if self.own_token {

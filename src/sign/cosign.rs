@@ -67,7 +67,7 @@ pub async fn attach(
     key: &SigningKey,
 ) -> Result<Reference, SignError> {
     let body = payload(&repository_of(target), digest);
-    let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body)?);
+    let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body).await?);
     let annotations = json!({ SIG_ANNOTATION: signature });
     push_sidecar(target, digest, "sig", SIMPLESIGNING, body, annotations).await
 }

@@ -38,14 +38,18 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// Signs `body` into an envelope.
-pub fn sign(payload_type: &str, body: &[u8], key: &SigningKey) -> Result<Envelope, SignError> {
+pub async fn sign(
+    payload_type: &str,
+    body: &[u8],
+    key: &SigningKey,
+) -> Result<Envelope, SignError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(Envelope {
         payload_type: payload_type.to_string(),
         payload: b64.encode(body),
         signatures: vec![EnvelopeSignature {
             keyid: String::new(),
-            sig: b64.encode(key.sign(&pae(payload_type, body))?),
+            sig: b64.encode(key.sign(&pae(payload_type, body)).await?),
         }],
     })
 }
@@ -103,14 +107,16 @@ pub fn verify_bytes(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_byte_of_an_envelope_matters() {
+    #[tokio::test]
+    async fn every_byte_of_an_envelope_matters() {
         let tmp = tempfile::tempdir().unwrap();
         super::super::keygen(&tmp.path().join("k"), "pw").unwrap();
         std::env::set_var("KILN_PASSWORD", "pw");
         let key = super::super::load_signing_key("k.key", tmp.path()).unwrap();
         let public = super::super::load_public_key(&tmp.path().join("k.pub")).unwrap();
-        let env = sign("application/vnd.in-toto+json", br#"{"a":1}"#, &key).unwrap();
+        let env = sign("application/vnd.in-toto+json", br#"{"a":1}"#, &key)
+            .await
+            .unwrap();
         let bytes = serde_json::to_vec(&env).unwrap();
         assert_eq!(
             verify_bytes(&bytes, "application/vnd.in-toto+json", &public).unwrap(),

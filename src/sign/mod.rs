@@ -35,9 +35,20 @@ pub enum SignError {
 
 /// A loaded signing key.
 pub struct SigningKey {
-    signer: SigStoreSigner,
+    signer: Signer,
     /// PEM of the public key (what verifiers are given).
     pub public_pem: String,
+}
+
+enum Signer {
+    /// A cosign key file, decrypted in memory.
+    Local(SigStoreSigner),
+    /// A key in Vault's transit engine: kiln sends the SHA-256 digest,
+    /// Vault signs; the private key never leaves Vault.
+    Transit {
+        vault: crate::secrets::vault::Vault,
+        name: String,
+    },
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -48,10 +59,43 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// An ECDSA P-256 signature (ASN.1 DER) of `msg`, as cosign makes them.
-    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
-        self.signer
-            .sign(msg)
-            .map_err(|e| SignError::Key(format!("cannot sign: {e}")))
+    pub async fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+        match &self.signer {
+            Signer::Local(s) => s
+                .sign(msg)
+                .map_err(|e| SignError::Key(format!("cannot sign: {e}"))),
+            Signer::Transit { vault, name } => {
+                use sha2::Digest as _;
+                let digest = sha2::Sha256::digest(msg);
+                vault
+                    .transit_sign(name, &digest)
+                    .await
+                    .map_err(|e| SignError::Key(e.to_string()))
+            }
+        }
+    }
+
+    /// A key held in Vault's transit engine (ECDSA P-256).
+    pub async fn from_vault_transit(
+        name: &str,
+        settings: &crate::template::plan::VaultSettings,
+    ) -> Result<SigningKey, SignError> {
+        let cfg = crate::secrets::vault::VaultConfig::from_env_and(settings)
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        let vault = crate::secrets::vault::Vault::connect(&cfg)
+            .await
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        let public_pem = vault
+            .transit_public_key(name)
+            .await
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        Ok(SigningKey {
+            signer: Signer::Transit {
+                vault,
+                name: name.to_string(),
+            },
+            public_pem,
+        })
     }
 }
 
@@ -131,7 +175,7 @@ pub fn keygen(prefix: &Path, password: &str) -> Result<(PathBuf, PathBuf), SignE
 /// template's folder). `vault-transit:NAME` is not supported yet.
 pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, SignError> {
     if spec.starts_with("vault-transit:") {
-        return Err(SignError::NotSupported(format!("`key = \"{spec}\"`: signing with Vault's transit engine is not supported yet; use a cosign key file")));
+        return Err(SignError::NotSupported(format!("`key = \"{spec}\"` is a Vault transit key: load it with `SigningKey::from_vault_transit`")));
     }
     let (pem, origin) = match std::env::var("KILN_SIGNING_KEY") {
         Ok(pem) if !pem.is_empty() => (pem.into_bytes(), "KILN_SIGNING_KEY".to_string()),
@@ -156,7 +200,10 @@ pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, S
     let public_pem = pair
         .public_key_to_pem()
         .map_err(|e| SignError::Key(e.to_string()))?;
-    Ok(SigningKey { signer, public_pem })
+    Ok(SigningKey {
+        signer: Signer::Local(signer),
+        public_pem,
+    })
 }
 
 /// Signs each artifact that has a signature format: OCI images in a
@@ -197,8 +244,8 @@ pub fn load_public_key(path: &Path) -> Result<CosignVerificationKey, SignError> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn keygen_then_load_and_sign_verify() {
+    #[tokio::test]
+    async fn keygen_then_load_and_sign_verify() {
         let tmp = tempfile::tempdir().unwrap();
         let (key, public) = keygen(&tmp.path().join("cosign"), "pw").unwrap();
         assert!(std::fs::read_to_string(&key)
@@ -215,7 +262,7 @@ mod tests {
         );
         std::env::set_var("KILN_PASSWORD", "pw");
         let k = load_signing_key("cosign.key", tmp.path()).unwrap();
-        let sig = k.sign(b"hello").unwrap();
+        let sig = k.sign(b"hello").await.unwrap();
         let v = load_public_key(&public).unwrap();
         v.verify_signature(sigstore::crypto::Signature::Raw(&sig), b"hello")
             .unwrap();

@@ -148,6 +148,8 @@ pub struct BuildPlan {
     pub secret_values: BTreeMap<String, Value>,
     pub locals: BTreeMap<String, Value>,
     pub jobs: Vec<JobPlan>,
+    /// `[vault]` (for secrets and transit signing keys).
+    pub vault: VaultSettings,
 }
 
 impl BuildPlan {
@@ -440,6 +442,7 @@ impl Template {
             secret_values,
             locals,
             jobs,
+            vault,
         })
     }
 

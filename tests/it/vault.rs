@@ -591,3 +591,80 @@ fn oci_build_redacts_every_encoding_and_the_leak_scan_stops_the_push() {
         .unwrap();
     assert!(!pushed.status.success(), "nothing was pushed");
 }
+
+#[cfg(feature = "oci")]
+#[test]
+fn images_signed_with_a_vault_transit_key_verify_with_its_public_key() {
+    if !ready(&["jq", "runc", "busybox", "docker-registry"]) {
+        return;
+    }
+    let bao = Bao::start();
+    bao.bao(&["secrets", "enable", "transit"]);
+    bao.bao(&[
+        "write",
+        "-f",
+        "transit/keys/kiln-signing",
+        "type=ecdsa-p256",
+    ]);
+    let key_json = bao.bao(&["read", "-format=json", "transit/keys/kiln-signing"]);
+    let v: serde_json::Value = serde_json::from_str(&key_json).unwrap();
+    let public = v["data"]["keys"]["1"]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reg = crate::oci::Registry::start();
+    let s = Scratch::new();
+    crate::oci::busybox_rootfs(&s, &[]);
+    s.write("transit.pub", &public);
+    let image = format!("{}/transit/img:1", reg.addr);
+    let t = s.write(
+        "t.toml",
+        &format!("[image]\nname = \"t\"\nversion = \"1.0.0\"\n[source.oci.i]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{image}\"]\n[[build]]\nsources = [\"oci.i\"]\n[build.sign]\nkey = \"vault-transit:kiln-signing\"\n"),
+    );
+    let mut c = s.kiln();
+    let o = clean(&mut c)
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let o = s
+        .kiln()
+        .args(["verify", "--key"])
+        .arg(s.path().join("transit.pub"))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        text(&o)
+            .0
+            .contains("1 valid signature(s) and 1 signed provenance"),
+        "{}",
+        text(&o).0
+    );
+    // A key of another type is refused with the reason.
+    bao.bao(&["write", "-f", "transit/keys/aes", "type=aes256-gcm96"]);
+    let t2 = s.write(
+        "t2.toml",
+        &std::fs::read_to_string(&t)
+            .unwrap()
+            .replace("kiln-signing", "aes"),
+    );
+    let mut c = s.kiln();
+    let o = clean(&mut c)
+        .args(["build"])
+        .arg(&t2)
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).1.contains("expected an ecdsa-p256 key"),
+        "{}",
+        text(&o).1
+    );
+}
