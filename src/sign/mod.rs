@@ -46,7 +46,7 @@ enum Signer {
     /// A key in Vault's transit engine: kiln sends the SHA-256 digest,
     /// Vault signs; the private key never leaves Vault.
     Transit {
-        vault: crate::secrets::vault::Vault,
+        vault: Box<crate::secrets::vault::Vault>,
         name: String,
     },
 }
@@ -91,7 +91,7 @@ impl SigningKey {
             .map_err(|e| SignError::Key(e.to_string()))?;
         Ok(SigningKey {
             signer: Signer::Transit {
-                vault,
+                vault: Box::new(vault),
                 name: name.to_string(),
             },
             public_pem,
