@@ -12,6 +12,11 @@ use super::{CommError, Communicator, OutputFn, RemoteCommand};
 use crate::engine::journal::{process_start_time, Resource};
 use crate::engine::undo::Undo;
 
+/// Variables of kiln's environment a host provisioner still sees.
+const PASSED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL", "TZ",
+];
+
 /// Runs commands on this host inside `root`.
 pub struct LocalCommunicator {
     root: PathBuf,
@@ -96,6 +101,14 @@ impl Communicator for LocalCommunicator {
         };
         let mut child = tokio::process::Command::new(&script)
             .current_dir(&workdir)
+            // Not kiln's own environment (VAULT_TOKEN, KILN_PASSWORD, …):
+            // a few basics plus what the provisioner asked for.
+            .env_clear()
+            .envs(
+                PASSED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KILN_WORKSPACE", &self.root)
             .stdin(Stdio::null())
@@ -245,5 +258,26 @@ mod tests {
         assert_eq!(std::fs::read_to_string(back).unwrap(), "hello");
         assert!(c.upload(&src, "/etc/passwd", None).await.is_err());
         assert!(c.upload(&src, "../escape", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_background_daemon_does_not_hang_the_step_and_bad_utf8_is_shown() {
+        let (_tmp, c, _j) = setup();
+        let mut lines = vec![];
+        let cmd = RemoteCommand {
+            script: "printf 'bad \\377 byte\\nafter\\n'\nsleep 60 &\necho started".into(),
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let code = c.exec(&cmd, &mut |_, l| lines.push(l)).await.unwrap();
+        assert_eq!(code, 0);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "returned while the daemon still holds the pipes"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("bad ")) && lines.contains(&"after".to_string()),
+            "{lines:?}"
+        );
     }
 }

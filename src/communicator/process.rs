@@ -1,6 +1,7 @@
 //! Running a child process the way every communicator needs it: stdin
-//! fed, stdout and stderr streamed line by line, an optional timeout, and
-//! the exit code (128+signal when killed, as shells report it).
+//! fed, stdout and stderr streamed line by line (invalid UTF-8 shown
+//! lossily, never ending the stream), an optional timeout, and the exit
+//! code (128+signal when killed, as shells report it).
 
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use tokio::process::Child;
 
 use super::{CommError, OutputFn};
 use crate::ui::Stream;
+
+/// How long output may still arrive after the process exited: a daemon it
+/// started may hold the pipes open forever.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Streams a spawned child's output to `output` until it exits. The child
 /// must have been spawned with piped stdout and stderr (and piped stdin
@@ -36,20 +41,46 @@ pub async fn stream_child(
     for (stream, reader) in readers {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send((stream, line)).is_err() {
-                    break;
+            let mut reader = BufReader::new(reader);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        if tx.send((stream, line)).is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         });
     }
     drop(tx);
     let run = async {
-        while let Some((stream, line)) = rx.recv().await {
-            output(stream, line);
+        // Stream until the process exits…
+        let status = loop {
+            tokio::select! {
+                Some((stream, line)) = rx.recv() => output(stream, line),
+                status = child.wait() => break status,
+            }
+        };
+        // …then take what is still buffered, for a bounded time.
+        let deadline = tokio::time::sleep(DRAIN_AFTER_EXIT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some((stream, line)) => output(stream, line),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
         }
-        child.wait().await
+        status
     };
     let status = match timeout {
         Some(t) => tokio::time::timeout(t, run)

@@ -138,7 +138,6 @@ impl Communicator for RuncCommunicator {
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
-                .recursive(true)
                 .mode(0o700)
                 .create(&bundle)
                 .map_err(CommError::io("cannot create bundle"))?;

@@ -110,11 +110,8 @@ pub fn kill_process(pid: i32, start_time: u64, group: bool) {
     use nix::sys::signal::{kill, killpg, Signal};
     use nix::unistd::Pid;
     if process_start_time(pid) != Some(start_time) {
-        // Gone, or the pid now belongs to someone else. Its group may still
-        // hold children, which share the pgid: try the group regardless.
-        if group {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        // Gone, or the pid now belongs to someone else (reuse, a reboot):
+        // killing by that number could hit an unrelated process group.
         return;
     }
     if group {

@@ -260,14 +260,38 @@ pub async fn run(
             };
             let summary = match permit {
                 Some(_permit) => {
-                    run_job(
+                    use futures_util::FutureExt as _;
+                    let job = run_job(
                         &ctx,
                         builder.as_ref(),
                         &provisioners,
                         signer.as_deref(),
                         opts.on_error,
-                    )
-                    .await
+                    );
+                    match std::panic::AssertUnwindSafe(job).catch_unwind().await {
+                        Ok(summary) => summary,
+                        // A bug in a step must not leak what the job created.
+                        Err(_) => {
+                            let unwound = ctx.undo.unwind().await;
+                            let error = format!(
+                                "internal error (a step panicked); cleaned up {} resource(s)",
+                                unwound.undone.len()
+                            );
+                            ctx.bus.emit(Event::JobFinished {
+                                job: ctx.name.clone(),
+                                status: JobStatus::Failed,
+                                duration_ms: 0,
+                                error: Some(error.clone()),
+                            });
+                            JobSummary {
+                                job: ctx.name.clone(),
+                                status: JobStatus::Failed,
+                                duration_ms: 0,
+                                error: Some(error),
+                                artifacts: vec![],
+                            }
+                        }
+                    }
                 }
                 None => JobSummary {
                     job: ctx.name.clone(),

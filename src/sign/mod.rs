@@ -11,7 +11,7 @@ pub mod cosign;
 pub mod dsse;
 pub mod provenance;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sigstore::crypto::signing_key::SigStoreKeyPair;
@@ -105,26 +105,23 @@ pub fn password(purpose: &str) -> Result<String, SignError> {
     if let Ok(p) = std::env::var("KILN_PASSWORD") {
         return Ok(p);
     }
-    let tty = std::fs::OpenOptions::new()
+    if std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/tty")
-        .map_err(|_| {
-            SignError::Key(format!(
-                "{purpose} needs a password: set KILN_PASSWORD (no terminal to ask on)"
-            ))
-        })?;
-    let mut w = &tty;
-    let _ = write!(w, "Password for {purpose}: ");
-    let _ = w.flush();
-    let mut line = String::new();
-    std::io::BufReader::new(&tty)
-        .read_line(&mut line)
-        .map_err(|source| SignError::Io {
+        .is_err()
+    {
+        return Err(SignError::Key(format!(
+            "{purpose} needs a password: set KILN_PASSWORD (no terminal to ask on)"
+        )));
+    }
+    // Read from the terminal with echo off.
+    rpassword::prompt_password(format!("Password for {purpose}: ")).map_err(|source| {
+        SignError::Io {
             what: "reading the password".into(),
             source,
-        })?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+        }
+    })
 }
 
 /// `kiln keygen`: writes `PREFIX.key` (encrypted, mode 0600) and `PREFIX.pub`.

@@ -139,10 +139,12 @@ impl Builder for OciBuilder {
             }
         };
 
+        // An unguessable name, created here (never adopted if it exists),
+        // readable by root only: it will hold provisioner environments.
         let secret_dir = tmpfs_dir()?.join(format!(
             "kiln-{}-{}",
             sanitize(&ctx.build_id),
-            sanitize(&ctx.name)
+            uuid::Uuid::new_v4()
         ));
         ctx.undo
             .register(
@@ -153,6 +155,16 @@ impl Builder for OciBuilder {
             )
             .await
             .map_err(BuildError::io("journal"))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&secret_dir)
+                .map_err(BuildError::io(format!(
+                    "cannot create `{}`",
+                    secret_dir.display()
+                )))?;
+        }
         let image_cfg = base.as_ref().and_then(|b| b.config.config().clone());
         let image_env = image_cfg
             .as_ref()
@@ -337,8 +349,9 @@ impl OciInstance {
     /// Seconds since the epoch that mtimes are clamped to and `created` is.
     fn clamp(&self) -> Result<i64, BuildError> {
         if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-            return v.trim().parse().map_err(|_| {
-                BuildError::Config(format!("SOURCE_DATE_EPOCH `{v}` is not a number"))
+            // Up to the last second of year 9999, which RFC 3339 can write.
+            return v.trim().parse::<i64>().ok().filter(|s| (0..=253_402_300_799).contains(s)).ok_or_else(|| {
+                BuildError::Config(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds between 0 and 253402300799"))
             });
         }
         let created = self

@@ -8,7 +8,9 @@ use oci_spec::runtime::Spec;
 
 use crate::builder::BuildError;
 
-/// Mounts overlayfs at `merged`.
+/// Mounts overlayfs at `merged`. Redirects, metadata-only copy-up and the
+/// inode index are turned off where the kernel knows the options: with
+/// them the upper directory would not hold full copies of what changed.
 pub fn mount_overlay(
     lower: &Path,
     upper: &Path,
@@ -16,20 +18,35 @@ pub fn mount_overlay(
     merged: &Path,
 ) -> Result<(), BuildError> {
     use nix::mount::{mount, MsFlags};
-    let opts = format!(
+    let base = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
         upper.display(),
         work.display()
     );
-    mount(
+    let strict = format!("{base},redirect_dir=off,metacopy=off,index=off");
+    let result = mount(
         Some("overlay"),
         merged,
         Some("overlay"),
         MsFlags::empty(),
-        Some(opts.as_str()),
+        Some(strict.as_str()),
     )
-    .map_err(|e| BuildError::Io {
+    .or_else(|e| {
+        if e == nix::errno::Errno::EINVAL {
+            // An older kernel without these options has none of the features either.
+            mount(
+                Some("overlay"),
+                merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(base.as_str()),
+            )
+        } else {
+            Err(e)
+        }
+    });
+    result.map_err(|e| BuildError::Io {
         what: format!("cannot mount overlayfs at `{}`", merged.display()),
         source: e.into(),
     })
@@ -114,18 +131,25 @@ pub fn runtime_spec(
 
 /// Writes `config.json` into a bundle directory.
 pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<PathBuf, BuildError> {
-    fs_err::create_dir_all(bundle).map_err(BuildError::io("cannot create bundle"))?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = bundle.join("config.json");
-    fs_err::write(
-        &path,
-        serde_json::to_vec_pretty(spec).expect("spec serializes"),
-    )
-    .map_err(BuildError::io("cannot write bundle"))?;
+    // Root-only and never an existing file: it holds the environment.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(BuildError::io("cannot write bundle"))?;
+    f.write_all(&serde_json::to_vec_pretty(spec).expect("spec serializes"))
+        .map_err(BuildError::io("cannot write bundle"))?;
     Ok(path)
 }
 
-/// Resolves `path` inside `root` as the container would see it: symlinks
-/// are followed relative to `root`, never out of it.
+/// Resolves `path` inside `root` as the container would see it: every
+/// symlink on the way, the last one included, is followed relative to
+/// `root`, never out of it, so copying to or from the result cannot touch
+/// the host.
 pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
     let mut out = root.to_path_buf();
     let mut todo: Vec<std::ffi::OsString> = Path::new(path)
@@ -147,7 +171,7 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
         }
         let next = out.join(&c);
         match std::fs::symlink_metadata(&next) {
-            Ok(m) if m.file_type().is_symlink() && !todo.is_empty() => {
+            Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
                     return Err(BuildError::Config(format!("`{path}`: too many symlinks")));
@@ -222,5 +246,12 @@ mod tests {
             r.join("usr/etc/passwd")
         );
         assert_eq!(resolve_in_root(r, "../../x").unwrap(), r.join("x"));
+        // The last component is followed too, inside the root.
+        std::fs::create_dir_all(r.join("tmp")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", r.join("tmp/x")).unwrap();
+        assert_eq!(
+            resolve_in_root(r, "/tmp/x").unwrap(),
+            r.join("usr/etc/shadow")
+        );
     }
 }

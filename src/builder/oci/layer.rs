@@ -181,12 +181,14 @@ pub fn write_layer(
             Compression::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(&mut compressed, 3)
                     .map_err(BuildError::io("zstd"))?;
+                // Always the multithreaded mode (even with one worker): its output
+                // does not depend on the number of workers, so digests match
+                // across hosts.
                 let threads = std::thread::available_parallelism()
                     .map(|n| n.get() as u32)
                     .unwrap_or(1);
-                if threads > 1 {
-                    z.multithread(threads).map_err(BuildError::io("zstd"))?;
-                }
+                z.multithread(threads.max(1))
+                    .map_err(BuildError::io("zstd"))?;
                 let d = write_tar(upper, lower, clamp, &mut z)?;
                 z.finish().map_err(io)?;
                 d

@@ -142,6 +142,12 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), BuildError> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(b".wh.") {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+                return Err(refuse(format!(
+                    "whiteout `{}` names no file in its folder",
+                    rel.display()
+                )));
+            }
             remove_any(&root.join(&parent).join(OsStr::from_bytes(hidden)));
             continue;
         }
@@ -158,7 +164,8 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), BuildError> {
         if let Some(p) = dest.parent() {
             fs_err::create_dir_all(p).map_err(BuildError::io("cannot create directory"))?;
         }
-        if !(kind.is_dir() && dest.is_dir()) {
+        let real_dir = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir());
+        if !(kind.is_dir() && real_dir) {
             remove_any(&dest);
         }
         let io = |what: &str| BuildError::io(format!("{what} `{}`", rel.display()));
@@ -350,5 +357,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("through the symlink"), "{e}");
+    }
+
+    #[test]
+    fn layers_cannot_touch_the_host_through_links_or_whiteouts() {
+        let host = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().join("rootfs");
+        std::fs::create_dir(&r).unwrap();
+        let target = host.path().display().to_string();
+        apply_layer(
+            &r,
+            &tar_with(&[("etc", tar::EntryType::Symlink, &target)])[..],
+        )
+        .unwrap();
+        // A directory entry over the link replaces the link; the host folder keeps its mode.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_data(&mut h, "etc/", std::io::empty()).unwrap();
+        apply_layer(&r, &b.into_inner().unwrap()[..]).unwrap();
+        assert_eq!(
+            std::fs::metadata(host.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(std::fs::symlink_metadata(r.join("etc")).unwrap().is_dir());
+        let e = apply_layer(
+            &r,
+            &tar_with(&[(".wh...", tar::EntryType::Regular, "")])[..],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("names no file"), "{e}");
+        assert!(root.path().exists() && r.exists());
     }
 }
