@@ -90,19 +90,28 @@ pub fn docker_auth(registry: &str) -> Option<RegistryAuth> {
             registry.to_string(),
             format!("https://{registry}"),
             format!("http://{registry}"),
+            // Docker Hub's credentials live under its v1 index URL.
+            if registry == "docker.io"
+                || registry == "index.docker.io"
+                || registry == "registry-1.docker.io"
+            {
+                "https://index.docker.io/v1/".to_string()
+            } else {
+                String::new()
+            },
         ] {
             let entry = &auths[&key];
-            if let Some(token) = entry["identitytoken"].as_str() {
-                return Some(RegistryAuth::Bearer(token.to_string()));
-            }
-            if let Some(auth) = entry["auth"].as_str() {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(auth)
-                    .ok()?;
-                let (u, p) = String::from_utf8(decoded)
-                    .ok()?
-                    .split_once(':')
-                    .map(|(u, p)| (u.to_string(), p.to_string()))?;
+            // (`identitytoken` is an OAuth refresh token, not a bearer
+            // token: not supported, so it is skipped.)
+            let basic = entry["auth"]
+                .as_str()
+                .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|d| {
+                    d.split_once(':')
+                        .map(|(u, p)| (u.to_string(), p.to_string()))
+                });
+            if let Some((u, p)) = basic {
                 return Some(RegistryAuth::Basic(u, p));
             }
             if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
