@@ -155,34 +155,12 @@ impl Communicator for LocalCommunicator {
 
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
         let dest = self.path_in_root(remote)?;
-        if let Some(parent) = dest.parent() {
-            fs_err::tokio::create_dir_all(parent)
-                .await
-                .map_err(CommError::io("cannot create destination folder"))?;
-        }
-        fs_err::tokio::copy(local, &dest)
-            .await
-            .map_err(CommError::io(format!(
-                "cannot upload `{}`",
-                local.display()
-            )))?;
-        if let Some(m) = mode {
-            set_mode(&dest, m).await?;
-        }
-        Ok(())
+        super::copy_file(local, &dest, mode, &format!("upload `{}`", local.display())).await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
         let src = self.path_in_root(remote)?;
-        if let Some(parent) = local.parent() {
-            fs_err::tokio::create_dir_all(parent)
-                .await
-                .map_err(CommError::io("cannot create local folder"))?;
-        }
-        fs_err::tokio::copy(&src, local)
-            .await
-            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
-        Ok(())
+        super::copy_file(&src, local, None, &format!("download `{remote}`")).await
     }
 }
 

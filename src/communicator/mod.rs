@@ -80,3 +80,28 @@ pub trait Communicator: Send + Sync {
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError>;
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError>;
 }
+
+/// Copies `from` to `to` for communicators that reach the instance's
+/// files directly: parent folders created, then the mode set when given.
+pub(crate) async fn copy_file(
+    from: &Path,
+    to: &Path,
+    mode: Option<u32>,
+    what: &str,
+) -> Result<(), CommError> {
+    if let Some(parent) = to.parent() {
+        fs_err::tokio::create_dir_all(parent)
+            .await
+            .map_err(CommError::io("cannot create the destination folder"))?;
+    }
+    fs_err::tokio::copy(from, to)
+        .await
+        .map_err(CommError::io(format!("cannot {what}")))?;
+    if let Some(m) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::tokio::set_permissions(to, std::fs::Permissions::from_mode(m))
+            .await
+            .map_err(CommError::io("cannot set the file mode"))?;
+    }
+    Ok(())
+}

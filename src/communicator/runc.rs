@@ -202,34 +202,12 @@ impl Communicator for RuncCommunicator {
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
         let dest =
             resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        if let Some(parent) = dest.parent() {
-            fs_err::tokio::create_dir_all(parent)
-                .await
-                .map_err(CommError::io("cannot create destination folder"))?;
-        }
-        fs_err::tokio::copy(local, &dest)
-            .await
-            .map_err(CommError::io(format!("cannot upload to `{remote}`")))?;
-        if let Some(m) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            fs_err::tokio::set_permissions(&dest, std::fs::Permissions::from_mode(m))
-                .await
-                .map_err(CommError::io("cannot set mode"))?;
-        }
-        Ok(())
+        super::copy_file(local, &dest, mode, &format!("upload to `{remote}`")).await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
         let src =
             resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        if let Some(parent) = local.parent() {
-            fs_err::tokio::create_dir_all(parent)
-                .await
-                .map_err(CommError::io("cannot create local folder"))?;
-        }
-        fs_err::tokio::copy(&src, local)
-            .await
-            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
-        Ok(())
+        super::copy_file(&src, local, None, &format!("download `{remote}`")).await
     }
 }

@@ -86,3 +86,34 @@ pub fn assert_exit(o: &Output, code: i32) {
         "exit code\n--- stdout\n{out}\n--- stderr\n{err}"
     );
 }
+
+/// True when `tools` (and root, if `root`) are here. Otherwise the test
+/// fails in CI (`CI=true`: .ci/run installs them) and skips, loudly,
+/// elsewhere.
+pub fn require(what: &str, tools: &[&str], root: bool) -> bool {
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|t| t.to_string())
+        .collect();
+    if root && !nix::unistd::geteuid().is_root() {
+        missing.push("root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "{what} tests need {} (installed by .ci/run)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}

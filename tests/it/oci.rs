@@ -15,32 +15,18 @@ const SECRET: &str = "oci-test-secret-4711";
 
 /// True when everything the OCI tests need is here.
 fn ready() -> bool {
-    let mut missing: Vec<String> = ["runc", "docker-registry", "skopeo", "umoci", "busybox"]
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|t| t.to_string())
-        .collect();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "OCI tests need {} (installed by .ci/run)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    crate::require(
+        "OCI",
+        &[
+            "runc",
+            "docker-registry",
+            "skopeo",
+            "umoci",
+            "busybox",
+            "htpasswd",
+        ],
+        true,
+    )
 }
 
 /// A `docker-registry` on a free loopback port, stopped on drop.

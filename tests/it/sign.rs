@@ -11,30 +11,18 @@ use crate::oci::{busybox_rootfs, Registry};
 use crate::{assert_exit, text, Scratch};
 
 fn ready() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && [
+    crate::require(
+        "signing",
+        &[
             "runc",
             "docker-registry",
             "skopeo",
             "busybox",
             "openssl",
             "curl",
-        ]
-        .iter()
-        .all(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !ok {
-        let msg = "signing tests need root, runc, docker-registry, skopeo, busybox, openssl and curl (installed by .ci/run)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
+        ],
+        true,
+    )
 }
 
 fn curl_json(url: &str) -> serde_json::Value {
