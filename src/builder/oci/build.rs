@@ -287,11 +287,25 @@ async fn lower_dir(
             .map(|l| store.path(l.digest().as_ref()))
             .collect::<Result<_, _>>()?;
         let t = tmp.clone();
+        // If the job is cancelled while this runs, the task stops at the
+        // next entry and removes its own folder: the undo stack may already
+        // have removed it, and nothing must be re-created behind its back.
+        let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _on_drop = SetOnDrop(cancelled.clone());
         tokio::task::spawn_blocking(move || {
+            let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::SeqCst);
+            let mut result = Ok(());
             for l in layers {
-                super::unpack::apply_layer(&t, super::unpack::open_layer(&l)?)?;
+                result = super::unpack::open_layer(&l)
+                    .and_then(|r| super::unpack::apply_layer_until(&t, r, &is_cancelled));
+                if result.is_err() {
+                    break;
+                }
             }
-            Ok::<(), BuildError>(())
+            if is_cancelled() {
+                let _ = std::fs::remove_dir_all(&t);
+            }
+            result
         })
         .await
         .map_err(|e| BuildError::Io {
@@ -308,6 +322,16 @@ async fn lower_dir(
     ctx.undo.release(handle).await;
     let _ = fs_err::tokio::remove_dir_all(&tmp).await;
     Ok(dir)
+}
+
+/// Raises a flag when dropped: tells blocking work that whoever awaited it
+/// is gone (the job was cancelled).
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct OciInstance {

@@ -107,6 +107,15 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read>, BuildError> {
 
 /// Applies one layer (a tar stream) on top of `root`.
 pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), BuildError> {
+    apply_layer_until(root, layer, &|| false)
+}
+
+/// [`apply_layer`], stopping between entries once `cancelled()` says so.
+pub fn apply_layer_until(
+    root: &Path,
+    layer: impl Read,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), BuildError> {
     let mut archive = tar::Archive::new(layer);
     let mut dir_times: Vec<(PathBuf, i64)> = vec![];
     let mut seen_in_layer: HashSet<PathBuf> = HashSet::new();
@@ -114,6 +123,9 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), BuildError> {
         .entries()
         .map_err(BuildError::io("cannot read layer"))?;
     for entry in entries {
+        if cancelled() {
+            return Err(BuildError::Config("unpacking cancelled".into()));
+        }
         let mut entry = entry.map_err(BuildError::io("cannot read layer entry"))?;
         let raw_path = entry
             .path()
