@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{CommError, Communicator, OutputFn, RemoteCommand};
-use crate::builder::oci::container::{resolve_in_root, runtime_spec, write_bundle, ProcessSpec};
+use crate::builder::oci::container::{
+    resolve_in_root, runtime_spec, write_bundle, ProcessSpec, SCRIPT_PATH,
+};
 use crate::engine::journal::Resource;
 use crate::engine::undo::Undo;
 
@@ -78,52 +80,6 @@ impl Communicator for RuncCommunicator {
     async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", self.id_prefix);
-        let (args, stdin) = match cmd.script.strip_prefix("#!") {
-            Some(rest) => {
-                let line = rest.lines().next().unwrap_or_default();
-                (
-                    line.split_whitespace()
-                        .map(String::from)
-                        .collect::<Vec<_>>(),
-                    Some(cmd.script.clone().into_bytes()),
-                )
-            }
-            None => (
-                vec![
-                    "/bin/sh".into(),
-                    "-e".into(),
-                    "-c".into(),
-                    cmd.script.clone(),
-                ],
-                None,
-            ),
-        };
-        let interpreter = args.first().cloned().unwrap_or_default();
-        if !resolve_in_root(&self.rootfs, &interpreter)
-            .map_err(|e| CommError::Refused(e.to_string()))?
-            .exists()
-        {
-            return Err(CommError::Refused(format!(
-                "the image has no `{interpreter}` to run the provisioner with"
-            )));
-        }
-        let cwd = cmd
-            .workdir
-            .clone()
-            .unwrap_or_else(|| self.image_workdir.clone());
-        let spec = runtime_spec(
-            &self.rootfs,
-            &self.hostname,
-            self.host_network,
-            &ProcessSpec {
-                args,
-                env: merge_env(&self.image_env, &cmd.env),
-                cwd: &cwd,
-                uid: self.uid,
-                gid: self.gid,
-            },
-        )
-        .map_err(|e| CommError::Refused(e.to_string()))?;
         let bundle = self.secret_dir.join(&id);
         let bundle_undo = self
             .undo
@@ -142,6 +98,71 @@ impl Communicator for RuncCommunicator {
                 .create(&bundle)
                 .map_err(CommError::io("cannot create bundle"))?;
         }
+        // A `#!` script runs from a read-only file bound under the
+        // container's /dev tmpfs (stdin stays the process's own); anything
+        // else is one `sh -e -c`.
+        let script_file = bundle.join("script");
+        let (args, script) = match cmd.script.strip_prefix("#!") {
+            Some(rest) => {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o500)
+                    .open(&script_file)
+                    .map_err(CommError::io("cannot write the script"))?;
+                f.write_all(cmd.script.as_bytes())
+                    .map_err(CommError::io("cannot write the script"))?;
+                let mut args: Vec<String> = rest
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                args.push(SCRIPT_PATH.into());
+                (args, Some(script_file.as_path()))
+            }
+            None => (
+                vec![
+                    "/bin/sh".into(),
+                    "-e".into(),
+                    "-c".into(),
+                    cmd.script.clone(),
+                ],
+                None,
+            ),
+        };
+        let interpreter = args.first().cloned().unwrap_or_default();
+        if !resolve_in_root(&self.rootfs, &interpreter)
+            .map_err(|e| CommError::Refused(e.to_string()))?
+            .exists()
+        {
+            let _ = std::fs::remove_dir_all(&bundle);
+            self.undo.release(bundle_undo).await;
+            return Err(CommError::Refused(format!(
+                "the image has no `{interpreter}` to run the provisioner with"
+            )));
+        }
+        let cwd = cmd
+            .workdir
+            .clone()
+            .unwrap_or_else(|| self.image_workdir.clone());
+        let spec = runtime_spec(
+            &self.rootfs,
+            &self.hostname,
+            self.host_network,
+            &ProcessSpec {
+                args,
+                env: merge_env(&self.image_env, &cmd.env),
+                cwd: &cwd,
+                uid: self.uid,
+                gid: self.gid,
+                script,
+            },
+        )
+        .map_err(|e| CommError::Refused(e.to_string()))?;
         write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
         let container_undo = self
             .undo
@@ -167,11 +188,7 @@ impl Communicator for RuncCommunicator {
             .args(["run", "--bundle"])
             .arg(&bundle)
             .arg(&id)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -190,7 +207,7 @@ impl Communicator for RuncCommunicator {
             }
             let _ = tokio::fs::remove_file(cfg).await;
         });
-        let result = super::process::stream_child(&mut child, stdin, output, cmd.timeout).await;
+        let result = super::process::stream_child(&mut child, None, output, cmd.timeout).await;
         guard.armed = false;
         force_delete(&self.runtime, &self.state_root, &id);
         self.undo.release(container_undo).await;

@@ -644,3 +644,49 @@ fn basic_auth_registry_uses_docker_config_credentials() {
     assert_exit(&o, 0);
     assert!(s.path().join("out/child/index.json").is_file());
 }
+
+#[test]
+fn script_files_run_from_a_file_that_never_reaches_the_image() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    // `read` would swallow the rest of a script fed on stdin.
+    s.write(
+        "setup.sh",
+        "#!/bin/sh -e\nread line || true\necho after-read\necho ran > /etc/ran\n",
+    );
+    let t = s.write(
+        "t.toml",
+        &template(
+            "rootfs:base.tar",
+            "\"oci-layout:out/s:1\"",
+            "[[build.provisioner]]\ntype = \"shell\"\nscript = \"setup.sh\"\n",
+        ),
+    );
+    let (code, summary, out) = build(&s, &t);
+    assert_eq!(code, 0, "{summary}");
+    assert!(out.contains("\"line\":\"after-read\""), "{out}");
+    let bundle = s.path().join("bundle");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", s.path().join("out/s").display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/etc/ran")).unwrap(),
+        "ran\n"
+    );
+    assert!(
+        !bundle.join("rootfs/dev/.kiln-script").exists(),
+        "the script file is not in the image"
+    );
+    assert_nothing_left(&s);
+}

@@ -80,6 +80,9 @@ const CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Where a provisioner script file appears inside the container.
+pub const SCRIPT_PATH: &str = "/dev/.kiln-script";
+
 /// What one process in the container looks like.
 pub struct ProcessSpec<'a> {
     pub args: Vec<String>,
@@ -87,6 +90,9 @@ pub struct ProcessSpec<'a> {
     pub cwd: &'a str,
     pub uid: u32,
     pub gid: u32,
+    /// A script file on the host, bound read-only at [`SCRIPT_PATH`]
+    /// (under the runtime's own `/dev` tmpfs, so it never reaches the image).
+    pub script: Option<&'a Path>,
 }
 
 /// The runtime config for one process on `rootfs`.
@@ -116,6 +122,12 @@ pub fn runtime_spec(
         }
         // Cgroup namespaces are not available on every host this runs on.
         ns.retain(|n| n["type"] != "cgroup");
+    }
+    if let (Some(script), Some(mounts)) = (p.script, v["mounts"].as_array_mut()) {
+        mounts.push(serde_json::json!({
+            "destination": SCRIPT_PATH, "type": "bind", "source": script,
+            "options": ["bind", "ro", "nosuid", "nodev"],
+        }));
     }
     if host_network {
         if let Some(mounts) = v["mounts"].as_array_mut() {
@@ -206,6 +218,7 @@ mod tests {
             cwd: "/",
             uid: 0,
             gid: 0,
+            script: None,
         };
         let host = serde_json::to_value(runtime_spec(Path::new("/r"), "kiln-x", true, &p).unwrap())
             .unwrap();
