@@ -292,6 +292,7 @@ fn walk<W: Write>(
                 .map_err(io("cannot write"))?;
             continue;
         }
+        append_xattrs(b, &path, &xattrs(&full)).map_err(io("cannot write"))?;
         if ft.is_dir() {
             let mut h = header(&meta, tar::EntryType::Directory, clamp);
             b.append_data(&mut h, &path, std::io::empty())
@@ -344,6 +345,72 @@ fn walk<W: Write>(
     Ok(())
 }
 
+/// Extended attributes to carry into the layer (file capabilities, ACLs,
+/// `user.*`), without overlayfs' own bookkeeping.
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(path) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return vec![];
+    };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated path and a buffer of the given length.
+    let n = unsafe { llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return vec![];
+    }
+    let mut out = vec![];
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            continue;
+        }
+        if let Some(v) = xattr_get(p, &name) {
+            out.push((name, v));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Writes a PAX extended header with `SCHILY.xattr.*` records, which
+/// applies to the entry written next (what GNU tar and the OCI tools read).
+fn append_xattrs<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &Path,
+    attrs: &[(String, Vec<u8>)],
+) -> std::io::Result<()> {
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::new();
+    for (name, value) in attrs {
+        let body_len = format!(" SCHILY.xattr.{name}=").len() + value.len() + 1;
+        // The length field counts its own digits.
+        let mut len = body_len + 1;
+        while len != body_len + len.to_string().len() {
+            len = body_len + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    let name = format!(
+        "PaxHeaders/{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let name: String = name.chars().take(99).collect();
+    b.append_data(&mut h, name, &data[..])
+}
+
 /// Overlayfs marks a directory that hides the lower one as opaque.
 fn is_opaque(dir: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
@@ -354,7 +421,7 @@ fn is_opaque(dir: &Path) -> bool {
 fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
     let path = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
     let name = std::ffi::CString::new(name).ok()?;
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; 65536];
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
     let n = unsafe {
         lgetxattr(
@@ -368,6 +435,8 @@ fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 extern "C" {
+    fn llistxattr(path: *const std::ffi::c_char, list: *mut std::ffi::c_char, size: usize)
+        -> isize;
     fn lgetxattr(
         path: *const std::ffi::c_char,
         name: *const std::ffi::c_char,
@@ -418,5 +487,35 @@ mod tests {
         }
         let z = write_layer(&upper, &lower, 1_000, Compression::Zstd, &store).unwrap();
         assert_eq!(z.diff_id, a.diff_id, "same tar, other compression");
+    }
+
+    #[test]
+    fn extended_attributes_travel_in_the_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (upper, lower, out) = (
+            tmp.path().join("upper"),
+            tmp.path().join("lower"),
+            tmp.path().join("out"),
+        );
+        for d in [&upper, &lower, &out] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(upper.join("tool"), "x").unwrap();
+        if super::super::unpack::xattr_set(&upper.join("tool"), "user.kiln", b"cap-like").is_err() {
+            eprintln!("SKIPPED: this file system has no user xattrs");
+            return;
+        }
+        let store = BlobStore::new(tmp.path());
+        let layer = write_layer(&upper, &lower, 0, Compression::Gzip, &store).unwrap();
+        super::super::unpack::apply_layer(
+            &out,
+            super::super::unpack::open_layer(&store.path(&layer.digest).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            xattr_get(&out.join("tool"), "user.kiln").as_deref(),
+            Some(&b"cap-like"[..])
+        );
+        assert_eq!(std::fs::read_to_string(out.join("tool")).unwrap(), "x");
     }
 }
