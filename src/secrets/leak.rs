@@ -3,7 +3,6 @@
 //! URL-encoded), and for what must not ship in a golden image: shell
 //! histories, `authorized_keys` added during the build, private keys.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use aho_corasick::AhoCorasick;
@@ -76,13 +75,15 @@ fn patterns(secrets: &[(String, String)]) -> Vec<(Vec<u8>, String, &'static str)
 /// disk). Whiteouts and special files are skipped.
 pub fn scan_tree(root: &Path, secrets: &[(String, String)]) -> std::io::Result<Vec<Finding>> {
     let pats = patterns(secrets);
-    let matcher = if pats.is_empty() {
-        None
-    } else {
-        Some(AhoCorasick::new(pats.iter().map(|p| &p.0)).map_err(std::io::Error::other)?)
-    };
+    // Secret forms first, then the private key markers (indexes past `pats`).
+    let needles: Vec<&[u8]> = pats
+        .iter()
+        .map(|p| p.0.as_slice())
+        .chain(PRIVATE_KEY_MARKERS.iter().map(|m| m.as_bytes()))
+        .collect();
+    let matcher = AhoCorasick::new(needles).map_err(std::io::Error::other)?;
     let mut findings = vec![];
-    walk(root, Path::new(""), &pats, matcher.as_ref(), &mut findings)?;
+    walk(root, Path::new(""), &pats, &matcher, &mut findings)?;
     Ok(findings)
 }
 
@@ -90,7 +91,7 @@ fn walk(
     root: &Path,
     rel: &Path,
     pats: &[(Vec<u8>, String, &'static str)],
-    m: Option<&AhoCorasick>,
+    m: &AhoCorasick,
     out: &mut Vec<Finding>,
 ) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.flatten().collect();
@@ -119,30 +120,23 @@ fn walk(
                 what: "authorized_keys added or changed during the build".into(),
             });
         }
-        let mut data = Vec::new();
-        std::fs::File::open(root.join(&path))?.read_to_end(&mut data)?;
-        if PRIVATE_KEY_MARKERS
-            .iter()
-            .any(|k| data.windows(k.len()).any(|w| w == k.as_bytes()))
-        {
+        // Streamed, so a large file never has to fit in memory.
+        let file = std::fs::File::open(root.join(&path))?;
+        let mut seen: Vec<usize> = vec![];
+        for hit in m.stream_find_iter(std::io::BufReader::new(file)) {
+            let i = hit?.pattern().as_usize();
+            if seen.contains(&i) {
+                continue;
+            }
+            seen.push(i);
+            let what = match pats.get(i) {
+                Some((_, secret, form)) => format!("secret `{secret}` ({form})"),
+                None => "a private key".into(),
+            };
             out.push(Finding {
                 path: path.clone(),
-                what: "a private key".into(),
+                what,
             });
-        }
-        if let Some(m) = m {
-            let mut seen: Vec<usize> = vec![];
-            for hit in m.find_overlapping_iter(&data) {
-                let i = hit.pattern().as_usize();
-                if !seen.contains(&i) {
-                    seen.push(i);
-                    let (_, secret, form) = &pats[i];
-                    out.push(Finding {
-                        path: path.clone(),
-                        what: format!("secret `{secret}` ({form})"),
-                    });
-                }
-            }
         }
     }
     Ok(())
