@@ -323,6 +323,9 @@ pub async fn run(
     results.sort_by_key(|(order, _)| *order);
     let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
     write_manifests(plan, &opts.state_dir, &mut summaries, &job_signers, &bus).await;
+    for key in keys.values() {
+        key.close().await;
+    }
     // Jobs removed their own work directories; drop the build's, if empty.
     let _ = std::fs::remove_dir(
         opts.state_dir

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 /// What went wrong talking to Vault. Never holds a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -492,10 +492,36 @@ impl Vault {
 
     /// Revokes the token kiln logged in with (not a token it was given).
     pub async fn finish(self) {
+        self.revoke_own_token().await;
+    }
+
+    /// Revokes the token kiln logged in with, keeping the client (later
+    /// calls fail). A token kiln was given is left alone.
+    pub async fn revoke_own_token(&self) {
         if self.own_token {
             let _ = vaultrs::token::revoke_self(&self.client).await;
         }
-        let _ = self.client.http();
+    }
+
+    /// Keeps a token kiln logged in with alive for a long build: renews it
+    /// at half its TTL until the returned task is aborted.
+    pub fn keep_alive(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.own_token {
+            return None;
+        }
+        let client = settings(&self.cfg, &self.token).ok()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let ttl = match vaultrs::token::lookup_self(&client).await {
+                    Ok(info) if info.renewable == Some(true) && info.ttl > 0 => info.ttl,
+                    _ => return,
+                };
+                tokio::time::sleep(std::time::Duration::from_secs((ttl / 2).max(1))).await;
+                if vaultrs::token::renew_self(&client, None).await.is_err() {
+                    return;
+                }
+            }
+        }))
     }
 
     /// The token in use (for tests of revocation).

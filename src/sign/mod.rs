@@ -75,6 +75,14 @@ impl SigningKey {
         }
     }
 
+    /// Ends what the key holds open: the Vault token kiln logged in with for
+    /// a transit key is revoked.
+    pub async fn close(&self) {
+        if let Signer::Transit { vault, .. } = &self.signer {
+            vault.revoke_own_token().await;
+        }
+    }
+
     /// A key held in Vault's transit engine (ECDSA P-256).
     pub async fn from_vault_transit(
         name: &str,
@@ -89,6 +97,10 @@ impl SigningKey {
             .transit_public_key(name)
             .await
             .map_err(|e| SignError::Key(e.to_string()))?;
+        // Renewed while the build runs; revoked by `close`.
+        if let Some(task) = vault.keep_alive() {
+            std::mem::drop(task);
+        }
         Ok(SigningKey {
             signer: Signer::Transit {
                 vault: Box::new(vault),

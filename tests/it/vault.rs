@@ -146,7 +146,7 @@ impl Bao {
             "app",
             &format!("token={KV1_SECRET}"),
         ]);
-        std::fs::write(d.join("policy.hcl"), "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"kv1/*\" { capabilities = [\"read\"] }\n").unwrap();
+        std::fs::write(d.join("policy.hcl"), "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"kv1/*\" { capabilities = [\"read\"] }\npath \"transit/*\" { capabilities = [\"read\", \"update\"] }\n").unwrap();
         self.bao(&["policy", "write", "kiln", "policy.hcl"]);
         self.bao(&["auth", "enable", "approle"]);
         self.bao(&[
@@ -619,6 +619,23 @@ fn images_signed_with_a_vault_transit_key_verify_with_its_public_key() {
             .contains("1 valid signature(s) and 1 signed provenance"),
         "{}",
         text(&o).0
+    );
+    // Logged in by AppRole: the token kiln made is revoked at the end.
+    let before = bao.token_count();
+    let mut c = s.kiln();
+    let o = clean(&mut c)
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_ROLE_ID", &bao.role_id)
+        .env("VAULT_SECRET_ID", &bao.secret_id)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        bao.token_count(),
+        before,
+        "the transit login token is revoked"
     );
     // A key of another type is refused with the reason.
     bao.bao(&["write", "-f", "transit/keys/aes", "type=aes256-gcm96"]);
