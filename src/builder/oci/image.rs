@@ -197,6 +197,7 @@ async fn pull(r: &Reference, store: &BlobStore) -> Result<StoredImage, BuildErro
             continue;
         }
         let tmp = store.temp_path()?;
+        let _cleanup = super::store::RemoveOnDrop(tmp.clone());
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(BuildError::io("cannot write blob"))?;
@@ -253,6 +254,7 @@ pub fn read_layout(
     let import = |digest: &str| -> Result<(), BuildError> {
         if !store.has(digest) {
             let tmp = store.temp_path()?;
+            let _cleanup = super::store::RemoveOnDrop(tmp.clone());
             fs_err::copy(blob(digest)?, &tmp).map_err(BuildError::io("cannot copy blob"))?;
             store.commit(&tmp, digest)?;
         }
@@ -279,6 +281,7 @@ pub fn read_layout(
 /// A rootfs tarball becomes a one-layer image (the tar stored as is).
 fn from_rootfs_tar(file: &Path, store: &BlobStore) -> Result<StoredImage, BuildError> {
     let tmp = store.temp_path()?;
+    let _cleanup = super::store::RemoveOnDrop(tmp.clone());
     fs_err::copy(file, &tmp).map_err(BuildError::io(format!(
         "cannot read rootfs `{}`",
         file.display()

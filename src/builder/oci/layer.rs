@@ -163,6 +163,7 @@ pub fn write_layer(
     store: &BlobStore,
 ) -> Result<LayerBlob, BuildError> {
     let tmp = store.temp_path()?;
+    let _cleanup = super::store::RemoveOnDrop(tmp.clone());
     let file = fs_err::File::create(&tmp).map_err(BuildError::io("cannot create layer file"))?;
     let mut compressed = Hashing {
         inner: std::io::BufWriter::new(file),

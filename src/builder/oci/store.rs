@@ -15,6 +15,16 @@ pub struct BlobStore {
     dir: PathBuf,
 }
 
+/// Removes a temp file when dropped, unless it was renamed into place
+/// first: no half-downloaded blob survives an error or a cancellation.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `sha256:<hex>` → `<hex>`, refusing anything else (no path tricks).
 pub fn hex_of(digest: &str) -> Result<&str, BuildError> {
     match digest.strip_prefix("sha256:") {
@@ -66,6 +76,7 @@ impl BlobStore {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
         if !self.has(&digest) {
             let tmp = self.temp_path()?;
+            let _cleanup = RemoveOnDrop(tmp.clone());
             let mut f = fs_err::File::create(&tmp).map_err(BuildError::io("cannot write blob"))?;
             f.write_all(data)
                 .map_err(BuildError::io("cannot write blob"))?;
