@@ -125,7 +125,7 @@ impl Builder for OciBuilder {
             mount_overlay(&lower, &upper, &overlay_work, &merged).map_err(|e| e.to_string())
         };
         let copied = match overlay {
-            Ok(()) => false,
+            Ok(()) => None,
             Err(why) => {
                 ctx.message(format!("overlayfs not used ({why}): copying the base instead; the snapshot diffs the whole tree, which is slower"));
                 let (l, m) = (lower.clone(), merged.clone());
@@ -134,8 +134,8 @@ impl Builder for OciBuilder {
                     .map_err(|e| BuildError::Io {
                         what: "copy".into(),
                         source: std::io::Error::other(e),
-                    })??;
-                true
+                    })?
+                    .map(Some)?
             }
         };
 
@@ -341,9 +341,9 @@ struct OciInstance {
     base: Option<StoredImage>,
     lower: PathBuf,
     upper: PathBuf,
-    /// True when the base was copied (no overlayfs): the upper tree is
+    /// When the base was copied (no overlayfs): the upper tree is then
     /// computed by diffing at snapshot time.
-    copied: bool,
+    copied: Option<i64>,
     comm: RuncCommunicator,
 }
 
@@ -553,14 +553,14 @@ impl Instance for OciInstance {
             Compression::Gzip
         };
         let (upper, lower, store) = (self.upper.clone(), self.lower.clone(), self.store.clone());
-        if self.copied {
+        if let Some(since) = self.copied {
             let (lower, root, upper) = (
                 self.lower.clone(),
                 self.comm.rootfs.clone(),
                 self.upper.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                super::copydiff::diff_into_upper(&lower, &root, &upper)
+                super::copydiff::diff_into_upper(&lower, &root, &upper, since)
             })
             .await
             .map_err(|e| BuildError::Io {

@@ -11,8 +11,10 @@ use std::path::Path;
 use crate::builder::BuildError;
 
 /// Copies `lower` into `root` keeping ownership, modes, links, devices,
-/// xattrs and times (`cp -a`, which knows every file type).
-pub fn copy_base(lower: &Path, root: &Path) -> Result<(), BuildError> {
+/// xattrs and times (`cp -a`, which knows every file type). Returns when
+/// the copy was done (by the file system's clock, in nanoseconds since the
+/// epoch), for the diff.
+pub fn copy_base(lower: &Path, root: &Path) -> Result<i64, BuildError> {
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", lower.display()))
@@ -25,10 +27,16 @@ pub fn copy_base(lower: &Path, root: &Path) -> Result<(), BuildError> {
             source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         });
     }
-    Ok(())
+    // The file system's own clock (coarser than the system's): a marker
+    // file's ctime. Later changes have a later ctime.
+    let marker = root.with_extension("copied-at");
+    fs_err::write(&marker, b"").map_err(BuildError::io("cannot write the copy marker"))?;
+    let m = fs_err::metadata(&marker).map_err(BuildError::io("cannot read the copy marker"))?;
+    let _ = std::fs::remove_file(&marker);
+    Ok(m.ctime() * 1_000_000_000 + m.ctime_nsec())
 }
 
-fn same(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> bool {
+fn same(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path, since: i64) -> bool {
     let (ta, tb) = (a.file_type(), b.file_type());
     if ta.is_dir() != tb.is_dir()
         || ta.is_symlink() != tb.is_symlink()
@@ -37,6 +45,11 @@ fn same(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> b
         return false;
     }
     if a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() {
+        return false;
+    }
+    // Anything whose inode changed after the copy changed, even with its
+    // size and mtime put back (`touch -r`).
+    if !ta.is_dir() && a.ctime() * 1_000_000_000 + a.ctime_nsec() > since {
         return false;
     }
     if ta.is_symlink() {
@@ -52,12 +65,18 @@ fn same(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> b
     true
 }
 
-/// Builds in `upper` the changes of `root` relative to `lower`.
-pub fn diff_into_upper(lower: &Path, root: &Path, upper: &Path) -> Result<(), BuildError> {
-    walk(lower, root, upper, Path::new(""))
+/// Builds in `upper` the changes of `root` relative to `lower`; `since`
+/// is when the copy was finished (nanoseconds since the epoch).
+pub fn diff_into_upper(
+    lower: &Path,
+    root: &Path,
+    upper: &Path,
+    since: i64,
+) -> Result<(), BuildError> {
+    walk(lower, root, upper, Path::new(""), since)
 }
 
-fn walk(lower: &Path, root: &Path, upper: &Path, rel: &Path) -> Result<(), BuildError> {
+fn walk(lower: &Path, root: &Path, upper: &Path, rel: &Path, since: i64) -> Result<(), BuildError> {
     let io = |w: &str| BuildError::io(format!("{w} `{}`", rel.display()));
     let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(root.join(rel))
         .map_err(io("cannot read"))?
@@ -85,13 +104,15 @@ fn walk(lower: &Path, root: &Path, upper: &Path, rel: &Path) -> Result<(), Build
                     .map_err(|e| io("cannot create whiteout")(e.into()))?;
             }
             (Some(m), before) => {
-                let unchanged = before.as_ref().is_some_and(|b| same(&m, b, &now, &old));
+                let unchanged = before
+                    .as_ref()
+                    .is_some_and(|b| same(&m, b, &now, &old, since));
                 if m.is_dir() {
                     let was_dir = before.as_ref().is_some_and(|b| b.is_dir());
                     let dir_changed = !unchanged || !was_dir;
                     // Keep the directory only if it or something below it changed.
                     fs_err::create_dir_all(&dest).map_err(io("cannot create"))?;
-                    walk(lower, root, upper, &path)?;
+                    walk(lower, root, upper, &path, since)?;
                     let empty = std::fs::read_dir(&dest)
                         .map(|mut d| d.next().is_none())
                         .unwrap_or(true);
@@ -145,13 +166,31 @@ mod tests {
         std::fs::write(lower.join("etc/keep/x"), "1").unwrap();
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&upper).unwrap();
-        copy_base(&lower, &root).unwrap();
+        let since = copy_base(&lower, &root).unwrap();
+        // Provisioning starts well after the copy (a container start).
+        std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(root.join("etc/changed"), "22").unwrap();
         std::fs::remove_file(root.join("etc/gone")).unwrap();
         std::fs::write(root.join("etc/new"), "3").unwrap();
-        diff_into_upper(&lower, &root, &upper).unwrap();
+        // Same size and mtime as the base, different content: still a change.
+        std::fs::write(root.join("etc/same"), "9").unwrap();
+        let m = std::fs::metadata(lower.join("etc/same")).unwrap();
+        let t = nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec());
+        nix::sys::stat::utimensat(
+            None,
+            &root.join("etc/same"),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        diff_into_upper(&lower, &root, &upper, since).unwrap();
         assert!(upper.join("etc/changed").is_file() && upper.join("etc/new").is_file());
-        assert!(!upper.join("etc/same").exists() && !upper.join("etc/keep").exists());
+        assert!(
+            upper.join("etc/same").is_file(),
+            "touch -r does not hide a change"
+        );
+        assert!(!upper.join("etc/keep").exists());
         if nix::unistd::geteuid().is_root() {
             use std::os::unix::fs::FileTypeExt;
             assert!(std::fs::symlink_metadata(upper.join("etc/gone"))
