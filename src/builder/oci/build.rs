@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::container::mount_overlay;
 use super::image::{self, StoredImage, CONFIG_V1, MANIFEST_V1};
-use super::layer::{write_layer, Compression};
+use super::layer::{write_layer_until, Compression};
 use super::reference::{BaseRef, TargetRef};
 use super::store::{canonical_json, hex_of, BlobStore};
 use crate::builder::{BuildError, Builder, Instance};
@@ -129,13 +129,19 @@ impl Builder for OciBuilder {
             Err(why) => {
                 ctx.message(format!("overlayfs not used ({why}): copying the base instead; the snapshot diffs the whole tree, which is slower"));
                 let (l, m) = (lower.clone(), merged.clone());
-                tokio::task::spawn_blocking(move || super::copydiff::copy_base(&l, &m))
-                    .await
-                    .map_err(|e| BuildError::Io {
-                        what: "copy".into(),
-                        source: std::io::Error::other(e),
-                    })?
-                    .map(Some)?
+                let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let _on_drop = SetOnDrop(cancelled.clone());
+                tokio::task::spawn_blocking(move || {
+                    super::copydiff::copy_base_until(&l, &m, &|| {
+                        cancelled.load(std::sync::atomic::Ordering::SeqCst)
+                    })
+                })
+                .await
+                .map_err(|e| BuildError::Io {
+                    what: "copy".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map(Some)?
             }
         };
 
@@ -569,8 +575,11 @@ impl Instance for OciInstance {
             })??;
         }
         self.leak_scan(ctx).await?;
+        let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _on_drop = SetOnDrop(cancelled.clone());
         let layer = tokio::task::spawn_blocking(move || {
-            write_layer(&upper, &lower, clamp, compression, &store)
+            let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::SeqCst);
+            write_layer_until(&upper, &lower, clamp, compression, &store, &is_cancelled)
         })
         .await
         .map_err(|e| BuildError::Io {

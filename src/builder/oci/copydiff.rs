@@ -13,14 +13,38 @@ use crate::builder::BuildError;
 /// Copies `lower` into `root` keeping ownership, modes, links, devices,
 /// xattrs and times (`cp -a`, which knows every file type). Returns when
 /// the copy was done (by the file system's clock, in nanoseconds since the
-/// epoch), for the diff.
-pub fn copy_base(lower: &Path, root: &Path) -> Result<i64, BuildError> {
-    let out = std::process::Command::new("cp")
+/// epoch), for the diff. The copy is killed once `cancelled()` says so.
+pub fn copy_base_until(
+    lower: &Path,
+    root: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<i64, BuildError> {
+    let mut child = std::process::Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", lower.display()))
         .arg(root)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(BuildError::io("cannot run `cp`"))?;
+    loop {
+        if child
+            .try_wait()
+            .map_err(BuildError::io("waiting for `cp`"))?
+            .is_some()
+        {
+            break;
+        }
+        if cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BuildError::Config("copy cancelled".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(BuildError::io("waiting for `cp`"))?;
     if !out.status.success() {
         return Err(BuildError::Io {
             what: format!("cannot copy the base into `{}`", root.display()),
@@ -166,7 +190,7 @@ mod tests {
         std::fs::write(lower.join("etc/keep/x"), "1").unwrap();
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&upper).unwrap();
-        let since = copy_base(&lower, &root).unwrap();
+        let since = copy_base_until(&lower, &root, &|| false).unwrap();
         // Provisioning starts well after the copy (a container start).
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(root.join("etc/changed"), "22").unwrap();

@@ -162,6 +162,19 @@ pub fn write_layer(
     compression: Compression,
     store: &BlobStore,
 ) -> Result<LayerBlob, BuildError> {
+    write_layer_until(upper, lower, clamp, compression, store, &|| false)
+}
+
+/// [`write_layer`], stopping between entries once `cancelled()` says so
+/// (the partial blob is removed).
+pub fn write_layer_until(
+    upper: &Path,
+    lower: &Path,
+    clamp: i64,
+    compression: Compression,
+    store: &BlobStore,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<LayerBlob, BuildError> {
     let tmp = store.temp_path()?;
     let _cleanup = super::store::RemoveOnDrop(tmp.clone());
     let file = fs_err::File::create(&tmp).map_err(BuildError::io("cannot create layer file"))?;
@@ -175,7 +188,7 @@ pub fn write_layer(
         match compression {
             Compression::Gzip => {
                 let mut gz = ParallelGzip::new(&mut compressed);
-                let d = write_tar(upper, lower, clamp, &mut gz)?;
+                let d = write_tar(upper, lower, clamp, &mut gz, cancelled)?;
                 gz.finish().map_err(io)?;
                 d
             }
@@ -190,7 +203,7 @@ pub fn write_layer(
                     .unwrap_or(1);
                 z.multithread(threads.max(1))
                     .map_err(BuildError::io("zstd"))?;
-                let d = write_tar(upper, lower, clamp, &mut z)?;
+                let d = write_tar(upper, lower, clamp, &mut z, cancelled)?;
                 z.finish().map_err(io)?;
                 d
             }
@@ -217,6 +230,7 @@ fn write_tar(
     lower: &Path,
     clamp: i64,
     out: &mut dyn Write,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<String, BuildError> {
     let mut hashing = Hashing {
         inner: out,
@@ -227,7 +241,15 @@ fn write_tar(
         let mut builder = tar::Builder::new(&mut hashing);
         builder.mode(tar::HeaderMode::Deterministic);
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-        walk(upper, lower, Path::new(""), clamp, &mut builder, &mut links)?;
+        walk(
+            upper,
+            lower,
+            Path::new(""),
+            clamp,
+            &mut builder,
+            &mut links,
+            cancelled,
+        )?;
         builder
             .finish()
             .map_err(BuildError::io("cannot write layer"))?;
@@ -262,9 +284,13 @@ fn walk<W: Write>(
     clamp: i64,
     b: &mut tar::Builder<W>,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<(), BuildError> {
     let io = |what: &str| BuildError::io(format!("{what} `{}`", rel.display()));
     for child in sorted_children(&upper.join(rel))? {
+        if cancelled() {
+            return Err(BuildError::Config("snapshot cancelled".into()));
+        }
         let name = child.file_name();
         let path = rel.join(&name);
         let full = upper.join(&path);
@@ -304,7 +330,7 @@ fn walk<W: Write>(
                 b.append_data(&mut h, path.join(".wh..wh..opq"), std::io::empty())
                     .map_err(io("cannot write"))?;
             }
-            walk(upper, lower, &path, clamp, b, links)?;
+            walk(upper, lower, &path, clamp, b, links, cancelled)?;
         } else if ft.is_symlink() {
             let target = fs_err::read_link(&full).map_err(io("cannot read link"))?;
             let mut h = header(&meta, tar::EntryType::Symlink, clamp);
