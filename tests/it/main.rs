@@ -117,3 +117,25 @@ pub fn require(what: &str, tools: &[&str], root: bool) -> bool {
     eprintln!("SKIPPED: {msg}");
     false
 }
+
+/// A loopback address with a port nobody listens on right now.
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Waits (bounded) until something accepts connections on `addr`.
+pub fn wait_listening(addr: &str, what: &str) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{what} did not start on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

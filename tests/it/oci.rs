@@ -4,10 +4,9 @@
 //! (`CI=true`) and skip it, loudly, elsewhere.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{assert_exit, text, Scratch};
 
@@ -44,12 +43,7 @@ impl Registry {
     /// With `Some((user, password))`, the registry wants basic auth.
     pub fn start_with(user: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = crate::free_addr();
         let cfg = dir.path().join("config.yml");
         let mut config = format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display());
         if let Some((u, p)) = user {
@@ -71,14 +65,7 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "registry did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(&addr, "docker-registry");
         Registry {
             child,
             addr,

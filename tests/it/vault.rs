@@ -4,7 +4,6 @@
 //! path (redaction everywhere, leak scan). Missing `bao` fails in CI and
 //! skips, loudly, elsewhere.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,12 +46,7 @@ impl Drop for Bao {
 impl Bao {
     fn start() -> Bao {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = crate::free_addr();
         let child = Command::new("bao")
             .args([
                 "server",
@@ -64,14 +58,7 @@ impl Bao {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(&listen).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "bao did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(&listen, "bao");
         let mut b = Bao {
             child,
             addr: format!("http://{listen}"),
@@ -412,14 +399,7 @@ fn vault_errors_are_clear_and_hold_no_value() {
         "{err}"
     );
 
-    let closed = format!(
-        "http://127.0.0.1:{}",
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let closed = format!("http://{}", crate::free_addr());
     let err = run(&closed, ROOT_TOKEN, &t);
     assert!(err.contains("unreachable"), "{err}");
 }
