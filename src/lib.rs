@@ -4,6 +4,7 @@
 //! this library. See `docs/ARCHITECTURE.md` for the map.
 
 pub mod builder;
+pub mod catalog;
 pub mod cli;
 pub mod communicator;
 pub mod engine;

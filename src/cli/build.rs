@@ -37,7 +37,8 @@ pub struct BuildArgs {
     /// Print events as JSON lines on stdout, and nothing else.
     #[arg(long)]
     pub json: bool,
-    /// Skip builds whose inputs did not change (needs the catalog).
+    /// Exit 0 without building when an active version in the catalog has
+    /// the same input fingerprint for every job (the base is resolved).
     #[arg(long)]
     pub skip_unchanged: bool,
     /// Write the build log here (default: STATE_DIR/logs/BUILD_ID.log).
@@ -47,13 +48,9 @@ pub struct BuildArgs {
     pub template: PathBuf,
 }
 
-pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
+pub async fn exec(args: BuildArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
     let redactor = Arc::new(RwLock::new(Redactor::default()));
     crate::ui::init_tracing(redactor.clone());
-    if args.skip_unchanged {
-        eprintln!("error: `--skip-unchanged` is not supported yet: it needs the image catalog (issue #6) and rebuild policy (issue #9)");
-        return Exit::Failure;
-    }
     let plan = match load_plan(
         &args.template,
         &args.vars,
@@ -86,6 +83,32 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .extend(plan.sensitive_strings());
+    let catalog = match crate::catalog::open(catalog, state_dir).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => return super::images::fail(&e),
+    };
+    if args.skip_unchanged {
+        match unchanged(&plan, &catalog, state_dir).await {
+            Ok(Some(found)) => {
+                let text = format!(
+                    "skipped: nothing changed since {} {} (fingerprint {})",
+                    plan.image.name, found.0, found.1
+                );
+                if args.json {
+                    let e = Event::Message { job: None, text };
+                    println!("{}", serde_json::to_string(&e).expect("serializable"));
+                } else {
+                    println!("{text}");
+                }
+                return Exit::Success;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: --skip-unchanged: {e}");
+                return Exit::Failure;
+            }
+        }
+    }
 
     let log_path = args.log_file.clone().unwrap_or_else(|| {
         state_dir
@@ -122,6 +145,7 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
         fail_fast: !args.no_fail_fast,
         state_dir: state_dir.to_path_buf(),
         interactive: !args.json && std::io::stdin().is_terminal(),
+        catalog: Some(catalog),
     };
     let summary = engine::run(&plan, &Builders::standard(), &opts, bus.clone(), cancel).await;
     signals.abort();
@@ -161,4 +185,47 @@ async fn watch_signals(cancel: CancellationToken, bus: Arc<EventBus>) {
             std::process::exit(Exit::Failure as i32);
         }
     }
+}
+
+/// The active version whose every job has the fingerprint this plan has
+/// now (base resolved, nothing launched): `(version, first fingerprint)`.
+async fn unchanged(
+    plan: &crate::template::BuildPlan,
+    catalog: &crate::catalog::Catalog,
+    state_dir: &Path,
+) -> Result<Option<(String, String)>, String> {
+    let key = catalog.fingerprint_key().await.map_err(|e| e.to_string())?;
+    let builders = Builders::standard();
+    let template_dir = plan.template_dir();
+    let mut wanted = vec![];
+    for job in &plan.jobs {
+        let Some(builder) = builders.get(&job.source_type) else {
+            return Ok(None);
+        };
+        let base = builder
+            .resolve_base(job, &template_dir, state_dir)
+            .await
+            .map_err(|e| format!("{}: cannot resolve the base: {e}", job.name()))?;
+        wanted.push((
+            job.name(),
+            crate::engine::manifest::fingerprint(plan, job, base.as_deref(), &key),
+        ));
+    }
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let snap = catalog.snapshot().await.map_err(|e| e.to_string())?;
+    let Some(family) = snap.state.family(&plan.image.name) else {
+        return Ok(None);
+    };
+    let found = family.versions.iter().rev().find(|v| {
+        v.is_active()
+            && wanted.iter().all(|(job, fp)| {
+                v.registration
+                    .artifacts
+                    .iter()
+                    .any(|a| &a.job == job && &a.fingerprint == fp)
+            })
+    });
+    Ok(found.map(|v| (v.registration.version.clone(), wanted[0].1.clone())))
 }

@@ -3,10 +3,12 @@
 //! command parses its arguments and calls into the library; none holds
 //! logic of its own beyond presenting results.
 
+mod audit;
 mod build;
 mod cleanup;
 mod fmt;
 mod generate;
+mod images;
 mod inspect;
 mod keygen;
 mod validate;
@@ -51,6 +53,11 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// The image catalog: a folder, or a `postgres://` URL shared by many
+    /// runners (default: STATE_DIR/catalog).
+    #[arg(long, global = true, env = "KILN_CATALOG", value_name = "DIR|URL")]
+    pub catalog: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,23 +76,16 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
     Verify(verify::VerifyArgs),
-    /// Work with the image catalog (not supported yet).
-    Images(LaterArgs),
+    /// The image catalog: versions, channels, promote, rollback, revoke.
+    Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
     Keygen(keygen::KeygenArgs),
-    /// Audit what was built, signed, promoted and revoked (not supported yet).
-    Audit(LaterArgs),
+    /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
+    Audit(audit::AuditArgs),
     /// Print shell completions.
     Completions(generate::CompletionArgs),
     /// Print the man page (roff).
     Man,
-}
-
-/// Arguments of commands that are not built yet: accepted, then refused.
-#[derive(Args, Debug)]
-pub struct LaterArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 /// Options shared by every command that reads a template's variables.
@@ -134,23 +134,18 @@ async fn run(cli: Cli) -> Exit {
     let state_dir = std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir.clone());
     let cli = Cli { state_dir, ..cli };
     match cli.command {
-        Command::Build(args) => build::exec(args, &cli.state_dir).await,
+        Command::Build(args) => build::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Validate(args) => validate::exec(args),
         Command::Inspect(args) => inspect::exec(args),
         Command::Fmt(args) => fmt::exec(args),
         Command::Cleanup(args) => cleanup::exec(args, &cli.state_dir).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
-        Command::Verify(args) => verify::exec(args).await,
-        Command::Images(_) => not_yet("images", "the image catalog lands with issue #6"),
+        Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
-        Command::Audit(_) => not_yet("audit", "the catalog log and audit land with issue #6"),
+        Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
     }
-}
-
-fn not_yet(command: &str, why: &str) -> Exit {
-    eprintln!("error: `kiln {command}` is not supported yet: {why}");
-    Exit::Failure
 }
 
 /// Reads a template and resolves it into a plan.

@@ -21,7 +21,7 @@ pub struct VerifyArgs {
     pub artifact: String,
 }
 
-pub async fn exec(args: VerifyArgs) -> Exit {
+pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option<&str>) -> Exit {
     let report = |ok: bool, detail: serde_json::Value, text: String| {
         if args.json {
             println!(
@@ -57,7 +57,13 @@ pub async fn exec(args: VerifyArgs) -> Exit {
     let as_file = std::path::Path::new(&args.artifact);
     if as_file.is_file() {
         return match verify_file(as_file, &key) {
-            Ok((detail, text)) => report(true, detail, text),
+            Ok((detail, text)) => {
+                let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
+                match not_revoked(digest, state_dir, catalog).await {
+                    Ok(note) => report(true, detail, format!("{text}{note}")),
+                    Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+                }
+            }
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
     }
@@ -90,7 +96,14 @@ pub async fn exec(args: VerifyArgs) -> Exit {
                     v.provenance,
                     key_path.display()
                 );
-                report(true, serde_json::to_value(&v).expect("serializable"), text)
+                match not_revoked(&v.digest, state_dir, catalog).await {
+                    Ok(note) => report(
+                        true,
+                        serde_json::to_value(&v).expect("serializable"),
+                        format!("{text}{note}"),
+                    ),
+                    Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+                }
             }
             Err(e) => report(
                 false,
@@ -174,4 +187,34 @@ fn verify_file(
         m["artifact"]["digest"].as_str().unwrap_or("?")
     );
     Ok((m, text))
+}
+
+/// Refuses a digest the catalog has revoked; says which version it is.
+/// With no catalog given and none in the state folder, nothing is checked.
+async fn not_revoked(
+    digest: &str,
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<String, String> {
+    if digest.is_empty() || (catalog.is_none() && !state_dir.join("catalog").is_dir()) {
+        return Ok(String::new());
+    }
+    let cat = crate::catalog::open(catalog, state_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let snap = cat.snapshot().await.map_err(|e| e.to_string())?;
+    match snap.state.by_digest(digest) {
+        Some((image, v)) => match &v.status {
+            crate::catalog::Status::Revoked { reason, at, by } => Err(format!(
+                "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
+                v.registration.version
+            )),
+            s => Ok(format!(
+                "; catalog: {image} {} ({})",
+                v.registration.version,
+                s.name()
+            )),
+        },
+        None => Ok("; not in the catalog".into()),
+    }
 }

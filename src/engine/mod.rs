@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// May a provisioner wait for a person (breakpoints)?
     pub interactive: bool,
+    /// Where successful builds are registered (none: not registered).
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 /// Why a job did not succeed.
@@ -167,11 +169,7 @@ pub async fn run(
         template: plan.template.display().to_string(),
         jobs: plan.jobs.iter().map(JobPlan::name).collect(),
     });
-    let template_dir = match plan.template.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let template_dir = std::path::absolute(&template_dir).unwrap_or(template_dir);
+    let template_dir = plan.template_dir();
 
     // Preflight: refuse up front what cannot run, before anything is created.
     let mut prepared = vec![];
@@ -322,7 +320,7 @@ pub async fn run(
     }
     results.sort_by_key(|(order, _)| *order);
     let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
-    write_manifests(plan, &opts.state_dir, &mut summaries, &job_signers, &bus).await;
+    write_manifests(plan, opts, &mut summaries, &job_signers, &bus).await;
     for key in keys.values() {
         key.close().await;
     }
@@ -335,18 +333,93 @@ pub async fn run(
     finish(plan, summaries, started, &bus)
 }
 
-/// One build manifest per artifact of each successful job.
+/// A job's channels from `[build.register]`.
+fn register_channels(job: &JobPlan) -> Vec<String> {
+    match job.register.as_ref().and_then(|r| r.get("channels")) {
+        Some(crate::template::Value::List(l)) => l
+            .iter()
+            .filter_map(crate::template::Value::as_interpolated)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// One build manifest per artifact of each successful job; then, when
+/// every job succeeded and a catalog is open, the build is registered as
+/// one new version (all its artifacts) and promoted to the channels of
+/// `[build.register]`, in one locked change of the catalog.
 async fn write_manifests(
     plan: &BuildPlan,
-    state_dir: &Path,
+    opts: &RunOptions,
     jobs: &mut [JobSummary],
     signers: &std::collections::HashMap<String, Arc<SigningKey>>,
     bus: &EventBus,
 ) {
-    let dir = state_dir
+    let fail_all = |jobs: &mut [JobSummary], message: String| {
+        bus.emit(Event::Error {
+            job: None,
+            message: message.clone(),
+            file: None,
+            line: None,
+            column: None,
+        });
+        for j in jobs.iter_mut().filter(|j| j.status == JobStatus::Succeeded) {
+            j.status = JobStatus::Failed;
+            j.error = Some(message.clone());
+        }
+    };
+    let all_ok = !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Succeeded);
+    let catalog = opts.catalog.as_deref();
+    let fp_key = match catalog {
+        Some(c) => match c.fingerprint_key().await {
+            Ok(k) => k,
+            Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
+        },
+        None => vec![],
+    };
+    // Registering holds the catalog's lock from choosing the build number
+    // to appending the entry, so the manifests can name the version.
+    let mut writer = None;
+    let mut registration = serde_json::Value::Null;
+    let mut channels: Vec<String> = vec![];
+    if let (Some(c), true) = (catalog, all_ok) {
+        let w = match c.writer().await {
+            Ok(w) => w,
+            Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
+        };
+        let build = w
+            .state
+            .family(&plan.image.name)
+            .map_or(1, |f| f.next_build());
+        for job in &plan.jobs {
+            for ch in register_channels(job) {
+                if !channels.contains(&ch) {
+                    channels.push(ch);
+                }
+            }
+        }
+        registration = serde_json::json!({
+            "catalog": c.location,
+            "image": plan.image.name,
+            "version": format!("{}+{build}", plan.image.version),
+            "build": build,
+            "channels": channels,
+        });
+        writer = Some(w);
+    } else if catalog.is_some() && !jobs.is_empty() {
+        bus.emit(Event::Message {
+            job: None,
+            text: "not registered in the catalog: not every job succeeded".into(),
+        });
+    }
+
+    let dir = opts
+        .state_dir
         .join("manifests")
         .join(journal::sanitize(&plan.build_id));
     let now = std::time::SystemTime::now();
+    let mut records = vec![];
+    let mut written = vec![];
     for summary in jobs.iter_mut().filter(|j| j.status == JobStatus::Succeeded) {
         let Some(job) = plan.jobs.iter().find(|j| j.name() == summary.job) else {
             continue;
@@ -359,21 +432,52 @@ async fn write_manifests(
         let signer = signers.get(&summary.job).cloned();
         let mut failure = None;
         for (n, artifact) in summary.artifacts.iter_mut().enumerate() {
-            let times = (started.as_str(), finished.as_str());
-            if let Err(e) = write_artifact_records(
+            let fingerprint = manifest::fingerprint(plan, job, artifact.base.as_deref(), &fp_key);
+            let records_of = ArtifactRecords {
+                times: (started.as_str(), finished.as_str()),
+                fingerprint: &fingerprint,
+                catalog: registration.clone(),
+            };
+            match write_artifact_records(
                 &dir,
                 plan,
                 job,
                 artifact,
                 n + 1,
-                times,
+                records_of,
                 signer.as_deref(),
                 bus,
             )
             .await
             {
-                failure = Some(e);
-                break;
+                Ok(files) => {
+                    let parent = writer.as_ref().and_then(|w| {
+                        let digest = artifact.base.as_deref()?.rsplit_once('@')?.1;
+                        let (image, v) = w.state.by_digest(digest)?;
+                        Some(format!("{image} {}", v.registration.version))
+                    });
+                    records.push(crate::catalog::ArtifactRecord {
+                        job: job.name(),
+                        kind: artifact.kind.clone(),
+                        id: artifact.id.clone(),
+                        digest: artifact.digest.clone(),
+                        base: artifact.base.clone(),
+                        parent,
+                        fingerprint,
+                        manifest_digest: Some(files.manifest_digest),
+                        manifest: artifact.manifest.clone(),
+                        signed_manifest_digest: files.signed_manifest_digest,
+                        signatures: artifact.signatures.clone(),
+                        signer: signer
+                            .as_ref()
+                            .map(|k| crate::catalog::chain::key_id(&k.public_pem)),
+                    });
+                    written.extend(files.paths);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
         if let Some(message) = failure {
@@ -388,6 +492,128 @@ async fn write_manifests(
             summary.error = Some(message);
         }
     }
+    let (Some(mut w), Some(c)) = (writer, catalog) else {
+        return;
+    };
+    if jobs.iter().any(|j| j.status != JobStatus::Succeeded) {
+        // A manifest failed: register nothing, keep no manifest naming a
+        // version that does not exist.
+        remove_files(&written);
+        return;
+    }
+    let version = registration["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let registered = async {
+        // Signed with the build's key when it has one, else the operator's.
+        let own;
+        let key = match plan.jobs.iter().find_map(|j| signers.get(&j.name())) {
+            Some(k) => k.as_ref(),
+            None => {
+                own = c.operator_key()?;
+                &own
+            }
+        };
+        let actor = crate::catalog::actor();
+        let change = crate::catalog::Action::Register(crate::catalog::Registration {
+            image: plan.image.name.clone(),
+            version: version.clone(),
+            build: registration["build"].as_u64().unwrap_or_default(),
+            build_id: plan.build_id.clone(),
+            template_digest: plan.template_digest.clone(),
+            artifacts: records,
+        });
+        w.record(change, &actor, key).await?;
+        for ch in &channels {
+            crate::catalog::check_channel(ch)?;
+            let change = crate::catalog::Action::Promote {
+                image: plan.image.name.clone(),
+                version: version.clone(),
+                channel: ch.clone(),
+            };
+            w.record(change, &actor, key).await?;
+        }
+        let state = w.state.clone();
+        w.commit().await?;
+        Ok::<_, crate::catalog::CatalogError>(state)
+    }
+    .await;
+    let state = match registered {
+        Ok(s) => s,
+        Err(e) => {
+            remove_files(&written);
+            return fail_all(
+                jobs,
+                format!("cannot register in the catalog `{}`: {e}", c.location),
+            );
+        }
+    };
+    bus.emit(Event::Message {
+        job: None,
+        text: format!(
+            "registered {} {version} in the catalog{}",
+            plan.image.name,
+            if channels.is_empty() {
+                String::new()
+            } else {
+                format!("; promoted to {}", channels.join(", "))
+            }
+        ),
+    });
+    let Some(v) = state
+        .family(&plan.image.name)
+        .and_then(|f| f.version(&version))
+    else {
+        return;
+    };
+    for ch in &channels {
+        match crate::catalog::publish::channel(v, ch).await {
+            Ok(p) => {
+                for d in p.done {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!("channel {ch}: {d}"),
+                    });
+                }
+                for n in p.not_supported {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!("channel {ch}: {n}"),
+                    });
+                }
+            }
+            Err(e) => fail_all(
+                jobs,
+                format!("promoted to `{ch}` in the catalog, but {e}; retry with `kiln images promote {} {version} {ch}`", plan.image.name),
+            ),
+        }
+    }
+}
+
+fn remove_files(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// What goes into an artifact's records besides the artifact.
+struct ArtifactRecords<'a> {
+    times: (&'a str, &'a str),
+    fingerprint: &'a str,
+    catalog: serde_json::Value,
+}
+
+/// The files written for an artifact.
+struct WrittenRecords {
+    paths: Vec<PathBuf>,
+    manifest_digest: String,
+    signed_manifest_digest: Option<String>,
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// The manifest of one artifact and, when the build signs, its signed
@@ -400,10 +626,11 @@ async fn write_artifact_records(
     job: &JobPlan,
     artifact: &mut ArtifactInfo,
     n: usize,
-    (started, finished): (&str, &str),
+    records: ArtifactRecords<'_>,
     signer: Option<&SigningKey>,
     bus: &EventBus,
-) -> Result<(), String> {
+) -> Result<WrittenRecords, String> {
+    let (started, finished) = records.times;
     let say = |text: String| {
         bus.emit(Event::Message {
             job: Some(job.name()),
@@ -412,6 +639,7 @@ async fn write_artifact_records(
     };
     fs_err::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let stem = manifest::stem(job, n);
+    let mut paths = vec![];
     let mut provenance = serde_json::Value::Null;
     if let Some(key) = signer {
         let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
@@ -423,6 +651,7 @@ async fn write_artifact_records(
         let path = dir.join(format!("{stem}.intoto.json"));
         manifest::write_atomic(&path, &env_bytes)
             .map_err(|e| format!("cannot write provenance: {e}"))?;
+        paths.push(path.clone());
         #[allow(unused_mut)]
         let mut attached = serde_json::Value::Null;
         #[cfg(feature = "oci")]
@@ -440,21 +669,41 @@ async fn write_artifact_records(
         say(format!("provenance `{}`", path.display()));
         provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });
     }
-    let (path, bytes) = manifest::write(dir, plan, job, artifact, n, started, finished, provenance)
-        .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    let (path, bytes) = manifest::write(
+        dir,
+        plan,
+        job,
+        artifact,
+        n,
+        started,
+        finished,
+        provenance,
+        records.fingerprint,
+        records.catalog,
+    )
+    .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    paths.push(path.clone());
     artifact.manifest = Some(path.display().to_string());
     say(format!("manifest `{}`", path.display()));
+    let mut signed_manifest_digest = None;
     if let Some(key) = signer {
         let env =
             crate::sign::dsse::sign(crate::sign::provenance::MANIFEST_PAYLOAD_TYPE, &bytes, key)
                 .await
                 .map_err(|e| e.to_string())?;
         let signed = dir.join(format!("{stem}.dsse.json"));
-        manifest::write_atomic(&signed, &serde_json::to_vec(&env).expect("JSON serializes"))
+        let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+        manifest::write_atomic(&signed, &env_bytes)
             .map_err(|e| format!("cannot write the signed manifest: {e}"))?;
+        paths.push(signed.clone());
+        signed_manifest_digest = Some(sha256_of(&env_bytes));
         say(format!("signed manifest `{}`", signed.display()));
     }
-    Ok(())
+    Ok(WrittenRecords {
+        paths,
+        manifest_digest: sha256_of(&bytes),
+        signed_manifest_digest,
+    })
 }
 
 /// Secrets and sensitive variables by name, as the leak scan needs them.
@@ -500,9 +749,6 @@ fn preflight(
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
     builder.preflight(job).map_err(JobError::Launch)?;
-    if job.register.is_some() {
-        return Err(JobError::NotSupported("`[build.register]` is not supported yet (issue #6): remove it to build without the catalog".into()));
-    }
     job.provisioners
         .iter()
         .map(|p| {

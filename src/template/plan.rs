@@ -153,6 +153,15 @@ pub struct BuildPlan {
 }
 
 impl BuildPlan {
+    /// The template's folder, absolute: relative paths resolve against it.
+    pub fn template_dir(&self) -> PathBuf {
+        let dir = match self.template.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
     /// Every sensitive string in the plan: secret values, sensitive
     /// variables and everything derived from them. The redactor's input.
     pub fn sensitive_strings(&self) -> Vec<String> {

@@ -177,6 +177,7 @@ impl Run {
             fail_fast,
             state_dir: self.state.clone(),
             interactive: false,
+            catalog: None,
         };
         engine::run(&self.plan, &self.builders, &opts, bus, cancel).await
     }

@@ -444,3 +444,43 @@ pub fn write_layout(
     fs_err::rename(&tmp, &index_path).map_err(io("cannot write"))?;
     Ok(())
 }
+
+/// Points `tag` in `image`'s repository at the manifest `digest` (already
+/// there): a channel pointer such as `:prod`. Idempotent.
+pub async fn tag(image: &Reference, digest: &str, tag: &str) -> Result<(), BuildError> {
+    let (client, auth) = client_for(image.registry());
+    let by_digest = Reference::with_digest(
+        image.registry().to_string(),
+        image.repository().to_string(),
+        digest.to_string(),
+    );
+    let accepted = [MANIFEST_V1, INDEX_V1, DOCKER_V2, DOCKER_LIST];
+    let (bytes, _) = client
+        .pull_manifest_raw(&by_digest, &auth, &accepted)
+        .await
+        .map_err(reg_err(format!("cannot read `{by_digest}`")))?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(String::from))
+        .unwrap_or_else(|| MANIFEST_V1.to_string());
+    let target = Reference::with_tag(
+        image.registry().to_string(),
+        image.repository().to_string(),
+        tag.to_string(),
+    );
+    client
+        .auth(&target, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(reg_err(format!("cannot log in to `{}`", target.registry())))?;
+    client
+        .push_manifest_raw(
+            &target,
+            bytes,
+            media_type
+                .parse()
+                .map_err(|_| BuildError::Config(format!("bad media type `{media_type}`")))?,
+        )
+        .await
+        .map_err(reg_err(format!("cannot tag `{target}`")))?;
+    Ok(())
+}
