@@ -248,9 +248,16 @@ pub fn actor() -> String {
     if let Some(a) = env("GITLAB_USER_LOGIN") {
         return format!("gitlab:{a}");
     }
+    let uid = nix::unistd::getuid();
     let user = env("USER")
         .or_else(|| env("LOGNAME"))
-        .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()));
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid{uid}"));
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

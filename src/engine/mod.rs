@@ -369,6 +369,7 @@ async fn write_manifests(
         }
     };
     let all_ok = !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Succeeded);
+    let has_artifacts = jobs.iter().any(|j| !j.artifacts.is_empty());
     let catalog = opts.catalog.as_deref();
     let fp_key = match catalog {
         Some(c) => match c.fingerprint_key().await {
@@ -382,7 +383,7 @@ async fn write_manifests(
     let mut writer = None;
     let mut registration = serde_json::Value::Null;
     let mut channels: Vec<String> = vec![];
-    if let (Some(c), true) = (catalog, all_ok) {
+    if let (Some(c), true) = (catalog, all_ok && has_artifacts) {
         let w = match c.writer().await {
             Ok(w) => w,
             Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
@@ -406,10 +407,15 @@ async fn write_manifests(
             "channels": channels,
         });
         writer = Some(w);
-    } else if catalog.is_some() && !jobs.is_empty() {
+    } else if catalog.is_some() && !all_ok && !jobs.is_empty() {
         bus.emit(Event::Message {
             job: None,
             text: "not registered in the catalog: not every job succeeded".into(),
+        });
+    } else if catalog.is_some() && all_ok {
+        bus.emit(Event::Message {
+            job: None,
+            text: "not registered in the catalog: the build made no artifact".into(),
         });
     }
 

@@ -2,6 +2,7 @@
 //! engine driven through a test-only builder. One binary, shared helpers.
 
 mod build;
+mod catalog;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]
@@ -47,6 +48,16 @@ impl Scratch {
 
     pub fn state(&self) -> PathBuf {
         self.path().join("state")
+    }
+
+    /// `sh -c SCRIPT` in this scratch dir, with its state dir.
+    pub fn kiln_shell(&self, script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script])
+            .current_dir(self.path())
+            .env("KILN_STATE_DIR", self.state())
+            .env("NO_COLOR", "1");
+        c
     }
 
     /// `kiln` with this scratch dir's state dir, run in it.
