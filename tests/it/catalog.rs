@@ -473,3 +473,190 @@ fn audit_finds_tampering_on_postgres() {
     pg.sql("DELETE FROM kiln_catalog_log WHERE seq = 2");
     audit_breaks_at(&s, &pg.url, 2);
 }
+
+/// Real OCI builds through the catalog: registered and promoted by the
+/// build (the `:dev` tag follows), `--skip-unchanged` skipping and
+/// rebuilding on each kind of change, and `verify` refusing a revoked
+/// version.
+#[cfg(feature = "oci")]
+mod oci_builds {
+    use super::*;
+    use crate::oci::{busybox_rootfs, Registry};
+
+    fn ready() -> bool {
+        crate::require(
+            "catalog OCI",
+            &["runc", "docker-registry", "skopeo", "busybox", "openssl"],
+            true,
+        )
+    }
+
+    fn skopeo_digest(reference: &str) -> String {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo inspect {reference}: {}",
+            text(&o).1
+        );
+        text(&o).0.trim().to_string()
+    }
+
+    /// The last line of `--json` output: the summary.
+    fn summary(o: &std::process::Output) -> serde_json::Value {
+        serde_json::from_str(text(o).0.lines().last().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn builds_register_promote_skip_unchanged_and_revoked_images_fail_verify() {
+        if !ready() {
+            return;
+        }
+        let reg = Registry::start();
+        let s = Scratch::new();
+        busybox_rootfs(&s, &[]);
+        let build = |template: &Path, extra: &[&str]| {
+            s.kiln()
+                .args(["build", "--json"])
+                .args(extra)
+                .arg(template)
+                .env("KILN_PASSWORD", "pw")
+                .env("KILN_ACTOR", "ci")
+                .output()
+                .unwrap()
+        };
+        let o = s
+            .kiln()
+            .args(["keygen", "--out", "cosign"])
+            .env("KILN_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+
+        let base_template = |content: &str| {
+            s.write(
+                "base.toml",
+                &format!(
+                    "[image]\nname = \"base\"\nversion = \"1.0.0\"\n[source.oci.b]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{}/base:latest\"]\n[[build]]\nsources = [\"oci.b\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo {content} > /etc/base-version\"]\n",
+                    reg.addr
+                ),
+            )
+        };
+        let base = base_template("one");
+        assert_exit(&build(&base, &[]), 0);
+
+        s.write("setup.sh", "#!/bin/sh\necho \"$MOTD\" > /etc/motd\n");
+        let app = s.write(
+            "app.toml",
+            &format!(
+                "[image]\nname = \"app\"\nversion = \"1.0.0\"\n[variables.motd]\ntype = \"string\"\ndefault = \"hello\"\n[source.oci.a]\nfrom = \"registry:{0}/base:latest\"\nto = [\"registry:{0}/app:1\"]\n[[build]]\nsources = [\"oci.a\"]\n[[build.provisioner]]\ntype = \"shell\"\nscript = \"setup.sh\"\nenv = {{ MOTD = \"${{var.motd}}\" }}\n[build.sign]\nkey = \"cosign.key\"\n[build.register]\nchannels = [\"dev\"]\n",
+                reg.addr
+            ),
+        );
+        let o = build(&app, &[]);
+        assert_exit(&o, 0);
+        assert!(
+            text(&o)
+                .0
+                .contains("registered app 1.0.0+1 in the catalog; promoted to dev"),
+            "{}",
+            text(&o).0
+        );
+        let digest = summary(&o)["jobs"][0]["artifacts"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The channel is a tag on the version's digest.
+        assert_eq!(skopeo_digest(&format!("{}/app:dev", reg.addr)), digest);
+        let o = s
+            .kiln()
+            .args(["images", "show", "app", "dev", "--json"])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        let v = json(&o);
+        assert_eq!(v["version"], "1.0.0+1");
+        let a = &v["artifacts"][0];
+        assert_eq!(a["digest"], digest.as_str());
+        assert_eq!(a["parent"], "base 1.0.0+1", "the base is a kiln image");
+        assert!(a["signer"].as_str().unwrap().starts_with("sha256:"));
+        // The manifest names the version it was registered as.
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a["manifest"].as_str().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(m["catalog"]["version"], "1.0.0+1");
+        assert_eq!(m["fingerprint"], a["fingerprint"]);
+
+        let verify = || {
+            s.kiln()
+                .args(["verify", "--key", "cosign.pub"])
+                .arg(format!("registry:{}/app:1", reg.addr))
+                .output()
+                .unwrap()
+        };
+        let o = verify();
+        assert_exit(&o, 0);
+        assert!(
+            text(&o).0.contains("catalog: app 1.0.0+1 (active)"),
+            "{}",
+            text(&o).0
+        );
+
+        // Nothing changed: skipped, nothing built.
+        let o = build(&app, &["--skip-unchanged"]);
+        assert_exit(&o, 0);
+        assert!(
+            text(&o)
+                .0
+                .contains("skipped: nothing changed since app 1.0.0+1"),
+            "{}",
+            text(&o).0
+        );
+        assert!(!text(&o).0.contains("job_started"), "{}", text(&o).0);
+
+        // Each kind of change rebuilds: a provisioner script, a variable, the base.
+        let next = |o: &std::process::Output, n: u32| {
+            assert_exit(o, 0);
+            assert!(
+                text(o).0.contains(&format!("registered app 1.0.0+{n}")),
+                "{}",
+                text(o).0
+            );
+        };
+        s.write(
+            "setup.sh",
+            "#!/bin/sh\necho \"$MOTD\" > /etc/motd\nchmod 644 /etc/motd\n",
+        );
+        next(&build(&app, &["--skip-unchanged"]), 2);
+        next(&build(&app, &["--skip-unchanged", "--var", "motd=hi"]), 3);
+        assert!(
+            text(&build(&app, &["--skip-unchanged", "--var", "motd=hi"]))
+                .0
+                .contains("skipped")
+        );
+        base_template("two");
+        assert_exit(&build(&base, &[]), 0);
+        let o = build(&app, &["--skip-unchanged", "--var", "motd=hi"]);
+        next(&o, 4);
+
+        // Revoked: verify refuses the image, naming why.
+        let o = s
+            .kiln()
+            .args(["images", "revoke", "app", "1.0.0+4", "--reason", "bad base"])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        let o = verify();
+        assert_exit(&o, 1);
+        assert!(
+            text(&o).1.contains("1.0.0+4") && text(&o).1.contains("revoked"),
+            "{}",
+            text(&o).1
+        );
+        assert!(text(&o).1.contains("bad base"), "{}", text(&o).1);
+        assert_exit(&s.kiln().arg("audit").output().unwrap(), 0);
+    }
+}
