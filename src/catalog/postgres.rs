@@ -72,8 +72,10 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// One connection per process: commands are short, and a writer holds
+/// it for the length of its transaction.
 pub struct PgCatalog {
-    url: String,
+    client: std::sync::Arc<tokio::sync::Mutex<Client>>,
 }
 
 async fn connect(url: &str) -> Result<Client, CatalogError> {
@@ -94,17 +96,44 @@ async fn connect(url: &str) -> Result<Client, CatalogError> {
 }
 
 impl PgCatalog {
-    /// Connects once to check the server and bring the schema up to date.
+    /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<PgCatalog, CatalogError> {
         let mut client = connect(url).await?;
         migrate(&mut client).await?;
         Ok(PgCatalog {
-            url: url.to_string(),
+            client: std::sync::Arc::new(tokio::sync::Mutex::new(client)),
         })
     }
 }
 
+/// The newest migration applied, without taking any lock.
+async fn schema_version(client: &Client) -> Result<i32, CatalogError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('kiln_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM kiln_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    Ok(row.get(0))
+}
+
 async fn migrate(client: &mut Client) -> Result<(), CatalogError> {
+    let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if schema_version(client).await? >= newest {
+        return Ok(());
+    }
     let tx = client.transaction().await.map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -151,51 +180,72 @@ async fn read_log(client: &Client) -> Result<Vec<Vec<u8>>, CatalogError> {
 #[async_trait]
 impl Backend for PgCatalog {
     async fn read(&self) -> Result<Vec<Vec<u8>>, CatalogError> {
-        let client = connect(&self.url).await?;
-        read_log(&client).await
+        read_log(&*self.client.lock().await).await
     }
 
     async fn begin(&self) -> Result<Box<dyn Txn>, CatalogError> {
-        let client = connect(&self.url).await?;
+        let client = self.client.clone().lock_owned().await;
         client.batch_execute("BEGIN").await.map_err(db)?;
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+        let mut txn = PgTxn {
+            client: Some(client),
+            stored: vec![],
+        };
+        let c = txn.client();
+        c.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
             .await
             .map_err(db)?;
-        let stored = read_log(&client).await?;
-        Ok(Box::new(PgTxn { client, stored }))
+        txn.stored = read_log(c).await?;
+        Ok(Box::new(txn))
     }
 
     async fn fingerprint_key(&self) -> Result<Vec<u8>, CatalogError> {
-        let client = connect(&self.url).await?;
-        let mut fresh = [0u8; 32];
-        getrandom::getrandom(&mut fresh).map_err(|e| CatalogError::Db(e.to_string()))?;
-        client
-            .execute(
-                "INSERT INTO kiln_catalog_settings (name, value) VALUES ('fingerprint_key', $1)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&hex::encode(fresh)],
-            )
-            .await
-            .map_err(db)?;
-        let value: String = client
-            .query_one(
-                "SELECT value FROM kiln_catalog_settings WHERE name = 'fingerprint_key'",
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
+        let client = self.client.lock().await;
+        let select = "SELECT value FROM kiln_catalog_settings WHERE name = 'fingerprint_key'";
+        let value: String = match client.query_opt(select, &[]).await.map_err(db)? {
+            Some(row) => row.get(0),
+            None => {
+                let mut fresh = [0u8; 32];
+                getrandom::getrandom(&mut fresh).map_err(|e| CatalogError::Db(e.to_string()))?;
+                // Racing creators: the first insert wins, everyone reads it.
+                client
+                    .execute(
+                        "INSERT INTO kiln_catalog_settings (name, value) VALUES ('fingerprint_key', $1)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&hex::encode(fresh)],
+                    )
+                    .await
+                    .map_err(db)?;
+                client.query_one(select, &[]).await.map_err(db)?.get(0)
+            }
+        };
         hex::decode(value.trim())
             .map_err(|_| CatalogError::Corrupt("the fingerprint key is not hex".into()))
     }
 }
 
-/// An open transaction holding the writer lock; dropped, the connection
-/// closes and the server rolls it back.
+/// An open transaction holding the writer lock on the catalog's
+/// connection; dropped without commit, it is rolled back.
 struct PgTxn {
-    client: Client,
+    /// `None` once committed.
+    client: Option<tokio::sync::OwnedMutexGuard<Client>>,
     stored: Vec<Vec<u8>>,
+}
+
+impl PgTxn {
+    fn client(&self) -> &Client {
+        self.client.as_deref().expect("open until committed")
+    }
+}
+
+impl Drop for PgTxn {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // The connection stays locked until the rollback is done.
+            tokio::spawn(async move {
+                let _ = client.batch_execute("ROLLBACK").await;
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -204,10 +254,10 @@ impl Txn for PgTxn {
         &self.stored
     }
 
-    async fn commit(self: Box<Self>, entries: &[Entry]) -> Result<(), CatalogError> {
+    async fn commit(mut self: Box<Self>, entries: &[Entry]) -> Result<(), CatalogError> {
         for e in entries {
             let bytes = String::from_utf8(e.to_bytes()).expect("JSON is UTF-8");
-            self.client
+            self.client()
                 .execute(
                     "INSERT INTO kiln_catalog_log (seq, prev, hash, entry) VALUES ($1, $2, $3, $4)",
                     &[&(e.seq as i64), &e.prev, &e.hash, &bytes],
@@ -215,7 +265,8 @@ impl Txn for PgTxn {
                 .await
                 .map_err(db)?;
         }
-        self.client.batch_execute("COMMIT").await.map_err(db)
+        let client = self.client.take().expect("open until committed");
+        client.batch_execute("COMMIT").await.map_err(db)
     }
 }
 
