@@ -376,9 +376,10 @@ impl Catalog {
                 let to = match to {
                     Some(t) => {
                         let v = find_version(&w.state, &image, &t)?;
-                        if matches!(v.status, Status::Revoked { .. }) {
+                        if matches!(v.status, Status::Revoked { .. } | Status::Deleted { .. }) {
                             return Err(CatalogError::Refused(format!(
-                                "`{image} {t}` is revoked: a channel cannot point at it"
+                                "`{image} {t}` is {}: a channel cannot point at it",
+                                v.status.name()
                             )));
                         }
                         t

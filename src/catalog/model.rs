@@ -40,6 +40,13 @@ pub enum Action {
         version: String,
         reason: String,
     },
+    /// Its artifacts were deleted (`kiln prune`); what was removed.
+    Delete {
+        image: String,
+        version: String,
+        reason: String,
+        removed: Vec<String>,
+    },
 }
 
 impl Action {
@@ -49,7 +56,8 @@ impl Action {
             Action::Promote { image, .. }
             | Action::Rollback { image, .. }
             | Action::Deprecate { image, .. }
-            | Action::Revoke { image, .. } => image,
+            | Action::Revoke { image, .. }
+            | Action::Delete { image, .. } => image,
         }
     }
 
@@ -84,6 +92,19 @@ impl Action {
                 version,
                 reason,
             } => format!("revoke {image} {version}: {reason}"),
+            Action::Delete {
+                image,
+                version,
+                reason,
+                removed,
+            } => format!(
+                "delete {image} {version}: {reason} (removed {})",
+                if removed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    removed.join(", ")
+                }
+            ),
         }
     }
 }
@@ -148,6 +169,12 @@ pub enum Status {
         at: String,
         by: String,
     },
+    /// Its artifacts are gone (`kiln prune`); the record stays.
+    Deleted {
+        reason: String,
+        at: String,
+        by: String,
+    },
 }
 
 impl Status {
@@ -156,6 +183,7 @@ impl Status {
             Status::Active => "active",
             Status::Deprecated { .. } => "deprecated",
             Status::Revoked { .. } => "revoked",
+            Status::Deleted { .. } => "deleted",
         }
     }
 }
@@ -228,7 +256,7 @@ impl Family {
     }
 
     /// Where `channel` pointed before its current target, skipping
-    /// versions revoked since: what a rollback goes back to.
+    /// versions revoked or deleted since: what a rollback goes back to.
     pub fn previous_target(&self, channel: &str) -> Option<&str> {
         let c = self.channels.get(channel)?;
         let current = c.current.as_deref()?;
@@ -238,8 +266,9 @@ impl Family {
             .map(|m| m.version.as_str())
             .filter(|v| *v != current)
             .find(|v| {
-                self.version(v)
-                    .is_some_and(|x| !matches!(x.status, Status::Revoked { .. }))
+                self.version(v).is_some_and(|x| {
+                    !matches!(x.status, Status::Revoked { .. } | Status::Deleted { .. })
+                })
             })
     }
 }
@@ -332,6 +361,21 @@ impl State {
                     .find(|v| &v.registration.version == version)
                 {
                     v.status = Status::Revoked {
+                        reason: reason.clone(),
+                        at,
+                        by,
+                    };
+                }
+            }
+            Action::Delete {
+                version, reason, ..
+            } => {
+                if let Some(v) = family
+                    .versions
+                    .iter_mut()
+                    .find(|v| &v.registration.version == version)
+                {
+                    v.status = Status::Deleted {
                         reason: reason.clone(),
                         at,
                         by,

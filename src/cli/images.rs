@@ -268,6 +268,7 @@ pub(crate) fn describe_status(s: &catalog::Status) -> String {
             format!("deprecated {at} by {by}: {reason}")
         }
         catalog::Status::Revoked { reason, at, by } => format!("REVOKED {at} by {by}: {reason}"),
+        catalog::Status::Deleted { reason, at, by } => format!("deleted {at} by {by}: {reason}"),
     }
 }
 

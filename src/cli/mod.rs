@@ -5,12 +5,15 @@
 
 mod audit;
 mod build;
+mod ci;
 mod cleanup;
 mod fmt;
 mod generate;
 mod images;
 mod inspect;
 mod keygen;
+mod plan;
+mod prune;
 mod validate;
 mod verify;
 
@@ -82,6 +85,12 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
     Audit(audit::AuditArgs),
+    /// Say, per template, whether a build is due and why (nothing built).
+    Plan(plan::PlanArgs),
+    /// Retire old versions per `[image.retention]`: deprecate, then delete.
+    Prune(prune::PruneArgs),
+    /// Print a scheduled CI pipeline (GitHub Actions, GitLab CI) for templates.
+    Ci(ci::CiArgs),
     /// Print shell completions.
     Completions(generate::CompletionArgs),
     /// Print the man page (roff).
@@ -145,6 +154,9 @@ async fn run(cli: Cli) -> Exit {
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Ci(args) => ci::exec(args),
     }
 }
 
@@ -166,8 +178,49 @@ pub(crate) fn load_plan(
     template.plan(&Builders::standard().schema(), &opts, fetch)
 }
 
-/// Prints input errors to stderr the way rustc does, then a count.
+/// True inside a GitHub Actions job: errors are also printed as workflow
+/// commands, which GitHub shows as annotations on the file and line.
+pub(crate) fn github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Escapes a GitHub workflow command's message (`property` also escapes
+/// `:` and `,`).
+fn gh_escape(s: &str, property: bool) -> String {
+    let mut out = s
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    if property {
+        out = out.replace(':', "%3A").replace(',', "%2C");
+    }
+    out
+}
+
+/// `::error file=…,line=…,col=…,title=…::message` on stdout.
+pub(crate) fn github_error(
+    location: Option<(String, usize, usize)>,
+    title: &str,
+    message: &str,
+) {
+    let mut props = vec![];
+    if let Some((file, line, col)) = location {
+        props.push(format!("file={}", gh_escape(&file, true)));
+        props.push(format!("line={line}"));
+        props.push(format!("col={col}"));
+    }
+    props.push(format!("title={}", gh_escape(title, true)));
+    println!("::error {}::{}", props.join(","), gh_escape(message, false));
+}
+
+/// Prints input errors to stderr the way rustc does, then a count (and,
+/// in GitHub Actions, an annotation per error on stdout).
 pub(crate) fn print_diagnostics(diags: &Diagnostics) {
+    if github_actions() {
+        for d in diags.iter() {
+            github_error(d.location(), "kiln: invalid template", &d.message);
+        }
+    }
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for d in diags.iter() {
         eprintln!("{}", d.render(color));

@@ -484,3 +484,44 @@ pub async fn tag(image: &Reference, digest: &str, tag: &str) -> Result<(), Build
         .map_err(reg_err(format!("cannot tag `{target}`")))?;
     Ok(())
 }
+
+/// Deletes the manifest `digest` from `image`'s repository (and with it
+/// every tag on it). The registry must allow deletes (docker-registry:
+/// `storage.delete.enabled`). Basic credentials from the docker config;
+/// registries that want bearer tokens are not supported yet.
+pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<(), BuildError> {
+    let scheme = if is_local_registry(image.registry()) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!(
+        "{scheme}://{}/v2/{}/manifests/{digest}",
+        image.registry(),
+        image.repository()
+    );
+    let mut req = reqwest::Client::new().delete(&url);
+    if let Some(RegistryAuth::Basic(user, password)) = docker_auth(image.registry()) {
+        req = req.basic_auth(user, Some(password));
+    }
+    let io = |msg: String| BuildError::Io {
+        what: format!("cannot delete `{}@{digest}`", image.repository()),
+        source: std::io::Error::other(msg),
+    };
+    let resp = req.send().await.map_err(|e| io(e.to_string()))?;
+    match resp.status().as_u16() {
+        200..=299 | 404 => Ok(()),
+        401 if resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h.to_ascii_lowercase().starts_with("bearer")) =>
+        {
+            Err(io("the registry wants a bearer token: deleting from it is not supported yet".into()))
+        }
+        405 => Err(io(
+            "the registry does not allow deletes (docker-registry: set `storage.delete.enabled: true`)".into(),
+        )),
+        code => Err(io(format!("the registry answered {code}"))),
+    }
+}
