@@ -210,10 +210,7 @@ async fn build_one(
     match LogFileSink::create(&log_path) {
         Ok(s) => sinks.push(Box::new(s)),
         Err(e) => {
-            let msg = format!(
-                "cannot create the build log `{}`: {e}",
-                log_path.display()
-            );
+            let msg = format!("cannot create the build log `{}`: {e}", log_path.display());
             eprintln!("error: {msg}");
             return (Exit::Failure, "failed", msg);
         }

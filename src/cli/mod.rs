@@ -198,11 +198,7 @@ fn gh_escape(s: &str, property: bool) -> String {
 }
 
 /// `::error file=…,line=…,col=…,title=…::message` on stdout.
-pub(crate) fn github_error(
-    location: Option<(String, usize, usize)>,
-    title: &str,
-    message: &str,
-) {
+pub(crate) fn github_error(location: Option<(String, usize, usize)>, title: &str, message: &str) {
     let mut props = vec![];
     if let Some((file, line, col)) = location {
         props.push(format!("file={}", gh_escape(&file, true)));

@@ -36,8 +36,7 @@ pub async fn exec(args: PlanArgs, state_dir: &Path, catalog: Option<&str>) -> Ex
                 continue;
             }
         };
-        match crate::lifecycle::rebuild::decide(&plan, &cat, &Builders::standard(), state_dir)
-            .await
+        match crate::lifecycle::rebuild::decide(&plan, &cat, &Builders::standard(), state_dir).await
         {
             Ok(d) if args.json => {
                 println!("{}", serde_json::to_string(&d).expect("serializes"))

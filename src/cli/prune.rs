@@ -50,7 +50,11 @@ pub async fn exec(args: PruneArgs, state_dir: &Path, catalog: Option<&str>) -> E
             Ok(s) => s,
             Err(e) => return super::images::fail(&e),
         };
-        let family = snap.state.family(&plan.image.name).cloned().unwrap_or_default();
+        let family = snap
+            .state
+            .family(&plan.image.name)
+            .cloned()
+            .unwrap_or_default();
         let verdicts =
             crate::lifecycle::prune::plan(&family, retention, std::time::SystemTime::now());
         if args.dry_run {
@@ -60,9 +64,15 @@ pub async fn exec(args: PruneArgs, state_dir: &Path, catalog: Option<&str>) -> E
             } else {
                 for v in &verdicts {
                     let (what, version, why) = match v {
-                        crate::lifecycle::prune::Verdict::Keep { version, why } => ("keep", version, why),
-                        crate::lifecycle::prune::Verdict::Deprecate { version, why } => ("would deprecate", version, why),
-                        crate::lifecycle::prune::Verdict::Delete { version, why } => ("would delete", version, why),
+                        crate::lifecycle::prune::Verdict::Keep { version, why } => {
+                            ("keep", version, why)
+                        }
+                        crate::lifecycle::prune::Verdict::Deprecate { version, why } => {
+                            ("would deprecate", version, why)
+                        }
+                        crate::lifecycle::prune::Verdict::Delete { version, why } => {
+                            ("would delete", version, why)
+                        }
                     };
                     println!("{what} {} {version}: {why}", plan.image.name);
                 }

@@ -85,7 +85,11 @@ pub fn plan(family: &Family, r: &Retention, now: std::time::SystemTime) -> Vec<V
             match r.deprecate_after {
                 Some(d) if age > d && v.is_active() => Verdict::Deprecate {
                     version,
-                    why: format!("{outside} and {} old (deprecate_after {})", fmt(age), fmt(d)),
+                    why: format!(
+                        "{outside} and {} old (deprecate_after {})",
+                        fmt(age),
+                        fmt(d)
+                    ),
                 },
                 _ => Verdict::Keep {
                     version,
@@ -121,7 +125,9 @@ pub async fn apply(
             continue;
         };
         if !family.channels_of(version).is_empty() {
-            done.push(format!("kept {image} {version}: a channel points at it now"));
+            done.push(format!(
+                "kept {image} {version}: a channel points at it now"
+            ));
             continue;
         }
         if current.is_active() {
@@ -231,11 +237,16 @@ mod tests {
                 channel: "prod".into(),
             }))
             .collect();
-        let state = State::replay(actions.iter().enumerate().map(|(i, a)| Applied {
-            seq: i as u64 + 1,
-            time: times.get(i).map(String::as_str).unwrap_or("2026-01-01T00:00:00Z"),
-            actor: "me",
-            action: a,
+        let state = State::replay(actions.iter().enumerate().map(|(i, a)| {
+            Applied {
+                seq: i as u64 + 1,
+                time: times
+                    .get(i)
+                    .map(String::as_str)
+                    .unwrap_or("2026-01-01T00:00:00Z"),
+                actor: "me",
+                action: a,
+            }
         }));
         state.family("web").unwrap().clone()
     }

@@ -124,7 +124,10 @@ pub async fn decide(
                 ));
             }
             (Some(v), Some(a)) if a.fingerprint == now => {
-                reasons.push(format!("inputs and base unchanged since {}", v.registration.version));
+                reasons.push(format!(
+                    "inputs and base unchanged since {}",
+                    v.registration.version
+                ));
             }
             (Some(_), Some(a)) => {
                 let base_moved = a.base != base;
@@ -144,8 +147,8 @@ pub async fn decide(
                     }
                 }
                 if !only_base {
-                    let said =
-                        "inputs changed (template, variables, provisioner files or kiln)".to_string();
+                    let said = "inputs changed (template, variables, provisioner files or kiln)"
+                        .to_string();
                     if triggers.contains(&RebuildTrigger::Inputs) {
                         rebuild = true;
                         reasons.push(said);

@@ -138,7 +138,10 @@ pub enum RebuildTrigger {
 }
 
 mod humantime_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
@@ -493,8 +496,14 @@ impl Template {
                 Some(v) => {
                     scope.error(
                         e.value.span.clone(),
-                        format!("`image.retention.keep` must be at least 1, found {}", v.to_masked_json()),
-                        Some("channel targets are always kept; `keep` counts the newest versions".into()),
+                        format!(
+                            "`image.retention.keep` must be at least 1, found {}",
+                            v.to_masked_json()
+                        ),
+                        Some(
+                            "channel targets are always kept; `keep` counts the newest versions"
+                                .into(),
+                        ),
                     );
                     None
                 }
@@ -917,7 +926,9 @@ impl Template {
                     .filter_map(|v| {
                         let text = v.as_interpolated()?;
                         RebuildTrigger::parse(&text)
-                            .map_err(|msg| sc.error(span.clone(), format!("`build.rebuild.when`: {msg}"), None))
+                            .map_err(|msg| {
+                                sc.error(span.clone(), format!("`build.rebuild.when`: {msg}"), None)
+                            })
                             .ok()
                     })
                     .collect()

@@ -5,6 +5,7 @@ mod build;
 mod catalog;
 mod cli;
 mod engine;
+mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
 #[cfg(feature = "oci")]
