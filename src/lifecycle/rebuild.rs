@@ -2,7 +2,9 @@
 //! `inputs` and `base` compare the job's input fingerprint now (its base
 //! resolved, nothing launched) with the newest active version's, telling
 //! the two apart by fingerprinting once more with the recorded base;
-//! `age:D` compares the newest version's age. `kiln plan` shows the
+//! `age:D` compares the newest version's age; `security-updates` runs
+//! `provisioners/checks/security-updates.sh` (shipped in the binary) in a
+//! throw-away instance of the newest image. `kiln plan` shows the
 //! decision; `kiln build --skip-unchanged` obeys it.
 
 use std::path::Path;
@@ -175,10 +177,31 @@ pub async fn decide(
                     }
                 }
                 RebuildTrigger::SecurityUpdates => {
-                    return Err(format!(
-                        "{}: the `security-updates` rebuild trigger is not supported yet: remove it from `[build.rebuild] when`",
-                        job.name()
-                    ));
+                    let Some((v, a)) = newest.zip(recorded) else {
+                        continue; // Nothing built yet: due anyway.
+                    };
+                    match security_updates(plan, job, a, builders, state_dir).await? {
+                        Pending::Some(pkgs) => {
+                            rebuild = true;
+                            let shown: Vec<&str> =
+                                pkgs.iter().take(10).map(String::as_str).collect();
+                            reasons.push(format!(
+                                "security-updates: {} pending in {} ({}{})",
+                                pkgs.len(),
+                                v.registration.version,
+                                shown.join(", "),
+                                if pkgs.len() > 10 { ", …" } else { "" }
+                            ));
+                        }
+                        Pending::None => reasons.push(format!(
+                            "security-updates: none pending in {}",
+                            v.registration.version
+                        )),
+                        Pending::CannotCheck(why) => reasons.push(format!(
+                            "security-updates: cannot check {}: {why}",
+                            v.registration.version
+                        )),
+                    }
                 }
                 RebuildTrigger::Inputs | RebuildTrigger::Base => {}
             }
@@ -198,4 +221,80 @@ pub async fn decide(
         rebuild: jobs.is_empty() || jobs.iter().any(|j| j.rebuild),
         jobs,
     })
+}
+
+/// The check run inside the newest image (shipped in the binary).
+const SECURITY_CHECK: &str = include_str!("../../provisioners/checks/security-updates.sh");
+
+/// What the security check found.
+enum Pending {
+    Some(Vec<String>),
+    None,
+    CannotCheck(String),
+}
+
+/// Runs the security check in a throw-away instance of the artifact
+/// `recorded` (its image by digest, in place of the job's base).
+async fn security_updates(
+    plan: &BuildPlan,
+    job: &crate::template::plan::JobPlan,
+    recorded: &crate::catalog::ArtifactRecord,
+    builders: &Builders,
+    state_dir: &Path,
+) -> Result<Pending, String> {
+    let image = match (recorded.id.strip_prefix("registry:"), &recorded.digest) {
+        (Some(r), Some(d)) if job.source_type == "oci" => {
+            let repo = r.split_once('@').map_or(r, |(n, _)| n);
+            let repo = match repo.rsplit_once(':') {
+                Some((n, tag)) if !tag.contains('/') => n,
+                _ => repo,
+            };
+            format!("registry:{repo}@{d}")
+        }
+        _ => {
+            return Err(format!(
+                "{}: the `security-updates` trigger is not supported yet for `{}` ({} artifacts); it checks registry images",
+                job.name(),
+                recorded.id,
+                recorded.kind
+            ))
+        }
+    };
+    let mut probe_job = job.clone();
+    probe_job
+        .source
+        .insert("from".into(), crate::template::Value::Str(image.clone()));
+    let out = crate::engine::probe(
+        plan,
+        &probe_job,
+        builders,
+        state_dir,
+        SECURITY_CHECK,
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .map_err(|e| format!("{}: security check in `{image}`: {e}", job.name()))?;
+    match out.code {
+        0 => {
+            let mut pkgs: Vec<String> = out
+                .stdout
+                .into_iter()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            pkgs.sort();
+            pkgs.dedup();
+            Ok(if pkgs.is_empty() {
+                Pending::None
+            } else {
+                Pending::Some(pkgs)
+            })
+        }
+        4 => Ok(Pending::CannotCheck(out.stderr.join(" "))),
+        code => Err(format!(
+            "{}: the security check in `{image}` failed (exit {code}): {}",
+            job.name(),
+            out.stderr.join(" ")
+        )),
+    }
 }
