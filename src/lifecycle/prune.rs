@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::model::{Family, Status};
+use crate::catalog::model::Family;
 use crate::catalog::{Action, Catalog, CatalogError};
 use crate::sign::SigningKey;
 use crate::template::plan::Retention;
@@ -40,7 +40,7 @@ pub fn plan(family: &Family, r: &Retention, now: std::time::SystemTime) -> Vec<V
     let mut live: Vec<_> = family
         .versions
         .iter()
-        .filter(|v| !matches!(v.status, Status::Deleted { .. }))
+        .filter(|v| !v.artifacts_deleted)
         .collect();
     live.sort_by_key(|v| std::cmp::Reverse(v.registration.build));
     let keep = r.keep.unwrap_or(u64::MAX) as usize;
