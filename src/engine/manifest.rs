@@ -110,6 +110,7 @@ pub fn write(
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
         "signatures": artifact.signatures,
         "provenance": provenance,
+        "hardening": artifact.hardening,
         "catalog": null,
         "started": started,
         "finished": finished,

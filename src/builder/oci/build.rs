@@ -639,6 +639,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        hardening: vec![],
                         signatures: vec![],
                         kind: "oci".into(),
                         id: format!("registry:{r}"),
@@ -669,6 +670,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        hardening: vec![],
                         signatures: vec![],
                         kind: "oci".into(),
                         id,
@@ -684,6 +686,7 @@ impl Instance for OciInstance {
             artifacts.push(ArtifactInfo {
                 base: base_ref.clone(),
                 manifest: None,
+                hardening: vec![],
                 signatures: vec![],
                 kind: "oci".into(),
                 id: format!("kiln-cache:{manifest_digest}"),
