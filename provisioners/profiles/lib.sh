@@ -13,7 +13,7 @@ kiln_is_debian() {
 # Installs packages with the system's package manager.
 kiln_pkg_install() {
   if command -v apt-get >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
+    export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
     if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
       apt-get update -qq
     fi

@@ -198,8 +198,9 @@ async fn not_applicable(
     Ok((code != 0).then(|| format!("`{}` is false here", cond.trim())))
 }
 
-/// Runs a check: exit 0 passes, 1 fails, anything else fails too (the
-/// check could not decide), with its output as evidence.
+/// Runs a check: exit 0 passes, 1 fails, 2 means the check does not apply
+/// here (it says why), anything else fails too (the check broke); its
+/// output is the evidence.
 async fn check(
     comm: &dyn Communicator,
     rule: &Rule,
@@ -225,6 +226,7 @@ async fn check(
     Ok(match code {
         0 => (Outcome::Pass, evidence),
         1 => (Outcome::Fail, evidence),
+        2 => (Outcome::NotApplicable, evidence),
         other => (
             Outcome::Fail,
             format!("the check exited with code {other}\n{evidence}")
