@@ -4,6 +4,7 @@
 //! logic of its own beyond presenting results.
 
 mod build;
+mod check;
 mod cleanup;
 mod fmt;
 mod generate;
@@ -67,6 +68,8 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Reap what crashed or killed builds left behind.
     Cleanup(cleanup::CleanupArgs),
+    /// Run a hardening profile's checks against an existing image, unchanged.
+    Check(check::CheckArgs),
     /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
     Verify(verify::VerifyArgs),
     /// Work with the image catalog (not supported yet).
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args).await,
+        Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(_) => not_yet("images", "the image catalog lands with issue #6"),
         Command::Keygen(args) => keygen::exec(args),
         Command::Audit(_) => not_yet("audit", "the catalog log and audit land with issue #6"),

@@ -204,6 +204,7 @@ impl Builder for OciBuilder {
             id_prefix: format!("kiln-{short}-{}", sanitize(&ctx.plan.source_name)),
             undo: ctx.undo.clone(),
             counter: AtomicU64::new(0),
+            readonly_root: false,
         };
         Ok(Box::new(OciInstance {
             settings: s,
@@ -231,7 +232,7 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 /// The folder for runtime configs: they carry the environment (secrets),
 /// so it must be a tmpfs. `KILN_TMPFS` overrides the default `/dev/shm`.
-fn tmpfs_dir() -> Result<PathBuf, BuildError> {
+pub(crate) fn tmpfs_dir() -> Result<PathBuf, BuildError> {
     let dir = std::env::var_os("KILN_TMPFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/dev/shm"));

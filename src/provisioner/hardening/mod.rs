@@ -4,6 +4,8 @@
 //! `fail_on` decides which failed rules fail the build; `skip` needs a
 //! `reason`, which the report keeps.
 
+#[cfg(feature = "oci")]
+pub mod image;
 pub mod profile;
 pub mod report;
 pub mod run;

@@ -127,6 +127,9 @@ pub struct ComplianceReport {
     pub distro: Option<Distro>,
     /// `apply+check` in a build, `check` for `kiln check`.
     pub mode: String,
+    /// The image checked (`kiln check`), with its manifest digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub fail_on: FailOn,
     /// The reason given for `skip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,7 @@ impl ComplianceReport {
             profile_digest: profile.digest.clone(),
             distro,
             mode: mode.to_string(),
+            image: None,
             fail_on: FailOn::default(),
             skip_reason: None,
             summary: Summary::default(),
@@ -181,8 +185,12 @@ impl ComplianceReport {
             None => "a system without /etc/os-release".to_string(),
         };
         let s = &self.summary;
+        let image = match &self.image {
+            Some(i) => format!(" in `{i}`"),
+            None => String::new(),
+        };
         format!(
-            "profile `{}` on {on}: {} passed, {} failed, {} not applicable, {} skipped",
+            "profile `{}` on {on}{image}: {} passed, {} failed, {} not applicable, {} skipped",
             self.profile, s.pass, s.fail, s.not_applicable, s.skipped
         )
     }
@@ -251,6 +259,7 @@ mod tests {
             profile_digest: "sha256:0".into(),
             distro: None,
             mode: "check".into(),
+            image: None,
             fail_on: FailOn::Any,
             skip_reason: None,
             summary: Summary::default(),
