@@ -16,9 +16,20 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// After the signatures, require this of the signed build manifest's
+    /// hardening reports (`no-failed-high`: no failed high-severity rule).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub policy: Option<Policy>,
     /// `registry:REF` or `REF` of an OCI image.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
+}
+
+/// What `--policy` can require of a verified build manifest.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Policy {
+    /// No hardening rule of high severity failed.
+    NoFailedHigh,
 }
 
 pub async fn exec(args: VerifyArgs) -> Exit {
@@ -57,9 +68,17 @@ pub async fn exec(args: VerifyArgs) -> Exit {
     let as_file = std::path::Path::new(&args.artifact);
     if as_file.is_file() {
         return match verify_file(as_file, &key) {
-            Ok((detail, text)) => report(true, detail, text),
+            Ok((detail, text)) => match args.policy.map(|p| check_policy(p, &detail)) {
+                Some(Err(e)) => report(false, serde_json::Value::String(e.clone()), e),
+                Some(Ok(ok)) => report(true, detail, format!("{text}\n{ok}")),
+                None => report(true, detail, text),
+            },
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
+    }
+    if args.policy.is_some() {
+        eprintln!("error: `--policy` judges a signed build manifest: give its `.json` or `.dsse.json` file");
+        return Exit::BadInput;
     }
     if !reference.contains('/') {
         return report(
@@ -107,6 +126,39 @@ pub async fn exec(args: VerifyArgs) -> Exit {
             serde_json::Value::Null,
             "this kiln was compiled without the `oci` feature".into(),
         )
+    }
+}
+
+/// Applies `--policy` to what was verified: a build manifest's
+/// `hardening` reports, or a provenance statement's compliance byproducts.
+fn check_policy(policy: Policy, verified: &serde_json::Value) -> Result<String, String> {
+    let Policy::NoFailedHigh = policy;
+    let manifest = if verified.get("predicate").is_some() {
+        let reports: Vec<serde_json::Value> = verified["predicate"]["runDetails"]["byproducts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["mediaType"] == crate::sign::provenance::COMPLIANCE_MEDIA_TYPE)
+            .map(|b| b["annotations"]["report"].clone())
+            .collect();
+        serde_json::json!({ "hardening": reports })
+    } else {
+        verified.clone()
+    };
+    let failed = crate::provisioner::hardening::report::failed_high_rules(&manifest)?;
+    let reports = manifest["hardening"].as_array().map_or(0, Vec::len);
+    if reports == 0 {
+        return Err("policy `no-failed-high`: the signed record has no hardening report".into());
+    }
+    if failed.is_empty() {
+        Ok(format!(
+            "policy `no-failed-high`: met ({reports} hardening report(s), no failed high-severity rule)"
+        ))
+    } else {
+        Err(format!(
+            "policy `no-failed-high`: failed high-severity rule(s): {}",
+            failed.join(", ")
+        ))
     }
 }
 

@@ -5,6 +5,8 @@ mod build;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]
+mod hardening;
+#[cfg(feature = "oci")]
 mod oci;
 #[cfg(feature = "oci")]
 mod sign;
