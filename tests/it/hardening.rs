@@ -27,7 +27,13 @@ fn template(s: &Scratch, provisioners: &str) -> PathBuf {
 
 /// `kiln build --json`: exit code and the manifest of the first artifact.
 fn build(s: &Scratch, t: &Path) -> (i32, Option<serde_json::Value>, String) {
-    let o = s.kiln().args(["build", "--json"]).arg(t).output().unwrap();
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
     let (out, err) = text(&o);
     let summary: serde_json::Value = out
         .lines()
@@ -159,6 +165,63 @@ fn fail_on_and_skip_decide_the_build_and_are_recorded() {
         .as_str()
         .unwrap()
         .contains("SEC-42"));
+}
+
+#[test]
+fn verify_policy_refuses_a_signed_manifest_with_a_failed_high_rule() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[("etc/os-release", "ID=kilntest\n")]);
+    let o = s
+        .kiln()
+        .args(["keygen", "--out"])
+        .arg(s.path().join("cosign"))
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    profile(
+        &s,
+        &[
+            ("root-login", "high", "echo PermitRootLogin yes; exit 1"),
+            ("banner", "low", "echo no banner; exit 1"),
+        ],
+    );
+    let signed = |fail_on: &str| {
+        template(
+            &s,
+            &format!("[[build.provisioner]]\ntype = \"hardening\"\nprofile = \"p.toml\"\nfail_on = \"{fail_on}\"\n\n[build.sign]\nkey = \"cosign.key\"\n"),
+        )
+    };
+    // fail_on = "none" records the failures and builds.
+    let (code, manifest, log) = build(&s, &signed("none"));
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(manifest.unwrap()["hardening"][0]["summary"]["fail"], 2);
+    let manifest_file = std::fs::read_dir(s.state().join("manifests"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-1.json"))
+        .unwrap();
+    let verify = |policy: bool| {
+        let mut c = s.kiln();
+        c.args(["verify", "--key"]).arg(s.path().join("cosign.pub"));
+        if policy {
+            c.args(["--policy", "no-failed-high"]);
+        }
+        c.arg(&manifest_file).output().unwrap()
+    };
+    assert_exit(&verify(false), 0);
+    let o = verify(true);
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    assert!(
+        err.contains("p/root-login") && !err.contains("banner"),
+        "{err}"
+    );
 }
 
 #[test]
