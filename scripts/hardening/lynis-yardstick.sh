@@ -15,6 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 KILN=${KILN:-kiln}
 OUT=${OUT:-$(mktemp -d /tmp/kiln-lynis.XXXXXX)}
+mkdir -p "$OUT"
 for tool in lynis mmdebstrap runc umoci unshare; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
 done
@@ -22,7 +23,8 @@ done
 
 tarball=$("$here/debian-rootfs.sh")
 work=$(mktemp -d /tmp/kiln-lynis-work.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# Never follow a mount (lynis-audit.sh bind-mounts /proc while it runs).
+trap 'rm -rf --one-file-system "$work"' EXIT
 
 echo "== before: $tarball"
 mkdir "$work/before"
