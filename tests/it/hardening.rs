@@ -339,6 +339,37 @@ fn check_runs_read_only_and_exits_by_result() {
     assert!(!work.exists() || std::fs::read_dir(&work).unwrap().next().is_none());
 }
 
+#[test]
+fn check_pulls_an_image_from_a_registry() {
+    if !ready() || !crate::require("hardening registry", &["docker-registry"], true) {
+        return;
+    }
+    let reg = crate::oci::Registry::start();
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[("etc/os-release", "ID=kilntest\n")]);
+    let image = format!("{}/hardening/check:1", reg.addr);
+    let t = s.write(
+        "push.toml",
+        &format!("[image]\nname = \"h\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{image}\"]\nnetwork = \"none\"\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hardened > /etc/motd\"]\n"),
+    );
+    let (code, _, log) = build(&s, &t);
+    assert_eq!(code, 0, "{log}");
+    profile(&s, &[("motd", "low", "grep -H hardened /etc/motd")]);
+    let o = s
+        .kiln()
+        .args(["check", "--json", "p.toml"])
+        .arg(format!("registry:{image}"))
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let report: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(report["rules"][0]["evidence"], "/etc/motd:hardened");
+    assert!(report["image"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("registry:{image}@sha256:")));
+}
+
 /// The cached Debian bookworm minbase tarball.
 fn debian_rootfs() -> PathBuf {
     let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))

@@ -35,6 +35,8 @@ pub enum CheckImageError {
         what: String,
         source: std::io::Error,
     },
+    #[error("cleanup failed ({0}); `kiln cleanup` will retry")]
+    Cleanup(String),
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> CheckImageError + '_ {
@@ -88,20 +90,17 @@ pub async fn check_image(
         .ok_or_else(|| CheckImageError::Input("`scratch` has nothing to check".into()))?;
     let id = format!("check-{}", uuid::Uuid::new_v4());
     let undo = Undo::new(Journal::new(state_dir), &id, "check");
-    let result = check_unpacked(&image, profile, state_dir, &id, &undo).await;
+    let result = check_unpacked(&image, &store, profile, state_dir, &id, &undo).await;
     let unwound = undo.unwind().await;
-    let _ = std::fs::remove_dir(state_dir.join("work").join(sanitize(&id)));
     if let Some(f) = unwound.failed.first() {
-        return Err(CheckImageError::Io {
-            what: format!("cleanup failed ({f}); `kiln cleanup` will retry"),
-            source: std::io::Error::other("undo"),
-        });
+        return Err(CheckImageError::Cleanup(f.clone()));
     }
     result
 }
 
 async fn check_unpacked(
     image: &crate::builder::oci::image::StoredImage,
+    store: &BlobStore,
     profile: &Profile,
     state_dir: &Path,
     id: &str,
@@ -117,7 +116,7 @@ async fn check_unpacked(
         .manifest
         .layers()
         .iter()
-        .map(|l| BlobStore::new(state_dir).path(l.digest().as_ref()))
+        .map(|l| store.path(l.digest().as_ref()))
         .collect::<Result<_, _>>()?;
     let root = rootfs.clone();
     tokio::task::spawn_blocking(move || {
