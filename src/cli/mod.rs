@@ -5,6 +5,7 @@
 
 mod audit;
 mod build;
+mod check;
 mod ci;
 mod cleanup;
 mod fmt;
@@ -77,6 +78,8 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Reap what crashed or killed builds left behind.
     Cleanup(cleanup::CleanupArgs),
+    /// Run a hardening profile's checks against an existing image, unchanged.
+    Check(check::CheckArgs),
     /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
     Verify(verify::VerifyArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
@@ -151,6 +154,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,

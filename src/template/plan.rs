@@ -1055,6 +1055,14 @@ impl Template {
         let Some(Value::Map(config)) = sc.eval_table(&known_node, fields, &ctx) else {
             return None;
         };
+        let problems = crate::provisioner::settings_problems(&kind, &config);
+        for (key, message) in &problems {
+            let span = p.get(key).map_or(p.span.clone(), |e| e.key_span.clone());
+            sc.error(span, format!("`{ctx}`: {message}"), None);
+        }
+        if !problems.is_empty() {
+            return None;
+        }
         Some(applies.then_some(ProvisionerPlan {
             kind,
             index,
