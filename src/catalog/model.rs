@@ -9,6 +9,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Image family and channel names: they become OCI tags, file names and
+/// catalog keys. Letters, digits, `-`, `_`, `.`, starting with a letter or
+/// digit, at most 64 characters, never `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// One change to the catalog, as recorded in a log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -34,7 +47,8 @@ pub enum Action {
         version: String,
         reason: String,
     },
-    /// Must not be used: `verify` refuses it, channels may not point at it.
+    /// Must not be used: `verify` refuses it and channels cannot be moved
+    /// to it (those already there stay until someone moves them).
     Revoke {
         image: String,
         version: String,
@@ -405,20 +419,29 @@ impl State {
         self.images.get(image)
     }
 
-    /// The version an artifact digest belongs to.
+    /// The version an artifact digest belongs to (the first registered).
     pub fn by_digest(&self, digest: &str) -> Option<(&str, &Version)> {
-        self.images.iter().find_map(|(name, f)| {
-            f.versions
-                .iter()
-                .find(|v| {
-                    v.registration.artifacts.iter().any(|a| {
-                        a.digest.as_deref() == Some(digest)
-                            || a.manifest_digest.as_deref() == Some(digest)
-                            || a.signed_manifest_digest.as_deref() == Some(digest)
+        self.all_by_digest(digest).into_iter().next()
+    }
+
+    /// Every version with an artifact (or manifest) of this digest: the
+    /// same image may be registered more than once.
+    pub fn all_by_digest(&self, digest: &str) -> Vec<(&str, &Version)> {
+        self.images
+            .iter()
+            .flat_map(|(name, f)| {
+                f.versions
+                    .iter()
+                    .filter(|v| {
+                        v.registration.artifacts.iter().any(|a| {
+                            a.digest.as_deref() == Some(digest)
+                                || a.manifest_digest.as_deref() == Some(digest)
+                                || a.signed_manifest_digest.as_deref() == Some(digest)
+                        })
                     })
-                })
-                .map(|v| (name.as_str(), v))
-        })
+                    .map(move |v| (name.as_str(), v))
+            })
+            .collect()
     }
 }
 

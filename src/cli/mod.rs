@@ -59,7 +59,13 @@ pub struct Cli {
 
     /// The image catalog: a folder, or a `postgres://` URL shared by many
     /// runners (default: STATE_DIR/catalog).
-    #[arg(long, global = true, env = "KILN_CATALOG", value_name = "DIR|URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_CATALOG",
+        hide_env_values = true,
+        value_name = "DIR|URL"
+    )]
     pub catalog: Option<String>,
 
     #[command(subcommand)]

@@ -252,22 +252,43 @@ async fn not_revoked(
     if digest.is_empty() || (catalog.is_none() && !state_dir.join("catalog").is_dir()) {
         return Ok(String::new());
     }
-    let cat = crate::catalog::open(catalog, state_dir)
+    let cat = crate::catalog::open_existing(catalog, state_dir)
         .await
         .map_err(|e| e.to_string())?;
-    let snap = cat.snapshot().await.map_err(|e| e.to_string())?;
-    match snap.state.by_digest(digest) {
-        Some((image, v)) => match &v.status {
-            crate::catalog::Status::Revoked { reason, at, by } => Err(format!(
-                "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
-                v.registration.version
-            )),
-            s => Ok(format!(
-                "; catalog: {image} {} ({})",
-                v.registration.version,
-                s.name()
-            )),
-        },
-        None => Ok("; not in the catalog".into()),
+    // Revocations count only from a log whose chain holds.
+    let stored = cat.stored().await.map_err(|e| e.to_string())?;
+    let entries = crate::catalog::chain::verify(&stored, &[]).map_err(|b| {
+        format!(
+            "the catalog log `{}` is broken at {b}: its revocations cannot be trusted (run `kiln audit`)",
+            cat.location
+        )
+    })?;
+    let state =
+        crate::catalog::State::replay(entries.iter().map(|e| crate::catalog::model::Applied {
+            seq: e.seq,
+            time: &e.time,
+            actor: &e.actor,
+            action: &e.change,
+        }));
+    let found = state.all_by_digest(digest);
+    if let Some((image, v)) = found
+        .iter()
+        .find(|(_, v)| matches!(v.status, crate::catalog::Status::Revoked { .. }))
+    {
+        let crate::catalog::Status::Revoked { reason, at, by } = &v.status else {
+            unreachable!("matched above")
+        };
+        return Err(format!(
+            "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
+            v.registration.version
+        ));
     }
+    Ok(match found.last() {
+        Some((image, v)) => format!(
+            "; catalog: {image} {} ({})",
+            v.registration.version,
+            v.status.name()
+        ),
+        None => "; not in the catalog".into(),
+    })
 }
