@@ -117,6 +117,13 @@ fn canonical_template_digest(plan: &BuildPlan) -> String {
 /// resolved base, every file a provisioner runs or uploads, and kiln's
 /// version.
 pub fn fingerprint(plan: &BuildPlan, job: &JobPlan, base: Option<&str>, key: &[u8]) -> String {
+    fingerprint_with_base(&fingerprint_inputs(plan, job, key), base)
+}
+
+/// Everything of the fingerprint but the base, read now: the engine takes
+/// it before launching, so the fingerprint describes what the image was
+/// built from even if files change during the build.
+pub fn fingerprint_inputs(plan: &BuildPlan, job: &JobPlan, key: &[u8]) -> serde_json::Value {
     use hmac::Mac as _;
     let vars: serde_json::Map<String, serde_json::Value> = plan
         .variables
@@ -137,14 +144,19 @@ pub fn fingerprint(plan: &BuildPlan, job: &JobPlan, base: Option<&str>, key: &[u
             (v.name.clone(), value)
         })
         .collect();
-    let input = json!({
+    json!({
         "kiln": env!("CARGO_PKG_VERSION"),
         "template": canonical_template_digest(plan),
         "variables": vars,
         "job": job.name(),
-        "base": base,
         "provisioners": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
-    });
+    })
+}
+
+/// The fingerprint of `inputs` (from [`fingerprint_inputs`]) with `base`.
+pub fn fingerprint_with_base(inputs: &serde_json::Value, base: Option<&str>) -> String {
+    let mut input = inputs.clone();
+    input["base"] = json!(base);
     sha256_hex(&canonical(&input))
 }
 

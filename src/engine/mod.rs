@@ -186,8 +186,29 @@ pub async fn run(
     let mut refused = vec![];
     let mut keys = std::collections::HashMap::new();
     let mut job_signers = std::collections::HashMap::new();
+    // The inputs are fingerprinted now, before anything runs: the record
+    // must describe what the image was built from.
+    let fp_key = match opts.catalog.as_deref() {
+        Some(c) => c
+            .fingerprint_key()
+            .await
+            .map_err(|e| format!("catalog `{}`: {e}", c.location)),
+        None => Ok(vec![]),
+    };
+    let fp_inputs: std::collections::HashMap<String, serde_json::Value> = plan
+        .jobs
+        .iter()
+        .map(|j| {
+            let key = fp_key.as_deref().unwrap_or_default();
+            (j.name(), manifest::fingerprint_inputs(plan, j, key))
+        })
+        .collect();
     for job in &plan.jobs {
-        let ready = match preflight(job, builders, &template_dir) {
+        let ready = match (&fp_key, preflight(job, builders, &template_dir)) {
+            (Err(e), _) => Err(JobError::NotSupported(e.clone())),
+            (Ok(_), p) => p,
+        };
+        let ready = match ready {
             Ok(p) => signing_key(job, plan, &template_dir, &mut keys)
                 .await
                 .map(|k| (p, k)),
@@ -331,7 +352,7 @@ pub async fn run(
     }
     results.sort_by_key(|(order, _)| *order);
     let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
-    write_manifests(plan, opts, &mut summaries, &job_signers, &bus).await;
+    write_manifests(plan, opts, &mut summaries, &job_signers, &fp_inputs, &bus).await;
     for key in keys.values() {
         key.close().await;
     }
@@ -364,6 +385,7 @@ async fn write_manifests(
     opts: &RunOptions,
     jobs: &mut [JobSummary],
     signers: &std::collections::HashMap<String, Arc<SigningKey>>,
+    fp_inputs: &std::collections::HashMap<String, serde_json::Value>,
     bus: &EventBus,
 ) {
     let fail_all = |jobs: &mut [JobSummary], message: String| {
@@ -382,13 +404,6 @@ async fn write_manifests(
     let all_ok = !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Succeeded);
     let has_artifacts = jobs.iter().any(|j| !j.artifacts.is_empty());
     let catalog = opts.catalog.as_deref();
-    let fp_key = match catalog {
-        Some(c) => match c.fingerprint_key().await {
-            Ok(k) => k,
-            Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
-        },
-        None => vec![],
-    };
     // Registering holds the catalog's lock from choosing the build number
     // to appending the entry, so the manifests can name the version.
     let mut writer = None;
@@ -449,7 +464,10 @@ async fn write_manifests(
         let signer = signers.get(&summary.job).cloned();
         let mut failure = None;
         for (n, artifact) in summary.artifacts.iter_mut().enumerate() {
-            let fingerprint = manifest::fingerprint(plan, job, artifact.base.as_deref(), &fp_key);
+            let fingerprint = match fp_inputs.get(&job.name()) {
+                Some(inputs) => manifest::fingerprint_with_base(inputs, artifact.base.as_deref()),
+                None => manifest::fingerprint(plan, job, artifact.base.as_deref(), &[]),
+            };
             let records_of = ArtifactRecords {
                 times: (started.as_str(), finished.as_str()),
                 fingerprint: &fingerprint,
