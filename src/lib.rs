@@ -4,9 +4,11 @@
 //! this library. See `docs/ARCHITECTURE.md` for the map.
 
 pub mod builder;
+pub mod catalog;
 pub mod cli;
 pub mod communicator;
 pub mod engine;
+pub mod lifecycle;
 pub mod provisioner;
 pub mod secrets;
 pub mod sign;

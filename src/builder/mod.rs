@@ -58,6 +58,19 @@ pub trait Builder: Send + Sync {
         Ok(())
     }
 
+    /// The base this job would build from, resolved the way its artifacts
+    /// record it (`…@sha256:…`, an AMI id), without launching anything:
+    /// `--skip-unchanged` fingerprints with it. `None`: no base to resolve
+    /// (a builder that has one but does not say so is always rebuilt).
+    async fn resolve_base(
+        &self,
+        _job: &JobPlan,
+        _template_dir: &std::path::Path,
+        _state_dir: &std::path::Path,
+    ) -> Result<Option<String>, BuildError> {
+        Ok(None)
+    }
+
     /// Starts a throw-away instance from `ctx.plan.source`.
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError>;
 }

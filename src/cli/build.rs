@@ -1,6 +1,9 @@
-//! `kiln build`: resolve the template (fetching secrets), then run every
-//! job through the engine with the chosen sinks, and exit 0 only if all
-//! jobs succeeded. Ctrl-C and SIGTERM cancel the build and clean up.
+//! `kiln build`: for each template, resolve it (fetching secrets), skip it
+//! when `--skip-unchanged` and its rebuild policy say nothing is due, else
+//! run every job through the engine with the chosen sinks. With several
+//! templates a run summary closes (built, skipped, failed, durations).
+//! Exit 0 only if every build succeeded or was skipped. Ctrl-C and SIGTERM
+//! cancel the build and clean up.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -37,25 +40,94 @@ pub struct BuildArgs {
     /// Print events as JSON lines on stdout, and nothing else.
     #[arg(long)]
     pub json: bool,
-    /// Skip builds whose inputs did not change (needs the catalog).
+    /// Build only what `[build.rebuild]` says is due (default: inputs or
+    /// base changed since the newest active version); exit 0 otherwise.
     #[arg(long)]
     pub skip_unchanged: bool,
     /// Write the build log here (default: STATE_DIR/logs/BUILD_ID.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    #[arg(value_name = "TEMPLATE")]
-    pub template: PathBuf,
+    #[arg(value_name = "TEMPLATE", required = true)]
+    pub templates: Vec<PathBuf>,
 }
 
-pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
+/// How one template's build ended, for the run summary.
+#[derive(Debug, serde::Serialize)]
+struct Outcome {
+    template: String,
+    /// `built`, `skipped`, `failed`, `invalid`, `cancelled`.
+    status: &'static str,
+    detail: String,
+    duration_ms: u64,
+}
+
+pub async fn exec(args: BuildArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
     let redactor = Arc::new(RwLock::new(Redactor::default()));
     crate::ui::init_tracing(redactor.clone());
-    if args.skip_unchanged {
-        eprintln!("error: `--skip-unchanged` is not supported yet: it needs the image catalog (issue #6) and rebuild policy (issue #9)");
-        return Exit::Failure;
+    let catalog = match crate::catalog::open(catalog, state_dir).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => return super::images::fail(&e),
+    };
+    let mut exit = Exit::Success;
+    let mut outcomes = vec![];
+    for template in &args.templates {
+        let started = std::time::Instant::now();
+        let (code, status, detail) =
+            build_one(&args, template, state_dir, &catalog, &redactor).await;
+        if (code as u8) > (exit as u8) {
+            exit = code;
+        }
+        if code != Exit::Success && super::github_actions() && !args.json {
+            super::github_error(
+                Some((template.display().to_string(), 1, 1)),
+                "kiln build failed",
+                &detail,
+            );
+        }
+        outcomes.push(Outcome {
+            template: template.display().to_string(),
+            status,
+            detail,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        if status == "cancelled" {
+            break;
+        }
     }
+    if args.templates.len() > 1 {
+        if args.json {
+            let out = serde_json::json!({ "event": "run_summary", "templates": outcomes });
+            println!("{out}");
+        } else {
+            eprintln!("\nrun summary:");
+            for o in &outcomes {
+                eprintln!(
+                    "  {:<9} {} ({:.1} s){}",
+                    o.status,
+                    o.template,
+                    o.duration_ms as f64 / 1000.0,
+                    if o.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", o.detail)
+                    }
+                );
+            }
+        }
+    }
+    exit
+}
+
+/// Builds one template: its exit code, status and a line saying why.
+async fn build_one(
+    args: &BuildArgs,
+    template: &Path,
+    state_dir: &Path,
+    catalog: &Arc<crate::catalog::Catalog>,
+    redactor: &Arc<RwLock<Redactor>>,
+) -> (Exit, &'static str, String) {
     let plan = match load_plan(
-        &args.template,
+        template,
         &args.vars,
         &args.only,
         &args.except,
@@ -78,7 +150,11 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
             } else {
                 print_diagnostics(&diags);
             }
-            return Exit::BadInput;
+            return (
+                Exit::BadInput,
+                "invalid",
+                format!("{} error(s) in the template", diags.len()),
+            );
         }
     };
     // From here on every output passes the redactor, which knows the secrets.
@@ -86,6 +162,39 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .extend(plan.sensitive_strings());
+    if args.skip_unchanged {
+        let say = |text: String| {
+            if args.json {
+                let e = Event::Message { job: None, text };
+                println!("{}", serde_json::to_string(&e).expect("serializable"));
+            } else {
+                println!("{text}");
+            }
+        };
+        match crate::lifecycle::rebuild::decide(&plan, catalog, &Builders::standard(), state_dir)
+            .await
+        {
+            Ok(d) if !d.rebuild => {
+                let text = format!(
+                    "skipped: nothing due since {} {} ({})",
+                    plan.image.name,
+                    d.newest.as_deref().unwrap_or("-"),
+                    d.jobs
+                        .iter()
+                        .flat_map(|j| j.reasons.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                say(text.clone());
+                return (Exit::Success, "skipped", text);
+            }
+            Ok(d) => say(d.summary()),
+            Err(e) => {
+                eprintln!("error: --skip-unchanged: {e}");
+                return (Exit::Failure, "failed", e);
+            }
+        }
+    }
 
     let log_path = args.log_file.clone().unwrap_or_else(|| {
         state_dir
@@ -101,14 +210,12 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
     match LogFileSink::create(&log_path) {
         Ok(s) => sinks.push(Box::new(s)),
         Err(e) => {
-            eprintln!(
-                "error: cannot create the build log `{}`: {e}",
-                log_path.display()
-            );
-            return Exit::Failure;
+            let msg = format!("cannot create the build log `{}`: {e}", log_path.display());
+            eprintln!("error: {msg}");
+            return (Exit::Failure, "failed", msg);
         }
     }
-    let bus = EventBus::new(redactor, sinks);
+    let bus = EventBus::new(redactor.clone(), sinks);
 
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone(), bus.clone()));
@@ -122,14 +229,22 @@ pub async fn exec(args: BuildArgs, state_dir: &Path) -> Exit {
         fail_fast: !args.no_fail_fast,
         state_dir: state_dir.to_path_buf(),
         interactive: !args.json && std::io::stdin().is_terminal(),
+        catalog: Some(catalog.clone()),
     };
     let summary = engine::run(&plan, &Builders::standard(), &opts, bus.clone(), cancel).await;
     signals.abort();
     bus.finish();
-    if summary.iter().all(|j| j.status == JobStatus::Succeeded) {
-        Exit::Success
+    let failed: Vec<String> = summary
+        .iter()
+        .filter(|j| j.status != JobStatus::Succeeded)
+        .map(|j| format!("{}: {}", j.job, j.error.as_deref().unwrap_or("failed")))
+        .collect();
+    if failed.is_empty() {
+        (Exit::Success, "built", String::new())
+    } else if summary.iter().all(|j| j.status == JobStatus::Cancelled) {
+        (Exit::Failure, "cancelled", failed.join("; "))
     } else {
-        Exit::Failure
+        (Exit::Failure, "failed", failed.join("; "))
     }
 }
 

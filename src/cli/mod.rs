@@ -3,13 +3,18 @@
 //! command parses its arguments and calls into the library; none holds
 //! logic of its own beyond presenting results.
 
+mod audit;
 mod build;
 mod check;
+mod ci;
 mod cleanup;
 mod fmt;
 mod generate;
+mod images;
 mod inspect;
 mod keygen;
+mod plan;
+mod prune;
 mod validate;
 mod verify;
 
@@ -52,6 +57,11 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// The image catalog: a folder, or a `postgres://` URL shared by many
+    /// runners (default: STATE_DIR/catalog).
+    #[arg(long, global = true, env = "KILN_CATALOG", value_name = "DIR|URL")]
+    pub catalog: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,23 +82,22 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
     Verify(verify::VerifyArgs),
-    /// Work with the image catalog (not supported yet).
-    Images(LaterArgs),
+    /// The image catalog: versions, channels, promote, rollback, revoke.
+    Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
     Keygen(keygen::KeygenArgs),
-    /// Audit what was built, signed, promoted and revoked (not supported yet).
-    Audit(LaterArgs),
+    /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
+    Audit(audit::AuditArgs),
+    /// Say, per template, whether a build is due and why (nothing built).
+    Plan(plan::PlanArgs),
+    /// Retire old versions per `[image.retention]`: deprecate, then delete.
+    Prune(prune::PruneArgs),
+    /// Print a scheduled CI pipeline (GitHub Actions, GitLab CI) for templates.
+    Ci(ci::CiArgs),
     /// Print shell completions.
     Completions(generate::CompletionArgs),
     /// Print the man page (roff).
     Man,
-}
-
-/// Arguments of commands that are not built yet: accepted, then refused.
-#[derive(Args, Debug)]
-pub struct LaterArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 /// Options shared by every command that reads a template's variables.
@@ -137,24 +146,22 @@ async fn run(cli: Cli) -> Exit {
     let state_dir = std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir.clone());
     let cli = Cli { state_dir, ..cli };
     match cli.command {
-        Command::Build(args) => build::exec(args, &cli.state_dir).await,
+        Command::Build(args) => build::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Validate(args) => validate::exec(args),
         Command::Inspect(args) => inspect::exec(args),
         Command::Fmt(args) => fmt::exec(args),
         Command::Cleanup(args) => cleanup::exec(args, &cli.state_dir).await,
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
-        Command::Verify(args) => verify::exec(args).await,
+        Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
-        Command::Images(_) => not_yet("images", "the image catalog lands with issue #6"),
+        Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
-        Command::Audit(_) => not_yet("audit", "the catalog log and audit land with issue #6"),
+        Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Ci(args) => ci::exec(args),
     }
-}
-
-fn not_yet(command: &str, why: &str) -> Exit {
-    eprintln!("error: `kiln {command}` is not supported yet: {why}");
-    Exit::Failure
 }
 
 /// Reads a template and resolves it into a plan.
@@ -175,8 +182,45 @@ pub(crate) fn load_plan(
     template.plan(&Builders::standard().schema(), &opts, fetch)
 }
 
-/// Prints input errors to stderr the way rustc does, then a count.
+/// True inside a GitHub Actions job: errors are also printed as workflow
+/// commands, which GitHub shows as annotations on the file and line.
+pub(crate) fn github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Escapes a GitHub workflow command's message (`property` also escapes
+/// `:` and `,`).
+fn gh_escape(s: &str, property: bool) -> String {
+    let mut out = s
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    if property {
+        out = out.replace(':', "%3A").replace(',', "%2C");
+    }
+    out
+}
+
+/// `::error file=…,line=…,col=…,title=…::message` on stdout.
+pub(crate) fn github_error(location: Option<(String, usize, usize)>, title: &str, message: &str) {
+    let mut props = vec![];
+    if let Some((file, line, col)) = location {
+        props.push(format!("file={}", gh_escape(&file, true)));
+        props.push(format!("line={line}"));
+        props.push(format!("col={col}"));
+    }
+    props.push(format!("title={}", gh_escape(title, true)));
+    println!("::error {}::{}", props.join(","), gh_escape(message, false));
+}
+
+/// Prints input errors to stderr the way rustc does, then a count (and,
+/// in GitHub Actions, an annotation per error on stdout).
 pub(crate) fn print_diagnostics(diags: &Diagnostics) {
+    if github_actions() {
+        for d in diags.iter() {
+            github_error(d.location(), "kiln: invalid template", &d.message);
+        }
+    }
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for d in diags.iter() {
         eprintln!("{}", d.render(color));

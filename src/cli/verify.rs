@@ -32,7 +32,7 @@ pub enum Policy {
     NoFailedHigh,
 }
 
-pub async fn exec(args: VerifyArgs) -> Exit {
+pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option<&str>) -> Exit {
     let report = |ok: bool, detail: serde_json::Value, text: String| {
         if args.json {
             println!(
@@ -68,11 +68,21 @@ pub async fn exec(args: VerifyArgs) -> Exit {
     let as_file = std::path::Path::new(&args.artifact);
     if as_file.is_file() {
         return match verify_file(as_file, &key) {
-            Ok((detail, text)) => match args.policy.map(|p| check_policy(p, &detail)) {
-                Some(Err(e)) => report(false, serde_json::Value::String(e.clone()), e),
-                Some(Ok(ok)) => report(true, detail, format!("{text}\n{ok}")),
-                None => report(true, detail, text),
-            },
+            Ok((detail, text)) => {
+                let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
+                let checked = match not_revoked(digest, state_dir, catalog).await {
+                    Ok(note) => match args.policy.map(|p| check_policy(p, &detail)) {
+                        Some(Ok(met)) => Ok(format!("{text}{note}\n{met}")),
+                        Some(Err(e)) => Err(e),
+                        None => Ok(format!("{text}{note}")),
+                    },
+                    Err(e) => Err(e),
+                };
+                match checked {
+                    Ok(text) => report(true, detail, text),
+                    Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+                }
+            }
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
     }
@@ -109,7 +119,14 @@ pub async fn exec(args: VerifyArgs) -> Exit {
                     v.provenance,
                     key_path.display()
                 );
-                report(true, serde_json::to_value(&v).expect("serializable"), text)
+                match not_revoked(&v.digest, state_dir, catalog).await {
+                    Ok(note) => report(
+                        true,
+                        serde_json::to_value(&v).expect("serializable"),
+                        format!("{text}{note}"),
+                    ),
+                    Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+                }
             }
             Err(e) => report(
                 false,
@@ -226,4 +243,34 @@ fn verify_file(
         m["artifact"]["digest"].as_str().unwrap_or("?")
     );
     Ok((m, text))
+}
+
+/// Refuses a digest the catalog has revoked; says which version it is.
+/// With no catalog given and none in the state folder, nothing is checked.
+async fn not_revoked(
+    digest: &str,
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<String, String> {
+    if digest.is_empty() || (catalog.is_none() && !state_dir.join("catalog").is_dir()) {
+        return Ok(String::new());
+    }
+    let cat = crate::catalog::open(catalog, state_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let snap = cat.snapshot().await.map_err(|e| e.to_string())?;
+    match snap.state.by_digest(digest) {
+        Some((image, v)) => match &v.status {
+            crate::catalog::Status::Revoked { reason, at, by } => Err(format!(
+                "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
+                v.registration.version
+            )),
+            s => Ok(format!(
+                "; catalog: {image} {} ({})",
+                v.registration.version,
+                s.name()
+            )),
+        },
+        None => Ok("; not in the catalog".into()),
+    }
 }

@@ -18,7 +18,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// JSON with sorted keys (serde_json's maps are sorted without
 /// `preserve_order`; sorting again keeps it independent of features).
-fn canonical(v: &serde_json::Value) -> Vec<u8> {
+pub fn canonical(v: &serde_json::Value) -> Vec<u8> {
     fn sort(v: &serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
@@ -35,9 +35,45 @@ fn canonical(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&sort(v)).expect("JSON values serialize")
 }
 
+/// `sha256:` of a file, or of a folder's files (relative paths and
+/// contents, sorted), so a provisioner's uploaded tree counts whole.
+fn path_digest(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return std::fs::read(path).ok().map(|b| sha256_hex(&b));
+    }
+    let mut files = vec![];
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_symlink() => {
+                    let target = std::fs::read_link(&p).ok()?;
+                    files.push((p, format!("link:{}", target.display())));
+                }
+                Ok(_) => {
+                    let bytes = std::fs::read(&p).ok()?;
+                    files.push((p, sha256_hex(&bytes)));
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+    files.sort();
+    let listing: Vec<String> = files
+        .iter()
+        .map(|(p, d)| format!("{} {d}", p.strip_prefix(path).unwrap_or(p).display()))
+        .collect();
+    Some(sha256_hex(listing.join("\n").as_bytes()))
+}
+
 /// A provisioner's digest: its settings (secrets masked, never hashed) and
-/// the content of every local file it runs or copies.
-pub fn provisioner_digest(p: &ProvisionerPlan) -> serde_json::Value {
+/// the content of every local file or folder it runs or copies (relative
+/// paths against `template_dir`, keyed as written so a checkout's location
+/// does not count).
+pub fn provisioner_digest(p: &ProvisionerPlan, template_dir: &Path) -> serde_json::Value {
     let settings = serde_json::Value::Object(
         p.config
             .iter()
@@ -52,8 +88,8 @@ pub fn provisioner_digest(p: &ProvisionerPlan) -> serde_json::Value {
             _ => vec![],
         };
         for path in paths {
-            if let Ok(bytes) = std::fs::read(&path) {
-                files.insert(path, sha256_hex(&bytes).into());
+            if let Some(d) = path_digest(&template_dir.join(&path)) {
+                files.insert(path, d.into());
             }
         }
     }
@@ -65,22 +101,49 @@ pub fn provisioner_digest(p: &ProvisionerPlan) -> serde_json::Value {
     })
 }
 
+/// `sha256:` of the template in its canonical layout (`kiln fmt`), so
+/// comments and spacing do not count; the raw digest if it cannot be read.
+fn canonical_template_digest(plan: &BuildPlan) -> String {
+    std::fs::read_to_string(&plan.template)
+        .ok()
+        .and_then(|t| crate::template::fmt::format_template(&t).ok())
+        .map(|t| sha256_hex(t.as_bytes()))
+        .unwrap_or_else(|| plan.template_digest.clone())
+}
+
 /// The input fingerprint: what, if unchanged, gives the same image. The
-/// template, non-sensitive variable values (sensitive ones by name only),
-/// the resolved base, the provisioners and kiln's version.
-pub fn fingerprint(plan: &BuildPlan, job: &JobPlan, base: Option<&str>) -> String {
+/// canonical template, non-sensitive variable values, an HMAC (keyed with
+/// the catalog's secret) of each sensitive one — never the value — the
+/// resolved base, every file a provisioner runs or uploads, and kiln's
+/// version.
+pub fn fingerprint(plan: &BuildPlan, job: &JobPlan, base: Option<&str>, key: &[u8]) -> String {
+    use hmac::Mac as _;
     let vars: serde_json::Map<String, serde_json::Value> = plan
         .variables
         .iter()
-        .map(|v| (v.name.clone(), v.value.to_masked_json()))
+        .map(|v| {
+            let value = if v.value.is_sensitive() {
+                let mut values = vec![];
+                v.value.sensitive_strings(&mut values);
+                let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+                for s in &values {
+                    mac.update(s.as_bytes());
+                    mac.update(&[0]);
+                }
+                json!({ "hmac": hex::encode(mac.finalize().into_bytes()) })
+            } else {
+                v.value.to_masked_json()
+            };
+            (v.name.clone(), value)
+        })
         .collect();
     let input = json!({
         "kiln": env!("CARGO_PKG_VERSION"),
-        "template": plan.template_digest,
+        "template": canonical_template_digest(plan),
         "variables": vars,
         "job": job.name(),
         "base": base,
-        "provisioners": job.provisioners.iter().map(provisioner_digest).collect::<Vec<_>>(),
+        "provisioners": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
     });
     sha256_hex(&canonical(&input))
 }
@@ -96,6 +159,8 @@ pub fn write(
     started: &str,
     finished: &str,
     provenance: serde_json::Value,
+    fingerprint: &str,
+    catalog: serde_json::Value,
 ) -> std::io::Result<(PathBuf, Vec<u8>)> {
     fs_err::create_dir_all(dir)?;
     let doc = json!({
@@ -104,14 +169,14 @@ pub fn write(
         "job": job.name(),
         "image": { "name": plan.image.name, "version": plan.image.version },
         "template": { "path": plan.template, "digest": plan.template_digest },
-        "fingerprint": fingerprint(plan, job, artifact.base.as_deref()),
+        "fingerprint": fingerprint,
         "base": artifact.base,
-        "provisioners": job.provisioners.iter().map(provisioner_digest).collect::<Vec<_>>(),
+        "provisioners": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
         "signatures": artifact.signatures,
         "provenance": provenance,
         "hardening": artifact.hardening,
-        "catalog": null,
+        "catalog": catalog,
         "started": started,
         "finished": finished,
     });

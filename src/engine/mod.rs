@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// May a provisioner wait for a person (breakpoints)?
     pub interactive: bool,
+    /// Where successful builds are registered (none: not registered).
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 /// Why a job did not succeed.
@@ -177,11 +179,7 @@ pub async fn run(
         template: plan.template.display().to_string(),
         jobs: plan.jobs.iter().map(JobPlan::name).collect(),
     });
-    let template_dir = match plan.template.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let template_dir = std::path::absolute(&template_dir).unwrap_or(template_dir);
+    let template_dir = plan.template_dir();
 
     // Preflight: refuse up front what cannot run, before anything is created.
     let mut prepared = vec![];
@@ -333,7 +331,7 @@ pub async fn run(
     }
     results.sort_by_key(|(order, _)| *order);
     let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
-    write_manifests(plan, &opts.state_dir, &mut summaries, &job_signers, &bus).await;
+    write_manifests(plan, opts, &mut summaries, &job_signers, &bus).await;
     for key in keys.values() {
         key.close().await;
     }
@@ -346,18 +344,99 @@ pub async fn run(
     finish(plan, summaries, started, &bus)
 }
 
-/// One build manifest per artifact of each successful job.
+/// A job's channels from `[build.register]`.
+fn register_channels(job: &JobPlan) -> Vec<String> {
+    match job.register.as_ref().and_then(|r| r.get("channels")) {
+        Some(crate::template::Value::List(l)) => l
+            .iter()
+            .filter_map(crate::template::Value::as_interpolated)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// One build manifest per artifact of each successful job; then, when
+/// every job succeeded and a catalog is open, the build is registered as
+/// one new version (all its artifacts) and promoted to the channels of
+/// `[build.register]`, in one locked change of the catalog.
 async fn write_manifests(
     plan: &BuildPlan,
-    state_dir: &Path,
+    opts: &RunOptions,
     jobs: &mut [JobSummary],
     signers: &std::collections::HashMap<String, Arc<SigningKey>>,
     bus: &EventBus,
 ) {
-    let dir = state_dir
+    let fail_all = |jobs: &mut [JobSummary], message: String| {
+        bus.emit(Event::Error {
+            job: None,
+            message: message.clone(),
+            file: None,
+            line: None,
+            column: None,
+        });
+        for j in jobs.iter_mut().filter(|j| j.status == JobStatus::Succeeded) {
+            j.status = JobStatus::Failed;
+            j.error = Some(message.clone());
+        }
+    };
+    let all_ok = !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Succeeded);
+    let has_artifacts = jobs.iter().any(|j| !j.artifacts.is_empty());
+    let catalog = opts.catalog.as_deref();
+    let fp_key = match catalog {
+        Some(c) => match c.fingerprint_key().await {
+            Ok(k) => k,
+            Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
+        },
+        None => vec![],
+    };
+    // Registering holds the catalog's lock from choosing the build number
+    // to appending the entry, so the manifests can name the version.
+    let mut writer = None;
+    let mut registration = serde_json::Value::Null;
+    let mut channels: Vec<String> = vec![];
+    if let (Some(c), true) = (catalog, all_ok && has_artifacts) {
+        let w = match c.writer().await {
+            Ok(w) => w,
+            Err(e) => return fail_all(jobs, format!("catalog `{}`: {e}", c.location)),
+        };
+        let build = w
+            .state
+            .family(&plan.image.name)
+            .map_or(1, |f| f.next_build());
+        for job in &plan.jobs {
+            for ch in register_channels(job) {
+                if !channels.contains(&ch) {
+                    channels.push(ch);
+                }
+            }
+        }
+        registration = serde_json::json!({
+            "catalog": c.location,
+            "image": plan.image.name,
+            "version": format!("{}+{build}", plan.image.version),
+            "build": build,
+            "channels": channels,
+        });
+        writer = Some(w);
+    } else if catalog.is_some() && !all_ok && !jobs.is_empty() {
+        bus.emit(Event::Message {
+            job: None,
+            text: "not registered in the catalog: not every job succeeded".into(),
+        });
+    } else if catalog.is_some() && all_ok {
+        bus.emit(Event::Message {
+            job: None,
+            text: "not registered in the catalog: the build made no artifact".into(),
+        });
+    }
+
+    let dir = opts
+        .state_dir
         .join("manifests")
         .join(journal::sanitize(&plan.build_id));
     let now = std::time::SystemTime::now();
+    let mut records = vec![];
+    let mut written = vec![];
     for summary in jobs.iter_mut().filter(|j| j.status == JobStatus::Succeeded) {
         let Some(job) = plan.jobs.iter().find(|j| j.name() == summary.job) else {
             continue;
@@ -370,21 +449,52 @@ async fn write_manifests(
         let signer = signers.get(&summary.job).cloned();
         let mut failure = None;
         for (n, artifact) in summary.artifacts.iter_mut().enumerate() {
-            let times = (started.as_str(), finished.as_str());
-            if let Err(e) = write_artifact_records(
+            let fingerprint = manifest::fingerprint(plan, job, artifact.base.as_deref(), &fp_key);
+            let records_of = ArtifactRecords {
+                times: (started.as_str(), finished.as_str()),
+                fingerprint: &fingerprint,
+                catalog: registration.clone(),
+            };
+            match write_artifact_records(
                 &dir,
                 plan,
                 job,
                 artifact,
                 n + 1,
-                times,
+                records_of,
                 signer.as_deref(),
                 bus,
             )
             .await
             {
-                failure = Some(e);
-                break;
+                Ok(files) => {
+                    let parent = writer.as_ref().and_then(|w| {
+                        let digest = artifact.base.as_deref()?.rsplit_once('@')?.1;
+                        let (image, v) = w.state.by_digest(digest)?;
+                        Some(format!("{image} {}", v.registration.version))
+                    });
+                    records.push(crate::catalog::ArtifactRecord {
+                        job: job.name(),
+                        kind: artifact.kind.clone(),
+                        id: artifact.id.clone(),
+                        digest: artifact.digest.clone(),
+                        base: artifact.base.clone(),
+                        parent,
+                        fingerprint,
+                        manifest_digest: Some(files.manifest_digest),
+                        manifest: artifact.manifest.clone(),
+                        signed_manifest_digest: files.signed_manifest_digest,
+                        signatures: artifact.signatures.clone(),
+                        signer: signer
+                            .as_ref()
+                            .map(|k| crate::catalog::chain::key_id(&k.public_pem)),
+                    });
+                    written.extend(files.paths);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
         if let Some(message) = failure {
@@ -399,6 +509,128 @@ async fn write_manifests(
             summary.error = Some(message);
         }
     }
+    let (Some(mut w), Some(c)) = (writer, catalog) else {
+        return;
+    };
+    if jobs.iter().any(|j| j.status != JobStatus::Succeeded) {
+        // A manifest failed: register nothing, keep no manifest naming a
+        // version that does not exist.
+        remove_files(&written);
+        return;
+    }
+    let version = registration["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let registered = async {
+        // Signed with the build's key when it has one, else the operator's.
+        let own;
+        let key = match plan.jobs.iter().find_map(|j| signers.get(&j.name())) {
+            Some(k) => k.as_ref(),
+            None => {
+                own = c.operator_key()?;
+                &own
+            }
+        };
+        let actor = crate::catalog::actor();
+        let change = crate::catalog::Action::Register(crate::catalog::Registration {
+            image: plan.image.name.clone(),
+            version: version.clone(),
+            build: registration["build"].as_u64().unwrap_or_default(),
+            build_id: plan.build_id.clone(),
+            template_digest: plan.template_digest.clone(),
+            artifacts: records,
+        });
+        w.record(change, &actor, key).await?;
+        for ch in &channels {
+            crate::catalog::check_channel(ch)?;
+            let change = crate::catalog::Action::Promote {
+                image: plan.image.name.clone(),
+                version: version.clone(),
+                channel: ch.clone(),
+            };
+            w.record(change, &actor, key).await?;
+        }
+        let state = w.state.clone();
+        w.commit().await?;
+        Ok::<_, crate::catalog::CatalogError>(state)
+    }
+    .await;
+    let state = match registered {
+        Ok(s) => s,
+        Err(e) => {
+            remove_files(&written);
+            return fail_all(
+                jobs,
+                format!("cannot register in the catalog `{}`: {e}", c.location),
+            );
+        }
+    };
+    bus.emit(Event::Message {
+        job: None,
+        text: format!(
+            "registered {} {version} in the catalog{}",
+            plan.image.name,
+            if channels.is_empty() {
+                String::new()
+            } else {
+                format!("; promoted to {}", channels.join(", "))
+            }
+        ),
+    });
+    let Some(v) = state
+        .family(&plan.image.name)
+        .and_then(|f| f.version(&version))
+    else {
+        return;
+    };
+    for ch in &channels {
+        match crate::catalog::publish::channel(v, ch).await {
+            Ok(p) => {
+                for d in p.done {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!("channel {ch}: {d}"),
+                    });
+                }
+                for n in p.not_supported {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!("channel {ch}: {n}"),
+                    });
+                }
+            }
+            Err(e) => fail_all(
+                jobs,
+                format!("promoted to `{ch}` in the catalog, but {e}; retry with `kiln images promote {} {version} {ch}`", plan.image.name),
+            ),
+        }
+    }
+}
+
+fn remove_files(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// What goes into an artifact's records besides the artifact.
+struct ArtifactRecords<'a> {
+    times: (&'a str, &'a str),
+    fingerprint: &'a str,
+    catalog: serde_json::Value,
+}
+
+/// The files written for an artifact.
+struct WrittenRecords {
+    paths: Vec<PathBuf>,
+    manifest_digest: String,
+    signed_manifest_digest: Option<String>,
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// The manifest of one artifact and, when the build signs, its signed
@@ -411,10 +643,11 @@ async fn write_artifact_records(
     job: &JobPlan,
     artifact: &mut ArtifactInfo,
     n: usize,
-    (started, finished): (&str, &str),
+    records: ArtifactRecords<'_>,
     signer: Option<&SigningKey>,
     bus: &EventBus,
-) -> Result<(), String> {
+) -> Result<WrittenRecords, String> {
+    let (started, finished) = records.times;
     let say = |text: String| {
         bus.emit(Event::Message {
             job: Some(job.name()),
@@ -423,6 +656,7 @@ async fn write_artifact_records(
     };
     fs_err::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let stem = manifest::stem(job, n);
+    let mut paths = vec![];
     let mut provenance = serde_json::Value::Null;
     if let Some(key) = signer {
         let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
@@ -434,6 +668,7 @@ async fn write_artifact_records(
         let path = dir.join(format!("{stem}.intoto.json"));
         manifest::write_atomic(&path, &env_bytes)
             .map_err(|e| format!("cannot write provenance: {e}"))?;
+        paths.push(path.clone());
         #[allow(unused_mut)]
         let mut attached = serde_json::Value::Null;
         #[cfg(feature = "oci")]
@@ -451,21 +686,41 @@ async fn write_artifact_records(
         say(format!("provenance `{}`", path.display()));
         provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });
     }
-    let (path, bytes) = manifest::write(dir, plan, job, artifact, n, started, finished, provenance)
-        .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    let (path, bytes) = manifest::write(
+        dir,
+        plan,
+        job,
+        artifact,
+        n,
+        started,
+        finished,
+        provenance,
+        records.fingerprint,
+        records.catalog,
+    )
+    .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    paths.push(path.clone());
     artifact.manifest = Some(path.display().to_string());
     say(format!("manifest `{}`", path.display()));
+    let mut signed_manifest_digest = None;
     if let Some(key) = signer {
         let env =
             crate::sign::dsse::sign(crate::sign::provenance::MANIFEST_PAYLOAD_TYPE, &bytes, key)
                 .await
                 .map_err(|e| e.to_string())?;
         let signed = dir.join(format!("{stem}.dsse.json"));
-        manifest::write_atomic(&signed, &serde_json::to_vec(&env).expect("JSON serializes"))
+        let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+        manifest::write_atomic(&signed, &env_bytes)
             .map_err(|e| format!("cannot write the signed manifest: {e}"))?;
+        paths.push(signed.clone());
+        signed_manifest_digest = Some(sha256_of(&env_bytes));
         say(format!("signed manifest `{}`", signed.display()));
     }
-    Ok(())
+    Ok(WrittenRecords {
+        paths,
+        manifest_digest: sha256_of(&bytes),
+        signed_manifest_digest,
+    })
 }
 
 /// Secrets and sensitive variables by name, as the leak scan needs them.
@@ -511,9 +766,6 @@ fn preflight(
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
     builder.preflight(job).map_err(JobError::Launch)?;
-    if job.register.is_some() {
-        return Err(JobError::NotSupported("`[build.register]` is not supported yet (issue #6): remove it to build without the catalog".into()));
-    }
     job.provisioners
         .iter()
         .map(|p| {
@@ -664,6 +916,82 @@ async fn step<T, E>(
         duration_ms: t.elapsed().as_millis() as u64,
     });
     r
+}
+
+/// What a probe saw: the script's exit code and its standard output.
+#[derive(Debug)]
+pub struct ProbeOutput {
+    pub code: i32,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+/// Runs `script` in a throw-away instance of `job` — launch, one command,
+/// undo — for checks that change nothing kept (e.g. pending security
+/// updates of the newest image). Journaled like a build, so `kiln cleanup`
+/// reaps what a killed probe leaves.
+pub async fn probe(
+    plan: &BuildPlan,
+    job: &JobPlan,
+    builders: &Builders,
+    state_dir: &Path,
+    script: &str,
+    timeout: std::time::Duration,
+) -> Result<ProbeOutput, String> {
+    let builder = builders
+        .get(&job.source_type)
+        .ok_or_else(|| format!("no builder for source type `{}`", job.source_type))?;
+    builder.preflight(job).map_err(|e| e.to_string())?;
+    let build_id = format!("probe-{}", uuid::Uuid::new_v4());
+    let name = job.name();
+    let redactor = Arc::new(std::sync::RwLock::new(crate::ui::Redactor::default()));
+    let ctx = JobContext {
+        undo: Undo::new(Journal::new(state_dir), &build_id, &name),
+        name,
+        plan: job.clone(),
+        build_id: build_id.clone(),
+        image: plan.image.clone(),
+        template_digest: plan.template_digest.clone(),
+        secrets: Arc::new(vec![]),
+        template_dir: plan.template_dir(),
+        state_dir: state_dir.to_path_buf(),
+        cancel: CancellationToken::new(),
+        interactive: false,
+        bus: EventBus::new(redactor, vec![]),
+        hardening_reports: Default::default(),
+    };
+    let run = async {
+        let instance = builder.launch(&ctx).await.map_err(|e| e.to_string())?;
+        let cmd = crate::communicator::RemoteCommand {
+            script: script.to_string(),
+            timeout: Some(timeout),
+            ..Default::default()
+        };
+        let (mut stdout, mut stderr) = (vec![], vec![]);
+        let code = instance
+            .communicator()
+            .exec(&cmd, &mut |stream, line| match stream {
+                Stream::Stdout => stdout.push(line),
+                Stream::Stderr => stderr.push(line),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(ProbeOutput {
+            code,
+            stdout,
+            stderr,
+        })
+    };
+    let result = run.await;
+    let unwound = ctx.undo.unwind().await;
+    let _ = std::fs::remove_dir(state_dir.join("work").join(journal::sanitize(&build_id)));
+    if !unwound.failed.is_empty() {
+        return Err(format!(
+            "cleanup failed: {}; `kiln cleanup` will retry",
+            unwound.failed.join("; ")
+        ));
+    }
+    result
 }
 
 /// What `kiln cleanup` found and did.

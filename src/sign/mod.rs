@@ -215,6 +215,68 @@ pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, S
     })
 }
 
+/// A key kiln keeps for itself (unencrypted PKCS#8 PEM, mode 0600, never
+/// overwritten): the catalog's signer when nobody gives one. Created on
+/// first use.
+pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
+    let io = |what: &str| {
+        let what = format!("{what} `{}`", path.display());
+        move |source| SignError::Io { what, source }
+    };
+    let pair = match std::fs::read(path) {
+        Ok(pem) => SigStoreKeyPair::from_pem(&pem).map_err(|e| {
+            SignError::Key(format!("`{}` is not a private key: {e}", path.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent() {
+                fs_err::create_dir_all(dir).map_err(|e| SignError::Io {
+                    what: "cannot create the key folder".into(),
+                    source: e,
+                })?;
+            }
+            let pair = SigningScheme::ECDSA_P256_SHA256_ASN1
+                .create_signer()
+                .and_then(|s| s.to_sigstore_keypair())
+                .map_err(|e| SignError::Key(e.to_string()))?;
+            let pem = pair
+                .private_key_to_pem()
+                .map_err(|e| SignError::Key(e.to_string()))?;
+            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("cannot write the key"))?;
+            f.write_all(pem.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(io("cannot write the key"))?;
+            // Two processes may race to create it: the first link wins.
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => pair,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return load_or_create_plain_key(path)
+                }
+                Err(e) => return Err(io("cannot write the key")(e)),
+            }
+        }
+        Err(e) => return Err(io("cannot read the key")(e)),
+    };
+    let signer = pair
+        .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    let public_pem = pair
+        .public_key_to_pem()
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    Ok(SigningKey {
+        signer: Signer::Local(signer),
+        public_pem,
+    })
+}
+
 /// Signs each artifact that has a signature format: OCI images in a
 /// registry get a cosign signature pushed next to them. Others are named
 /// as unsigned, never silently skipped.

@@ -63,7 +63,7 @@ pub fn statement(
         deps.push(json!({ "uri": base, "digest": sha256_map(digest) }));
     }
     for p in &job.provisioners {
-        let d = provisioner_digest(p);
+        let d = provisioner_digest(p, &plan.template_dir());
         for (path, digest) in d["files"].as_object().cloned().unwrap_or_default() {
             deps.push(
                 json!({ "uri": format!("file:{path}"), "digest": sha256_map(digest.as_str()) }),
@@ -89,7 +89,7 @@ pub fn statement(
             "runDetails": {
                 "builder": { "id": format!("https://github.com/kiln-build/kiln@{}", env!("CARGO_PKG_VERSION")) },
                 "metadata": { "invocationId": plan.build_id, "startedOn": started, "finishedOn": finished },
-                "byproducts": job.provisioners.iter().map(provisioner_digest).chain(artifact.hardening.iter().map(compliance_byproduct)).collect::<Vec<_>>(),
+                "byproducts": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).chain(artifact.hardening.iter().map(compliance_byproduct)).collect::<Vec<_>>(),
             },
         },
     })

@@ -94,6 +94,75 @@ pub struct ImagePlan {
     pub name: String,
     pub version: String,
     pub description: Option<String>,
+    /// `[image.retention]`: what `kiln prune` keeps.
+    pub retention: Option<Retention>,
+}
+
+/// `[image.retention]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Retention {
+    /// Keep this many newest versions.
+    pub keep: Option<u64>,
+    /// Delete versions older than this (beyond `keep`).
+    #[serde(with = "humantime_opt")]
+    pub max_age: Option<std::time::Duration>,
+    /// Deprecate versions older than this (beyond `keep`).
+    #[serde(with = "humantime_opt")]
+    pub deprecate_after: Option<std::time::Duration>,
+}
+
+mod humantime_opt {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// One reason `[build.rebuild] when` may trigger a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebuildTrigger {
+    /// The template, variables, provisioner files or kiln changed.
+    Inputs,
+    /// The base resolves to something new (a new digest behind the tag).
+    Base,
+    /// The newest active version is older than this.
+    Age(#[serde(with = "humantime_secs")] std::time::Duration),
+    /// The newest version's package manager has pending security updates.
+    SecurityUpdates,
+}
+
+mod humantime_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+impl RebuildTrigger {
+    /// Parses one `when` entry: `inputs`, `base`, `age:7d`, `security-updates`.
+    pub fn parse(s: &str) -> Result<RebuildTrigger, String> {
+        match s {
+            "inputs" => Ok(RebuildTrigger::Inputs),
+            "base" => Ok(RebuildTrigger::Base),
+            "security-updates" => Ok(RebuildTrigger::SecurityUpdates),
+            _ => match s.strip_prefix("age:") {
+                Some(d) => super::schema::parse_duration(d)
+                    .map(RebuildTrigger::Age)
+                    .ok_or_else(|| format!("`{d}` is not a duration (such as `7d` or `12h`)")),
+                None => Err(format!(
+                    "unknown rebuild trigger `{s}`: expected `inputs`, `base`, `age:DURATION` or `security-updates`"
+                )),
+            },
+        }
+    }
 }
 
 /// A resolved variable.
@@ -126,6 +195,8 @@ pub struct JobPlan {
     pub provisioners: Vec<ProvisionerPlan>,
     pub sign: Option<BTreeMap<String, Value>>,
     pub register: Option<BTreeMap<String, Value>>,
+    /// `[build.rebuild] when`; empty: the default, `["inputs", "base"]`.
+    pub rebuild: Vec<RebuildTrigger>,
 }
 
 impl JobPlan {
@@ -153,6 +224,15 @@ pub struct BuildPlan {
 }
 
 impl BuildPlan {
+    /// The template's folder, absolute: relative paths resolve against it.
+    pub fn template_dir(&self) -> PathBuf {
+        let dir = match self.template.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
     /// Every sensitive string in the plan: secret values, sensitive
     /// variables and everything derived from them. The redactor's input.
     pub fn sensitive_strings(&self) -> Vec<String> {
@@ -203,7 +283,14 @@ const IMAGE_FIELDS: &[Field] = &[
     Field::req("name", Kind::Str),
     Field::req("version", Kind::Str),
     Field::opt("description", Kind::Str),
+    Field::opt("retention", Kind::Table(RETENTION_FIELDS)),
 ];
+const RETENTION_FIELDS: &[Field] = &[
+    Field::opt("keep", Kind::Int),
+    Field::opt("max_age", Kind::Duration),
+    Field::opt("deprecate_after", Kind::Duration),
+];
+const REBUILD_FIELDS: &[Field] = &[Field::opt("when", STR_LIST)];
 const SECRET_FIELDS: &[Field] = &[
     Field::opt("vault", Kind::Str),
     Field::opt("version", Kind::Int),
@@ -220,6 +307,7 @@ const BUILD_KEYS: &[&str] = &[
     "provisioner",
     "sign",
     "register",
+    "rebuild",
 ];
 const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
 
@@ -392,6 +480,41 @@ impl Template {
             }
         }
         let description = image_attr("description");
+        let retention = image_node.get("retention").and_then(|e| {
+            let Some(Value::Map(m)) =
+                scope.eval_table(&e.value, RETENTION_FIELDS, "image.retention")
+            else {
+                return None;
+            };
+            let duration = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_interpolated)
+                    .and_then(|d| super::schema::parse_duration(&d))
+            };
+            let keep = match m.get("keep") {
+                Some(Value::Num(n)) if *n >= 1.0 => Some(*n as u64),
+                Some(v) => {
+                    scope.error(
+                        e.value.span.clone(),
+                        format!(
+                            "`image.retention.keep` must be at least 1, found {}",
+                            v.to_masked_json()
+                        ),
+                        Some(
+                            "channel targets are always kept; `keep` counts the newest versions"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            };
+            Some(Retention {
+                keep,
+                max_age: duration("max_age"),
+                deprecate_after: duration("deprecate_after"),
+            })
+        });
 
         // [locals]: all of them, so errors in unused ones are found too.
         let mut locals = BTreeMap::new();
@@ -436,6 +559,7 @@ impl Template {
                 name: name.unwrap_or_default(),
                 version: version.unwrap_or_default(),
                 description,
+                retention,
             },
             variables,
             secrets: secret_decls,
@@ -787,6 +911,28 @@ impl Template {
                 };
             let sign = sub("sign", SIGN_FIELDS);
             let register = sub("register", REGISTER_FIELDS);
+            let rebuild = sub("rebuild", REBUILD_FIELDS).map(|r| {
+                let when = r.and_then(|mut m| m.remove("when"));
+                let Some(Value::List(items)) = when else {
+                    return vec![];
+                };
+                let span = build
+                    .get("rebuild")
+                    .and_then(|r| r.value.get("when"))
+                    .map(|w| w.value.span.clone())
+                    .unwrap_or(0..0);
+                items
+                    .iter()
+                    .filter_map(|v| {
+                        let text = v.as_interpolated()?;
+                        RebuildTrigger::parse(&text)
+                            .map_err(|msg| {
+                                sc.error(span.clone(), format!("`build.rebuild.when`: {msg}"), None)
+                            })
+                            .ok()
+                    })
+                    .collect()
+            });
             let Some(Value::Map(source)) = source else {
                 return None;
             };
@@ -801,6 +947,7 @@ impl Template {
                 provisioners: plans,
                 sign: sign?,
                 register: register?,
+                rebuild: rebuild?,
             })
         })
     }

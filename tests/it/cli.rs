@@ -1,5 +1,5 @@
 //! The command line itself: generated completions and man page, exit codes
-//! of commands that are not built yet.
+//! and messages of commands given bad input.
 
 use crate::{assert_exit, kiln, text};
 
@@ -18,16 +18,42 @@ fn completions_and_man_page_come_from_the_clap_definition() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_fail() {
-    for cmd in [&["images", "list"][..], &["audit", "--json"]] {
-        let o = kiln().args(cmd).output().unwrap();
-        assert_exit(&o, 1);
-        assert!(
-            text(&o).1.contains("not supported yet"),
-            "{cmd:?}: {}",
-            text(&o).1
-        );
-    }
+fn catalog_commands_name_what_is_wrong() {
+    let o = kiln()
+        .args(["--catalog", "ftp://example/x", "images", "list"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).1.contains("only postgres:// URLs and folders"),
+        "{}",
+        text(&o).1
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = kiln()
+        .arg("--catalog")
+        .arg(dir.path())
+        .args(["images", "show", "web", "1.0.0+1"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(text(&o).1.contains("no image `web`"), "{}", text(&o).1);
+    let o = kiln()
+        .arg("--catalog")
+        .arg(dir.path())
+        .args(["images", "promote", "web", "1.0.0+1", "bad/channel"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    // An empty catalog audits clean.
+    let o = kiln()
+        .arg("--catalog")
+        .arg(dir.path())
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(text(&o).0.contains("0 entries"), "{}", text(&o).0);
 }
 
 #[test]

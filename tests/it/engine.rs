@@ -178,6 +178,7 @@ impl Run {
             fail_fast,
             state_dir: self.state.clone(),
             interactive: false,
+            catalog: None,
         };
         engine::run(&self.plan, &self.builders, &opts, bus, cancel).await
     }

@@ -2,10 +2,12 @@
 //! engine driven through a test-only builder. One binary, shared helpers.
 
 mod build;
+mod catalog;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]
 mod hardening;
+mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
 #[cfg(feature = "oci")]
@@ -49,6 +51,16 @@ impl Scratch {
 
     pub fn state(&self) -> PathBuf {
         self.path().join("state")
+    }
+
+    /// `sh -c SCRIPT` in this scratch dir, with its state dir.
+    pub fn kiln_shell(&self, script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script])
+            .current_dir(self.path())
+            .env("KILN_STATE_DIR", self.state())
+            .env("NO_COLOR", "1");
+        c
     }
 
     /// `kiln` with this scratch dir's state dir, run in it.

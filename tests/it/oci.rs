@@ -45,7 +45,7 @@ impl Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = crate::free_addr();
         let cfg = dir.path().join("config.yml");
-        let mut config = format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display());
+        let mut config = format!("version: 0.1\nlog:\n  level: error\nstorage:\n  delete:\n    enabled: true\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n", dir.path().join("data").display());
         if let Some((u, p)) = user {
             let o = Command::new("htpasswd")
                 .args(["-Bbn", u, p])

@@ -79,6 +79,19 @@ impl Builder for OciBuilder {
         Ok(())
     }
 
+    async fn resolve_base(
+        &self,
+        job: &JobPlan,
+        template_dir: &Path,
+        state_dir: &Path,
+    ) -> Result<Option<String>, BuildError> {
+        let s = settings(job)?;
+        let base_ref = BaseRef::parse(&s.from, template_dir)?;
+        let store = BlobStore::new(state_dir);
+        let base = image::load_base(&base_ref, &store).await?;
+        Ok(Some(base_label(base.as_ref())))
+    }
+
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = settings(&ctx.plan)?;
         let base_ref = BaseRef::parse(&s.from, &ctx.template_dir)?;
@@ -254,6 +267,14 @@ fn numeric_user(user: Option<&str>) -> (u32, u32) {
     };
     let (a, b) = u.split_once(':').unwrap_or((u, u));
     (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+/// How artifacts record their base: `SOURCE@MANIFEST_DIGEST`, or `scratch`.
+fn base_label(base: Option<&StoredImage>) -> String {
+    match base {
+        Some(b) => format!("{}@{}", b.source, b.manifest_digest),
+        None => "scratch".to_string(),
+    }
 }
 
 /// The unpacked base, cached per manifest digest; unpacked into a temp
@@ -620,10 +641,7 @@ impl Instance for OciInstance {
             )
             .collect();
 
-        let base_ref = Some(match &self.base {
-            Some(b) => format!("{}@{}", b.source, b.manifest_digest),
-            None => "scratch".to_string(),
-        });
+        let base_ref = Some(base_label(self.base.as_ref()));
         let mut artifacts = vec![];
         let mount_from = match self.base.as_ref().map(|b| b.source.as_str()) {
             Some(s) => s

@@ -444,3 +444,84 @@ pub fn write_layout(
     fs_err::rename(&tmp, &index_path).map_err(io("cannot write"))?;
     Ok(())
 }
+
+/// Points `tag` in `image`'s repository at the manifest `digest` (already
+/// there): a channel pointer such as `:prod`. Idempotent.
+pub async fn tag(image: &Reference, digest: &str, tag: &str) -> Result<(), BuildError> {
+    let (client, auth) = client_for(image.registry());
+    let by_digest = Reference::with_digest(
+        image.registry().to_string(),
+        image.repository().to_string(),
+        digest.to_string(),
+    );
+    let accepted = [MANIFEST_V1, INDEX_V1, DOCKER_V2, DOCKER_LIST];
+    let (bytes, _) = client
+        .pull_manifest_raw(&by_digest, &auth, &accepted)
+        .await
+        .map_err(reg_err(format!("cannot read `{by_digest}`")))?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(String::from))
+        .unwrap_or_else(|| MANIFEST_V1.to_string());
+    let target = Reference::with_tag(
+        image.registry().to_string(),
+        image.repository().to_string(),
+        tag.to_string(),
+    );
+    client
+        .auth(&target, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(reg_err(format!("cannot log in to `{}`", target.registry())))?;
+    client
+        .push_manifest_raw(
+            &target,
+            bytes,
+            media_type
+                .parse()
+                .map_err(|_| BuildError::Config(format!("bad media type `{media_type}`")))?,
+        )
+        .await
+        .map_err(reg_err(format!("cannot tag `{target}`")))?;
+    Ok(())
+}
+
+/// Deletes the manifest `digest` from `image`'s repository (and with it
+/// every tag on it). The registry must allow deletes (docker-registry:
+/// `storage.delete.enabled`). Basic credentials from the docker config;
+/// registries that want bearer tokens are not supported yet.
+pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<(), BuildError> {
+    let scheme = if is_local_registry(image.registry()) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!(
+        "{scheme}://{}/v2/{}/manifests/{digest}",
+        image.registry(),
+        image.repository()
+    );
+    let mut req = reqwest::Client::new().delete(&url);
+    if let Some(RegistryAuth::Basic(user, password)) = docker_auth(image.registry()) {
+        req = req.basic_auth(user, Some(password));
+    }
+    let io = |msg: String| BuildError::Io {
+        what: format!("cannot delete `{}@{digest}`", image.repository()),
+        source: std::io::Error::other(msg),
+    };
+    let resp = req.send().await.map_err(|e| io(e.to_string()))?;
+    match resp.status().as_u16() {
+        200..=299 | 404 => Ok(()),
+        401 if resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h.to_ascii_lowercase().starts_with("bearer")) =>
+        {
+            Err(io("the registry wants a bearer token: deleting from it is not supported yet".into()))
+        }
+        405 => Err(io(
+            "the registry does not allow deletes (docker-registry: set `storage.delete.enabled: true`)".into(),
+        )),
+        code => Err(io(format!("the registry answered {code}"))),
+    }
+}

@@ -48,7 +48,7 @@ pub fn settings_problems(
         _ => vec![],
     };
     let reason = get("reason").and_then(Value::as_interpolated);
-    if !skip.is_empty() && !reason.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+    if !skip.is_empty() && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         out.push((
             "skip",
             "skipping rules needs a `reason`, which is recorded in the compliance report".into(),

@@ -1,0 +1,477 @@
+//! `kiln images`: the catalog's versions and channels — list, show,
+//! history — and the operator's changes: promote, rollback, deprecate,
+//! revoke, and register (a build manifest written without a catalog).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::Exit;
+use crate::catalog::{self, Catalog, CatalogError, Operation, State};
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    pub command: ImagesCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Every image family (or one) with its versions, status and channels.
+    List {
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One version (or the version a channel points at) in full.
+    Show {
+        image: String,
+        /// A version (`1.4.0+7`) or a channel name.
+        version: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The log entries of an image, or one channel's moves.
+    History {
+        image: String,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point a channel at a version (and move its `:<channel>` tag).
+    Promote {
+        image: String,
+        version: String,
+        channel: String,
+    },
+    /// Point a channel back at its previous target (or `--to VERSION`).
+    Rollback {
+        image: String,
+        channel: String,
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
+    /// Mark a version as no longer recommended.
+    Deprecate {
+        image: String,
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mark a version as unusable: `verify` refuses it from then on.
+    Revoke {
+        image: String,
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Register build manifests (one version) written without a catalog.
+    Register {
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        /// Promote the new version to this channel too.
+        #[arg(long)]
+        channel: Vec<String>,
+    },
+}
+
+/// Maps a catalog error to its exit code, printing it.
+pub(crate) fn fail(e: &CatalogError) -> Exit {
+    eprintln!("error: {e}");
+    match e {
+        CatalogError::BadLocation(_) => Exit::BadInput,
+        _ => Exit::Failure,
+    }
+}
+
+pub async fn exec(args: ImagesArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
+    let cat = match catalog::open(catalog, state_dir).await {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let result = match args.command {
+        ImagesCommand::List { image, json } => list(&cat, image.as_deref(), json).await,
+        ImagesCommand::Show {
+            image,
+            version,
+            json,
+        } => show(&cat, &image, &version, json).await,
+        ImagesCommand::History {
+            image,
+            channel,
+            json,
+        } => history(&cat, &image, channel.as_deref(), json).await,
+        ImagesCommand::Promote {
+            image,
+            version,
+            channel,
+        } => {
+            let op = Operation::Promote {
+                image: image.clone(),
+                version,
+                channel: channel.clone(),
+            };
+            change(&cat, op, Some((image, channel))).await
+        }
+        ImagesCommand::Rollback { image, channel, to } => {
+            let op = Operation::Rollback {
+                image: image.clone(),
+                channel: channel.clone(),
+                to,
+            };
+            change(&cat, op, Some((image, channel))).await
+        }
+        ImagesCommand::Deprecate {
+            image,
+            version,
+            reason,
+        } => {
+            let op = Operation::Deprecate {
+                image,
+                version,
+                reason,
+            };
+            change(&cat, op, None).await
+        }
+        ImagesCommand::Revoke {
+            image,
+            version,
+            reason,
+        } => {
+            let op = Operation::Revoke {
+                image,
+                version,
+                reason,
+            };
+            change(&cat, op, None).await
+        }
+        ImagesCommand::Register { manifests, channel } => {
+            register(&cat, &manifests, &channel).await
+        }
+    };
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+async fn list(cat: &Catalog, image: Option<&str>, json: bool) -> Result<Exit, CatalogError> {
+    let snap = cat.snapshot().await?;
+    let families: Vec<(&String, &catalog::model::Family)> = snap
+        .state
+        .images
+        .iter()
+        .filter(|(n, _)| image.is_none_or(|i| i == n.as_str()))
+        .collect();
+    if let (Some(i), true) = (image, families.is_empty()) {
+        return Err(CatalogError::Refused(format!(
+            "no image `{i}` in the catalog"
+        )));
+    }
+    if json {
+        let out: serde_json::Map<String, serde_json::Value> = families
+            .iter()
+            .map(|(n, f)| ((*n).clone(), serde_json::to_value(f).expect("serializes")))
+            .collect();
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(Exit::Success);
+    }
+    println!(
+        "{:<20} {:<16} {:<11} {:<16} {:<24} BY",
+        "IMAGE", "VERSION", "STATUS", "CHANNELS", "REGISTERED"
+    );
+    for (name, f) in families {
+        for v in &f.versions {
+            println!(
+                "{:<20} {:<16} {:<11} {:<16} {:<24} {}",
+                name,
+                v.registration.version,
+                v.status.name(),
+                f.channels_of(&v.registration.version).join(","),
+                v.registered_at,
+                v.registered_by
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn resolve<'a>(
+    state: &'a State,
+    image: &str,
+    version_or_channel: &str,
+) -> Result<&'a catalog::model::Version, CatalogError> {
+    let f = state
+        .family(image)
+        .ok_or_else(|| CatalogError::Refused(format!("no image `{image}` in the catalog")))?;
+    let v = f.version(version_or_channel).or_else(|| {
+        let target = f.channels.get(version_or_channel)?.current.as_deref()?;
+        f.version(target)
+    });
+    v.ok_or_else(|| {
+        CatalogError::Refused(format!(
+            "`{image}` has no version or channel `{version_or_channel}`"
+        ))
+    })
+}
+
+async fn show(cat: &Catalog, image: &str, which: &str, json: bool) -> Result<Exit, CatalogError> {
+    let snap = cat.snapshot().await?;
+    let v = resolve(&snap.state, image, which)?;
+    let channels = snap
+        .state
+        .family(image)
+        .map(|f| f.channels_of(&v.registration.version))
+        .unwrap_or_default();
+    if json {
+        let mut value = serde_json::to_value(v).expect("serializes");
+        value["channels"] = channels.into();
+        println!("{value}");
+        return Ok(Exit::Success);
+    }
+    let r = &v.registration;
+    println!("{} {}", r.image, r.version);
+    println!("  status:      {}", describe_status(&v.status));
+    println!("  registered:  {} by {}", v.registered_at, v.registered_by);
+    println!(
+        "  build:       {} (template {})",
+        r.build_id, r.template_digest
+    );
+    println!("  channels:    {}", channels.join(", "));
+    for a in &r.artifacts {
+        println!("  artifact     {} {}", a.kind, a.id);
+        println!("    job:         {}", a.job);
+        println!("    digest:      {}", a.digest.as_deref().unwrap_or("-"));
+        println!("    base:        {}", a.base.as_deref().unwrap_or("-"));
+        if let Some(p) = &a.parent {
+            println!("    parent:      {p}");
+        }
+        println!("    fingerprint: {}", a.fingerprint);
+        println!(
+            "    manifest:    {} ({})",
+            a.manifest.as_deref().unwrap_or("-"),
+            a.manifest_digest.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    signed by:   {}",
+            a.signer.as_deref().unwrap_or("(not signed)")
+        );
+        for s in &a.signatures {
+            println!("    signature:   {s}");
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub(crate) fn describe_status(s: &catalog::Status) -> String {
+    match s {
+        catalog::Status::Active => "active".into(),
+        catalog::Status::Deprecated { reason, at, by } => {
+            format!("deprecated {at} by {by}: {reason}")
+        }
+        catalog::Status::Revoked { reason, at, by } => format!("REVOKED {at} by {by}: {reason}"),
+        catalog::Status::Deleted { reason, at, by } => format!("deleted {at} by {by}: {reason}"),
+    }
+}
+
+async fn history(
+    cat: &Catalog,
+    image: &str,
+    channel: Option<&str>,
+    json: bool,
+) -> Result<Exit, CatalogError> {
+    let snap = cat.snapshot().await?;
+    if snap.state.family(image).is_none() {
+        return Err(CatalogError::Refused(format!(
+            "no image `{image}` in the catalog"
+        )));
+    }
+    if let Some(ch) = channel {
+        let c = snap
+            .state
+            .family(image)
+            .and_then(|f| f.channels.get(ch))
+            .ok_or_else(|| CatalogError::Refused(format!("`{image}` has no channel `{ch}`")))?;
+        if json {
+            println!("{}", serde_json::to_value(c).expect("serializes"));
+        } else {
+            for m in &c.history {
+                println!(
+                    "#{:<6} {}  {:<8} {}  by {}",
+                    m.seq, m.at, m.how, m.version, m.by
+                );
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    for e in snap.entries.iter().filter(|e| e.change.image() == image) {
+        if json {
+            println!("{}", serde_json::to_value(e).expect("serializes"));
+        } else {
+            println!(
+                "#{:<6} {}  {}  by {}",
+                e.seq,
+                e.time,
+                e.change.describe(),
+                e.actor
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// Records an operator's change; a moved channel's pointers follow.
+async fn change(
+    cat: &Catalog,
+    op: Operation,
+    moved: Option<(String, String)>,
+) -> Result<Exit, CatalogError> {
+    let key = cat.operator_key()?;
+    let entry = cat.apply(op, &catalog::actor(), &key).await?;
+    println!("#{} {}", entry.seq, entry.change.describe());
+    if let Some((image, channel)) = moved {
+        return Ok(publish(cat, &image, &channel).await);
+    }
+    Ok(Exit::Success)
+}
+
+/// Moves a channel's pointers to where the catalog says it points.
+async fn publish(cat: &Catalog, image: &str, channel: &str) -> Exit {
+    let snap = match cat.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let Ok(v) = resolve(&snap.state, image, channel) else {
+        return Exit::Success;
+    };
+    match catalog::publish::channel(v, channel).await {
+        Ok(p) => {
+            for d in p.done {
+                println!("{channel}: {d}");
+            }
+            for n in p.not_supported {
+                println!("{channel}: {n}");
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: the catalog moved `{channel}`, but {e}");
+            Exit::Failure
+        }
+    }
+}
+
+/// Registers the artifacts of build manifests as one new version.
+async fn register(
+    cat: &Catalog,
+    manifests: &[PathBuf],
+    channels: &[String],
+) -> Result<Exit, CatalogError> {
+    let mut docs = vec![];
+    for path in manifests {
+        let bytes = fs_err::read(path).map_err(|e| CatalogError::Io {
+            what: "cannot read the manifest".into(),
+            source: e,
+        })?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            CatalogError::Refused(format!("`{}` is not a build manifest: {e}", path.display()))
+        })?;
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        );
+        docs.push((path, doc, digest));
+    }
+    let field = |d: &serde_json::Value, p: &str| {
+        d.pointer(p)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    let (_, first, _) = &docs[0];
+    let image = field(first, "/image/name");
+    let semver = field(first, "/image/version");
+    if image.is_empty() || semver.is_empty() {
+        return Err(CatalogError::Refused(format!(
+            "`{}` names no image (`image.name`, `image.version`): not a kiln build manifest",
+            docs[0].0.display()
+        )));
+    }
+    for (path, d, _) in &docs {
+        if field(d, "/image/name") != image || field(d, "/image/version") != semver {
+            return Err(CatalogError::Refused(format!(
+                "`{}` is of another image or version than `{}`",
+                path.display(),
+                docs[0].0.display()
+            )));
+        }
+    }
+    for ch in channels {
+        catalog::check_channel(ch)?;
+    }
+    let key = cat.operator_key()?;
+    let actor = catalog::actor();
+    let mut w = cat.writer().await?;
+    let build = w.state.family(&image).map_or(1, |f| f.next_build());
+    let version = format!("{semver}+{build}");
+    let artifacts = docs
+        .iter()
+        .map(|(path, d, digest)| catalog::ArtifactRecord {
+            job: field(d, "/job"),
+            kind: field(d, "/artifact/kind"),
+            id: field(d, "/artifact/id"),
+            digest: d
+                .pointer("/artifact/digest")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            base: d
+                .pointer("/base")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            parent: None,
+            fingerprint: field(d, "/fingerprint"),
+            manifest_digest: Some(digest.clone()),
+            manifest: Some(
+                std::path::absolute(path)
+                    .unwrap_or_else(|_| (*path).clone())
+                    .display()
+                    .to_string(),
+            ),
+            signed_manifest_digest: None,
+            signatures: d
+                .pointer("/signatures")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            signer: None,
+        })
+        .collect();
+    let change = catalog::Action::Register(catalog::Registration {
+        image: image.clone(),
+        version: version.clone(),
+        build,
+        build_id: field(first, "/build_id"),
+        template_digest: field(first, "/template/digest"),
+        artifacts,
+    });
+    let seq = w.record(change, &actor, &key).await?.seq;
+    for ch in channels {
+        let promote = catalog::Action::Promote {
+            image: image.clone(),
+            version: version.clone(),
+            channel: ch.clone(),
+        };
+        w.record(promote, &actor, &key).await?;
+    }
+    w.commit().await?;
+    println!("#{seq} registered {image} {version}");
+    let mut exit = Exit::Success;
+    for ch in channels {
+        if publish(cat, &image, ch).await != Exit::Success {
+            exit = Exit::Failure;
+        }
+    }
+    Ok(exit)
+}
