@@ -70,16 +70,13 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
         return match verify_file(as_file, &key) {
             Ok((detail, text)) => {
                 let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
-                let checked = match not_revoked(digest, state_dir, catalog).await {
-                    Ok(note) => match args.policy.map(|p| check_policy(p, &detail)) {
-                        Some(Ok(met)) => Ok(format!("{text}{note}\n{met}")),
-                        Some(Err(e)) => Err(e),
-                        None => Ok(format!("{text}{note}")),
-                    },
-                    Err(e) => Err(e),
+                let policy = match args.policy.map(|p| check_policy(p, &detail)) {
+                    Some(Err(e)) => return report(false, serde_json::Value::String(e.clone()), e),
+                    Some(Ok(ok)) => format!("\n{ok}"),
+                    None => String::new(),
                 };
-                match checked {
-                    Ok(text) => report(true, detail, text),
+                match not_revoked(digest, state_dir, catalog).await {
+                    Ok(note) => report(true, detail, format!("{text}{note}{policy}")),
                     Err(e) => report(false, serde_json::Value::String(e.clone()), e),
                 }
             }

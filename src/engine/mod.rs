@@ -957,6 +957,7 @@ pub async fn probe(
         state_dir: state_dir.to_path_buf(),
         cancel: CancellationToken::new(),
         interactive: false,
+        hardening_reports: Default::default(),
         bus: EventBus::new(redactor, vec![]),
         hardening_reports: Default::default(),
     };

@@ -611,7 +611,7 @@ mod oci_builds {
         assert!(
             text(&o)
                 .0
-                .contains("skipped: nothing changed since app 1.0.0+1"),
+                .contains("skipped: nothing due since app 1.0.0+1 (inputs and base unchanged"),
             "{}",
             text(&o).0
         );

@@ -371,7 +371,7 @@ fn check_pulls_an_image_from_a_registry() {
 }
 
 /// The cached Debian bookworm minbase tarball.
-fn debian_rootfs() -> PathBuf {
+pub fn debian_rootfs() -> PathBuf {
     let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
         .output()
         .unwrap();
