@@ -959,7 +959,6 @@ pub async fn probe(
         interactive: false,
         hardening_reports: Default::default(),
         bus: EventBus::new(redactor, vec![]),
-        hardening_reports: Default::default(),
     };
     let run = async {
         let instance = builder.launch(&ctx).await.map_err(|e| e.to_string())?;
