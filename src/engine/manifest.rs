@@ -93,6 +93,17 @@ pub fn provisioner_digest(p: &ProvisionerPlan, template_dir: &Path) -> serde_jso
             }
         }
     }
+    // A hardening profile file counts with everything it includes (shipped
+    // profiles change only with kiln's version, which is fingerprinted).
+    if p.kind == "hardening" {
+        use crate::provisioner::hardening::profile;
+        let spec = p.config.get("profile").and_then(Value::as_interpolated);
+        if let Some(spec) = spec.filter(|s| profile::is_path(s)) {
+            if let Ok(loaded) = profile::load(&spec, template_dir) {
+                files.insert(spec, loaded.digest.into());
+            }
+        }
+    }
     json!({
         "index": p.index,
         "type": p.kind,

@@ -130,8 +130,14 @@ fn fail_on_and_skip_decide_the_build_and_are_recorded() {
     // "high": medium and low failures are recorded, the build passes.
     let (code, manifest, log) = build(&s, &template(&s, &hardening("fail_on = \"high\"")));
     assert_eq!(code, 0, "{log}");
-    let report = manifest.unwrap()["hardening"][0].clone();
+    let manifest = manifest.unwrap();
+    let report = manifest["hardening"][0].clone();
     assert_eq!(report["fail_on"], "high");
+    // The profile file (with its includes) is part of the fingerprint.
+    assert_eq!(
+        manifest["provisioners"][0]["files"]["p.toml"],
+        report["profile_digest"]
+    );
     assert_eq!(
         results(&report),
         [
