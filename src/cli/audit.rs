@@ -173,6 +173,45 @@ fn print_entry(e: &catalog::Entry) {
                     .unwrap_or_default(),
                 a.signer.as_deref().map(short).unwrap_or("nobody")
             );
+            for line in compliance(a) {
+                println!("          {line}");
+            }
         }
     }
+}
+
+/// The hardening reports in an artifact's build manifest, one headline
+/// each — read only when the file is here and matches the digest the
+/// catalog recorded.
+fn compliance(a: &catalog::ArtifactRecord) -> Vec<String> {
+    let (Some(path), Some(digest)) = (&a.manifest, &a.manifest_digest) else {
+        return vec![];
+    };
+    let Ok(bytes) = std::fs::read(path) else {
+        return vec![format!("(build manifest `{path}` is not on this machine)")];
+    };
+    let actual = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    if &actual != digest {
+        return vec![format!(
+            "warning: build manifest `{path}` does not match the digest the catalog recorded ({digest})"
+        )];
+    }
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return vec![];
+    };
+    doc["hardening"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            serde_json::from_value::<crate::provisioner::hardening::report::ComplianceReport>(
+                r.clone(),
+            )
+            .ok()
+        })
+        .map(|r| format!("compliance: {}", r.headline()))
+        .collect()
 }

@@ -97,6 +97,14 @@ fn on_busybox_every_cis_rule_is_not_applicable_and_the_build_passes() {
         assert_eq!(result, "not-applicable", "{id} on busybox");
     }
     assert_eq!(report["summary"]["pass"], 0, "nothing is reported passed");
+    // `kiln audit` shows the report of each registered version.
+    let o = s.kiln().arg("audit").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(
+        text(&o).0.contains("compliance: profile `cis-level1`"),
+        "{}",
+        text(&o).0
+    );
 }
 
 #[test]
