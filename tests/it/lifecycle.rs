@@ -206,9 +206,14 @@ mod oci {
     }
 
     fn exists(reg: &str, digest: &str) -> bool {
+        let at = if digest.starts_with("sha256-") {
+            ':'
+        } else {
+            '@'
+        };
         Command::new("skopeo")
             .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{reg}/app@{digest}"))
+            .arg(format!("docker://{reg}/app{at}{digest}"))
             .output()
             .unwrap()
             .status
@@ -226,16 +231,24 @@ mod oci {
         let app = s.write(
             "app.toml",
             &format!(
-                "[image]\nname = \"app\"\nversion = \"1.0.0\"\n[image.retention]\nkeep = 2\n[variables.n]\ntype = \"number\"\ndefault = 0\n[source.oci.a]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{}/app:1\"]\n[[build]]\nsources = [\"oci.a\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo ${{var.n}} > /etc/n\"]\n",
+                "[image]\nname = \"app\"\nversion = \"1.0.0\"\n[image.retention]\nkeep = 2\n[variables.n]\ntype = \"number\"\ndefault = 0\n[source.oci.a]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{}/app:1\"]\n[[build]]\nsources = [\"oci.a\"]\n[build.sign]\nkey = \"cosign.key\"\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo ${{var.n}} > /etc/n\"]\n",
                 reg.addr
             ),
         );
+        let o = s
+            .kiln()
+            .args(["keygen", "--out", "cosign"])
+            .env("KILN_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
         let mut digests = vec![];
         for n in 1..=4 {
             let o = s
                 .kiln()
                 .args(["build", "--json", "--var", &format!("n={n}")])
                 .arg(&app)
+                .env("KILN_PASSWORD", "pw")
                 .output()
                 .unwrap();
             assert_exit(&o, 0);
@@ -274,6 +287,18 @@ mod oci {
         assert_exit(&o, 0);
         assert!(text(&o).0.contains("deleted app 1.0.0+2"), "{}", text(&o).0);
         assert!(!exists(&reg.addr, &digests[1]), "1.0.0+2 is gone");
+        // With its cosign signature and attestation images.
+        let sidecar = |d: &str, suffix: &str| format!("{}.{suffix}", d.replace(':', "-"));
+        for suffix in ["sig", "att"] {
+            assert!(
+                !exists(&reg.addr, &sidecar(&digests[1], suffix)),
+                "{suffix} of 1.0.0+2"
+            );
+            assert!(
+                exists(&reg.addr, &sidecar(&digests[2], suffix)),
+                "{suffix} of 1.0.0+3"
+            );
+        }
         for i in [0, 2, 3] {
             assert!(exists(&reg.addr, &digests[i]), "1.0.0+{} kept", i + 1);
         }

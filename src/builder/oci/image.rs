@@ -491,11 +491,17 @@ pub async fn digest_of(tagged: &Reference) -> Result<Option<String>, BuildError>
     match client.fetch_manifest_digest(tagged, &auth).await {
         Ok(d) => Ok(Some(d)),
         Err(e) => {
-            let msg = e.to_string();
-            if msg.contains("404")
-                || msg.to_ascii_lowercase().contains("not found")
-                || msg.contains("MANIFEST_UNKNOWN")
-            {
+            use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+            let missing = match &e {
+                E::ImageManifestNotFoundError(_) => true,
+                E::RegistryError { envelope, .. } => envelope
+                    .errors
+                    .iter()
+                    .any(|x| matches!(x.code, OciErrorCode::ManifestUnknown)),
+                E::ServerError { code, .. } => *code == 404,
+                _ => false,
+            };
+            if missing {
                 Ok(None)
             } else {
                 Err(reg_err(format!("cannot resolve `{tagged}`"))(e))
