@@ -8,6 +8,8 @@ mod engine;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
+#[cfg(feature = "qemu")]
+mod qemu;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

@@ -174,10 +174,10 @@ impl Builder for QemuBuilder {
 
         // Sockets, the seed (user-data may carry secrets) and the probe
         // disk live in a private folder in memory.
+        // Short: the QMP socket path must fit a `sockaddr_un` (108 bytes).
         let private = launch::tmpfs_root()?.join(format!(
-            "kiln-qemu-{}-{}",
-            sanitize(&ctx.build_id),
-            uuid::Uuid::new_v4().simple()
+            "kiln-qemu-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
         ));
         register(
             ctx,
@@ -235,7 +235,13 @@ impl Builder for QemuBuilder {
             launch::choose_accel(s.accelerator.as_deref().unwrap_or("auto"), arch, &private)
                 .await?;
         ctx.message(note);
-        let qmp_socket = private.join("qmp.sock");
+        let qmp_socket = private.join("qmp");
+        if qmp_socket.as_os_str().len() >= 108 {
+            return Err(BuildError::Config(format!(
+                "the control socket path `{}` is too long for a Unix socket; set KILN_TMPFS to a shorter tmpfs folder",
+                qmp_socket.display()
+            )));
+        }
         let ssh_port = launch::free_port()?;
         let (kernel, initrd) = (
             s.kernel.as_deref().map(resolve),
@@ -380,9 +386,7 @@ fn stream_console(ctx: &JobContext, child: &mut Child) -> ConsoleTail {
                 .await
                 .is_ok_and(|n| n > 0)
             {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
+                let line = plain_text(&String::from_utf8_lossy(&buf));
                 buf.clear();
                 {
                     let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -396,6 +400,15 @@ fn stream_console(ctx: &JobContext, child: &mut Child) -> ConsoleTail {
         });
     }
     tail
+}
+
+/// A console line without colour and cursor escapes (systemd's `[ OK ]`).
+fn plain_text(line: &str) -> String {
+    static ANSI: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\x1b\[[0-9;?]*[ -/]*[@-~]").expect("valid regex")
+    });
+    ANSI.replace_all(line.trim_end_matches(['\n', '\r']), "")
+        .replace('\r', "")
 }
 
 fn console_tail(tail: &ConsoleTail) -> String {
@@ -540,5 +553,18 @@ impl Instance for QemuInstance {
             signatures: vec![],
             manifest: None,
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_console_lines_lose_their_escapes() {
+        assert_eq!(
+            plain_text("[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mssh.service\x1b[0m\r\n"),
+            "[  OK  ] Started ssh.service"
+        );
     }
 }
