@@ -320,3 +320,27 @@ fn qemu_sigkill_then_cleanup_reaps_the_vm_and_its_files() {
     }
     assert_nothing_left(&s, &tmpfs);
 }
+
+#[test]
+fn qemu_base_with_a_wrong_checksum_is_refused_before_anything_runs() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let source = no_os_source(&s, "4s").replace(
+        "insecure_skip_checksum = true",
+        &format!("disk_checksum = \"sha256:{}\"", "0".repeat(64)),
+    );
+    let t = s.write("t.toml", &template(&source, ""));
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    let error = summary["jobs"][0]["error"].as_str().unwrap();
+    let actual = sha256(&s.path().join("empty.qcow2"));
+    assert!(
+        error.contains(&format!("has sha256:{actual}")) && error.contains("nothing was launched"),
+        "{error}"
+    );
+    assert!(!out.contains("booting"), "{out}");
+    assert_nothing_left(&s, &tmpfs);
+}

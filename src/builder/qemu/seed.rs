@@ -57,6 +57,10 @@ impl SeedContent<'_> {
     /// it directly, any other user is created with passwordless sudo).
     pub fn user_data(&self) -> Result<String, BuildError> {
         let mut out = String::from("#cloud-config\n");
+        // RSA and ECDSA host keys would only cost boot time (seconds under
+        // TCG) in a VM that is thrown away. `user_data` may set it again:
+        // cloud-init keeps the last value of a repeated key.
+        out.push_str("ssh_genkeytypes: [ed25519]\n");
         if let Some(key) = self.public_key {
             let key = yaml_string(key);
             if self.username == "root" {
@@ -165,7 +169,7 @@ mod tests {
             .user_data()
             .unwrap();
         assert!(
-            ud.starts_with("#cloud-config\ndisable_root: false\n"),
+            ud.starts_with("#cloud-config\nssh_genkeytypes: [ed25519]\ndisable_root: false\n"),
             "{ud}"
         );
         assert!(ud.contains("  - \"ssh-ed25519 AAAA test\"\n"), "{ud}");
