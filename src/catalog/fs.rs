@@ -27,6 +27,21 @@ impl FsCatalog {
         })
     }
 
+    /// Opens the catalog in `root` for reading: a folder that does not
+    /// exist is an error (a mistyped path must not look like an empty,
+    /// intact catalog), and nothing is created.
+    pub fn open_existing(root: &Path) -> Result<FsCatalog, CatalogError> {
+        if !root.is_dir() {
+            return Err(CatalogError::BadLocation(format!(
+                "no catalog at `{}` (no such folder)",
+                root.display()
+            )));
+        }
+        Ok(FsCatalog {
+            root: root.to_path_buf(),
+        })
+    }
+
     fn log_dir(&self) -> PathBuf {
         self.root.join("log")
     }
@@ -39,6 +54,9 @@ fn entry_name(seq: u64) -> String {
 
 fn read_log(dir: &Path) -> Result<Vec<Vec<u8>>, CatalogError> {
     let what = || format!("cannot read the catalog log `{}`", dir.display());
+    if !dir.exists() {
+        return Ok(vec![]);
+    }
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(CatalogError::io(what()))?
         .filter_map(|e| e.ok())
@@ -160,8 +178,21 @@ impl Txn for FsTxn {
     async fn commit(self: Box<Self>, entries: &[Entry]) -> Result<(), CatalogError> {
         let entries = entries.to_vec();
         tokio::task::spawn_blocking(move || {
+            // One change is all its entries or none: if a later entry
+            // cannot be written, the earlier ones of this change go again
+            // before the lock is released.
+            let mut written: Vec<PathBuf> = vec![];
             for e in &entries {
-                append(&self.log, e)?;
+                match append(&self.log, e) {
+                    Ok(path) => written.push(path),
+                    Err(err) => {
+                        for p in written.iter().rev() {
+                            let _ = std::fs::remove_file(p);
+                        }
+                        let _ = std::fs::File::open(&self.log).and_then(|d| d.sync_all());
+                        return Err(err);
+                    }
+                }
             }
             drop(self);
             Ok(())
@@ -171,7 +202,8 @@ impl Txn for FsTxn {
     }
 }
 
-fn append(log: &Path, e: &Entry) -> Result<(), CatalogError> {
+/// Writes one entry; returns its file.
+fn append(log: &Path, e: &Entry) -> Result<PathBuf, CatalogError> {
     let what = || format!("cannot append to the catalog log `{}`", log.display());
     let tmp = log.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
     let target = log.join(entry_name(e.seq));
@@ -196,9 +228,12 @@ fn append(log: &Path, e: &Entry) -> Result<(), CatalogError> {
         }
         Err(err) => return Err(CatalogError::io(what())(err)),
     }
-    std::fs::File::open(log)
-        .and_then(|d| d.sync_all())
-        .map_err(CatalogError::io(what()))
+    if let Err(err) = std::fs::File::open(log).and_then(|d| d.sync_all()) {
+        // Not known to be durable: not written, as far as callers know.
+        let _ = std::fs::remove_file(&target);
+        return Err(CatalogError::io(what())(err));
+    }
+    Ok(target)
 }
 
 #[cfg(test)]

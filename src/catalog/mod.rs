@@ -42,6 +42,10 @@ pub enum CatalogError {
     /// A request the catalog's state does not allow (unknown version, …).
     #[error("{0}")]
     Refused(String),
+    /// Bad input: an invalid channel name, a missing reason, a file that
+    /// is not a build manifest (exit 2).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Sign(#[from] crate::sign::SignError),
     #[error("{0}")]
@@ -93,13 +97,39 @@ impl std::fmt::Debug for Catalog {
 }
 
 /// The catalog `--catalog`/`KILN_CATALOG` names: a `postgres://` URL, a
-/// folder, or (none) `STATE/catalog`.
+/// folder, or (none) `STATE/catalog`; created if needed.
 pub async fn open(spec: Option<&str>, state_dir: &Path) -> Result<Catalog, CatalogError> {
+    open_as(spec, state_dir, true).await
+}
+
+/// Like [`open`], for commands that only read: an on-disk catalog must
+/// exist already (`audit` of a mistyped path must not pass), and nothing
+/// is created.
+pub async fn open_existing(spec: Option<&str>, state_dir: &Path) -> Result<Catalog, CatalogError> {
+    open_as(spec, state_dir, false).await
+}
+
+async fn open_as(
+    spec: Option<&str>,
+    state_dir: &Path,
+    create: bool,
+) -> Result<Catalog, CatalogError> {
+    let fs_open = |dir: &Path| {
+        if create {
+            fs::FsCatalog::open(dir)
+        } else {
+            fs::FsCatalog::open_existing(dir)
+        }
+    };
     let (backend, location): (Box<dyn Backend>, String) = match spec {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => (
             Box::new(postgres::PgCatalog::connect(url).await?),
             postgres::redact_url(url),
         ),
+        Some(other) if other.contains("password=") => return Err(CatalogError::BadLocation(
+            "the catalog looks like a connection string with a password: give a `postgres://` URL"
+                .into(),
+        )),
         Some(other) if other.contains("://") => {
             return Err(CatalogError::BadLocation(format!(
                 "catalog `{}`: only postgres:// URLs and folders are supported",
@@ -108,17 +138,11 @@ pub async fn open(spec: Option<&str>, state_dir: &Path) -> Result<Catalog, Catal
         }
         Some(dir) => {
             let dir = std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir));
-            (
-                Box::new(fs::FsCatalog::open(&dir)?),
-                dir.display().to_string(),
-            )
+            (Box::new(fs_open(&dir)?), dir.display().to_string())
         }
         None => {
             let dir = state_dir.join("catalog");
-            (
-                Box::new(fs::FsCatalog::open(&dir)?),
-                dir.display().to_string(),
-            )
+            (Box::new(fs_open(&dir)?), dir.display().to_string())
         }
     };
     Ok(Catalog {
@@ -267,19 +291,10 @@ pub fn actor() -> String {
 
 /// Checks a channel name: it becomes an OCI tag and part of paths.
 pub fn check_channel(name: &str) -> Result<(), CatalogError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
+    if model::is_valid_name(name) {
         Ok(())
     } else {
-        Err(CatalogError::Refused(format!(
+        Err(CatalogError::Invalid(format!(
             "`{name}` is not a valid channel name: letters, digits, `-`, `_`, `.`, starting with a letter or digit"
         )))
     }
@@ -438,7 +453,7 @@ impl Catalog {
         };
         if let Action::Deprecate { reason, .. } | Action::Revoke { reason, .. } = &change {
             if reason.trim().is_empty() {
-                return Err(CatalogError::Refused(
+                return Err(CatalogError::Invalid(
                     "give a reason with `--reason`".into(),
                 ));
             }

@@ -9,6 +9,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Image family and channel names: they become OCI tags, file names and
+/// catalog keys. Letters, digits, `-`, `_`, `.`, starting with a letter or
+/// digit, at most 64 characters, never `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// One change to the catalog, as recorded in a log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -34,7 +47,8 @@ pub enum Action {
         version: String,
         reason: String,
     },
-    /// Must not be used: `verify` refuses it, channels may not point at it.
+    /// Must not be used: `verify` refuses it and channels cannot be moved
+    /// to it (those already there stay until someone moves them).
     Revoke {
         image: String,
         version: String,
@@ -178,6 +192,17 @@ pub enum Status {
 }
 
 impl Status {
+    /// Statuses only ever get stronger: a revoked version stays revoked
+    /// (so `verify` keeps refusing copies of it) even once deleted.
+    fn rank(&self) -> u8 {
+        match self {
+            Status::Active => 0,
+            Status::Deprecated { .. } => 1,
+            Status::Deleted { .. } => 2,
+            Status::Revoked { .. } => 3,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Status::Active => "active",
@@ -198,6 +223,8 @@ pub struct Version {
     pub registered_by: String,
     /// Position of its register entry in the log (1-based).
     pub seq: u64,
+    /// `kiln prune` removed its artifacts (whatever its status says).
+    pub artifacts_deleted: bool,
 }
 
 impl Version {
@@ -234,6 +261,21 @@ pub struct Family {
 impl Family {
     pub fn version(&self, v: &str) -> Option<&Version> {
         self.versions.iter().find(|x| x.registration.version == v)
+    }
+
+    fn version_mut(&mut self, v: &str) -> Option<&mut Version> {
+        self.versions
+            .iter_mut()
+            .find(|x| x.registration.version == v)
+    }
+
+    /// Moves a version to a stronger status (never back: see `Status::rank`).
+    fn set_status(&mut self, version: &str, status: Status) {
+        if let Some(v) = self.version_mut(version) {
+            if status.rank() > v.status.rank() {
+                v.status = status;
+            }
+        }
     }
 
     /// The next build number.
@@ -311,6 +353,7 @@ impl State {
                 registered_at: at,
                 registered_by: by,
                 seq: e.seq,
+                artifacts_deleted: false,
             }),
             Action::Promote {
                 version, channel, ..
@@ -336,51 +379,38 @@ impl State {
             }
             Action::Deprecate {
                 version, reason, ..
-            } => {
-                if let Some(v) = family
-                    .versions
-                    .iter_mut()
-                    .find(|v| &v.registration.version == version)
-                {
-                    // Revoked stays revoked.
-                    if v.is_active() {
-                        v.status = Status::Deprecated {
-                            reason: reason.clone(),
-                            at,
-                            by,
-                        };
-                    }
-                }
-            }
+            } => family.set_status(
+                version,
+                Status::Deprecated {
+                    reason: reason.clone(),
+                    at,
+                    by,
+                },
+            ),
             Action::Revoke {
                 version, reason, ..
-            } => {
-                if let Some(v) = family
-                    .versions
-                    .iter_mut()
-                    .find(|v| &v.registration.version == version)
-                {
-                    v.status = Status::Revoked {
-                        reason: reason.clone(),
-                        at,
-                        by,
-                    };
-                }
-            }
+            } => family.set_status(
+                version,
+                Status::Revoked {
+                    reason: reason.clone(),
+                    at,
+                    by,
+                },
+            ),
             Action::Delete {
                 version, reason, ..
             } => {
-                if let Some(v) = family
-                    .versions
-                    .iter_mut()
-                    .find(|v| &v.registration.version == version)
-                {
-                    v.status = Status::Deleted {
+                if let Some(v) = family.version_mut(version) {
+                    v.artifacts_deleted = true;
+                }
+                family.set_status(
+                    version,
+                    Status::Deleted {
                         reason: reason.clone(),
                         at,
                         by,
-                    };
-                }
+                    },
+                )
             }
         }
     }
@@ -389,20 +419,29 @@ impl State {
         self.images.get(image)
     }
 
-    /// The version an artifact digest belongs to.
+    /// The version an artifact digest belongs to (the first registered).
     pub fn by_digest(&self, digest: &str) -> Option<(&str, &Version)> {
-        self.images.iter().find_map(|(name, f)| {
-            f.versions
-                .iter()
-                .find(|v| {
-                    v.registration.artifacts.iter().any(|a| {
-                        a.digest.as_deref() == Some(digest)
-                            || a.manifest_digest.as_deref() == Some(digest)
-                            || a.signed_manifest_digest.as_deref() == Some(digest)
+        self.all_by_digest(digest).into_iter().next()
+    }
+
+    /// Every version with an artifact (or manifest) of this digest: the
+    /// same image may be registered more than once.
+    pub fn all_by_digest(&self, digest: &str) -> Vec<(&str, &Version)> {
+        self.images
+            .iter()
+            .flat_map(|(name, f)| {
+                f.versions
+                    .iter()
+                    .filter(|v| {
+                        v.registration.artifacts.iter().any(|a| {
+                            a.digest.as_deref() == Some(digest)
+                                || a.manifest_digest.as_deref() == Some(digest)
+                                || a.signed_manifest_digest.as_deref() == Some(digest)
+                        })
                     })
-                })
-                .map(|v| (name.as_str(), v))
-        })
+                    .map(move |v| (name.as_str(), v))
+            })
+            .collect()
     }
 }
 
@@ -483,5 +522,21 @@ mod tests {
             s.family("web").unwrap().versions[0].status.name(),
             "revoked"
         );
+        // Deleting its artifacts keeps it revoked, so copies still fail `verify`.
+        let mut s = s;
+        s.apply(&Applied {
+            seq: 4,
+            time: "t",
+            actor: "me",
+            action: &Action::Delete {
+                image: "web".into(),
+                version: "1.0.0+1".into(),
+                reason: "retention".into(),
+                removed: vec![],
+            },
+        });
+        let v = &s.family("web").unwrap().versions[0];
+        assert_eq!(v.status.name(), "revoked");
+        assert!(v.artifacts_deleted);
     }
 }

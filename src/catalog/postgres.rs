@@ -54,21 +54,40 @@ fn db(e: tokio_postgres::Error) -> CatalogError {
     CatalogError::Db(detail)
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user info, which may itself
+/// hold `@`, or as a `password=` parameter), for messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:<redacted>@{host}")
-            } else {
-                format!("{scheme}://{userinfo}@{host}")
-            }
-        }
-        None => url.to_string(),
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    // The host comes after the last `@` of the authority.
+    let authority_end = authority_and_path
+        .find('/')
+        .unwrap_or(authority_and_path.len());
+    let (authority, path) = authority_and_path.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -281,6 +300,14 @@ mod tests {
         assert_eq!(
             super::redact_url("postgres://kiln@h/db"),
             "postgres://kiln@h/db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://kiln:p@ss@h:5432/db"),
+            "postgres://kiln:<redacted>@h:5432/db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://h/db?user=kiln&password=s3cret&sslmode=disable"),
+            "postgres://h/db?user=kiln&password=<redacted>&sslmode=disable"
         );
     }
 }

@@ -1,7 +1,9 @@
 //! Channel pointers where users consume images: after a channel moves in
 //! the catalog, each of the version's registry images gets the channel as
-//! a tag (`repo:prod` → the version's digest). Artifacts that have no
-//! pointer format yet (disk files, AMIs) are named, never skipped silently.
+//! a tag (`repo:prod` → the version's digest), and each disk image file
+//! (`qcow2`, `raw`) a channel manifest beside it (`IMAGE.CHANNEL.json`:
+//! version, file, sha256, build manifest). Artifacts that have no pointer
+//! format yet (AMIs) are named, never skipped silently.
 
 use super::model::Version;
 
@@ -29,10 +31,92 @@ pub async fn channel(version: &Version, channel: &str) -> Result<Published, Stri
             ));
             continue;
         }
+        if a.kind == "qcow2" || a.kind == "raw" {
+            let path = std::path::Path::new(a.id.strip_prefix("file:").unwrap_or(&a.id));
+            let written = disk_channel_manifest(version, a, path, channel)?;
+            out.done.push(format!(
+                "{} → {}",
+                written.display(),
+                version.registration.version
+            ));
+            continue;
+        }
         out.not_supported.push(format!(
             "`{}` ({}): channel pointers for this kind are not supported yet",
             a.id, a.kind
         ));
     }
     Ok(out)
+}
+
+/// Writes `IMAGE.CHANNEL.json` next to a disk image file (atomically).
+fn disk_channel_manifest(
+    version: &Version,
+    a: &super::ArtifactRecord,
+    file: &std::path::Path,
+    channel: &str,
+) -> Result<std::path::PathBuf, String> {
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let path = dir.join(format!("{}.{channel}.json", version.registration.image));
+    let doc = serde_json::json!({
+        "image": version.registration.image,
+        "channel": channel,
+        "version": version.registration.version,
+        "file": file,
+        "digest": a.digest,
+        "manifest": a.manifest,
+        "manifest_digest": a.manifest_digest,
+    });
+    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON serializes");
+    crate::engine::manifest::write_atomic(&path, &bytes)
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::model::{Registration, Status};
+
+    #[tokio::test]
+    async fn a_disk_image_gets_a_channel_manifest_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("web.qcow2");
+        std::fs::write(&disk, b"disk").unwrap();
+        let v = Version {
+            registration: Registration {
+                image: "web".into(),
+                version: "1.0.0+3".into(),
+                build: 3,
+                build_id: "b".into(),
+                template_digest: "t".into(),
+                artifacts: vec![super::super::ArtifactRecord {
+                    job: "j".into(),
+                    kind: "qcow2".into(),
+                    id: disk.display().to_string(),
+                    digest: Some("sha256:abc".into()),
+                    base: None,
+                    parent: None,
+                    fingerprint: "f".into(),
+                    manifest_digest: None,
+                    manifest: None,
+                    signed_manifest_digest: None,
+                    signatures: vec![],
+                    signer: None,
+                }],
+            },
+            status: Status::Active,
+            registered_at: "t".into(),
+            registered_by: "me".into(),
+            seq: 1,
+            artifacts_deleted: false,
+        };
+        let p = channel(&v, "prod").await.unwrap();
+        assert_eq!(p.done.len(), 1);
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("web.prod.json")).unwrap())
+                .unwrap();
+        assert_eq!(doc["version"], "1.0.0+3");
+        assert_eq!(doc["digest"], "sha256:abc");
+    }
 }

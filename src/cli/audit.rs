@@ -16,6 +16,11 @@ pub struct AuditArgs {
     /// Only entries signed by these public keys (PEM) are accepted.
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
+    /// The head an earlier audit printed (`SEQ:HASH`): that entry must
+    /// still be in the log, unchanged — a log cut short or rewritten
+    /// since is refused.
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub expect_head: Option<String>,
     /// One JSON object: the verdict and every entry.
     #[arg(long)]
     pub json: bool,
@@ -32,7 +37,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             }
         }
     }
-    let cat = match catalog::open(catalog, state_dir).await {
+    let cat = match catalog::open_existing(catalog, state_dir).await {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -40,7 +45,47 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let verdict = catalog::chain::verify(&stored, &trusted);
+    let mut verdict = catalog::chain::verify(&stored, &trusted);
+    if let (Ok(entries), Some(head)) = (&verdict, &args.expect_head) {
+        let Some((seq, hash)) = head
+            .split_once(':')
+            .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h)))
+        else {
+            eprintln!(
+                "error: `--expect-head {head}`: expected SEQ:HASH as printed by `kiln audit`"
+            );
+            return Exit::BadInput;
+        };
+        match entries.get(seq.wrapping_sub(1)) {
+            Some(e) if e.hash == hash => {}
+            Some(e) => {
+                verdict = Err(catalog::BrokenLink {
+                    position: seq,
+                    problem: format!(
+                        "its hash is {}, not the expected head {hash} (the log was rewritten)",
+                        e.hash
+                    ),
+                })
+            }
+            None => {
+                verdict = Err(catalog::BrokenLink {
+                    position: entries.len() + 1,
+                    problem: format!(
+                        "missing: the log ends at entry {} but the expected head is entry {seq} (entries were removed from its end)",
+                        entries.len()
+                    ),
+                })
+            }
+        }
+    }
+    let signers: std::collections::BTreeSet<String> = match &verdict {
+        Ok(entries) => entries.iter().map(|e| e.signature.key_id.clone()).collect(),
+        Err(_) => Default::default(),
+    };
+    let head = match &verdict {
+        Ok(entries) => entries.last().map(|e| format!("{}:{}", e.seq, e.hash)),
+        Err(_) => None,
+    };
     // What can be shown: everything up to the break.
     let readable: Vec<catalog::Entry> = match &verdict {
         Ok(entries) => entries.clone(),
@@ -55,6 +100,9 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             "entries": stored.len(),
             "verified": verdict.is_ok(),
             "broken": verdict.as_ref().err(),
+            "head": head,
+            "signers": signers,
+            "trusted_keys_given": !trusted.is_empty(),
             "log": readable,
         });
         println!("{out}");
@@ -64,17 +112,27 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             print_entry(e);
         }
         match &verdict {
-            Ok(_) => println!(
-                "verified: the chain of {} entries is intact and every entry's signature verifies{}",
-                stored.len(),
-                if trusted.is_empty() {
-                    String::new()
-                } else {
-                    " with a trusted key".into()
+            Ok(_) => {
+                println!(
+                    "verified: the chain of {} entries is intact and every entry's signature verifies{}",
+                    stored.len(),
+                    if trusted.is_empty() {
+                        String::new()
+                    } else {
+                        " with a trusted key".into()
+                    }
+                );
+                let keys: Vec<&str> = signers.iter().map(|k| short(k)).collect();
+                println!("signed by: {}", keys.join(", "));
+                if let Some(h) = &head {
+                    println!("head: {h} (pin it: `kiln audit --expect-head {h}` later refuses a log cut short or rewritten)");
                 }
-            ),
+            }
             Err(b) => eprintln!("error: the catalog log is broken at {b}"),
         }
+    }
+    if verdict.is_ok() && trusted.is_empty() {
+        eprintln!("warning: no `--key` given: each entry was checked with the key it carries, so a log rewritten and re-signed as a whole would pass too; give the trusted public keys with `--key`");
     }
     if verdict.is_ok() {
         Exit::Success

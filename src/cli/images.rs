@@ -80,13 +80,22 @@ pub enum ImagesCommand {
 pub(crate) fn fail(e: &CatalogError) -> Exit {
     eprintln!("error: {e}");
     match e {
-        CatalogError::BadLocation(_) => Exit::BadInput,
+        CatalogError::BadLocation(_) | CatalogError::Invalid(_) => Exit::BadInput,
         _ => Exit::Failure,
     }
 }
 
 pub async fn exec(args: ImagesArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
-    let cat = match catalog::open(catalog, state_dir).await {
+    let read_only = matches!(
+        args.command,
+        ImagesCommand::List { .. } | ImagesCommand::Show { .. } | ImagesCommand::History { .. }
+    );
+    let opened = if read_only {
+        catalog::open_existing(catalog, state_dir).await
+    } else {
+        catalog::open(catalog, state_dir).await
+    };
+    let cat = match opened {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -372,7 +381,7 @@ async fn register(
             source: e,
         })?;
         let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CatalogError::Refused(format!("`{}` is not a build manifest: {e}", path.display()))
+            CatalogError::Invalid(format!("`{}` is not a build manifest: {e}", path.display()))
         })?;
         let digest = format!(
             "sha256:{}",
@@ -389,15 +398,21 @@ async fn register(
     let (_, first, _) = &docs[0];
     let image = field(first, "/image/name");
     let semver = field(first, "/image/version");
+    if !image.is_empty() && !catalog::model::is_valid_name(&image) {
+        return Err(CatalogError::Invalid(format!(
+            "`{}` names the image `{image}`, which is not a valid image name",
+            docs[0].0.display()
+        )));
+    }
     if image.is_empty() || semver.is_empty() {
-        return Err(CatalogError::Refused(format!(
+        return Err(CatalogError::Invalid(format!(
             "`{}` names no image (`image.name`, `image.version`): not a kiln build manifest",
             docs[0].0.display()
         )));
     }
     for (path, d, _) in &docs {
         if field(d, "/image/name") != image || field(d, "/image/version") != semver {
-            return Err(CatalogError::Refused(format!(
+            return Err(CatalogError::Invalid(format!(
                 "`{}` is of another image or version than `{}`",
                 path.display(),
                 docs[0].0.display()

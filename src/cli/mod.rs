@@ -5,6 +5,7 @@
 
 mod audit;
 mod build;
+mod check;
 mod ci;
 mod cleanup;
 mod fmt;
@@ -58,7 +59,13 @@ pub struct Cli {
 
     /// The image catalog: a folder, or a `postgres://` URL shared by many
     /// runners (default: STATE_DIR/catalog).
-    #[arg(long, global = true, env = "KILN_CATALOG", value_name = "DIR|URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_CATALOG",
+        hide_env_values = true,
+        value_name = "DIR|URL"
+    )]
     pub catalog: Option<String>,
 
     #[command(subcommand)]
@@ -77,6 +84,8 @@ pub enum Command {
     Fmt(fmt::FmtArgs),
     /// Reap what crashed or killed builds left behind.
     Cleanup(cleanup::CleanupArgs),
+    /// Run a hardening profile's checks against an existing image, unchanged.
+    Check(check::CheckArgs),
     /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
     Verify(verify::VerifyArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
@@ -151,6 +160,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,

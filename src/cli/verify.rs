@@ -16,9 +16,20 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// After the signatures, require this of the signed build manifest's
+    /// hardening reports (`no-failed-high`: no failed high-severity rule).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub policy: Option<Policy>,
     /// `registry:REF` or `REF` of an OCI image.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
+}
+
+/// What `--policy` can require of a verified build manifest.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Policy {
+    /// No hardening rule of high severity failed.
+    NoFailedHigh,
 }
 
 pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option<&str>) -> Exit {
@@ -59,13 +70,22 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
         return match verify_file(as_file, &key) {
             Ok((detail, text)) => {
                 let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
+                let policy = match args.policy.map(|p| check_policy(p, &detail)) {
+                    Some(Err(e)) => return report(false, serde_json::Value::String(e.clone()), e),
+                    Some(Ok(ok)) => format!("\n{ok}"),
+                    None => String::new(),
+                };
                 match not_revoked(digest, state_dir, catalog).await {
-                    Ok(note) => report(true, detail, format!("{text}{note}")),
+                    Ok(note) => report(true, detail, format!("{text}{note}{policy}")),
                     Err(e) => report(false, serde_json::Value::String(e.clone()), e),
                 }
             }
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
+    }
+    if args.policy.is_some() {
+        eprintln!("error: `--policy` judges a signed build manifest: give its `.json` or `.dsse.json` file");
+        return Exit::BadInput;
     }
     if !reference.contains('/') {
         return report(
@@ -120,6 +140,39 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             serde_json::Value::Null,
             "this kiln was compiled without the `oci` feature".into(),
         )
+    }
+}
+
+/// Applies `--policy` to what was verified: a build manifest's
+/// `hardening` reports, or a provenance statement's compliance byproducts.
+fn check_policy(policy: Policy, verified: &serde_json::Value) -> Result<String, String> {
+    let Policy::NoFailedHigh = policy;
+    let manifest = if verified.get("predicate").is_some() {
+        let reports: Vec<serde_json::Value> = verified["predicate"]["runDetails"]["byproducts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["mediaType"] == crate::sign::provenance::COMPLIANCE_MEDIA_TYPE)
+            .map(|b| b["annotations"]["report"].clone())
+            .collect();
+        serde_json::json!({ "hardening": reports })
+    } else {
+        verified.clone()
+    };
+    let failed = crate::provisioner::hardening::report::failed_high_rules(&manifest)?;
+    let reports = manifest["hardening"].as_array().map_or(0, Vec::len);
+    if reports == 0 {
+        return Err("policy `no-failed-high`: the signed record has no hardening report".into());
+    }
+    if failed.is_empty() {
+        Ok(format!(
+            "policy `no-failed-high`: met ({reports} hardening report(s), no failed high-severity rule)"
+        ))
+    } else {
+        Err(format!(
+            "policy `no-failed-high`: failed high-severity rule(s): {}",
+            failed.join(", ")
+        ))
     }
 }
 
@@ -199,22 +252,43 @@ async fn not_revoked(
     if digest.is_empty() || (catalog.is_none() && !state_dir.join("catalog").is_dir()) {
         return Ok(String::new());
     }
-    let cat = crate::catalog::open(catalog, state_dir)
+    let cat = crate::catalog::open_existing(catalog, state_dir)
         .await
         .map_err(|e| e.to_string())?;
-    let snap = cat.snapshot().await.map_err(|e| e.to_string())?;
-    match snap.state.by_digest(digest) {
-        Some((image, v)) => match &v.status {
-            crate::catalog::Status::Revoked { reason, at, by } => Err(format!(
-                "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
-                v.registration.version
-            )),
-            s => Ok(format!(
-                "; catalog: {image} {} ({})",
-                v.registration.version,
-                s.name()
-            )),
-        },
-        None => Ok("; not in the catalog".into()),
+    // Revocations count only from a log whose chain holds.
+    let stored = cat.stored().await.map_err(|e| e.to_string())?;
+    let entries = crate::catalog::chain::verify(&stored, &[]).map_err(|b| {
+        format!(
+            "the catalog log `{}` is broken at {b}: its revocations cannot be trusted (run `kiln audit`)",
+            cat.location
+        )
+    })?;
+    let state =
+        crate::catalog::State::replay(entries.iter().map(|e| crate::catalog::model::Applied {
+            seq: e.seq,
+            time: &e.time,
+            actor: &e.actor,
+            action: &e.change,
+        }));
+    let found = state.all_by_digest(digest);
+    if let Some((image, v)) = found
+        .iter()
+        .find(|(_, v)| matches!(v.status, crate::catalog::Status::Revoked { .. }))
+    {
+        let crate::catalog::Status::Revoked { reason, at, by } = &v.status else {
+            unreachable!("matched above")
+        };
+        return Err(format!(
+            "{image} {} ({digest}) was revoked {at} by {by}: {reason}",
+            v.registration.version
+        ));
     }
+    Ok(match found.last() {
+        Some((image, v)) => format!(
+            "; catalog: {image} {} ({})",
+            v.registration.version,
+            v.status.name()
+        ),
+        None => "; not in the catalog".into(),
+    })
 }

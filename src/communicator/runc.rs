@@ -35,6 +35,8 @@ pub struct RuncCommunicator {
     pub id_prefix: String,
     pub undo: Undo,
     pub counter: AtomicU64,
+    /// Mount the rootfs read-only (`kiln check`: look, never change).
+    pub readonly_root: bool,
 }
 
 /// Kills and deletes the container if the exec future is dropped early.
@@ -149,7 +151,7 @@ impl Communicator for RuncCommunicator {
             .workdir
             .clone()
             .unwrap_or_else(|| self.image_workdir.clone());
-        let spec = runtime_spec(
+        let mut spec = runtime_spec(
             &self.rootfs,
             &self.hostname,
             self.host_network,
@@ -163,6 +165,9 @@ impl Communicator for RuncCommunicator {
             },
         )
         .map_err(|e| CommError::Refused(e.to_string()))?;
+        if let Some(root) = spec.root_mut() {
+            root.set_readonly(Some(self.readonly_root));
+        }
         write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
         let container_undo = self
             .undo

@@ -175,6 +175,7 @@ pub fn write(
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
         "signatures": artifact.signatures,
         "provenance": provenance,
+        "hardening": artifact.hardening,
         "catalog": catalog,
         "started": started,
         "finished": finished,

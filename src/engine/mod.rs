@@ -88,6 +88,8 @@ pub struct JobContext {
     pub cancel: CancellationToken,
     pub interactive: bool,
     bus: Arc<EventBus>,
+    /// Compliance reports of hardening provisioners, for the artifacts.
+    hardening_reports: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 impl JobContext {
@@ -119,6 +121,14 @@ impl JobContext {
             job: Some(self.name.clone()),
             text,
         });
+    }
+
+    /// Records a hardening provisioner's compliance report; every artifact
+    /// of the job carries it into its manifest and provenance.
+    pub fn add_hardening_report(&self, report: serde_json::Value) {
+        if let Ok(mut reports) = self.hardening_reports.lock() {
+            reports.push(report);
+        }
     }
 
     /// A fresh path for a scratch file of this job, registered for undo.
@@ -262,6 +272,7 @@ pub async fn run(
             cancel: siblings.clone(),
             interactive: opts.interactive,
             bus: bus.clone(),
+            hardening_reports: Default::default(),
         };
         let (permits, siblings, opts) = (permits.clone(), siblings.clone(), opts.clone());
         tasks.spawn(async move {
@@ -814,6 +825,14 @@ async fn run_job(
         let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
             .await
             .map_err(JobError::Snapshot)?;
+        let reports = ctx
+            .hardening_reports
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        for a in &mut artifacts {
+            a.hardening = reports.clone();
+        }
         if let Some(key) = signer {
             step(
                 ctx,
@@ -951,6 +970,7 @@ pub async fn probe(
         state_dir: state_dir.to_path_buf(),
         cancel: CancellationToken::new(),
         interactive: false,
+        hardening_reports: Default::default(),
         bus: EventBus::new(redactor, vec![]),
     };
     let run = async {

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::model::{Family, Status};
+use crate::catalog::model::Family;
 use crate::catalog::{Action, Catalog, CatalogError};
 use crate::sign::SigningKey;
 use crate::template::plan::Retention;
@@ -40,7 +40,7 @@ pub fn plan(family: &Family, r: &Retention, now: std::time::SystemTime) -> Vec<V
     let mut live: Vec<_> = family
         .versions
         .iter()
-        .filter(|v| !matches!(v.status, Status::Deleted { .. }))
+        .filter(|v| !v.artifacts_deleted)
         .collect();
     live.sort_by_key(|v| std::cmp::Reverse(v.registration.build));
     let keep = r.keep.unwrap_or(u64::MAX) as usize;
@@ -102,7 +102,8 @@ pub fn plan(family: &Family, r: &Retention, now: std::time::SystemTime) -> Vec<V
 
 /// Carries out `verdicts` for `image`: deprecations, then deletions
 /// (active versions are deprecated first), each recorded in the catalog.
-/// Returns what was done, one line each.
+/// A version is checked and deleted under the catalog's lock, so no
+/// channel can move to it meanwhile. Returns what was done, one line each.
 pub async fn apply(
     catalog: &Catalog,
     image: &str,
@@ -118,7 +119,6 @@ pub async fn apply(
             Verdict::Delete { version, why } => (version, why, true),
         };
         let reason = format!("retention: {why}");
-        // Checked again under the lock: a channel may have moved since.
         let mut w = catalog.writer().await?;
         let family = w.state.family(image).cloned().unwrap_or_default();
         let Some(current) = family.version(version).cloned() else {
@@ -143,58 +143,88 @@ pub async fn apply(
             done.push(format!("deprecated {image} {version}: {reason}"));
             continue;
         }
-        // Deleting talks to registries: the deprecation lands first, so a
-        // version half-deleted by a failure is never left active.
-        w.commit().await?;
-        let removed = remove_artifacts(&current)
-            .await
-            .map_err(CatalogError::Refused)?;
-        let mut w = catalog.writer().await?;
-        let change = Action::Delete {
-            image: image.to_string(),
-            version: version.clone(),
-            reason: reason.clone(),
-            removed: removed.clone(),
-        };
-        w.record(change, actor, key).await?;
-        w.commit().await?;
-        done.push(format!(
-            "deleted {image} {version}: {reason}; removed {}",
-            removed.join(", ")
-        ));
+        // Digests another live version still uses stay (the same image
+        // can be registered twice).
+        let shared: Vec<String> = family
+            .versions
+            .iter()
+            .filter(|o| o.registration.version != *version && !o.artifacts_deleted)
+            .flat_map(|o| {
+                o.registration
+                    .artifacts
+                    .iter()
+                    .filter_map(|a| a.digest.clone())
+            })
+            .collect();
+        match remove_artifacts(&current, &shared).await {
+            Ok(removed) => {
+                let change = Action::Delete {
+                    image: image.to_string(),
+                    version: version.clone(),
+                    reason: reason.clone(),
+                    removed: removed.clone(),
+                };
+                w.record(change, actor, key).await?;
+                w.commit().await?;
+                done.push(format!(
+                    "deleted {image} {version}: {reason}; removed {}",
+                    removed.join(", ")
+                ));
+            }
+            Err(e) => {
+                // The deprecation stands; what was deleted before the
+                // failure is gone, and the next prune tries again.
+                w.commit().await?;
+                return Err(CatalogError::Refused(e));
+            }
+        }
     }
     Ok(done)
 }
 
-/// Deletes a version's artifacts; names what it removed. Kinds without a
+/// Deletes a version's artifacts, signatures and attestations first;
+/// names what it removed (and what was gone already). Kinds without a
 /// delete yet fail the prune rather than being skipped silently.
-async fn remove_artifacts(v: &crate::catalog::model::Version) -> Result<Vec<String>, String> {
+async fn remove_artifacts(
+    v: &crate::catalog::model::Version,
+    shared: &[String],
+) -> Result<Vec<String>, String> {
     let mut removed = vec![];
     for a in &v.registration.artifacts {
         #[cfg(feature = "oci")]
         if let (Some(r), Some(digest)) = (a.id.strip_prefix("registry:"), a.digest.as_deref()) {
             use crate::builder::oci::image;
+            use crate::sign::cosign;
             let reference: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
-            for sig in &a.signatures {
-                // cosign `.sig` / `.att` images are tags next to the image.
-                if let Some(sig_ref) = sig.strip_prefix("registry:") {
-                    if let Ok(sr) = sig_ref.parse::<oci_client::Reference>() {
-                        if let Some(d) = sr.digest() {
-                            image::delete_manifest(&sr, d)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            removed.push(format!("registry:{sig_ref}"));
-                        }
-                    }
+            if shared.iter().any(|d| d == digest) {
+                removed.push(format!(
+                    "nothing for `{r}`: its digest {digest} is also another version's"
+                ));
+                continue;
+            }
+            // cosign's `.sig` and `.att` images are tags next to the image.
+            for sidecar in [
+                cosign::signature_ref(&reference, digest),
+                cosign::attestation_ref(&reference, digest),
+            ] {
+                if let Some(d) = image::digest_of(&sidecar)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    image::delete_manifest(&sidecar, &d)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    removed.push(format!("registry:{sidecar}"));
                 }
             }
-            image::delete_manifest(&reference, digest)
+            let existed = image::delete_manifest(&reference, digest)
                 .await
                 .map_err(|e| e.to_string())?;
             removed.push(format!(
-                "registry:{}/{}@{digest}",
+                "registry:{}/{}@{digest}{}",
                 reference.registry(),
-                reference.repository()
+                reference.repository(),
+                if existed { "" } else { " (gone already)" }
             ));
             continue;
         }

@@ -1,5 +1,6 @@
 //! Provisioners change a running instance through its communicator:
-//! `shell`, `file`, `breakpoint`, and `hardening` (not built yet). Each is
+//! `shell`, `file`, `breakpoint`, and `hardening` (profiles of rules with
+//! apply and check scripts, and a compliance report). Each is
 //! a peer behind [`Provisioner`]; [`for_plan`] builds one from a resolved
 //! `[[build.provisioner]]`.
 //!
@@ -8,6 +9,7 @@
 
 pub mod breakpoint;
 pub mod file;
+pub mod hardening;
 pub mod shell;
 
 use async_trait::async_trait;
@@ -15,7 +17,7 @@ use async_trait::async_trait;
 use crate::communicator::{CommError, Communicator};
 use crate::engine::JobContext;
 use crate::template::plan::ProvisionerPlan;
-use crate::template::schema::{Field, Kind, STR_LIST};
+use crate::template::schema::Field;
 
 /// What went wrong provisioning.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,9 @@ pub enum ProvisionError {
     },
     #[error("{0}")]
     NotInteractive(String),
+    /// A hardening profile could not be applied, or its checks failed.
+    #[error("{0}")]
+    Compliance(String),
 }
 
 /// One provisioning step.
@@ -48,19 +53,12 @@ pub trait Provisioner: Send + Sync {
     ) -> Result<(), ProvisionError>;
 }
 
-const HARDENING_FIELDS: &[Field] = &[
-    Field::req("profile", Kind::Str),
-    Field::opt("fail_on", Kind::Enum(&["any", "high", "none"])),
-    Field::opt("skip", STR_LIST),
-    Field::opt("reason", Kind::Str),
-];
-
 /// Every provisioner type and its fields (besides `type`, `only`, `except`).
 pub const SCHEMAS: &[(&str, &[Field])] = &[
     ("shell", shell::FIELDS),
     ("file", file::FIELDS),
     ("breakpoint", breakpoint::FIELDS),
-    ("hardening", HARDENING_FIELDS),
+    ("hardening", hardening::FIELDS),
 ];
 
 /// Builds the provisioner for a resolved plan entry.
@@ -73,12 +71,25 @@ pub fn for_plan(
         "shell" => Ok(Box::new(shell::Shell::from_plan(plan)?)),
         "file" => Ok(Box::new(file::FileCopy::from_plan(plan, template_dir)?)),
         "breakpoint" => Ok(Box::new(breakpoint::Breakpoint::from_plan(plan))),
-        "hardening" => Err(ProvisionError::NotSupported(
-            "the `hardening` provisioner is not supported yet (issue #10)".into(),
-        )),
+        "hardening" => Ok(Box::new(hardening::Hardening::from_plan(
+            plan,
+            template_dir,
+        )?)),
         other => Err(ProvisionError::Config(format!(
             "unknown provisioner type `{other}`"
         ))),
+    }
+}
+
+/// Problems with a provisioner's settings beyond their types (as
+/// `(key, message)`), for the template check to report as input errors.
+pub fn settings_problems(
+    kind: &str,
+    config: &std::collections::BTreeMap<String, crate::template::Value>,
+) -> Vec<(&'static str, String)> {
+    match kind {
+        "hardening" => hardening::settings_problems(config),
+        _ => vec![],
     }
 }
 

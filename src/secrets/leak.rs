@@ -32,7 +32,9 @@ const HISTORY_FILES: &[&str] = &[
     ".mysql_history",
     ".psql_history",
 ];
-const PRIVATE_KEY_MARKERS: &[&str] = &["PRIVATE KEY-----"];
+/// A PEM armor line ends with a line break; the bare marker followed by a
+/// NUL is a string constant in a TLS library (GLib's libgio), not a key.
+const PRIVATE_KEY_MARKERS: &[&str] = &["PRIVATE KEY-----\n", "PRIVATE KEY-----\r\n"];
 /// Secrets shorter than this are not searched for: they would match noise.
 const MIN_SECRET_LEN: usize = 4;
 
@@ -124,7 +126,8 @@ fn walk(
         let file = std::fs::File::open(root.join(&path))?;
         let mut seen: Vec<usize> = vec![];
         for hit in m.stream_find_iter(std::io::BufReader::new(file)) {
-            let i = hit?.pattern().as_usize();
+            // Every private key marker counts as one finding.
+            let i = hit?.pattern().as_usize().min(pats.len());
             if seen.contains(&i) {
                 continue;
             }
@@ -168,6 +171,11 @@ mod tests {
             "-----BEGIN OPENSSH PRIVATE KEY-----\n",
         )
         .unwrap();
+        std::fs::write(
+            r.join("etc/app/libtls.so"),
+            b"\x7fELF\0-----BEGIN PRIVATE KEY-----\0-----END PRIVATE KEY-----\0",
+        )
+        .unwrap();
         let f = scan_tree(r, &[("db".into(), secret.into())]).unwrap();
         let text: Vec<String> = f.iter().map(ToString::to_string).collect();
         for want in [
@@ -181,6 +189,10 @@ mod tests {
             assert!(text.iter().any(|t| t == want), "{want} not in {text:?}");
         }
         assert!(!text.iter().any(|t| t.contains("clean.conf")));
+        assert!(
+            !text.iter().any(|t| t.contains("libtls.so")),
+            "a marker string in a library is not a key: {text:?}"
+        );
         assert!(
             !text.iter().any(|t| t.contains(secret)),
             "findings never show the value"

@@ -51,6 +51,11 @@ pub fn signature_ref(r: &Reference, digest: &str) -> Reference {
     sidecar_ref(r, digest, "sig")
 }
 
+/// Where cosign keeps the attestations of the image `digest`.
+pub fn attestation_ref(r: &Reference, digest: &str) -> Reference {
+    sidecar_ref(r, digest, "att")
+}
+
 fn sidecar_ref(r: &Reference, digest: &str, suffix: &str) -> Reference {
     Reference::with_tag(
         r.registry().to_string(),

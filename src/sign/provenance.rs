@@ -23,6 +23,22 @@ fn sha256_map(digest: Option<&str>) -> serde_json::Value {
     }
 }
 
+/// A hardening provisioner's compliance report as a resource descriptor:
+/// its digest and, in `annotations`, the report itself.
+fn compliance_byproduct(report: &serde_json::Value) -> serde_json::Value {
+    let bytes = serde_json::to_vec(report).expect("JSON serializes");
+    let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    json!({
+        "name": format!("hardening/{}", report["profile"].as_str().unwrap_or("?")),
+        "mediaType": COMPLIANCE_MEDIA_TYPE,
+        "digest": { "sha256": hex },
+        "annotations": { "report": report },
+    })
+}
+
+/// The media type of a hardening compliance report among the byproducts.
+pub const COMPLIANCE_MEDIA_TYPE: &str = "application/vnd.kiln.compliance-report+json";
+
 /// The statement for one artifact.
 pub fn statement(
     plan: &BuildPlan,
@@ -73,7 +89,7 @@ pub fn statement(
             "runDetails": {
                 "builder": { "id": format!("https://github.com/kiln-build/kiln@{}", env!("CARGO_PKG_VERSION")) },
                 "metadata": { "invocationId": plan.build_id, "startedOn": started, "finishedOn": finished },
-                "byproducts": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
+                "byproducts": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).chain(artifact.hardening.iter().map(compliance_byproduct)).collect::<Vec<_>>(),
             },
         },
     })

@@ -473,6 +473,15 @@ impl Template {
             v.as_interpolated()
         };
         let name = image_attr("name");
+        if let (Some(n), Some(node)) = (&name, image_node.get("name")) {
+            if !crate::catalog::model::is_valid_name(n) {
+                scope.error(
+                    node.value.span.clone(),
+                    format!("`image.name` `{n}` is not a valid image name"),
+                    Some("letters, digits, `-`, `_`, `.`, starting with a letter or digit, at most 64 characters: it names the image in the catalog, in tags and in file names".into()),
+                );
+            }
+        }
         let version = image_attr("version");
         if let (Some(v), Some(node)) = (&version, image_node.get("version")) {
             if let Err(e) = semver::Version::parse(v) {
@@ -911,6 +920,24 @@ impl Template {
                 };
             let sign = sub("sign", SIGN_FIELDS);
             let register = sub("register", REGISTER_FIELDS);
+            if let Some(Some(r)) = &register {
+                if let Some(Value::List(channels)) = r.get("channels") {
+                    let span = build
+                        .get("register")
+                        .and_then(|r| r.value.get("channels"))
+                        .map(|c| c.value.span.clone())
+                        .unwrap_or(0..0);
+                    for ch in channels.iter().filter_map(Value::as_interpolated) {
+                        if !crate::catalog::model::is_valid_name(&ch) {
+                            sc.error(
+                                span.clone(),
+                                format!("`build.register.channels`: `{ch}` is not a valid channel name"),
+                                Some("letters, digits, `-`, `_`, `.`, starting with a letter or digit: a channel becomes an image tag".into()),
+                            );
+                        }
+                    }
+                }
+            }
             let rebuild = sub("rebuild", REBUILD_FIELDS).map(|r| {
                 let when = r.and_then(|mut m| m.remove("when"));
                 let Some(Value::List(items)) = when else {
@@ -1055,6 +1082,14 @@ impl Template {
         let Some(Value::Map(config)) = sc.eval_table(&known_node, fields, &ctx) else {
             return None;
         };
+        let problems = crate::provisioner::settings_problems(&kind, &config);
+        for (key, message) in &problems {
+            let span = p.get(key).map_or(p.span.clone(), |e| e.key_span.clone());
+            sc.error(span, format!("`{ctx}`: {message}"), None);
+        }
+        if !problems.is_empty() {
+            return None;
+        }
         Some(applies.then_some(ProvisionerPlan {
             kind,
             index,

@@ -48,6 +48,10 @@ pub struct ArtifactInfo {
     /// The build manifest written for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// Compliance reports of the job's hardening provisioners: written to
+    /// the manifest and the provenance, not into events (they are large).
+    #[serde(skip)]
+    pub hardening: Vec<serde_json::Value>,
 }
 
 /// One job's line in the final summary.

@@ -443,6 +443,27 @@ fn audit_finds_edited_removed_and_reordered_entries_on_disk() {
     std::fs::remove_file(entry(&removed, 3)).unwrap();
     audit_breaks_at(&s, removed.to_str().unwrap(), 3);
 
+    // Entries cut from the end leave a chain that holds: only a pinned
+    // head (printed by an earlier audit) finds them missing.
+    let truncated = fresh("truncated");
+    let o = kiln_on(&s, truncated.to_str().unwrap(), &["audit", "--json"]);
+    let head = json(&o)["head"].as_str().unwrap().to_string();
+    assert!(head.starts_with("6:sha256:"), "{head}");
+    assert!(text(&o).1.contains("no `--key` given"), "{}", text(&o).1);
+    std::fs::remove_file(entry(&truncated, 6)).unwrap();
+    assert_exit(&kiln_on(&s, truncated.to_str().unwrap(), &["audit"]), 0);
+    let o = kiln_on(
+        &s,
+        truncated.to_str().unwrap(),
+        &["audit", "--expect-head", &head],
+    );
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).1.contains("broken at entry 6: missing"),
+        "{}",
+        text(&o).1
+    );
+
     let reordered = fresh("reordered");
     let (a, b) = (entry(&reordered, 2), entry(&reordered, 5));
     let (ta, tb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
@@ -611,7 +632,7 @@ mod oci_builds {
         assert!(
             text(&o)
                 .0
-                .contains("skipped: nothing changed since app 1.0.0+1"),
+                .contains("skipped: nothing due since app 1.0.0+1 (inputs and base unchanged"),
             "{}",
             text(&o).0
         );

@@ -44,7 +44,39 @@ fn catalog_commands_name_what_is_wrong() {
         .args(["images", "promote", "web", "1.0.0+1", "bad/channel"])
         .output()
         .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).1.contains("not a valid channel name"),
+        "{}",
+        text(&o).1
+    );
+    // A mistyped catalog folder is not an empty, intact catalog.
+    let o = kiln()
+        .arg("--catalog")
+        .arg(dir.path().join("no-such-folder"))
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("no such folder"), "{}", text(&o).1);
+    // The catalog URL's password never shows, not even in `--help`.
+    let o = kiln()
+        .args(["images", "--help"])
+        .env("KILN_CATALOG", "postgres://kiln:s3cret@127.0.0.1:1/db")
+        .output()
+        .unwrap();
+    assert!(!text(&o).0.contains("s3cret"), "{}", text(&o).0);
+    let o = kiln()
+        .args(["images", "list"])
+        .env("KILN_CATALOG", "postgres://kiln:s3cret@127.0.0.1:1/db")
+        .output()
+        .unwrap();
     assert_exit(&o, 1);
+    assert!(
+        !text(&o).1.contains("s3cret") && text(&o).1.contains("<redacted>"),
+        "{}",
+        text(&o).1
+    );
     // An empty catalog audits clean.
     let o = kiln()
         .arg("--catalog")

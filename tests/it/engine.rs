@@ -107,6 +107,7 @@ impl Instance for TestInstance {
         Ok(vec![ArtifactInfo {
             base: None,
             manifest: None,
+            hardening: vec![],
             signatures: vec![],
             kind: "test".into(),
             id: self.job.clone(),

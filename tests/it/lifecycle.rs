@@ -171,6 +171,40 @@ mod oci {
         );
     }
 
+    /// On a real Debian image the check runs apt against the security
+    /// suite: pending updates trigger a rebuild and are named.
+    #[test]
+    fn security_updates_are_checked_in_the_newest_image() {
+        if !ready() || !crate::require("security updates", &["mmdebstrap"], true) {
+            return;
+        }
+        let reg = Registry::start();
+        let s = Scratch::new();
+        let rootfs = crate::hardening::debian_rootfs();
+        let t = s.write(
+            "deb.toml",
+            &format!(
+                "[image]\nname = \"deb\"\nversion = \"1.0.0\"\n[source.oci.d]\nfrom = \"rootfs:{}\"\nto = [\"registry:{}/deb:1\"]\n[[build]]\nsources = [\"oci.d\"]\n[build.rebuild]\nwhen = [\"security-updates\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo built > /etc/motd\"]\n",
+                rootfs.display(),
+                reg.addr
+            ),
+        );
+        assert_exit(&s.kiln().arg("build").arg(&t).output().unwrap(), 0);
+        let p = plan(&s, &t);
+        let why = reasons(&p);
+        assert!(why.contains("security-updates: "), "{p}");
+        assert!(!why.contains("cannot check"), "apt is there: {p}");
+        let none = why.contains("none pending in 1.0.0+1");
+        assert_eq!(p["rebuild"], !none, "{p}");
+        if !none {
+            // Named, e.g. "12 pending in 1.0.0+1 (apt, libssl3, openssl, …)".
+            assert!(why.contains("pending in 1.0.0+1 ("), "{p}");
+        }
+        // The probe's container and files are gone.
+        let o = s.kiln().args(["cleanup", "--dry-run"]).output().unwrap();
+        assert!(!text(&o).0.contains("would reap"), "{}", text(&o).0);
+    }
+
     fn exists(reg: &str, digest: &str) -> bool {
         Command::new("skopeo")
             .args(["inspect", "--tls-verify=false", "--raw"])

@@ -5,6 +5,8 @@ mod build;
 mod catalog;
 mod cli;
 mod engine;
+#[cfg(feature = "oci")]
+mod hardening;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;

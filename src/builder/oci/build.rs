@@ -217,6 +217,7 @@ impl Builder for OciBuilder {
             id_prefix: format!("kiln-{short}-{}", sanitize(&ctx.plan.source_name)),
             undo: ctx.undo.clone(),
             counter: AtomicU64::new(0),
+            readonly_root: false,
         };
         Ok(Box::new(OciInstance {
             settings: s,
@@ -244,7 +245,7 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 /// The folder for runtime configs: they carry the environment (secrets),
 /// so it must be a tmpfs. `KILN_TMPFS` overrides the default `/dev/shm`.
-fn tmpfs_dir() -> Result<PathBuf, BuildError> {
+pub(crate) fn tmpfs_dir() -> Result<PathBuf, BuildError> {
     let dir = std::env::var_os("KILN_TMPFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/dev/shm"));
@@ -657,6 +658,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        hardening: vec![],
                         signatures: vec![],
                         kind: "oci".into(),
                         id: format!("registry:{r}"),
@@ -687,6 +689,7 @@ impl Instance for OciInstance {
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
                         manifest: None,
+                        hardening: vec![],
                         signatures: vec![],
                         kind: "oci".into(),
                         id,
@@ -702,6 +705,7 @@ impl Instance for OciInstance {
             artifacts.push(ArtifactInfo {
                 base: base_ref.clone(),
                 manifest: None,
+                hardening: vec![],
                 signatures: vec![],
                 kind: "oci".into(),
                 id: format!("kiln-cache:{manifest_digest}"),

@@ -485,11 +485,31 @@ pub async fn tag(image: &Reference, digest: &str, tag: &str) -> Result<(), Build
     Ok(())
 }
 
+/// The manifest digest a tag points at; `None` when there is no such tag.
+pub async fn digest_of(tagged: &Reference) -> Result<Option<String>, BuildError> {
+    let (client, auth) = client_for(tagged.registry());
+    match client.fetch_manifest_digest(tagged, &auth).await {
+        Ok(d) => Ok(Some(d)),
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("404")
+                || msg.to_ascii_lowercase().contains("not found")
+                || msg.contains("MANIFEST_UNKNOWN")
+            {
+                Ok(None)
+            } else {
+                Err(reg_err(format!("cannot resolve `{tagged}`"))(e))
+            }
+        }
+    }
+}
+
 /// Deletes the manifest `digest` from `image`'s repository (and with it
-/// every tag on it). The registry must allow deletes (docker-registry:
-/// `storage.delete.enabled`). Basic credentials from the docker config;
-/// registries that want bearer tokens are not supported yet.
-pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<(), BuildError> {
+/// every tag on it); `false` when it was gone already. The registry must
+/// allow deletes (docker-registry: `storage.delete.enabled`). Basic
+/// credentials from the docker config; registries that want bearer tokens
+/// are not supported yet.
+pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<bool, BuildError> {
     let scheme = if is_local_registry(image.registry()) {
         "http"
     } else {
@@ -510,7 +530,8 @@ pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<(), Buil
     };
     let resp = req.send().await.map_err(|e| io(e.to_string()))?;
     match resp.status().as_u16() {
-        200..=299 | 404 => Ok(()),
+        200..=299 => Ok(true),
+        404 => Ok(false),
         401 if resp
             .headers()
             .get("www-authenticate")

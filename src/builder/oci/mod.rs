@@ -60,4 +60,4 @@ pub(super) fn builder() -> Arc<dyn Builder> {
 }
 
 #[cfg(feature = "oci")]
-mod build;
+pub(crate) mod build;

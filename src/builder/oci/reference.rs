@@ -57,7 +57,11 @@ fn explicit_registry_ref(s: &str) -> Option<oci_client::Reference> {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
-        (host.contains('.') || port.is_some() || host == "localhost")
+        // Docker Hub names are normalized by oci-spec (`library/…`).
+        !matches!(
+            host,
+            "docker.io" | "index.docker.io" | "registry-1.docker.io"
+        ) && (host.contains('.') || port.is_some() || host == "localhost")
             && host.split('.').all(label)
             && port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
     };
@@ -101,15 +105,19 @@ fn explicit_registry_ref(s: &str) -> Option<oci_client::Reference> {
             && t.starts_with(word)
             && t.chars().all(|c| word(c) || c == '.' || c == '-')
     });
+    // The digests oci-spec accepts: sha256/384/512 in lowercase hex.
     let digest_ok = digest.is_none_or(|d| {
         d.split_once(':').is_some_and(|(algo, hex)| {
-            !algo.is_empty()
-                && algo.starts_with(|c: char| c.is_ascii_alphabetic())
-                && algo
+            let len = match algo {
+                "sha256" => 64,
+                "sha384" => 96,
+                "sha512" => 128,
+                _ => return false,
+            };
+            hex.len() == len
+                && hex
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
-                && hex.len() >= 32
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
         })
     });
     if !host_ok
@@ -247,6 +255,10 @@ mod tests {
             "ghcr.io/org/-app:1",
             "ghcr.io/org/app@sha256:abc",
             "-bad.io/org/app:1",
+            "docker.io/busybox:1",
+            "index.docker.io/library/busybox:1",
+            "ghcr.io/org/app@md5:0123456789abcdef0123456789abcdef",
+            "ghcr.io/org/app@sha256:ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB",
         ] {
             assert!(explicit_registry_ref(r).is_none(), "{r}");
         }

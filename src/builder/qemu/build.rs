@@ -552,6 +552,7 @@ impl Instance for QemuInstance {
                 .map(|d| base_label(&self.base, d)),
             signatures: vec![],
             manifest: None,
+            hardening: vec![],
         }])
     }
 }

@@ -1,0 +1,187 @@
+//! `kiln check`: runs a profile's checks, never its apply scripts, against
+//! an existing OCI image kiln did not necessarily build. The image is
+//! pulled into the blob cache, unpacked into a journaled scratch folder,
+//! and each check runs in a runc container whose root is mounted
+//! read-only and has no network; everything is removed afterwards.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use super::profile::Profile;
+use super::report::ComplianceReport;
+use super::run::{run_profile, Mode, RunError, Skips};
+use crate::builder::oci::image::load_base;
+use crate::builder::oci::reference::BaseRef;
+use crate::builder::oci::store::BlobStore;
+use crate::builder::BuildError;
+use crate::communicator::runc::RuncCommunicator;
+use crate::engine::journal::sanitize;
+use crate::engine::{Journal, Resource, Undo};
+
+/// Why an image could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckImageError {
+    /// The artifact named is not something kiln can check (exit 2).
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    NotSupported(String),
+    #[error(transparent)]
+    Image(#[from] BuildError),
+    #[error("checks: {0}")]
+    Run(#[from] RunError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cleanup failed ({0}); `kiln cleanup` will retry")]
+    Cleanup(String),
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> CheckImageError + '_ {
+    move |source| CheckImageError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Disk image formats `kiln check` recognises but cannot open yet.
+const DISK_SUFFIXES: &[&str] = &[".qcow2", ".raw", ".img", ".vmdk", ".vhd", ".vhdx"];
+
+/// Parses `ARTIFACT`: `registry:REF`, `oci-layout:DIR[:TAG]`,
+/// `rootfs:FILE.tar`, or a bare OCI layout folder.
+pub fn parse_artifact(artifact: &str, cwd: &Path) -> Result<BaseRef, CheckImageError> {
+    if DISK_SUFFIXES.iter().any(|s| artifact.ends_with(s)) {
+        return Err(CheckImageError::NotSupported(format!(
+            "`{artifact}`: checking disk images is not supported yet (it lands with the QEMU builder, issue #7); give an OCI image"
+        )));
+    }
+    if cwd.join(artifact).join("oci-layout").is_file() {
+        return Ok(BaseRef::Layout {
+            dir: cwd.join(artifact),
+            tag: None,
+        });
+    }
+    match BaseRef::parse(artifact, cwd) {
+        Ok(BaseRef::Scratch) | Err(_) => Err(CheckImageError::Input(format!(
+            "`{artifact}`: expected `registry:REF`, `oci-layout:DIR[:TAG]`, `rootfs:FILE.tar` or an OCI layout folder"
+        ))),
+        Ok(base) => Ok(base),
+    }
+}
+
+/// Checks `profile` against the image; nothing of it is changed and
+/// nothing is left behind (a crash leaves journal entries for
+/// `kiln cleanup`).
+pub async fn check_image(
+    base: &BaseRef,
+    profile: &Profile,
+    state_dir: &Path,
+) -> Result<ComplianceReport, CheckImageError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(CheckImageError::NotSupported(
+            "`kiln check` needs root (it unpacks the image and runs runc)".into(),
+        ));
+    }
+    let store = BlobStore::new(state_dir);
+    let image = load_base(base, &store)
+        .await?
+        .ok_or_else(|| CheckImageError::Input("`scratch` has nothing to check".into()))?;
+    let id = format!("check-{}", uuid::Uuid::new_v4());
+    let undo = Undo::new(Journal::new(state_dir), &id, "check");
+    let result = check_unpacked(&image, &store, profile, state_dir, &id, &undo).await;
+    let unwound = undo.unwind().await;
+    if let Some(f) = unwound.failed.first() {
+        return Err(CheckImageError::Cleanup(f.clone()));
+    }
+    result
+}
+
+async fn check_unpacked(
+    image: &crate::builder::oci::image::StoredImage,
+    store: &BlobStore,
+    profile: &Profile,
+    state_dir: &Path,
+    id: &str,
+    undo: &Undo,
+) -> Result<ComplianceReport, CheckImageError> {
+    let work = state_dir.join("work").join(sanitize(id));
+    undo.register(Resource::TempDir { path: work.clone() }, "unpacked image")
+        .await
+        .map_err(io("journal"))?;
+    let rootfs = work.join("rootfs");
+    fs_err::create_dir_all(&rootfs).map_err(io("cannot create the unpack folder"))?;
+    let layers: Vec<PathBuf> = image
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| store.path(l.digest().as_ref()))
+        .collect::<Result<_, _>>()?;
+    let root = rootfs.clone();
+    tokio::task::spawn_blocking(move || {
+        for l in layers {
+            crate::builder::oci::unpack::open_layer(&l)
+                .and_then(|r| crate::builder::oci::unpack::apply_layer(&root, r))?;
+        }
+        Ok::<(), BuildError>(())
+    })
+    .await
+    .map_err(|e| io("unpack")(std::io::Error::other(e)))??;
+
+    let secret_dir = crate::builder::oci::build::tmpfs_dir()?.join(format!("kiln-{id}"));
+    undo.register(
+        Resource::TempDir {
+            path: secret_dir.clone(),
+        },
+        "runtime configs (tmpfs)",
+    )
+    .await
+    .map_err(io("journal"))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&secret_dir)
+            .map_err(io("cannot create the runtime folder"))?;
+    }
+    let short: String = id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .skip(5)
+        .take(8)
+        .collect();
+    let image_env = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    let comm = RuncCommunicator {
+        runtime: "runc".into(),
+        state_root: state_dir.join("oci").join("runtime"),
+        secret_dir,
+        rootfs,
+        hostname: format!("kiln-check-{short}"),
+        host_network: false,
+        image_env,
+        image_workdir: "/".into(),
+        uid: 0,
+        gid: 0,
+        id_prefix: format!("kiln-check-{short}"),
+        undo: undo.clone(),
+        counter: AtomicU64::new(0),
+        readonly_root: true,
+    };
+    let mut report = run_profile(
+        profile,
+        &comm,
+        Mode::CheckOnly,
+        &Skips::default(),
+        &mut |_, _| {},
+    )
+    .await?;
+    // The digest names what was checked even when the source was a tag.
+    report.image = Some(format!("{}@{}", image.source, image.manifest_digest));
+    Ok(report)
+}
