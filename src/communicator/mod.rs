@@ -7,6 +7,8 @@ pub mod local;
 pub mod process;
 #[cfg(feature = "oci")]
 pub mod runc;
+#[cfg(feature = "qemu")]
+pub mod ssh;
 
 use std::path::Path;
 use std::time::Duration;

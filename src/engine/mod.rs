@@ -102,6 +102,19 @@ impl JobContext {
         });
     }
 
+    /// Streams instance output from a background task (a VM's serial
+    /// console) that outlives any one step.
+    pub fn output_sink(&self) -> impl Fn(Stream, String) + Send + Sync + 'static {
+        let (bus, job) = (self.bus.clone(), self.name.clone());
+        move |stream, line| {
+            bus.emit(Event::Output {
+                job: job.clone(),
+                stream,
+                line,
+            })
+        }
+    }
+
     /// Tells the user something about this job.
     pub fn message(&self, text: String) {
         self.bus.emit(Event::Message {

@@ -355,8 +355,8 @@ async fn parallel_limits_concurrency() {
 #[tokio::test]
 async fn unsupported_features_fail_before_anything_starts() {
     let r = setup(
-        "[source.test.a]\n[source.qemu.x]\ndisk = \"d.qcow2\"\noutput = \"o.qcow2\"\n",
-        "\"test.a\", \"qemu.x\"",
+        "[source.test.a]\n[source.ami.x]\nregion = \"us-east-1\"\nfrom = \"ami-0123\"\n",
+        "\"test.a\", \"ami.x\"",
         "",
     );
     let out = r.go(2, true, CancellationToken::new()).await;

@@ -10,6 +10,8 @@ mod hardening;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
+#[cfg(feature = "qemu")]
+mod qemu;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

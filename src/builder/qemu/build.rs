@@ -1,0 +1,571 @@
+//! The QEMU builder's steps: launch (verify the base, overlay, seed,
+//! boot, wait for SSH) and snapshot (power off, export, hash).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+
+use super::launch::{self, Accel, Arch, VmSpec};
+use super::qmp::Qmp;
+use super::{disk, seed};
+use crate::builder::{BuildError, Builder, Instance};
+use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
+use crate::communicator::{Communicator, RemoteCommand};
+use crate::engine::journal::{process_start_time, sanitize, Resource};
+use crate::engine::JobContext;
+use crate::template::plan::JobPlan;
+use crate::template::schema::{parse_duration, parse_size};
+use crate::ui::{ArtifactInfo, Stream};
+
+const DEFAULT_SSH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// After this, a guest that ignored the power-down is killed.
+const QMP_CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+struct QemuSettings {
+    disk: String,
+    disk_checksum: Option<String>,
+    #[serde(default)]
+    insecure_skip_checksum: bool,
+    disk_size: Option<String>,
+    accelerator: Option<String>,
+    arch: Option<String>,
+    cpus: Option<u32>,
+    memory: Option<String>,
+    kernel: Option<String>,
+    initrd: Option<String>,
+    append: Option<String>,
+    user_data: Option<String>,
+    ssh_username: Option<String>,
+    ssh_password: Option<String>,
+    ssh_private_key_file: Option<String>,
+    ssh_timeout: Option<String>,
+    shutdown_command: Option<String>,
+    shutdown_timeout: Option<String>,
+    output: String,
+    format: Option<String>,
+    #[serde(default)]
+    compress: bool,
+}
+
+impl QemuSettings {
+    fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
+        let json = serde_json::Value::Object(
+            job.source
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        let s: QemuSettings =
+            serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))?;
+        if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
+            return Err(BuildError::Config(
+                "`disk_checksum` is required (`sha256:…` of the base image)\nhint: `insecure_skip_checksum = true` builds from an unverified base".into(),
+            ));
+        }
+        if let Some(c) = &s.disk_checksum {
+            disk::expected_sha256(c)?;
+        }
+        if s.compress && s.format.as_deref() == Some("raw") {
+            return Err(BuildError::Config(
+                "`compress = true` needs `format = \"qcow2\"`: raw images cannot be compressed"
+                    .into(),
+            ));
+        }
+        if Arch::parse(s.arch.as_deref()) == Arch::Aarch64 && s.kernel.is_none() {
+            return Err(BuildError::NotSupported(
+                "aarch64 guests are not supported yet without `kernel` (direct kernel boot): kiln does not pick UEFI firmware for them".into(),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn duration(v: &Option<String>, default: Duration) -> Duration {
+        v.as_deref().and_then(parse_duration).unwrap_or(default)
+    }
+}
+
+fn which(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+pub struct QemuBuilder;
+
+#[async_trait]
+impl Builder for QemuBuilder {
+    fn preflight(&self, job: &JobPlan) -> Result<(), BuildError> {
+        let s = QemuSettings::from_plan(job)?;
+        let emulator = Arch::parse(s.arch.as_deref()).emulator();
+        for (bin, package) in [
+            (emulator, "qemu-system-x86 or qemu-system-arm"),
+            ("qemu-img", "qemu-utils"),
+        ] {
+            if !which(bin) {
+                return Err(BuildError::NotSupported(format!(
+                    "`{bin}` is not installed (on Debian: `apt-get install {package}`)"
+                )));
+            }
+        }
+        launch::tmpfs_root()?;
+        Ok(())
+    }
+
+    async fn resolve_base(
+        &self,
+        job: &JobPlan,
+        template_dir: &Path,
+        _state_dir: &Path,
+    ) -> Result<Option<String>, BuildError> {
+        let s = QemuSettings::from_plan(job)?;
+        let Some(c) = &s.disk_checksum else {
+            return Ok(None);
+        };
+        Ok(Some(base_label(
+            &template_dir.join(&s.disk),
+            &disk::expected_sha256(c)?,
+        )))
+    }
+
+    async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
+        let s = QemuSettings::from_plan(&ctx.plan)?;
+        let resolve = |p: &str| ctx.template_dir.join(p);
+        let base = resolve(&s.disk);
+        let base_digest = match &s.disk_checksum {
+            Some(c) => {
+                let expected = disk::expected_sha256(c)?;
+                ctx.message(format!("verifying `{}`", base.display()));
+                disk::verify_base(&base, &expected).await?;
+                Some(expected)
+            }
+            None => {
+                ctx.message(format!(
+                    "warning: `insecure_skip_checksum = true`: `{}` is not verified",
+                    base.display()
+                ));
+                None
+            }
+        };
+        let base_info = disk::info(&base).await?;
+
+        let work = ctx
+            .state_dir
+            .join("work")
+            .join(sanitize(&ctx.build_id))
+            .join(sanitize(&ctx.name));
+        register(
+            ctx,
+            Resource::TempDir { path: work.clone() },
+            "qemu work directory",
+        )
+        .await?;
+        fs_err::tokio::create_dir_all(&work)
+            .await
+            .map_err(BuildError::io("cannot create the work directory"))?;
+        let overlay = work.join("overlay.qcow2");
+        let size = s.disk_size.as_deref().and_then(parse_size);
+        disk::create_overlay(&base, &base_info, &overlay, size).await?;
+
+        // Sockets, the seed (user-data may carry secrets) and the probe
+        // disk live in a private folder in memory.
+        // Short: the QMP socket path must fit a `sockaddr_un` (108 bytes).
+        let private = launch::tmpfs_root()?.join(format!(
+            "kiln-qemu-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        ));
+        register(
+            ctx,
+            Resource::TempDir {
+                path: private.clone(),
+            },
+            "qemu sockets and seed (tmpfs)",
+        )
+        .await?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&private)
+                .map_err(BuildError::io(format!(
+                    "cannot create `{}`",
+                    private.display()
+                )))?;
+        }
+
+        let username = s.ssh_username.clone().unwrap_or_else(|| "root".into());
+        let (auth, public_key) = match (&s.ssh_private_key_file, &s.ssh_password) {
+            (Some(file), _) => {
+                let key = russh::keys::load_secret_key(resolve(file), None).map_err(|e| {
+                    BuildError::Config(format!("cannot read `ssh_private_key_file` `{file}`: {e}"))
+                })?;
+                (SshAuth::Key(Arc::new(key)), None)
+            }
+            (None, Some(p)) => (SshAuth::Password(p.clone()), None),
+            (None, None) => {
+                let key = seed::ephemeral_key()?;
+                let line = seed::authorized_key(&key)?;
+                (SshAuth::Key(Arc::new(key)), Some(line))
+            }
+        };
+        let seed_path = private.join("seed.img");
+        let needs_seed = public_key.is_some() || s.user_data.is_some();
+        if needs_seed {
+            let hostname = format!("kiln-{}", short_id(&ctx.build_id));
+            let instance_id = format!("kiln-{}", uuid::Uuid::new_v4().simple());
+            seed::write_seed(
+                &seed_path,
+                &seed::SeedContent {
+                    instance_id: &instance_id,
+                    hostname: &hostname,
+                    username: &username,
+                    public_key: public_key.as_deref(),
+                    extra_user_data: s.user_data.as_deref(),
+                },
+            )?;
+        }
+
+        let arch = Arch::parse(s.arch.as_deref());
+        let (accel, note) =
+            launch::choose_accel(s.accelerator.as_deref().unwrap_or("auto"), arch, &private)
+                .await?;
+        ctx.message(note);
+        let qmp_socket = private.join("qmp");
+        if qmp_socket.as_os_str().len() >= 108 {
+            return Err(BuildError::Config(format!(
+                "the control socket path `{}` is too long for a Unix socket; set KILN_TMPFS to a shorter tmpfs folder",
+                qmp_socket.display()
+            )));
+        }
+        let ssh_port = launch::free_port()?;
+        let (kernel, initrd) = (
+            s.kernel.as_deref().map(resolve),
+            s.initrd.as_deref().map(resolve),
+        );
+        let spec = VmSpec {
+            arch,
+            accel,
+            cpus: s.cpus.unwrap_or(2),
+            memory_mib: s
+                .memory
+                .as_deref()
+                .and_then(parse_size)
+                .map(|b| b >> 20)
+                .unwrap_or(1024),
+            overlay: &overlay,
+            seed: needs_seed.then_some(seed_path.as_path()),
+            qmp_socket: &qmp_socket,
+            ssh_port,
+            kernel: kernel.as_deref(),
+            initrd: initrd.as_deref(),
+            append: s.append.as_deref(),
+        };
+        let mut child = launch::command(&spec)
+            .spawn()
+            .map_err(BuildError::io(format!(
+                "cannot start `{}`",
+                arch.emulator()
+            )))?;
+        // The pid exists only now; `kill_on_drop` covers the moment until
+        // the journal has it.
+        let pid = child.id().map(|p| p as i32).unwrap_or_default();
+        register(
+            ctx,
+            Resource::Process {
+                pid,
+                start_time: process_start_time(pid).unwrap_or(0),
+                group: true,
+            },
+            "qemu process",
+        )
+        .await?;
+        let console = stream_console(ctx, &mut child);
+        ctx.message(format!(
+            "booting `{}` ({} vCPU, {} MiB, {}); SSH on 127.0.0.1:{ssh_port}",
+            base.display(),
+            spec.cpus,
+            spec.memory_mib,
+            if accel == Accel::Kvm { "kvm" } else { "tcg" }
+        ));
+        let started = Instant::now();
+        let qmp = Qmp::connect(&qmp_socket, QMP_CONNECT_LIMIT).await;
+        let vm = Arc::new(tokio::sync::Mutex::new(child));
+        let qmp = match qmp {
+            Ok(q) => q,
+            Err(e) => return Err(died_or(&vm, &console, e).await),
+        };
+
+        let comm = SshCommunicator::new(SshTarget {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], ssh_port)),
+            username,
+            auth,
+        });
+        let ssh_timeout = QemuSettings::duration(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
+        let mut alive = {
+            let (vm, console) = (vm.clone(), console.clone());
+            move || match vm.try_lock().map(|mut c| c.try_wait()) {
+                Ok(Ok(Some(status))) => Err(format!(
+                    "QEMU exited ({status}) before SSH was ready{}",
+                    console_tail(&console)
+                )),
+                _ => Ok(()),
+            }
+        };
+        comm.wait_ready(ssh_timeout, &mut alive).await?;
+        ctx.message(format!(
+            "SSH ready after {:.1}s (host key {})",
+            started.elapsed().as_secs_f64(),
+            comm.host_key_fingerprint().unwrap_or_default()
+        ));
+        Ok(Box::new(QemuInstance {
+            settings: s,
+            base,
+            base_digest,
+            overlay,
+            vm,
+            qmp,
+            comm,
+        }))
+    }
+}
+
+/// Registers a resource for undo before it is created.
+async fn register(ctx: &JobContext, r: Resource, what: &str) -> Result<(), BuildError> {
+    ctx.undo
+        .register(r, what)
+        .await
+        .map(drop)
+        .map_err(BuildError::io("journal"))
+}
+
+fn short_id(build_id: &str) -> String {
+    build_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect()
+}
+
+/// How artifacts record their base: `PATH@sha256:HEX`.
+fn base_label(path: &Path, hex: &str) -> String {
+    format!("{}@sha256:{hex}", path.display())
+}
+
+/// The last console lines, kept for error messages.
+type ConsoleTail = Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+const CONSOLE_TAIL_LINES: usize = 20;
+
+/// Streams the serial console (QEMU's stdout) and QEMU's own stderr to the
+/// build log, keeping the last lines for errors.
+fn stream_console(ctx: &JobContext, child: &mut Child) -> ConsoleTail {
+    let tail: ConsoleTail = Arc::default();
+    let sink = Arc::new(ctx.output_sink());
+    let pipes: [(Stream, Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>); 2] = [
+        (
+            Stream::Stdout,
+            child.stdout.take().map(|p| Box::new(p) as _),
+        ),
+        (
+            Stream::Stderr,
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ),
+    ];
+    for (stream, pipe) in pipes {
+        let Some(pipe) = pipe else { continue };
+        let (sink, tail) = (sink.clone(), tail.clone());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while reader
+                .read_until(b'\n', &mut buf)
+                .await
+                .is_ok_and(|n| n > 0)
+            {
+                let line = plain_text(&String::from_utf8_lossy(&buf));
+                buf.clear();
+                {
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() == CONSOLE_TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line.clone());
+                }
+                sink(stream, format!("console: {line}"));
+            }
+        });
+    }
+    tail
+}
+
+/// A console line without colour and cursor escapes (systemd's `[ OK ]`).
+fn plain_text(line: &str) -> String {
+    static ANSI: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\x1b\[[0-9;?]*[ -/]*[@-~]").expect("valid regex")
+    });
+    ANSI.replace_all(line.trim_end_matches(['\n', '\r']), "")
+        .replace('\r', "")
+}
+
+fn console_tail(tail: &ConsoleTail) -> String {
+    let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if t.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<&str> = t.iter().map(String::as_str).collect();
+    format!("; last console lines:\n  {}", lines.join("\n  "))
+}
+
+/// `err`, or that QEMU died (with its last words) when it did.
+async fn died_or(
+    vm: &tokio::sync::Mutex<Child>,
+    console: &ConsoleTail,
+    err: BuildError,
+) -> BuildError {
+    match vm.lock().await.try_wait() {
+        Ok(Some(status)) => BuildError::Io {
+            what: "QEMU".into(),
+            source: std::io::Error::other(format!("exited ({status}){}", console_tail(console))),
+        },
+        _ => err,
+    }
+}
+
+struct QemuInstance {
+    settings: QemuSettings,
+    base: PathBuf,
+    base_digest: Option<String>,
+    overlay: PathBuf,
+    vm: Arc<tokio::sync::Mutex<Child>>,
+    qmp: Qmp,
+    comm: SshCommunicator,
+}
+
+impl QemuInstance {
+    /// Asks the guest to power off and waits for QEMU to exit; kills it
+    /// and fails after `shutdown_timeout` (the disk may be inconsistent).
+    async fn shut_down(&mut self, ctx: &JobContext) -> Result<(), BuildError> {
+        let limit =
+            QemuSettings::duration(&self.settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        match self.settings.shutdown_command.clone() {
+            Some(command) => {
+                ctx.message(format!("shutting down: `{command}`"));
+                let cmd = RemoteCommand {
+                    script: command,
+                    timeout: Some(limit),
+                    ..Default::default()
+                };
+                let mut out = |stream, line| ctx.output(stream, line);
+                // The connection usually drops as the guest goes down.
+                let _ = self.comm.exec(&cmd, &mut out).await;
+            }
+            None => {
+                ctx.message("shutting down: ACPI power-down over QMP".into());
+                self.comm.disconnect().await;
+                self.qmp.execute("system_powerdown").await?;
+            }
+        }
+        let mut vm = self.vm.lock().await;
+        match tokio::time::timeout(limit, vm.wait()).await {
+            Ok(status) => {
+                let status = status.map_err(BuildError::io("waiting for QEMU"))?;
+                ctx.message(format!("guest powered off ({status})"));
+                Ok(())
+            }
+            Err(_) => {
+                let _ = vm.start_kill();
+                let _ = vm.wait().await;
+                Err(BuildError::Io {
+                    what: "shutdown".into(),
+                    source: std::io::Error::other(format!(
+                        "the guest did not power off within {}; QEMU was killed and nothing was exported",
+                        humantime::format_duration(limit)
+                    )),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Instance for QemuInstance {
+    fn communicator(&self) -> &dyn Communicator {
+        &self.comm
+    }
+
+    async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
+        self.shut_down(ctx).await?;
+        let output = ctx.template_dir.join(&self.settings.output);
+        let format = self
+            .settings
+            .format
+            .clone()
+            .unwrap_or_else(|| "qcow2".into());
+        if let Some(parent) = output.parent() {
+            fs_err::tokio::create_dir_all(parent)
+                .await
+                .map_err(BuildError::io("cannot create the output folder"))?;
+        }
+        // Written beside the output and renamed: a failed export never
+        // leaves a half image under the final name.
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let partial = output.with_file_name(format!(".{name}.kiln-partial"));
+        let handle = ctx
+            .undo
+            .register(
+                Resource::TempFile {
+                    path: partial.clone(),
+                },
+                "partial export",
+            )
+            .await
+            .map_err(BuildError::io("journal"))?;
+        ctx.message(format!(
+            "exporting {format}{} to `{}`",
+            if self.settings.compress {
+                " (compressed)"
+            } else {
+                ""
+            },
+            output.display()
+        ));
+        disk::export(&self.overlay, &partial, &format, self.settings.compress).await?;
+        let digest = disk::sha256_file(&partial).await?;
+        fs_err::tokio::rename(&partial, &output)
+            .await
+            .map_err(BuildError::io("cannot move the exported image into place"))?;
+        ctx.undo.release(handle).await;
+        Ok(vec![ArtifactInfo {
+            kind: format,
+            id: output.display().to_string(),
+            digest: Some(format!("sha256:{digest}")),
+            base: self
+                .base_digest
+                .as_deref()
+                .map(|d| base_label(&self.base, d)),
+            signatures: vec![],
+            manifest: None,
+            hardening: vec![],
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_console_lines_lose_their_escapes() {
+        assert_eq!(
+            plain_text("[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mssh.service\x1b[0m\r\n"),
+            "[  OK  ] Started ssh.service"
+        );
+    }
+}
