@@ -536,6 +536,25 @@ impl Instance for QemuInstance {
             },
             output.display()
         ));
+        // What the build wrote is in the overlay: scan it before anything
+        // is exported, signed or registered.
+        if !ctx.secrets.is_empty() {
+            let (overlay, secrets) = (self.overlay.clone(), ctx.secrets.clone());
+            let findings = tokio::task::spawn_blocking(move || {
+                crate::secrets::leak::scan_bytes(&overlay, &secrets)
+            })
+            .await
+            .map_err(|e| BuildError::io("leak scan")(std::io::Error::other(e)))?
+            .map_err(BuildError::io("cannot scan the disk for secrets"))?;
+            if !findings.is_empty() {
+                let list: Vec<String> = findings.iter().map(|f| f.what.clone()).collect();
+                return Err(BuildError::Leak(format!(
+                    "the disk holds {}",
+                    list.join(", ")
+                )));
+            }
+            ctx.message("leak scan: no secret in the data the build wrote".into());
+        }
         disk::export(&self.overlay, &partial, &format, self.settings.compress).await?;
         let digest = disk::sha256_file(&partial).await?;
         fs_err::tokio::rename(&partial, &output)
