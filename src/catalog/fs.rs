@@ -139,26 +139,13 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, CatalogError> {
     }
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| CatalogError::Db(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    // Racing creators: the first one wins, the others read it.
+    if crate::secrets::create_private_once(path, hex::encode(key).as_bytes())
+        .map_err(CatalogError::io(what))?
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(CatalogError::io(what.clone()))?;
-        f.write_all(hex::encode(key).as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(CatalogError::io(what.clone()))?;
-    }
-    // Racing creators: the first link wins, the others read it.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(key.to_vec()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => secret_file(path),
-        Err(e) => Err(CatalogError::io(what)(e)),
+        Ok(key.to_vec())
+    } else {
+        secret_file(path)
     }
 }
 

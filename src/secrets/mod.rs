@@ -116,3 +116,43 @@ where
         }),
     }
 }
+
+/// Writes `bytes` to `path` once, mode 0600, durably: a temp file is
+/// synced and hard-linked into place, so a reader never sees half of it
+/// and racing creators cannot overwrite each other. `Ok(false)` when the
+/// file existed already (the caller reads the winner's).
+pub fn create_private_once(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    let linked = written.and_then(|_| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The tmpfs folder where files holding secrets live (`KILN_TMPFS`, else
+/// `/dev/shm`); an error naming `what` needs it when it is not a tmpfs.
+pub fn tmpfs_dir(what: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::var_os("KILN_TMPFS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/dev/shm"));
+    let is_tmpfs = nix::sys::statfs::statfs(&dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !is_tmpfs {
+        return Err(format!(
+            "`{}` is not a tmpfs: kiln keeps {what} only in memory; set KILN_TMPFS to a tmpfs folder",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}

@@ -228,7 +228,6 @@ pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
             SignError::Key(format!("`{}` is not a private key: {e}", path.display()))
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::os::unix::fs::OpenOptionsExt;
             if let Some(dir) = path.parent() {
                 fs_err::create_dir_all(dir).map_err(|e| SignError::Io {
                     what: "cannot create the key folder".into(),
@@ -242,26 +241,13 @@ pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
             let pem = pair
                 .private_key_to_pem()
                 .map_err(|e| SignError::Key(e.to_string()))?;
-            let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io("cannot write the key"))?;
-            f.write_all(pem.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(io("cannot write the key"))?;
-            // Two processes may race to create it: the first link wins.
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => pair,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return load_or_create_plain_key(path)
-                }
-                Err(e) => return Err(io("cannot write the key")(e)),
+            // Two processes may race to create it: the first one wins.
+            if !crate::secrets::create_private_once(path, pem.as_bytes())
+                .map_err(io("cannot write the key"))?
+            {
+                return load_or_create_plain_key(path);
             }
+            pair
         }
         Err(e) => return Err(io("cannot read the key")(e)),
     };

@@ -246,18 +246,8 @@ fn which(bin: &str) -> Option<PathBuf> {
 /// The folder for runtime configs: they carry the environment (secrets),
 /// so it must be a tmpfs. `KILN_TMPFS` overrides the default `/dev/shm`.
 pub(crate) fn tmpfs_dir() -> Result<PathBuf, BuildError> {
-    let dir = std::env::var_os("KILN_TMPFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
-    let is_tmpfs = nix::sys::statfs::statfs(&dir)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if !is_tmpfs {
-        return Err(BuildError::NotSupported(format!(
-            "`{}` is not a tmpfs: kiln keeps provisioner environments (secrets) only in memory; set KILN_TMPFS to a tmpfs folder",
-            dir.display()
-        )));
-    }
-    Ok(dir)
+    crate::secrets::tmpfs_dir("provisioner environments (secrets)")
+        .map_err(BuildError::NotSupported)
 }
 
 /// `USER` as `uid[:gid]`; names are not resolved yet (root is used).

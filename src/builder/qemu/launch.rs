@@ -126,18 +126,7 @@ async fn probe_kvm(scratch: &Path) -> Result<(), String> {
 /// The folder for the VM's sockets and seed: a tmpfs, root-only. `KILN_TMPFS`
 /// overrides the default `/dev/shm`.
 pub fn tmpfs_root() -> Result<PathBuf, BuildError> {
-    let dir = std::env::var_os("KILN_TMPFS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
-    let is_tmpfs = nix::sys::statfs::statfs(&dir)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-    if !is_tmpfs {
-        return Err(BuildError::NotSupported(format!(
-            "`{}` is not a tmpfs: kiln keeps the VM's seed and control socket only in memory; set KILN_TMPFS to a tmpfs folder",
-            dir.display()
-        )));
-    }
-    Ok(dir)
+    crate::secrets::tmpfs_dir("the VM's seed and control socket").map_err(BuildError::NotSupported)
 }
 
 /// Everything the command line needs.
