@@ -148,6 +148,10 @@ impl Builders {
 }
 
 /// The reason a feature-gated builder is unavailable.
+#[cfg_attr(
+    all(feature = "oci", feature = "qemu", feature = "ami"),
+    allow(dead_code)
+)]
 pub(crate) fn unavailable(ty: &str, feature_enabled: bool, issue: &str) -> Arc<dyn Builder> {
     let reason = if feature_enabled {
         format!("the `{ty}` builder is not supported yet ({issue}); this version of kiln can validate and inspect `[source.{ty}.*]` but not build it")

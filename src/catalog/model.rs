@@ -149,6 +149,9 @@ pub struct ArtifactRecord {
     pub digest: Option<String>,
     /// The resolved base (`…@sha256:…`, an AMI id).
     pub base: Option<String>,
+    /// The AWS-compatible endpoint an AMI lives behind, when not AWS's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// The kiln version the base is, when it is itself a catalogued image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,

@@ -96,6 +96,7 @@ mod tests {
                     id: disk.display().to_string(),
                     digest: Some("sha256:abc".into()),
                     base: None,
+                    endpoint: None,
                     parent: None,
                     fingerprint: "f".into(),
                     manifest_digest: None,

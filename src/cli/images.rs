@@ -441,6 +441,10 @@ async fn register(
                 .pointer("/base")
                 .and_then(|v| v.as_str())
                 .map(String::from),
+            endpoint: d
+                .pointer("/artifact/endpoint")
+                .and_then(|v| v.as_str())
+                .map(String::from),
             parent: None,
             fingerprint: field(d, "/fingerprint"),
             manifest_digest: Some(digest.clone()),

@@ -9,6 +9,8 @@ pub mod process;
 pub mod runc;
 #[cfg(feature = "qemu")]
 pub mod ssh;
+#[cfg(feature = "ami")]
+pub mod ssm;
 
 use std::path::Path;
 use std::time::Duration;

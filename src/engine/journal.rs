@@ -35,6 +35,21 @@ pub enum Resource {
         root: PathBuf,
         id: String,
     },
+    /// Everything tagged `kiln:run = RUN` in an AWS region: the build
+    /// instance and its temporary security group.
+    AwsRun {
+        region: String,
+        endpoint: Option<String>,
+        run: String,
+    },
+    /// An AMI being made (by its unique name) and the run's snapshots in
+    /// that region; released once the image is complete.
+    AwsImage {
+        region: String,
+        endpoint: Option<String>,
+        run: String,
+        name: String,
+    },
 }
 
 impl Resource {
@@ -46,6 +61,10 @@ impl Resource {
             Resource::Process { pid, .. } => format!("process {pid}"),
             Resource::Mount { target } => format!("mount `{}`", target.display()),
             Resource::Container { runtime, id, .. } => format!("{runtime} container `{id}`"),
+            Resource::AwsRun { region, run, .. } => {
+                format!("EC2 instances and security groups tagged kiln:run={run} in {region}")
+            }
+            Resource::AwsImage { region, name, .. } => format!("AMI `{name}` in {region}"),
         }
     }
 
@@ -101,6 +120,24 @@ impl Resource {
                     Err(e) => Err(format!("cannot run `{runtime}`: {e}")),
                 }
             }
+            #[cfg(feature = "ami")]
+            Resource::AwsRun {
+                region,
+                endpoint,
+                run,
+            } => crate::builder::ami::reap::run(region, endpoint.as_deref(), run).await,
+            #[cfg(feature = "ami")]
+            Resource::AwsImage {
+                region,
+                endpoint,
+                run,
+                name,
+            } => crate::builder::ami::reap::image(region, endpoint.as_deref(), run, name).await,
+            #[cfg(not(feature = "ami"))]
+            Resource::AwsRun { .. } | Resource::AwsImage { .. } => Err(
+                "this kiln was compiled without the `ami` feature and cannot remove AWS resources"
+                    .into(),
+            ),
         }
     }
 }

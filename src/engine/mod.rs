@@ -87,6 +87,9 @@ pub struct JobContext {
     pub undo: Undo,
     pub cancel: CancellationToken,
     pub interactive: bool,
+    /// `[vault]` of the template: where remote instances' secrets are
+    /// wrapped for delivery.
+    pub vault: crate::template::plan::VaultSettings,
     bus: Arc<EventBus>,
     /// Compliance reports of hardening provisioners, for the artifacts.
     hardening_reports: std::sync::Mutex<Vec<serde_json::Value>>,
@@ -111,6 +114,18 @@ impl JobContext {
                 job: job.clone(),
                 stream,
                 line,
+            })
+        }
+    }
+
+    /// Tells the user something about this job, from code that only gets
+    /// a callback (a communicator).
+    pub fn message_sink(&self) -> impl Fn(String) + Send + Sync + 'static {
+        let (bus, job) = (self.bus.clone(), self.name.clone());
+        move |text| {
+            bus.emit(Event::Message {
+                job: Some(job.clone()),
+                text,
             })
         }
     }
@@ -292,6 +307,7 @@ pub async fn run(
             state_dir: opts.state_dir.clone(),
             cancel: siblings.clone(),
             interactive: opts.interactive,
+            vault: plan.vault.clone(),
             bus: bus.clone(),
             hardening_reports: Default::default(),
         };
@@ -510,6 +526,7 @@ async fn write_manifests(
                         id: artifact.id.clone(),
                         digest: artifact.digest.clone(),
                         base: artifact.base.clone(),
+                        endpoint: artifact.endpoint.clone(),
                         parent,
                         fingerprint,
                         manifest_digest: Some(files.manifest_digest),
@@ -988,6 +1005,7 @@ pub async fn probe(
         state_dir: state_dir.to_path_buf(),
         cancel: CancellationToken::new(),
         interactive: false,
+        vault: plan.vault.clone(),
         hardening_reports: Default::default(),
         bus: EventBus::new(redactor, vec![]),
     };

@@ -42,6 +42,9 @@ pub struct ArtifactInfo {
     /// What it was built from, resolved (`…@sha256:…`, an AMI id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The AWS-compatible endpoint an AMI lives behind, when not AWS's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Signatures made for it (e.g. the cosign `.sig` reference).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<String>,

@@ -106,6 +106,7 @@ impl Instance for TestInstance {
         }
         Ok(vec![ArtifactInfo {
             base: None,
+            endpoint: None,
             manifest: None,
             hardening: vec![],
             signatures: vec![],

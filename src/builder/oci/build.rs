@@ -647,6 +647,7 @@ impl Instance for OciInstance {
                         .await?;
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
+                        endpoint: None,
                         manifest: None,
                         hardening: vec![],
                         signatures: vec![],
@@ -678,6 +679,7 @@ impl Instance for OciInstance {
                     };
                     artifacts.push(ArtifactInfo {
                         base: base_ref.clone(),
+                        endpoint: None,
                         manifest: None,
                         hardening: vec![],
                         signatures: vec![],
@@ -694,6 +696,7 @@ impl Instance for OciInstance {
             ));
             artifacts.push(ArtifactInfo {
                 base: base_ref.clone(),
+                endpoint: None,
                 manifest: None,
                 hardening: vec![],
                 signatures: vec![],

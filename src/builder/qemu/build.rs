@@ -569,6 +569,7 @@ impl Instance for QemuInstance {
                 .base_digest
                 .as_deref()
                 .map(|d| base_label(&self.base, d)),
+            endpoint: None,
             signatures: vec![],
             manifest: None,
             hardening: vec![],

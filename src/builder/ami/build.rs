@@ -1,0 +1,297 @@
+//! The AMI builder's steps: launch (resolve the base, security group,
+//! instance) and snapshot (stop, image, copies, shares).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::Tag;
+
+use super::aws::Clients;
+use super::launch::{self, tag, RunTags};
+use super::{image, source, AmiSettings};
+use crate::builder::{BuildError, Builder, Instance};
+use crate::communicator::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
+use crate::communicator::Communicator;
+use crate::engine::journal::Resource;
+use crate::engine::JobContext;
+use crate::template::plan::JobPlan;
+use crate::ui::ArtifactInfo;
+
+const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_SSM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+pub struct AmiBuilder;
+
+#[async_trait]
+impl Builder for AmiBuilder {
+    fn preflight(&self, job: &JobPlan) -> Result<(), BuildError> {
+        AmiSettings::from_plan(job).map(drop)
+    }
+
+    async fn resolve_base(
+        &self,
+        job: &JobPlan,
+        _template_dir: &std::path::Path,
+        _state_dir: &std::path::Path,
+    ) -> Result<Option<String>, BuildError> {
+        let s = AmiSettings::from_plan(job)?;
+        let aws = Clients::connect(&s.target()).await;
+        Ok(Some(source::resolve(&aws, &s.from).await?.id))
+    }
+
+    async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
+        let s = AmiSettings::from_plan(&ctx.plan)?;
+        let aws = Clients::connect(&s.target()).await;
+        let base = source::resolve(&aws, &s.from).await?;
+        ctx.message(format!(
+            "source AMI {} ({}) in {}",
+            base.id, base.name, s.region
+        ));
+        let tags = RunTags {
+            build_id: ctx.build_id.clone(),
+            run: uuid::Uuid::new_v4().simple().to_string(),
+            job: ctx.name.clone(),
+        };
+        // In the journal before anything exists: whatever carries the
+        // run's tag is found and removed on every exit path.
+        register(
+            ctx,
+            Resource::AwsRun {
+                region: s.region.clone(),
+                endpoint: s.endpoint.clone(),
+                run: tags.run.clone(),
+            },
+            "EC2 instance and security group of this build",
+        )
+        .await?;
+        let group = match &s.security_group_id {
+            Some(g) => g.clone(),
+            None => launch::security_group(&aws, &s, &tags).await?,
+        };
+        let limit = AmiSettings::duration(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        let instance = launch::instance(&aws, &s, &base, &group, &tags, limit).await?;
+        ctx.message(format!(
+            "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
+        ));
+        let comm = SsmCommunicator::new(SsmTarget {
+            ssm: aws.ssm.clone(),
+            instance: instance.clone(),
+            emulator: s.endpoint.is_some(),
+            online_timeout: AmiSettings::duration(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
+            secrets: ctx.secrets.clone(),
+            vault: VaultDelivery {
+                settings: ctx.vault.clone(),
+                instance_address: s.vault_address.clone(),
+                ttl: s.vault_wrap_ttl.clone().unwrap_or_else(|| "5m".into()),
+            },
+            comment: format!("kiln {} {}", ctx.build_id, ctx.name)
+                .chars()
+                .take(100)
+                .collect(),
+            message: Arc::new(ctx.message_sink()),
+        });
+        Ok(Box::new(AmiInstance {
+            settings: s,
+            aws,
+            base: base.id,
+            instance,
+            tags,
+            comm,
+        }))
+    }
+}
+
+struct AmiInstance {
+    settings: AmiSettings,
+    aws: Clients,
+    base: String,
+    instance: String,
+    tags: RunTags,
+    comm: SsmCommunicator,
+}
+
+/// An AMI name: 3–128 of letters, digits and `()[]./-'@_ `.
+fn ami_name(wanted: Option<&str>, image: &str, version: &str, run: &str) -> String {
+    let raw = match wanted {
+        Some(n) => n.to_string(),
+        None => format!("{image}-{version}-{}", &run[..8.min(run.len())]),
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect()
+}
+
+#[async_trait]
+impl Instance for AmiInstance {
+    fn communicator(&self) -> &dyn Communicator {
+        &self.comm
+    }
+
+    async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
+        let s = &self.settings;
+        let limit = AmiSettings::duration(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        ctx.message(format!("stopping {}", self.instance));
+        launch::stop(
+            &self.aws,
+            &self.instance,
+            AmiSettings::duration(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
+        )
+        .await?;
+        let name = ami_name(
+            s.ami_name.as_deref(),
+            &ctx.image.name,
+            &ctx.image.version,
+            &self.tags.run,
+        );
+        let mut extra: Vec<Tag> = vec![
+            tag("Name", &name),
+            tag("kiln:image", &ctx.image.name),
+            tag("kiln:version", &ctx.image.version),
+            tag("kiln:source-ami", &self.base),
+        ];
+        extra.extend(s.tags.iter().map(|(k, v)| tag(k, v)));
+
+        let mut handles = vec![];
+        handles.push(register_image(ctx, s, &s.region, &self.tags.run, &name).await?);
+        let id = image::create(
+            &self.aws,
+            &self.instance,
+            &name,
+            s.ami_description.as_deref(),
+            &self.tags,
+            &extra,
+        )
+        .await?;
+        ctx.message(format!("creating {id} (`{name}`) in {}", s.region));
+        let snapshots = image::wait_available(&self.aws, &id, limit).await?;
+        let all_tags: Vec<Tag> = self.tags.tags().into_iter().chain(extra.clone()).collect();
+        image::tag(&self.aws, &snapshots, all_tags.clone()).await?;
+        finish_image(&self.aws, s, &id, &snapshots).await?;
+        let mut made = vec![(self.aws.target.region.clone(), id.clone())];
+
+        // Copies, all regions at once.
+        let mut copies = vec![];
+        for region in &s.copy_to {
+            handles.push(register_image(ctx, s, region, &self.tags.run, &name).await?);
+            let (target, name, all_tags, id) = (
+                self.aws.target.in_region(region),
+                name.clone(),
+                all_tags.clone(),
+                id.clone(),
+            );
+            let (from_region, kms) = (s.region.clone(), s.copy_kms_key_ids.get(region).cloned());
+            ctx.message(format!("copying {id} to {region}"));
+            copies.push(async move {
+                let to = Clients::connect(&target).await;
+                let copy = image::copy(
+                    &to,
+                    &from_region,
+                    &id,
+                    &name,
+                    s.ami_description.as_deref(),
+                    s.encrypted(),
+                    kms.as_deref(),
+                )
+                .await?;
+                let snaps = image::wait_available(&to, &copy, limit).await?;
+                let mut ids = snaps.clone();
+                ids.push(copy.clone());
+                image::tag(&to, &ids, all_tags).await?;
+                finish_image(&to, s, &copy, &snaps).await?;
+                Ok::<_, BuildError>((to.target.region.clone(), copy))
+            });
+        }
+        for r in futures_util::future::join_all(copies).await {
+            made.push(r?);
+        }
+        // Complete: the images outlive the build.
+        for h in handles {
+            ctx.undo.release(h).await;
+        }
+        Ok(made
+            .into_iter()
+            .map(|(region, ami)| {
+                ctx.message(format!("AMI {ami} in {region}"));
+                ArtifactInfo {
+                    kind: "ami".into(),
+                    id: super::artifact_id(&region, &ami),
+                    digest: None,
+                    base: Some(self.base.clone()),
+                    endpoint: s.endpoint.clone(),
+                    signatures: vec![],
+                    manifest: None,
+                    hardening: vec![],
+                }
+            })
+            .collect())
+    }
+}
+
+/// Sharing and deregistration protection, per region.
+async fn finish_image(
+    aws: &Clients,
+    s: &AmiSettings,
+    id: &str,
+    snapshots: &[String],
+) -> Result<(), BuildError> {
+    image::share(aws, id, snapshots, &s.share_with).await?;
+    if s.deregistration_protection {
+        image::protect(aws, id).await?;
+    }
+    Ok(())
+}
+
+async fn register_image(
+    ctx: &JobContext,
+    s: &AmiSettings,
+    region: &str,
+    run: &str,
+    name: &str,
+) -> Result<crate::engine::undo::UndoHandle, BuildError> {
+    ctx.undo
+        .register(
+            Resource::AwsImage {
+                region: region.to_string(),
+                endpoint: s.endpoint.clone(),
+                run: run.to_string(),
+                name: name.to_string(),
+            },
+            "AMI being made (and its snapshots)",
+        )
+        .await
+        .map_err(BuildError::io("journal"))
+}
+
+async fn register(ctx: &JobContext, r: Resource, what: &str) -> Result<(), BuildError> {
+    ctx.undo
+        .register(r, what)
+        .await
+        .map(drop)
+        .map_err(BuildError::io("journal"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ami_names_keep_to_the_allowed_characters() {
+        assert_eq!(
+            ami_name(None, "web", "1.4.0", "0123456789abcdef"),
+            "web-1.4.0-01234567"
+        );
+        assert_eq!(
+            ami_name(Some("golden web+1"), "x", "1", "r"),
+            "golden web-1"
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! AMIs after the build: create from the stopped instance, wait, tag with
+//! their snapshots, copy to other regions (encrypted with each region's
+//! key), share (launch permission and the snapshots' create-volume
+//! permission); later, for the catalog: channel parameters in SSM,
+//! deprecation on revoke, deletion on prune.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageState,
+    LaunchPermission, LaunchPermissionModifications, ResourceType, Tag,
+};
+use aws_sdk_ssm::types::ParameterType;
+
+use super::aws::{code, describe, wait_for, Clients};
+use crate::builder::BuildError;
+
+/// Creates the image from the (stopped) instance; returns its id.
+pub async fn create(
+    aws: &Clients,
+    instance: &str,
+    name: &str,
+    description: Option<&str>,
+    tags: &super::launch::RunTags,
+    extra: &[Tag],
+) -> Result<String, BuildError> {
+    let request = |snapshot_tags: bool, attempts: Option<u32>| {
+        let mut req = aws
+            .ec2
+            .create_image()
+            .instance_id(instance)
+            .name(name)
+            .set_description(description.map(str::to_string))
+            .tag_specifications(tags.spec(ResourceType::Image, extra));
+        if snapshot_tags {
+            // Tagged from birth: a snapshot of a CreateImage cut off by a
+            // SIGKILL is still found by `kiln cleanup`.
+            req = req.tag_specifications(tags.spec(ResourceType::Snapshot, extra));
+        }
+        req.customize()
+            .config_override(aws_sdk_ec2::config::Builder::default().retry_config(
+                super::aws::retry(attempts.unwrap_or(aws.target.max_attempts)),
+            ))
+            .send()
+    };
+    let out = if aws.target.endpoint.is_some() {
+        // moto does not implement snapshot tag specifications here (its
+        // snapshots are tagged once the image is available instead). One
+        // quick try finds out; anything else goes the normal way.
+        match request(true, Some(1)).await {
+            Err(e) if super::aws::not_implemented(&e) => request(false, None).await,
+            Err(_) => request(true, None).await,
+            ok => ok,
+        }
+    } else {
+        request(true, None).await
+    }
+    .map_err(|e| BuildError::Config(format!("cannot create image `{name}`: {}", describe(&e))))?;
+    out.image_id()
+        .map(str::to_string)
+        .ok_or_else(|| BuildError::Config("CreateImage returned no image id".into()))
+}
+
+/// Waits until the image is available; returns its snapshot ids.
+pub async fn wait_available(
+    aws: &Clients,
+    id: &str,
+    limit: Duration,
+) -> Result<Vec<String>, BuildError> {
+    wait_for(&format!("image {id} to be available"), limit, || async {
+        let out = match aws.ec2.describe_images().image_ids(id).send().await {
+            Ok(o) => o,
+            Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => return Ok(None),
+            Err(e) => return Err(format!("describing image {id}: {}", describe(&e))),
+        };
+        let Some(img) = out.images().first() else {
+            return Ok(None);
+        };
+        match img.state() {
+            Some(ImageState::Available) => Ok(Some(
+                img.block_device_mappings()
+                    .iter()
+                    .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
+                    .map(str::to_string)
+                    .collect(),
+            )),
+            Some(ImageState::Failed) | Some(ImageState::Error) | Some(ImageState::Invalid) => {
+                Err(format!(
+                    "image {id} failed: {}",
+                    img.state_reason()
+                        .and_then(|r| r.message())
+                        .unwrap_or("no reason given")
+                ))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await
+    .map_err(BuildError::Config)
+}
+
+/// Tags resources (a copy's image and snapshots: CopyImage does not carry
+/// the source's tags over).
+pub async fn tag(aws: &Clients, ids: &[String], tags: Vec<Tag>) -> Result<(), BuildError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    aws.ec2
+        .create_tags()
+        .set_resources(Some(ids.to_vec()))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| BuildError::Config(format!("cannot tag {ids:?}: {}", describe(&e))))
+}
+
+/// Copies `source` (in `from_region`) into `to`'s region, encrypted;
+/// returns the new image id.
+pub async fn copy(
+    to: &Clients,
+    from_region: &str,
+    source: &str,
+    name: &str,
+    description: Option<&str>,
+    encrypted: bool,
+    kms_key_id: Option<&str>,
+) -> Result<String, BuildError> {
+    let out = to
+        .ec2
+        .copy_image()
+        .source_region(from_region)
+        .source_image_id(source)
+        .name(name)
+        .set_description(description.map(str::to_string))
+        .encrypted(encrypted)
+        .set_kms_key_id(kms_key_id.map(str::to_string))
+        // Idempotency across the SDK's retries.
+        .client_token(format!("{name}-{}", to.target.region))
+        .send()
+        .await
+        .map_err(|e| {
+            BuildError::Config(format!(
+                "cannot copy {source} to {}: {}",
+                to.target.region,
+                describe(&e)
+            ))
+        })?;
+    out.image_id()
+        .map(str::to_string)
+        .ok_or_else(|| BuildError::Config("CopyImage returned no image id".into()))
+}
+
+/// Gives `accounts` launch permission on the image and create-volume
+/// permission on its snapshots.
+pub async fn share(
+    aws: &Clients,
+    id: &str,
+    snapshots: &[String],
+    accounts: &[String],
+) -> Result<(), BuildError> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let launch = accounts
+        .iter()
+        .map(|a| LaunchPermission::builder().user_id(a).build())
+        .collect();
+    aws.ec2
+        .modify_image_attribute()
+        .image_id(id)
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .set_add(Some(launch))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| BuildError::Config(format!("cannot share {id}: {}", describe(&e))))?;
+    for snap in snapshots {
+        let perms = accounts
+            .iter()
+            .map(|a| CreateVolumePermission::builder().user_id(a).build())
+            .collect();
+        aws.ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(snap)
+            .create_volume_permission(
+                CreateVolumePermissionModifications::builder()
+                    .set_add(Some(perms))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                BuildError::Config(format!("cannot share snapshot {snap}: {}", describe(&e)))
+            })?;
+    }
+    Ok(())
+}
+
+/// Turns on deregistration protection.
+pub async fn protect(aws: &Clients, id: &str) -> Result<(), BuildError> {
+    aws.ec2
+        .enable_image_deregistration_protection()
+        .image_id(id)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| {
+            BuildError::Config(format!(
+                "cannot enable deregistration protection on {id}: {}",
+                describe(&e)
+            ))
+        })
+}
+
+/// The SSM parameter that names a channel's AMI in a region.
+pub fn channel_parameter(image: &str, channel: &str) -> String {
+    format!("/kiln/{image}/{channel}")
+}
+
+/// An SSM parameter label for a kiln version: labels allow letters,
+/// digits, `.`, `-` and `_`, and may not start with a digit.
+pub fn version_label(version: &str) -> String {
+    let cleaned: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("v{cleaned}")
+}
+
+/// Points `/kiln/IMAGE/CHANNEL` at `ami` (data type `aws:ec2:image`) and
+/// labels that parameter version with the kiln version.
+pub async fn publish_channel(
+    aws: &Clients,
+    image: &str,
+    channel: &str,
+    ami: &str,
+    version: &str,
+) -> Result<String, String> {
+    let name = channel_parameter(image, channel);
+    let out = aws
+        .ssm
+        .put_parameter()
+        .name(&name)
+        .value(ami)
+        .r#type(ParameterType::String)
+        .data_type("aws:ec2:image")
+        .overwrite(true)
+        .description(format!("kiln: {image} {version} on channel {channel}"))
+        .send()
+        .await
+        .map_err(|e| format!("cannot write SSM parameter `{name}`: {}", describe(&e)))?;
+    let label = version_label(version);
+    aws.ssm
+        .label_parameter_version()
+        .name(&name)
+        .parameter_version(out.version())
+        .labels(&label)
+        .send()
+        .await
+        .map_err(|e| format!("cannot label SSM parameter `{name}`: {}", describe(&e)))?;
+    Ok(name)
+}
+
+/// Marks the image deprecated now (what `kiln images revoke` maps to).
+pub async fn deprecate(aws: &Clients, id: &str) -> Result<(), String> {
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    aws.ec2
+        .enable_image_deprecation()
+        .image_id(id)
+        .deprecate_at(now)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot deprecate {id}: {}", describe(&e)))
+}
+
+/// Deregisters the image and deletes its snapshots; an image already gone
+/// is fine.
+pub async fn delete(aws: &Clients, id: &str) -> Result<(), String> {
+    let out = match aws.ec2.describe_images().image_ids(id).send().await {
+        Ok(o) => o,
+        Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => return Ok(()),
+        Err(e) => return Err(format!("cannot look up {id}: {}", describe(&e))),
+    };
+    let Some(img) = out.images().first() else {
+        return Ok(());
+    };
+    let snapshots: Vec<String> = img
+        .block_device_mappings()
+        .iter()
+        .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
+        .map(str::to_string)
+        .collect();
+    match aws.ec2.deregister_image().image_id(id).send().await {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => {}
+        Err(e) => return Err(format!("cannot deregister {id}: {}", describe(&e))),
+    }
+    for s in &snapshots {
+        delete_snapshot(aws, s).await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_snapshot(aws: &Clients, id: &str) -> Result<(), String> {
+    match aws.ec2.delete_snapshot().snapshot_id(id).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("InvalidSnapshot.NotFound") => Ok(()),
+        Err(e) => Err(format!("cannot delete snapshot {id}: {}", describe(&e))),
+    }
+}
+
+/// Launch templates (latest and every other version) that use `ami`:
+/// prune keeps such an image.
+pub async fn launch_template_users(aws: &Clients, ami: &str) -> Result<Vec<String>, String> {
+    let mut users = vec![];
+    let mut token = None;
+    loop {
+        let out = aws
+            .ec2
+            .describe_launch_templates()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| format!("cannot list launch templates: {}", describe(&e)))?;
+        for lt in out.launch_templates() {
+            let Some(id) = lt.launch_template_id() else {
+                continue;
+            };
+            let versions = aws
+                .ec2
+                .describe_launch_template_versions()
+                .launch_template_id(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot list versions of launch template {id}: {}",
+                        describe(&e)
+                    )
+                })?;
+            for v in versions.launch_template_versions() {
+                let uses = v
+                    .launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .is_some_and(|i| i == ami);
+                if uses {
+                    users.push(format!(
+                        "{} version {}",
+                        lt.launch_template_name().unwrap_or(id),
+                        v.version_number().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    Ok(users)
+}
+
+/// Image ids in this region whose name is `name` (owned by this account).
+pub async fn by_name(aws: &Clients, name: &str) -> Result<Vec<String>, String> {
+    let out = aws
+        .ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| format!("cannot look up image `{name}`: {}", describe(&e)))?;
+    Ok(out
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(str::to_string))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_labels_are_valid_ssm_labels() {
+        assert_eq!(version_label("1.4.0+12"), "v1.4.0_12");
+        assert_eq!(version_label("2.0.0-rc.1+3"), "v2.0.0-rc.1_3");
+        assert_eq!(channel_parameter("web", "prod"), "/kiln/web/prod");
+    }
+}

@@ -1,0 +1,226 @@
+//! `[source.ami.NAME]`: AWS AMIs built from a throw-away EC2 instance that
+//! nothing can reach — no key pair, a security group with no ingress rule,
+//! IMDSv2 only — provisioned over SSM, snapshotted into an encrypted AMI,
+//! copied to other regions, shared, and published to SSM parameters per
+//! channel.
+//!
+//! Modules: [`aws`] (clients, retries, waiters), [`source`] (the base AMI by
+//! id or filter), [`launch`] (security group and instance), [`image`]
+//! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
+//! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags). The
+//! SSM communicator is a peer of the others in `communicator::ssm`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{BuildError, Builder};
+use crate::template::plan::JobPlan;
+use crate::template::schema::{parse_duration, Field, Kind, STR_LIST, STR_MAP};
+
+#[cfg(feature = "ami")]
+pub mod aws;
+#[cfg(feature = "ami")]
+mod build;
+#[cfg(feature = "ami")]
+pub mod image;
+#[cfg(feature = "ami")]
+mod launch;
+#[cfg(feature = "ami")]
+pub mod reap;
+#[cfg(feature = "ami")]
+pub mod source;
+
+const FROM_FILTER: &[Field] = &[
+    Field::opt("owners", STR_LIST),
+    Field::opt("name", Kind::Str),
+    Field::opt("most_recent", Kind::Bool),
+    Field::opt("architecture", Kind::Enum(&["x86_64", "arm64"])),
+];
+
+/// The settings of an AMI source (see `../shared/spec/template.md` and
+/// docs/templates.md).
+pub const FIELDS: &[Field] = &[
+    Field::req("region", Kind::Str),
+    Field::req("from", Kind::StrOrTable(FROM_FILTER)),
+    Field::opt("instance_type", Kind::Str),
+    Field::opt("iam_instance_profile", Kind::Str),
+    Field::opt("subnet_id", Kind::Str),
+    Field::opt("security_group_id", Kind::Str),
+    Field::opt("encrypted", Kind::Bool),
+    Field::opt("kms_key_id", Kind::Str),
+    Field::opt("volume_size", Kind::Int),
+    Field::opt("copy_kms_key_ids", STR_MAP),
+    Field::opt("ami_name", Kind::Str),
+    Field::opt("ami_description", Kind::Str),
+    Field::opt("copy_to", STR_LIST),
+    Field::opt("share_with", STR_LIST),
+    Field::opt("tags", STR_MAP),
+    Field::opt("deregistration_protection", Kind::Bool),
+    Field::opt("endpoint", Kind::Str),
+    Field::opt("max_attempts", Kind::Int),
+    Field::opt("launch_timeout", Kind::Duration),
+    Field::opt("ssm_timeout", Kind::Duration),
+    Field::opt("image_timeout", Kind::Duration),
+    Field::opt("vault_address", Kind::Str),
+    Field::opt("vault_wrap_ttl", Kind::Duration),
+    Field::opt("s3_bucket", Kind::Str),
+];
+
+/// `from`: an AMI id, or a filter that picks one.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum From {
+    Id(String),
+    Filter {
+        #[serde(default)]
+        owners: Vec<String>,
+        name: Option<String>,
+        #[serde(default)]
+        most_recent: bool,
+        architecture: Option<String>,
+    },
+}
+
+/// An AMI source's settings, parsed from the resolved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmiSettings {
+    pub region: String,
+    pub from: From,
+    pub instance_type: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_group_id: Option<String>,
+    pub encrypted: Option<bool>,
+    pub kms_key_id: Option<String>,
+    /// Root volume size in GiB (default: the source image's).
+    pub volume_size: Option<i32>,
+    #[serde(default)]
+    pub copy_kms_key_ids: BTreeMap<String, String>,
+    pub ami_name: Option<String>,
+    pub ami_description: Option<String>,
+    #[serde(default)]
+    pub copy_to: Vec<String>,
+    #[serde(default)]
+    pub share_with: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub deregistration_protection: bool,
+    pub endpoint: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub launch_timeout: Option<String>,
+    pub ssm_timeout: Option<String>,
+    pub image_timeout: Option<String>,
+    pub vault_address: Option<String>,
+    pub vault_wrap_ttl: Option<String>,
+    pub s3_bucket: Option<String>,
+}
+
+impl AmiSettings {
+    pub fn from_plan(job: &JobPlan) -> Result<AmiSettings, BuildError> {
+        let json = serde_json::Value::Object(
+            job.source
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        let s: AmiSettings =
+            serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))?;
+        if let From::Id(id) = &s.from {
+            if !id.starts_with("ami-") {
+                return Err(BuildError::Config(format!(
+                    "`from = \"{id}\"` is not an AMI id (`ami-…`); use a filter table to pick one by name"
+                )));
+            }
+        }
+        if let From::Filter { owners, name, .. } = &s.from {
+            if owners.is_empty() || name.is_none() {
+                return Err(BuildError::Config(
+                    "a `from` filter needs `owners` and `name` (e.g. `{ owners = [\"amazon\"], name = \"al2023-ami-*-x86_64\", most_recent = true }`)".into(),
+                ));
+            }
+        }
+        if s.s3_bucket.is_some() {
+            return Err(BuildError::NotSupported(
+                "`s3_bucket` is not supported yet: files reach the instance in chunks through SSM commands".into(),
+            ));
+        }
+        if s.copy_to.contains(&s.region) {
+            return Err(BuildError::Config(format!(
+                "`copy_to` names the build region `{}` itself",
+                s.region
+            )));
+        }
+        for region in s.copy_kms_key_ids.keys() {
+            if !s.copy_to.contains(region) {
+                return Err(BuildError::Config(format!(
+                    "`copy_kms_key_ids` names `{region}`, which is not in `copy_to`"
+                )));
+            }
+        }
+        if let Some(ep) = &s.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(BuildError::Config(format!(
+                    "`endpoint = \"{ep}\"` must be an http:// or https:// URL"
+                )));
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.encrypted.unwrap_or(true)
+    }
+
+    pub fn duration(v: &Option<String>, default: Duration) -> Duration {
+        v.as_deref().and_then(parse_duration).unwrap_or(default)
+    }
+
+    #[cfg(feature = "ami")]
+    pub fn target(&self) -> aws::Target {
+        let mut t = aws::Target::new(&self.region, self.endpoint.as_deref());
+        if let Some(n) = self.max_attempts {
+            t.max_attempts = n;
+        }
+        t
+    }
+}
+
+#[cfg(feature = "ami")]
+pub(super) fn builder() -> Arc<dyn Builder> {
+    Arc::new(build::AmiBuilder)
+}
+
+#[cfg(not(feature = "ami"))]
+pub(super) fn builder() -> Arc<dyn Builder> {
+    super::unavailable("ami", false, "issue #8")
+}
+
+/// An AMI artifact id: `REGION:ami-…`, as Packer prints them.
+pub fn artifact_id(region: &str, image_id: &str) -> String {
+    format!("{region}:{image_id}")
+}
+
+/// Splits an artifact id into region and AMI id.
+pub fn parse_artifact_id(id: &str) -> Option<(&str, &str)> {
+    let (region, ami) = id.split_once(':')?;
+    (ami.starts_with("ami-") && !region.is_empty()).then_some((region, ami))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_ids_round_trip_and_reject_other_ids() {
+        assert_eq!(
+            parse_artifact_id(&artifact_id("eu-west-1", "ami-0abc")),
+            Some(("eu-west-1", "ami-0abc"))
+        );
+        assert_eq!(parse_artifact_id("registry:host/x:1"), None);
+        assert_eq!(parse_artifact_id("ami-0abc"), None);
+    }
+}

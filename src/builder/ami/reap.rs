@@ -1,0 +1,129 @@
+//! Removing what a job created in AWS, found by its `kiln:*` tags rather
+//! than by ids kept in memory: the undo stack and `kiln cleanup` (after a
+//! SIGKILL) run the same code, and a resource whose create call was cut off
+//! before kiln saw its id is still found.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+
+use super::aws::{code, describe, wait_for, Clients, Target};
+
+const TERMINATE_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+fn run_filter(run: &str) -> Filter {
+    Filter::builder().name("tag:kiln:run").values(run).build()
+}
+
+/// Terminates every instance of the run and deletes its security groups.
+pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), String> {
+    let aws = Clients::connect(&Target::new(region, endpoint)).await;
+    let instances = live_instances(&aws, run).await?;
+    if !instances.is_empty() {
+        aws.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(instances.clone()))
+            .send()
+            .await
+            .map_err(|e| format!("cannot terminate {instances:?}: {}", describe(&e)))?;
+        wait_for(
+            &format!("instances {instances:?} to terminate"),
+            TERMINATE_LIMIT,
+            || async {
+                // Security groups can be deleted only once nothing uses them.
+                Ok(live_instances(&aws, run).await?.is_empty().then_some(()))
+            },
+        )
+        .await?;
+    }
+    let groups = aws
+        .ec2
+        .describe_security_groups()
+        .filters(run_filter(run))
+        .send()
+        .await
+        .map_err(|e| format!("cannot list security groups of run {run}: {}", describe(&e)))?;
+    for g in groups.security_groups() {
+        let Some(id) = g.group_id() else { continue };
+        // A terminated instance's network interface lets go of its group
+        // a little after the instance is gone.
+        wait_for(
+            &format!("security group {id} to be deleted"),
+            TERMINATE_LIMIT,
+            || async {
+                match aws.ec2.delete_security_group().group_id(id).send().await {
+                    Ok(_) => Ok(Some(())),
+                    Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(Some(())),
+                    Err(e) if code(&e) == Some("DependencyViolation") => Ok(None),
+                    Err(e) => Err(format!(
+                        "cannot delete security group {id}: {}",
+                        describe(&e)
+                    )),
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Instances of the run that are not terminated.
+async fn live_instances(aws: &Clients, run: &str) -> Result<Vec<String>, String> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .filters(run_filter(run))
+        .send()
+        .await
+        .map_err(|e| format!("cannot list instances of run {run}: {}", describe(&e)))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()),
+                Some(InstanceStateName::Terminated)
+            )
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
+
+/// Deregisters a half-made image of the run (by its unique name) and
+/// deletes its snapshots.
+pub async fn image(
+    region: &str,
+    endpoint: Option<&str>,
+    run: &str,
+    name: &str,
+) -> Result<(), String> {
+    let aws = Clients::connect(&Target::new(region, endpoint)).await;
+    let out = aws
+        .ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| format!("cannot look up image `{name}`: {}", describe(&e)))?;
+    for img in out.images() {
+        let Some(id) = img.image_id() else { continue };
+        super::image::delete(&aws, id).await?;
+    }
+    // Snapshots CreateImage made before it was cut off, without an image.
+    let snaps = aws
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(run_filter(run))
+        .send()
+        .await
+        .map_err(|e| format!("cannot list snapshots of run {run}: {}", describe(&e)))?;
+    for s in snaps.snapshots() {
+        if let Some(id) = s.snapshot_id() {
+            super::image::delete_snapshot(&aws, id).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,593 @@
+//! The SSM communicator: runs scripts on an EC2 instance with
+//! `SendCommand` (`AWS-RunShellScript`) and reads their output by polling
+//! `GetCommandInvocation` — no SSH, no open port, no session-manager
+//! plugin. Files travel in chunks through commands.
+//!
+//! SSM keeps every command's parameters in its history, so no secret value
+//! may ever be in one: a provisioner's secret environment reaches the
+//! instance as a single-use, short-lived Vault response-wrapping token that
+//! the instance unwraps itself (`provisioners/vault-unwrap.sh`), and every
+//! command is checked for secret values (in the encodings the redactor
+//! knows) before it is sent — a hit refuses the command.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
+use base64::Engine as _;
+use sha2::Digest as _;
+use tokio::sync::OnceCell;
+
+use super::{CommError, Communicator, OutputFn, RemoteCommand};
+use crate::builder::ami::aws::{code, describe, not_implemented, wait_for};
+use crate::template::plan::VaultSettings;
+use crate::ui::redact::Redactor;
+use crate::ui::Stream;
+
+/// How long a command may run when its provisioner sets no timeout.
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+/// Raw bytes per upload command (base64 makes it a third larger; SSM
+/// parameters hold far more, but smaller commands fail and retry cheaply).
+const UPLOAD_CHUNK: usize = 24 * 1024;
+/// Raw bytes per download command: SSM returns at most 24,000 characters
+/// of a command's output.
+const DOWNLOAD_CHUNK: usize = 16 * 1024;
+const UNWRAP_SCRIPT: &str = include_str!("../../provisioners/vault-unwrap.sh");
+
+/// How secrets in a provisioner's environment reach the instance.
+#[derive(Clone)]
+pub struct VaultDelivery {
+    pub settings: VaultSettings,
+    /// The Vault address as the instance reaches it (default: kiln's).
+    pub instance_address: Option<String>,
+    /// Lifetime of each wrapping token (`5m`).
+    pub ttl: String,
+}
+
+/// Where to reach the instance and what must never be sent to it.
+pub struct SsmTarget {
+    pub ssm: aws_sdk_ssm::Client,
+    pub instance: String,
+    /// Set when `endpoint` points at an AWS-compatible emulator.
+    pub emulator: bool,
+    pub online_timeout: Duration,
+    /// `(name, value)` of every secret of the build.
+    pub secrets: Arc<Vec<(String, String)>>,
+    pub vault: VaultDelivery,
+    /// Shown in the SSM console next to each command.
+    pub comment: String,
+    /// Tells the user something (e.g. how readiness was checked).
+    pub message: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+pub struct SsmCommunicator {
+    t: SsmTarget,
+    online: OnceCell<()>,
+    redactor: Redactor,
+}
+
+/// Cancels a command whose caller went away (timeout, Ctrl-C, a dropped
+/// future) so it does not run on unseen.
+struct CancelOnDrop {
+    ssm: aws_sdk_ssm::Client,
+    command: String,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (ssm, id) = (self.ssm.clone(), self.command.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = ssm.cancel_command().command_id(id).send().await;
+            });
+        }
+    }
+}
+
+impl SsmCommunicator {
+    pub fn new(t: SsmTarget) -> SsmCommunicator {
+        let redactor = Redactor::new(t.secrets.iter().map(|(_, v)| v.clone()));
+        SsmCommunicator {
+            t,
+            online: OnceCell::new(),
+            redactor,
+        }
+    }
+
+    /// True when `text` holds a secret value in any encoding the redactor
+    /// knows.
+    fn holds_secret(&self, text: &str) -> bool {
+        !self.redactor.is_empty() && self.redactor.redact(text) != text
+    }
+
+    /// Waits until the instance's SSM agent is online (once).
+    async fn ensure_online(&self) -> Result<(), CommError> {
+        self.online
+            .get_or_try_init(|| async {
+                let start = Instant::now();
+                let how = self.wait_registered().await?;
+                if how == Readiness::Probe {
+                    (self.t.message)(
+                        "this endpoint does not implement SSM DescribeInstanceInformation; readiness is checked by running `true` on the instance".into(),
+                    );
+                    self.wait_probe().await?;
+                }
+                (self.t.message)(format!(
+                    "SSM agent of {} online after {:.1}s",
+                    self.t.instance,
+                    start.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn wait_registered(&self) -> Result<Readiness, CommError> {
+        let inst = &self.t.instance;
+        wait_for(
+            &format!("instance {inst} to be online in SSM"),
+            self.t.online_timeout,
+            || async {
+                // One attempt: this call is itself in a polling loop.
+                let out = self
+                    .t
+                    .ssm
+                    .describe_instance_information()
+                    .filters(
+                        InstanceInformationStringFilter::builder()
+                            .key("InstanceIds")
+                            .values(inst)
+                            .build()
+                            .expect("key and values are set"),
+                    )
+                    .customize()
+                    .config_override(
+                        aws_sdk_ssm::config::Builder::default()
+                            .retry_config(crate::builder::ami::aws::retry(1)),
+                    )
+                    .send()
+                    .await;
+                match out {
+                    Ok(o) => Ok(o
+                        .instance_information_list()
+                        .iter()
+                        .any(|i| i.ping_status() == Some(&PingStatus::Online))
+                        .then_some(Readiness::Registered)),
+                    // Only an emulator may lack the call; against AWS an
+                    // answer like this is an error like any other.
+                    Err(e) if self.t.emulator && not_implemented(&e) => Ok(Some(Readiness::Probe)),
+                    Err(e) if is_permanent(code(&e)) => {
+                        Err(format!("SSM DescribeInstanceInformation: {}", describe(&e)))
+                    }
+                    // Throttling and 5xx the SDK's retries did not absorb.
+                    Err(_) => Ok(None),
+                }
+            },
+        )
+        .await
+        .map_err(CommError::Refused)
+    }
+
+    /// Readiness by running `true`: SSM refuses commands for instances
+    /// whose agent has not registered yet.
+    async fn wait_probe(&self) -> Result<(), CommError> {
+        let inst = &self.t.instance;
+        wait_for(
+            &format!("instance {inst} to run an SSM command"),
+            self.t.online_timeout,
+            || async {
+                match self
+                    .send(vec!["true".into()], Duration::from_secs(60))
+                    .await
+                {
+                    Ok(id) => {
+                        let mut sink = |_: Stream, _: String| {};
+                        match self.follow(&id, Duration::from_secs(120), &mut sink).await {
+                            Ok(0) => Ok(Some(())),
+                            _ => Ok(None),
+                        }
+                    }
+                    Err(e) if e.contains("InvalidInstanceId") => Ok(None),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await
+        .map_err(CommError::Refused)
+    }
+
+    /// Sends a script; returns the command id.
+    async fn send(&self, commands: Vec<String>, timeout: Duration) -> Result<String, String> {
+        let out = self
+            .t
+            .ssm
+            .send_command()
+            .instance_ids(&self.t.instance)
+            .document_name("AWS-RunShellScript")
+            .parameters("commands", commands)
+            .parameters(
+                "executionTimeout",
+                vec![timeout.as_secs().max(1).to_string()],
+            )
+            .comment(&self.t.comment)
+            .send()
+            .await
+            .map_err(|e| format!("SSM SendCommand: {}", describe(&e)))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| "SSM SendCommand returned no command id".into())
+    }
+
+    /// Polls a command until it ends, streaming new output lines; returns
+    /// its exit code.
+    async fn follow(
+        &self,
+        command: &str,
+        limit: Duration,
+        output: &mut OutputFn<'_>,
+    ) -> Result<i32, CommError> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let (mut out_seen, mut err_seen) = (0usize, 0usize);
+        loop {
+            if start.elapsed() > limit {
+                let _ = self.t.ssm.cancel_command().command_id(command).send().await;
+                return Err(CommError::Timeout(limit));
+            }
+            let r = self
+                .t
+                .ssm
+                .get_command_invocation()
+                .command_id(command)
+                .instance_id(&self.t.instance)
+                .send()
+                .await;
+            let inv = match r {
+                Ok(inv) => inv,
+                // Right after SendCommand the invocation may not exist yet.
+                Err(e) if code(&e) == Some("InvocationDoesNotExist") => {
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(CommError::Refused(format!(
+                        "SSM GetCommandInvocation: {}",
+                        describe(&e)
+                    )))
+                }
+            };
+            let status = inv.status().cloned();
+            let done = matches!(
+                status,
+                Some(
+                    CommandInvocationStatus::Success
+                        | CommandInvocationStatus::Failed
+                        | CommandInvocationStatus::TimedOut
+                        | CommandInvocationStatus::Cancelled
+                )
+            );
+            emit(
+                inv.standard_output_content().unwrap_or_default(),
+                &mut out_seen,
+                done,
+                Stream::Stdout,
+                output,
+            );
+            emit(
+                inv.standard_error_content().unwrap_or_default(),
+                &mut err_seen,
+                done,
+                Stream::Stderr,
+                output,
+            );
+            match status {
+                Some(CommandInvocationStatus::Success) => return Ok(inv.response_code()),
+                Some(CommandInvocationStatus::Failed) => {
+                    return match inv.response_code() {
+                        code if code > 0 => Ok(code),
+                        _ => Err(CommError::Refused(format!(
+                            "SSM command {command} failed: {}",
+                            inv.status_details().unwrap_or("no details")
+                        ))),
+                    }
+                }
+                Some(CommandInvocationStatus::TimedOut) => return Err(CommError::Timeout(limit)),
+                Some(CommandInvocationStatus::Cancelled | CommandInvocationStatus::Cancelling) => {
+                    return Err(CommError::Refused(format!(
+                        "SSM command {command} was cancelled"
+                    )))
+                }
+                _ => {}
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The script SSM runs: the provisioner's script from a private temp
+    /// file, with its environment exported (non-secret values) or unwrapped
+    /// from Vault on the instance (secret values).
+    async fn render(&self, cmd: &RemoteCommand) -> Result<String, CommError> {
+        if self.holds_secret(&cmd.script) {
+            return Err(CommError::Refused(
+                "the script holds a secret value; SSM keeps command parameters in its history"
+                    .into(),
+            ));
+        }
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let q = |s: &str| shell_words::quote(s).into_owned();
+        let mut lines = vec![
+            "kiln_dir=$(mktemp -d /tmp/kiln.XXXXXX) || exit 1".to_string(),
+            "trap 'rm -rf \"$kiln_dir\"' EXIT".into(),
+            format!(
+                "printf '%s' {} | base64 -d > \"$kiln_dir/script\" || exit 1",
+                q(&b64(&cmd.script))
+            ),
+            "chmod 700 \"$kiln_dir/script\"".into(),
+        ];
+        let secret_env = cmd.env.iter().any(|(_, v)| self.holds_secret(v));
+        if secret_env {
+            let (token, addr) = self.wrap(&cmd.env).await?;
+            lines.push(format!("VAULT_ADDR={}; export VAULT_ADDR", q(&addr)));
+            lines.push(format!(
+                "kiln_env=$(KILN_WRAPPED_TOKEN={} sh -c \"$(printf '%s' {} | base64 -d)\") || exit 1",
+                q(&token),
+                q(&b64(UNWRAP_SCRIPT))
+            ));
+            lines.push("eval \"$kiln_env\"; unset kiln_env".into());
+        } else {
+            for (k, v) in &cmd.env {
+                lines.push(format!("{k}={}; export {k}", q(v)));
+            }
+        }
+        if let Some(dir) = &cmd.workdir {
+            lines.push(format!("cd {} || exit 1", q(dir)));
+        }
+        if cmd.script.starts_with("#!") {
+            lines.push("\"$kiln_dir/script\"".into());
+        } else {
+            lines.push("/bin/sh -e \"$kiln_dir/script\"".into());
+        }
+        let text = lines.join("\n");
+        if self.holds_secret(&text) {
+            return Err(CommError::Refused(
+                "refusing to send an SSM command that holds a secret value".into(),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Wraps the environment in a single-use Vault token; returns it with
+    /// the Vault address the instance should use.
+    async fn wrap(&self, env: &[(String, String)]) -> Result<(String, String), CommError> {
+        let refused = |e: crate::secrets::vault::VaultError| {
+            CommError::Refused(format!(
+                "secrets reach SSM instances only as a Vault response-wrapping token: {e}"
+            ))
+        };
+        let cfg = crate::secrets::vault::VaultConfig::from_env_and(&self.t.vault.settings)
+            .map_err(refused)?;
+        let vault = crate::secrets::vault::Vault::connect(&cfg)
+            .await
+            .map_err(refused)?;
+        let values: BTreeMap<String, String> = env.iter().cloned().collect();
+        let token = vault.wrap(&values, &self.t.vault.ttl).await;
+        vault.finish().await;
+        let addr = self
+            .t
+            .vault
+            .instance_address
+            .clone()
+            .unwrap_or_else(|| cfg.addr.clone());
+        Ok((token.map_err(refused)?, addr))
+    }
+
+    /// Runs a helper script of the communicator itself, collecting stdout.
+    async fn run_collect(&self, script: String, what: &str) -> Result<String, CommError> {
+        let mut out = String::new();
+        let mut sink = |s: Stream, line: String| {
+            if s == Stream::Stdout {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        };
+        let cmd = RemoteCommand {
+            script,
+            ..Default::default()
+        };
+        match self.exec(&cmd, &mut sink).await? {
+            0 => Ok(out),
+            code => Err(CommError::Refused(format!(
+                "{what} failed (exit code {code})"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Readiness {
+    Registered,
+    Probe,
+}
+
+/// Errors that waiting will not mend.
+fn is_permanent(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+                | "InvalidFilterKey"
+        )
+    )
+}
+
+/// Emits the complete lines of `text` past `seen` (and the rest when the
+/// command has ended).
+fn emit(text: &str, seen: &mut usize, done: bool, stream: Stream, output: &mut OutputFn<'_>) {
+    let Some(new) = text.get(*seen..) else {
+        return;
+    };
+    let upto = if done {
+        new.len()
+    } else {
+        new.rfind('\n').map(|i| i + 1).unwrap_or(0)
+    };
+    for line in new[..upto].lines() {
+        output(stream, line.to_string());
+    }
+    *seen += upto;
+}
+
+#[async_trait]
+impl Communicator for SsmCommunicator {
+    async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
+        self.ensure_online().await?;
+        let script = self.render(cmd).await?;
+        let timeout = cmd.timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT);
+        let id = self
+            .send(script.lines().map(str::to_string).collect(), timeout)
+            .await
+            .map_err(CommError::Refused)?;
+        let mut guard = CancelOnDrop {
+            ssm: self.t.ssm.clone(),
+            command: id.clone(),
+            armed: true,
+        };
+        // SSM ends the command at `executionTimeout`; kiln gives it a
+        // minute more to say so before cancelling it itself.
+        let r = self
+            .follow(&id, timeout + Duration::from_secs(60), output)
+            .await;
+        guard.armed = false;
+        match r {
+            Err(CommError::Timeout(_)) => Err(CommError::Timeout(timeout)),
+            other => other,
+        }
+    }
+
+    async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
+        let bytes = fs_err::tokio::read(local)
+            .await
+            .map_err(CommError::io("cannot read the file to upload"))?;
+        if self.holds_secret(&String::from_utf8_lossy(&bytes)) {
+            return Err(CommError::Refused(format!(
+                "`{}` holds a secret value; files sent over SSM stay in its command history",
+                local.display()
+            )));
+        }
+        let q = |s: &str| shell_words::quote(s).into_owned();
+        let part = format!("{remote}.kiln-part");
+        self.run_collect(
+            format!("mkdir -p \"$(dirname {})\"\n: > {}", q(remote), q(&part)),
+            "preparing the upload",
+        )
+        .await?;
+        for chunk in bytes.chunks(UPLOAD_CHUNK) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+            self.run_collect(
+                format!("printf '%s' {} | base64 -d >> {}", q(&b64), q(&part)),
+                "uploading a chunk",
+            )
+            .await?;
+        }
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let chmod = mode
+            .map(|m| format!("chmod {m:o} {}\n", q(&part)))
+            .unwrap_or_default();
+        self.run_collect(
+            format!(
+                "printf '%s  %s\\n' {sha} {p} | sha256sum -c --quiet - || exit 1\n{chmod}mv -f {p} {r}",
+                p = q(&part),
+                r = q(remote)
+            ),
+            "checking the uploaded file",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
+        let q = |s: &str| shell_words::quote(s).into_owned();
+        let head = self
+            .run_collect(
+                format!("wc -c < {r}\nsha256sum < {r}", r = q(remote)),
+                "reading the file's size",
+            )
+            .await?;
+        let mut fields = head.split_whitespace();
+        let (Some(size), Some(sha)) = (
+            fields.next().and_then(|s| s.parse::<usize>().ok()),
+            fields.next(),
+        ) else {
+            return Err(CommError::Refused(format!(
+                "cannot download `{remote}`: the instance's answer had no size and checksum (output: {head:?})"
+            )));
+        };
+        let mut bytes = Vec::with_capacity(size);
+        for i in 0..size.div_ceil(DOWNLOAD_CHUNK) {
+            let b64 = self
+                .run_collect(
+                    format!(
+                        "dd if={} bs={DOWNLOAD_CHUNK} skip={i} count=1 2>/dev/null | base64 -w0",
+                        q(remote)
+                    ),
+                    "downloading a chunk",
+                )
+                .await?;
+            let chunk = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| CommError::Refused(format!("downloading `{remote}`: {e}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        if hex::encode(sha2::Sha256::digest(&bytes)) != sha {
+            return Err(CommError::Refused(format!(
+                "downloading `{remote}`: the checksum does not match"
+            )));
+        }
+        fs_err::tokio::write(local, &bytes)
+            .await
+            .map_err(CommError::io("cannot write the downloaded file"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_emitted_line_by_line_as_it_grows() {
+        let mut got = vec![];
+        let mut sink = |s: Stream, l: String| got.push((s, l));
+        let mut seen = 0;
+        emit("one\ntw", &mut seen, false, Stream::Stdout, &mut sink);
+        emit("one\ntwo\nthr", &mut seen, false, Stream::Stdout, &mut sink);
+        emit(
+            "one\ntwo\nthree",
+            &mut seen,
+            true,
+            Stream::Stdout,
+            &mut sink,
+        );
+        let lines: Vec<_> = got.into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn only_unfixable_errors_stop_the_wait_for_the_agent() {
+        assert!(is_permanent(Some("AccessDeniedException")));
+        assert!(!is_permanent(Some("ThrottlingException")));
+        assert!(!is_permanent(None));
+    }
+}
