@@ -863,3 +863,27 @@ async fn injected_faults_are_throttling_and_server_errors() {
     ec2.describe_vpcs().send().await.expect("DescribeVpcs at p = 0");
     assert_eq!((proxy.requests(), proxy.faults()), (11, 10));
 }
+
+#[tokio::test]
+async fn shared_config_from_aws_config_reaches_moto_and_retries() {
+    // The path a builder takes: `aws_config::defaults`, with the endpoint,
+    // region and credentials set explicitly (they win over the environment).
+    let Some(moto) = Moto::start() else { return };
+    let proxy = FaultProxy::start(&moto.endpoint(), 1.0, 3);
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(proxy.endpoint())
+        .region(Region::new(REGION))
+        .credentials_provider(credentials())
+        .retry_config(patient(3))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let e = ec2.describe_vpcs().send().await.unwrap_err();
+    assert_eq!(proxy.requests(), 3, "3 attempts: {e:?}");
+    proxy.set_probability(0.0);
+    let vpcs = ec2.describe_vpcs().send().await.expect("DescribeVpcs");
+    assert!(!vpcs.vpcs().is_empty());
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    ssm.describe_parameters().send().await.expect("DescribeParameters");
+    assert_eq!(proxy.requests(), 5);
+}
