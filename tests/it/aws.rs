@@ -46,7 +46,10 @@ impl Moto {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("kiln-moto-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-moto-")
+            .tempdir()
+            .unwrap();
         let log = dir.path().join("moto.log");
         let addr = crate::free_addr();
         let port = addr.rsplit(':').next().unwrap().to_string();
@@ -136,7 +139,11 @@ impl Drop for Moto {
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -192,7 +199,11 @@ pub fn ssm_with(endpoint: &str, region: &str, retry: RetryConfig) -> aws_sdk_ssm
 /// Ids of every instance that is not terminated or shutting down.
 pub async fn live_instances(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
     use aws_sdk_ec2::types::InstanceStateName as S;
-    let out = ec2.describe_instances().send().await.expect("DescribeInstances");
+    let out = ec2
+        .describe_instances()
+        .send()
+        .await
+        .expect("DescribeInstances");
     let mut ids: Vec<String> = out
         .reservations()
         .iter()
@@ -255,7 +266,10 @@ pub async fn own_images(ec2: &aws_sdk_ec2::Client) -> Vec<OwnImage> {
         .map(|i| OwnImage {
             id: i.image_id().unwrap_or_default().to_string(),
             name: i.name().unwrap_or_default().to_string(),
-            state: i.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            state: i
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             tags: i
                 .tags()
                 .iter()
@@ -282,7 +296,12 @@ pub async fn parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> Option<String> 
         .await
     {
         Ok(out) => out.parameter().and_then(|p| p.value()).map(String::from),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => None,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_parameter_not_found()) =>
+        {
+            None
+        }
         Err(e) => panic!("GetParameter {name}: {e:?}"),
     }
 }
@@ -481,9 +500,15 @@ impl ProxyState {
 }
 
 fn is_hop_by_hop(name: &str) -> bool {
-    ["connection", "keep-alive", "proxy-connection", "te", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Reads one request (head and `Content-Length` body); `None` on a
@@ -536,7 +561,7 @@ fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> {
 /// Fault `n` (0-based): even ones throttle, odd ones are server errors.
 fn fault_response(req: &Request, n: usize) -> Vec<u8> {
     let id = format!("kiln-fault-{n}");
-    let throttle = n % 2 == 0;
+    let throttle = n.is_multiple_of(2);
     if req.is_json() {
         let (status, reason, body) = if throttle {
             (
@@ -589,7 +614,12 @@ fn fault_response(req: &Request, n: usize) -> Vec<u8> {
 }
 
 fn plain(status: u16, reason: &str, text: &str) -> Vec<u8> {
-    response(status, reason, &[("Content-Type", "text/plain")], text.as_bytes())
+    response(
+        status,
+        reason,
+        &[("Content-Type", "text/plain")],
+        text.as_bytes(),
+    )
 }
 
 fn response(status: u16, reason: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
@@ -860,7 +890,10 @@ async fn injected_faults_are_throttling_and_server_errors() {
 
     // Turned down to 0, the proxy forwards everything.
     proxy.set_probability(0.0);
-    ec2.describe_vpcs().send().await.expect("DescribeVpcs at p = 0");
+    ec2.describe_vpcs()
+        .send()
+        .await
+        .expect("DescribeVpcs at p = 0");
     assert_eq!((proxy.requests(), proxy.faults()), (11, 10));
 }
 
@@ -884,6 +917,9 @@ async fn shared_config_from_aws_config_reaches_moto_and_retries() {
     let vpcs = ec2.describe_vpcs().send().await.expect("DescribeVpcs");
     assert!(!vpcs.vpcs().is_empty());
     let ssm = aws_sdk_ssm::Client::new(&sdk);
-    ssm.describe_parameters().send().await.expect("DescribeParameters");
+    ssm.describe_parameters()
+        .send()
+        .await
+        .expect("DescribeParameters");
     assert_eq!(proxy.requests(), 5);
 }
