@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `kiln` binary on real templates, and the
 //! engine driven through a test-only builder. One binary, shared helpers.
 
+#[cfg(feature = "ami")]
+mod aws;
 mod build;
 mod catalog;
 mod cli;
