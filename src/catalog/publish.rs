@@ -2,8 +2,11 @@
 //! the catalog, each of the version's registry images gets the channel as
 //! a tag (`repo:prod` → the version's digest), and each disk image file
 //! (`qcow2`, `raw`) a channel manifest beside it (`IMAGE.CHANNEL.json`:
-//! version, file, sha256, build manifest). Artifacts that have no pointer
-//! format yet (AMIs) are named, never skipped silently.
+//! version, file, sha256, build manifest), and each AMI the SSM parameter
+//! `/kiln/IMAGE/CHANNEL` in its region (data type `aws:ec2:image`, the
+//! parameter version labelled with the kiln version). Artifacts that have
+//! no pointer format are named, never skipped silently. A revoked
+//! version's AMIs are marked deprecated in EC2 ([`revoked`]).
 
 use super::model::Version;
 
@@ -31,6 +34,26 @@ pub async fn channel(version: &Version, channel: &str) -> Result<Published, Stri
             ));
             continue;
         }
+        #[cfg(feature = "ami")]
+        if let (true, Some((region, ami))) = (
+            a.kind == "ami",
+            crate::builder::ami::parse_artifact_id(&a.id),
+        ) {
+            use crate::builder::ami::{aws, image};
+            let clients =
+                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+            let name = image::publish_channel(
+                &clients,
+                &version.registration.image,
+                channel,
+                ami,
+                &version.registration.version,
+            )
+            .await?;
+            out.done
+                .push(format!("SSM parameter {name} in {region} → {ami}"));
+            continue;
+        }
         if a.kind == "qcow2" || a.kind == "raw" {
             let path = std::path::Path::new(a.id.strip_prefix("file:").unwrap_or(&a.id));
             let written = disk_channel_manifest(version, a, path, channel)?;
@@ -44,6 +67,32 @@ pub async fn channel(version: &Version, channel: &str) -> Result<Published, Stri
         out.not_supported.push(format!(
             "`{}` ({}): channel pointers for this kind are not supported yet",
             a.id, a.kind
+        ));
+    }
+    Ok(out)
+}
+
+/// Carries a revocation to where images are used: AMIs are marked
+/// deprecated (new launches see the deprecation). Registry images and
+/// disk files have no such flag; `kiln verify` refuses them instead.
+pub async fn revoked(version: &Version) -> Result<Published, String> {
+    let mut out = Published::default();
+    for a in &version.registration.artifacts {
+        if a.kind != "ami" {
+            continue;
+        }
+        #[cfg(feature = "ami")]
+        if let Some((region, ami)) = crate::builder::ami::parse_artifact_id(&a.id) {
+            use crate::builder::ami::{aws, image};
+            let clients =
+                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+            image::deprecate(&clients, ami).await?;
+            out.done.push(format!("{ami} in {region} deprecated"));
+            continue;
+        }
+        out.not_supported.push(format!(
+            "`{}`: this kiln cannot deprecate AMIs (built without the `ami` feature)",
+            a.id
         ));
     }
     Ok(out)

@@ -149,11 +149,14 @@ pub async fn exec(args: ImagesArgs, state_dir: &Path, catalog: Option<&str>) -> 
             reason,
         } => {
             let op = Operation::Revoke {
-                image,
-                version,
+                image: image.clone(),
+                version: version.clone(),
                 reason,
             };
-            change(&cat, op, None).await
+            match change(&cat, op, None).await {
+                Ok(Exit::Success) => Ok(revoked(&cat, &image, &version).await),
+                other => other,
+            }
         }
         ImagesCommand::Register { manifests, channel } => {
             register(&cat, &manifests, &channel).await
@@ -340,6 +343,29 @@ async fn change(
         return Ok(publish(cat, &image, &channel).await);
     }
     Ok(Exit::Success)
+}
+
+/// Carries a revocation to the artifacts (AMIs are deprecated in EC2).
+async fn revoked(cat: &Catalog, image: &str, version: &str) -> Exit {
+    let snap = match cat.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let Some(v) = snap.state.family(image).and_then(|f| f.version(version)) else {
+        return Exit::Success;
+    };
+    match catalog::publish::revoked(v).await {
+        Ok(p) => {
+            for line in p.done.iter().chain(&p.not_supported) {
+                println!("revoked: {line}");
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: the catalog revoked {image} {version}, but {e}");
+            Exit::Failure
+        }
+    }
 }
 
 /// Moves a channel's pointers to where the catalog says it points.

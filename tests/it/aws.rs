@@ -351,6 +351,8 @@ struct ProxyState {
     requests: AtomicUsize,
     faults: AtomicUsize,
     stop: AtomicBool,
+    /// Milliseconds every answer is held back (a slow endpoint).
+    delay_ms: AtomicU64,
 }
 
 impl FaultProxy {
@@ -372,6 +374,7 @@ impl FaultProxy {
             requests: AtomicUsize::new(0),
             faults: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
         });
         let state = shared.clone();
         let accept = std::thread::spawn(move || {
@@ -401,6 +404,14 @@ impl FaultProxy {
     /// Changes the fault probability from now on.
     pub fn set_probability(&self, p: f64) {
         self.shared.p.store(p.to_bits(), Ordering::SeqCst);
+    }
+
+    /// Holds every answer back by `d` from now on (a slow endpoint, so a
+    /// test can catch a build in the middle).
+    pub fn set_delay(&self, d: Duration) {
+        self.shared
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Requests received (faulted or forwarded).
@@ -456,6 +467,7 @@ impl ProxyState {
             return Ok(());
         };
         self.requests.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
         let response = if self.roll() {
             let n = self.faults.fetch_add(1, Ordering::SeqCst);
             fault_response(&req, n)

@@ -2,6 +2,8 @@
 //! engine driven through a test-only builder. One binary, shared helpers.
 
 #[cfg(feature = "ami")]
+mod ami;
+#[cfg(feature = "ami")]
 mod aws;
 mod build;
 mod catalog;

@@ -12,12 +12,12 @@ use base64::Engine as _;
 
 use crate::{assert_exit, text, Scratch};
 
-const ROOT_TOKEN: &str = "kiln-test-root";
-const KV2_SECRET: &str = "kv2-Secr3t/value+=";
+pub const ROOT_TOKEN: &str = "kiln-test-root";
+pub const KV2_SECRET: &str = "kv2-Secr3t/value+=";
 const KV2_OLD: &str = "kv2-old-version";
 const KV1_SECRET: &str = "kv1-Secr3t-value";
 
-fn ready(extra: &[&str]) -> bool {
+pub fn ready(extra: &[&str]) -> bool {
     let tools: Vec<&str> = ["bao", "openssl", "curl"]
         .iter()
         .chain(extra)
@@ -28,9 +28,9 @@ fn ready(extra: &[&str]) -> bool {
 }
 
 /// An OpenBao dev server with KV v1/v2 secrets, an AppRole and JWT auth.
-struct Bao {
+pub struct Bao {
     child: Child,
-    addr: String,
+    pub addr: String,
     dir: tempfile::TempDir,
     role_id: String,
     secret_id: String,
@@ -44,7 +44,7 @@ impl Drop for Bao {
 }
 
 impl Bao {
-    fn start() -> Bao {
+    pub fn start() -> Bao {
         let dir = tempfile::tempdir().unwrap();
         let listen = crate::free_addr();
         let child = Command::new("bao")

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 
 /// How many times one call is tried before its error counts (throttling and
 /// 5xx answers are retried with exponential backoff and jitter).
@@ -67,12 +69,44 @@ impl Clients {
             loader = loader.endpoint_url(ep);
         }
         let conf = loader.load().await;
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(&conf);
+        let mut ssm = aws_sdk_ssm::config::Builder::from(&conf);
+        if target.endpoint.is_some() {
+            ec2 = ec2.retry_classifier(EmulatorGaps);
+            ssm = ssm.retry_classifier(EmulatorGaps);
+        }
         Clients {
             target: target.clone(),
-            ec2: aws_sdk_ec2::Client::new(&conf),
-            ssm: aws_sdk_ssm::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
         }
     }
+}
+
+/// With an emulator endpoint: a call it does not implement (see
+/// [`not_implemented`]) fails at once instead of being retried as a 5xx.
+#[derive(Debug)]
+struct EmulatorGaps;
+
+impl ClassifyRetry for EmulatorGaps {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.response() {
+            Some(r) if r.status().as_u16() == 501 || (r.status().as_u16() == 500 && is_html(r)) => {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "kiln: the emulator does not implement this call"
+    }
+}
+
+fn is_html(r: &aws_smithy_runtime_api::http::Response) -> bool {
+    r.headers()
+        .get("content-type")
+        .is_some_and(|c| c.starts_with("text/html"))
 }
 
 /// Standard retry mode: exponential backoff with jitter from 200 ms to
@@ -86,15 +120,23 @@ pub fn retry(max_attempts: u32) -> RetryConfig {
 
 /// One line for an SDK error: the service's code and message when it gave
 /// them, the transport's reason otherwise.
-pub fn describe<E, R>(e: &SdkError<E, R>) -> String
+pub fn describe<E>(e: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> String
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     use aws_sdk_ec2::error::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
+    match (e.code(), e.message(), e.raw_response()) {
+        (Some(code), Some(msg), _) => format!("{code}: {msg}"),
+        (Some(code), None, _) => code.to_string(),
+        (None, _, Some(raw)) if not_implemented(e) => format!(
+            "HTTP {} with an HTML page instead of an AWS error (an emulator answers so for a call it does not implement)",
+            raw.status().as_u16()
+        ),
+        (None, _, Some(raw)) => format!(
+            "HTTP {} without an AWS error code",
+            raw.status().as_u16()
+        ),
+        // Transport errors: the reason chain, never the request.
         _ => aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
     }
 }
@@ -119,12 +161,8 @@ pub fn not_implemented<E>(e: &SdkError<E, aws_smithy_runtime_api::http::Response
     let Some(raw) = e.raw_response() else {
         return false;
     };
-    let html = raw
-        .headers()
-        .get("content-type")
-        .is_some_and(|c| c.starts_with("text/html"));
     let status = raw.status().as_u16();
-    status == 501 || (status == 500 && html)
+    status == 501 || (status == 500 && is_html(raw))
 }
 
 /// Polls `check` until it yields a value, with delays growing from 200 ms

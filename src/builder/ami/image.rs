@@ -24,7 +24,7 @@ pub async fn create(
     tags: &super::launch::RunTags,
     extra: &[Tag],
 ) -> Result<String, BuildError> {
-    let request = |snapshot_tags: bool, attempts: Option<u32>| {
+    let request = |snapshot_tags: bool| {
         let mut req = aws
             .ec2
             .create_image()
@@ -37,23 +37,15 @@ pub async fn create(
             // SIGKILL is still found by `kiln cleanup`.
             req = req.tag_specifications(tags.spec(ResourceType::Snapshot, extra));
         }
-        req.customize()
-            .config_override(aws_sdk_ec2::config::Builder::default().retry_config(
-                super::aws::retry(attempts.unwrap_or(aws.target.max_attempts)),
-            ))
-            .send()
+        req.send()
     };
-    let out = if aws.target.endpoint.is_some() {
+    let out = match request(true).await {
         // moto does not implement snapshot tag specifications here (its
-        // snapshots are tagged once the image is available instead). One
-        // quick try finds out; anything else goes the normal way.
-        match request(true, Some(1)).await {
-            Err(e) if super::aws::not_implemented(&e) => request(false, None).await,
-            Err(_) => request(true, None).await,
-            ok => ok,
+        // snapshots are tagged once the image is available instead).
+        Err(e) if aws.target.endpoint.is_some() && super::aws::not_implemented(&e) => {
+            request(false).await
         }
-    } else {
-        request(true, None).await
+        other => other,
     }
     .map_err(|e| BuildError::Config(format!("cannot create image `{name}`: {}", describe(&e))))?;
     out.image_id()
