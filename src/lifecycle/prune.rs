@@ -2,8 +2,10 @@
 //! (`keep`), when older ones are deprecated (`deprecate_after`) and when
 //! they are deleted (`max_age`). [`plan`] decides from the catalog alone;
 //! [`apply`] deprecates, then deletes each version's artifacts (OCI
-//! manifests with their tags and signatures) and records every step in the
-//! catalog log. Channel targets are always kept.
+//! manifests with their tags and signatures, disk image files, AMIs with
+//! their snapshots in every region) and records every step in the catalog
+//! log. Channel targets are always kept, and so is a version whose AMI a
+//! launch template version still names.
 
 use serde::Serialize;
 
@@ -156,6 +158,21 @@ pub async fn apply(
                     .filter_map(|a| a.digest.clone())
             })
             .collect();
+        match amis_in_use(&current).await {
+            Ok(users) if !users.is_empty() => {
+                w.commit().await?;
+                done.push(format!(
+                    "kept {image} {version} (deprecated): {}",
+                    users.join("; ")
+                ));
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                w.commit().await?;
+                return Err(CatalogError::Refused(e));
+            }
+        }
         match remove_artifacts(&current, &shared).await {
             Ok(removed) => {
                 let change = Action::Delete {
@@ -180,6 +197,34 @@ pub async fn apply(
         }
     }
     Ok(done)
+}
+
+/// The launch template versions that still name one of the version's AMIs
+/// (in any of its regions): such a version is not deleted.
+async fn amis_in_use(v: &crate::catalog::model::Version) -> Result<Vec<String>, String> {
+    let mut users = vec![];
+    for a in &v.registration.artifacts {
+        if a.kind != "ami" {
+            continue;
+        }
+        #[cfg(feature = "ami")]
+        if let Some((region, ami)) = crate::builder::ami::parse_artifact_id(&a.id) {
+            use crate::builder::ami::{aws, image};
+            let clients =
+                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+            for user in image::launch_template_users(&clients, ami).await? {
+                users.push(format!(
+                    "{ami} in {region} is used by launch template {user}"
+                ));
+            }
+            continue;
+        }
+        return Err(format!(
+            "`{}`: this kiln cannot check AMIs (built without the `ami` feature)",
+            a.id
+        ));
+    }
+    Ok(users)
 }
 
 /// Deletes a version's artifacts, signatures and attestations first;
@@ -226,6 +271,35 @@ async fn remove_artifacts(
                 reference.repository(),
                 if existed { "" } else { " (gone already)" }
             ));
+            continue;
+        }
+        #[cfg(feature = "ami")]
+        if let (true, Some((region, ami))) = (
+            a.kind == "ami",
+            crate::builder::ami::parse_artifact_id(&a.id),
+        ) {
+            use crate::builder::ami::{aws, image};
+            let clients =
+                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+            let snapshots = image::delete(&clients, ami).await?;
+            removed.push(format!(
+                "{region}:{ami}{}",
+                if snapshots.is_empty() {
+                    " (gone already)".to_string()
+                } else {
+                    format!(" with {}", snapshots.join(", "))
+                }
+            ));
+            continue;
+        }
+        if a.kind == "qcow2" || a.kind == "raw" {
+            let path = std::path::Path::new(a.id.strip_prefix("file:").unwrap_or(&a.id));
+            let gone = match std::fs::remove_file(path) {
+                Ok(()) => "",
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => " (gone already)",
+                Err(e) => return Err(format!("cannot delete `{}`: {e}", path.display())),
+            };
+            removed.push(format!("{}{gone}", path.display()));
             continue;
         }
         return Err(format!(

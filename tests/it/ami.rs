@@ -414,3 +414,102 @@ async fn a_filter_that_matches_nothing_fails_before_anything_is_created() {
     assert!(all.reservations().is_empty(), "nothing was launched");
     assert_nothing_left(&moto.endpoint()).await;
 }
+
+#[tokio::test]
+async fn prune_deletes_amis_in_every_region_but_keeps_channel_targets_and_launch_template_images() {
+    let Some(moto) = Moto::start() else { return };
+    let s = Scratch::new();
+    let t = template(
+        &moto.endpoint(),
+        "",
+        &format!("copy_to = [\"{COPY_REGION}\"]"),
+    )
+    .replace(
+        "[source.ami.base]",
+        "[image.retention]\nkeep = 1\n\n[source.ami.base]",
+    );
+    s.write("t.toml", &t);
+    let mut versions = vec![];
+    for _ in 0..4 {
+        let out = build(&s, &[]);
+        assert_exit(&out, 0);
+        let (o, e) = text(&out);
+        versions.push(artifacts(&format!("{o}{e}")));
+    }
+    // 1.2.0+1 is in production; 1.2.0+2's copy is what a launch template
+    // in the other region starts.
+    assert_exit(
+        &kiln(&s)
+            .args(["images", "promote", "web", "1.2.0+1", "prod"])
+            .output()
+            .unwrap(),
+        0,
+    );
+    let ami_in = |v: usize, region: &str| {
+        versions[v]
+            .iter()
+            .find(|(r, _)| r == region)
+            .map(|(_, a)| a.clone())
+            .unwrap()
+    };
+    let west = aws::ec2(&moto.endpoint(), COPY_REGION);
+    west.create_launch_template()
+        .launch_template_name("web-fleet")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(ami_in(1, COPY_REGION))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let out = kiln(&s).args(["prune", "t.toml"]).output().unwrap();
+    assert_exit(&out, 0);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("deleted web 1.2.0+3"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("kept web 1.2.0+2") && stdout.contains("launch template web-fleet"),
+        "{stdout}"
+    );
+    for region in [REGION, COPY_REGION] {
+        let ids: Vec<String> = aws::own_images(&aws::ec2(&moto.endpoint(), region))
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert!(
+            !ids.contains(&ami_in(2, region)),
+            "1.2.0+3 gone in {region}"
+        );
+        for kept in [0, 1, 3] {
+            assert!(
+                ids.contains(&ami_in(kept, region)),
+                "1.2.0+{} kept in {region}",
+                kept + 1
+            );
+        }
+    }
+    // The deleted AMIs' snapshots went with them.
+    let snaps = aws::ec2(&moto.endpoint(), REGION)
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:kiln:image")
+                .values("web")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let live_snaps = snaps.snapshots().len();
+    assert_eq!(live_snaps, 3, "one snapshot per kept AMI in {REGION}");
+    let audit = kiln(&s).arg("audit").output().unwrap();
+    let log = text(&audit).0;
+    assert!(log.contains("delete web 1.2.0+3: retention"), "{log}");
+    assert!(
+        log.contains(&ami_in(2, COPY_REGION)),
+        "the deletion names the copy: {log}"
+    );
+}

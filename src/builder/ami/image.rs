@@ -275,16 +275,16 @@ pub async fn deprecate(aws: &Clients, id: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot deprecate {id}: {}", describe(&e)))
 }
 
-/// Deregisters the image and deletes its snapshots; an image already gone
-/// is fine.
-pub async fn delete(aws: &Clients, id: &str) -> Result<(), String> {
+/// Deregisters the image and deletes its snapshots (named in the
+/// answer); an image already gone is fine (and names none).
+pub async fn delete(aws: &Clients, id: &str) -> Result<Vec<String>, String> {
     let out = match aws.ec2.describe_images().image_ids(id).send().await {
         Ok(o) => o,
-        Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => return Ok(()),
+        Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => return Ok(vec![]),
         Err(e) => return Err(format!("cannot look up {id}: {}", describe(&e))),
     };
     let Some(img) = out.images().first() else {
-        return Ok(());
+        return Ok(vec![]);
     };
     let snapshots: Vec<String> = img
         .block_device_mappings()
@@ -300,7 +300,7 @@ pub async fn delete(aws: &Clients, id: &str) -> Result<(), String> {
     for s in &snapshots {
         delete_snapshot(aws, s).await?;
     }
-    Ok(())
+    Ok(snapshots)
 }
 
 pub async fn delete_snapshot(aws: &Clients, id: &str) -> Result<(), String> {
@@ -360,23 +360,6 @@ pub async fn launch_template_users(aws: &Clients, ami: &str) -> Result<Vec<Strin
         }
     }
     Ok(users)
-}
-
-/// Image ids in this region whose name is `name` (owned by this account).
-pub async fn by_name(aws: &Clients, name: &str) -> Result<Vec<String>, String> {
-    let out = aws
-        .ec2
-        .describe_images()
-        .owners("self")
-        .filters(Filter::builder().name("name").values(name).build())
-        .send()
-        .await
-        .map_err(|e| format!("cannot look up image `{name}`: {}", describe(&e)))?;
-    Ok(out
-        .images()
-        .iter()
-        .filter_map(|i| i.image_id().map(str::to_string))
-        .collect())
 }
 
 #[cfg(test)]
