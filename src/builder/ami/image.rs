@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageState,
-    LaunchPermission, LaunchPermissionModifications, ResourceType, Tag,
+    CreateVolumePermission, CreateVolumePermissionModifications, ImageState, LaunchPermission,
+    LaunchPermissionModifications, ResourceType, Tag,
 };
 use aws_sdk_ssm::types::ParameterType;
 
