@@ -83,6 +83,12 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
     }
+    if let Some(ami) = ami_of(&args.artifact) {
+        return match verify_ami(&args.artifact, ami, &key, state_dir, catalog).await {
+            Ok((detail, text)) => report(true, detail, text),
+            Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+        };
+    }
     if args.policy.is_some() {
         eprintln!("error: `--policy` judges a signed build manifest: give its `.json` or `.dsse.json` file");
         return Exit::BadInput;
@@ -92,7 +98,7 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             false,
             serde_json::Value::Null,
             format!(
-                "`{}`: not a file and not an image reference (AMI ids are not supported yet)",
+                "`{}`: not a file, an image reference or an AMI id",
                 args.artifact
             ),
         );
@@ -242,15 +248,122 @@ fn verify_file(
     Ok((m, text))
 }
 
-/// Refuses a digest the catalog has revoked; says which version it is.
-/// With no catalog given and none in the state folder, nothing is checked.
-async fn not_revoked(
-    digest: &str,
+/// `ami-…` or `REGION:ami-…`: the AMI id.
+fn ami_of(artifact: &str) -> Option<&str> {
+    let ami = artifact.rsplit_once(':').map_or(artifact, |(_, a)| a);
+    (ami.starts_with("ami-") && ami.len() > 4 && !artifact.contains('/')).then_some(ami)
+}
+
+/// An AMI cannot carry a signature itself: it is verified through the
+/// catalog, which names the version it belongs to and the sha256 of its
+/// signed build manifest. The manifest's signature, its artifact id, the
+/// digest the catalog recorded and the version's status must all hold;
+/// then the AMI must exist in its region.
+async fn verify_ami(
+    artifact: &str,
+    ami: &str,
+    key: &sigstore::crypto::CosignVerificationKey,
     state_dir: &std::path::Path,
     catalog: Option<&str>,
-) -> Result<String, String> {
-    if digest.is_empty() || (catalog.is_none() && !state_dir.join("catalog").is_dir()) {
+) -> Result<(serde_json::Value, String), String> {
+    let state = verified_state(state_dir, catalog).await?.ok_or_else(|| {
+        format!("`{artifact}`: an AMI is verified through the catalog, and there is none here (`--catalog`)")
+    })?;
+    let found = state.images.iter().find_map(|(image, family)| {
+        family.versions.iter().find_map(|v| {
+            v.registration
+                .artifacts
+                .iter()
+                .find(|a| {
+                    a.kind == "ami" && (a.id == artifact || a.id.ends_with(&format!(":{ami}")))
+                })
+                .map(|a| (image.clone(), v.clone(), a.clone()))
+        })
+    });
+    let Some((image, v, a)) = found else {
+        return Err(format!(
+            "`{artifact}` is not in the catalog: nothing vouches for it"
+        ));
+    };
+    let version = &v.registration.version;
+    if let crate::catalog::Status::Revoked { reason, at, by } = &v.status {
+        return Err(format!(
+            "{image} {version} ({}) was revoked {at} by {by}: {reason}",
+            a.id
+        ));
+    }
+    let manifest = a.manifest.as_deref().ok_or_else(|| {
+        format!(
+            "{image} {version}: the catalog names no build manifest for {}",
+            a.id
+        )
+    })?;
+    let (detail, _) = verify_file(std::path::Path::new(manifest), key)?;
+    if detail["artifact"]["id"].as_str() != Some(a.id.as_str()) {
+        return Err(format!(
+            "`{manifest}` is signed, but for {} rather than {}",
+            detail["artifact"]["id"], a.id
+        ));
+    }
+    let envelope = format!(
+        "{}.dsse.json",
+        manifest.strip_suffix(".json").unwrap_or(manifest)
+    );
+    let bytes = std::fs::read(&envelope).map_err(|e| format!("cannot read `{envelope}`: {e}"))?;
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    if a.signed_manifest_digest.as_deref() != Some(digest.as_str()) {
+        return Err(format!(
+            "`{envelope}` is not the signed manifest the catalog recorded for {image} {version}"
+        ));
+    }
+    let exists = ami_exists(&a).await?;
+    Ok((
+        serde_json::json!({ "image": image, "version": version, "status": v.status.name(), "artifact": a.id, "manifest": manifest, "exists": exists }),
+        format!(
+            "verified AMI {}: {image} {version} ({}), build manifest `{manifest}` signed by the key{exists}",
+            a.id,
+            v.status.name()
+        ),
+    ))
+}
+
+/// Says whether the AMI is still registered in its region.
+#[cfg(feature = "ami")]
+async fn ami_exists(a: &crate::catalog::ArtifactRecord) -> Result<String, String> {
+    use crate::builder::ami::{aws, parse_artifact_id};
+    let Some((region, ami)) = parse_artifact_id(&a.id) else {
         return Ok(String::new());
+    };
+    let clients = aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+    match clients.ec2.describe_images().image_ids(ami).send().await {
+        Ok(o) if !o.images().is_empty() => Ok(format!("; {ami} is registered in {region}")),
+        Ok(_) => Err(format!("{ami} is not registered in {region} (deleted?)")),
+        Err(e) if aws::code(&e) == Some("InvalidAMIID.NotFound") => {
+            Err(format!("{ami} is not registered in {region} (deleted?)"))
+        }
+        Err(e) => Err(format!(
+            "cannot look {ami} up in {region}: {}",
+            aws::describe(&e)
+        )),
+    }
+}
+
+#[cfg(not(feature = "ami"))]
+async fn ami_exists(_: &crate::catalog::ArtifactRecord) -> Result<String, String> {
+    Ok("; (not looked up in EC2: built without the `ami` feature)".into())
+}
+
+/// The catalog's state, replayed only from a log whose chain holds;
+/// `None` when there is no catalog.
+async fn verified_state(
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<Option<crate::catalog::State>, String> {
+    if catalog.is_none() && !state_dir.join("catalog").is_dir() {
+        return Ok(None);
     }
     let cat = crate::catalog::open_existing(catalog, state_dir)
         .await
@@ -263,13 +376,29 @@ async fn not_revoked(
             cat.location
         )
     })?;
-    let state =
-        crate::catalog::State::replay(entries.iter().map(|e| crate::catalog::model::Applied {
+    Ok(Some(crate::catalog::State::replay(entries.iter().map(
+        |e| crate::catalog::model::Applied {
             seq: e.seq,
             time: &e.time,
             actor: &e.actor,
             action: &e.change,
-        }));
+        },
+    ))))
+}
+
+/// Refuses a digest the catalog has revoked; says which version it is.
+/// With no catalog given and none in the state folder, nothing is checked.
+async fn not_revoked(
+    digest: &str,
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<String, String> {
+    if digest.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(state) = verified_state(state_dir, catalog).await? else {
+        return Ok(String::new());
+    };
     let found = state.all_by_digest(digest);
     if let Some((image, v)) = found
         .iter()

@@ -513,3 +513,79 @@ async fn prune_deletes_amis_in_every_region_but_keeps_channel_targets_and_launch
         "the deletion names the copy: {log}"
     );
 }
+
+#[tokio::test]
+async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
+    let Some(moto) = Moto::start() else { return };
+    let s = Scratch::new();
+    let keygen = kiln(&s)
+        .args(["keygen", "--out", "cosign"])
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&keygen, 0);
+    s.write(
+        "t.toml",
+        &format!(
+            "{}\n[build.sign]\nkey = \"cosign.key\"\n",
+            template(&moto.endpoint(), "", "")
+        ),
+    );
+    let out = build(&s, &[("KILN_PASSWORD", "pw")]);
+    assert_exit(&out, 0);
+    let (o, e) = text(&out);
+    let (region, ami) = artifacts(&format!("{o}{e}")).pop().unwrap();
+    let verify = |what: &str| {
+        kiln(&s)
+            .args(["verify", "--key", "cosign.pub", what])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&ami);
+    assert_exit(&ok, 0);
+    assert!(
+        text(&ok)
+            .0
+            .contains(&format!("verified AMI {region}:{ami}: web 1.2.0+1")),
+        "{}",
+        text(&ok).0
+    );
+    // Another key did not sign it; an unknown AMI has nobody vouching.
+    let other = kiln(&s)
+        .args(["keygen", "--out", "other"])
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&other, 0);
+    let wrong = kiln(&s)
+        .args(["verify", "--key", "other.pub", &ami])
+        .output()
+        .unwrap();
+    assert_exit(&wrong, 1);
+    let unknown = verify("ami-0123456789abcdef0");
+    assert_exit(&unknown, 1);
+    assert!(
+        text(&unknown).1.contains("not in the catalog"),
+        "{}",
+        text(&unknown).1
+    );
+    // Revoked: refused, naming the reason.
+    let _ = kiln(&s)
+        .args([
+            "images",
+            "revoke",
+            "web",
+            "1.2.0+1",
+            "--reason",
+            "CVE-2026-1",
+        ])
+        .output()
+        .unwrap();
+    let revoked = verify(&format!("{region}:{ami}"));
+    assert_exit(&revoked, 1);
+    assert!(
+        text(&revoked).1.contains("CVE-2026-1"),
+        "{}",
+        text(&revoked).1
+    );
+}
