@@ -35,6 +35,8 @@ const UPLOAD_CHUNK: usize = 24 * 1024;
 /// Raw bytes per download command: SSM returns at most 24,000 characters
 /// of a command's output.
 const DOWNLOAD_CHUNK: usize = 16 * 1024;
+/// What `GetCommandInvocation` returns of each stream at most.
+const SSM_OUTPUT_CAP: usize = 24_000;
 const UNWRAP_SCRIPT: &str = include_str!("../../provisioners/vault-unwrap.sh");
 
 /// How secrets in a provisioner's environment reach the instance.
@@ -215,7 +217,8 @@ impl SsmCommunicator {
             .parameters("commands", commands)
             .parameters(
                 "executionTimeout",
-                vec![timeout.as_secs().max(1).to_string()],
+                // AWS-RunShellScript accepts 1 s to 48 h.
+                vec![timeout.as_secs().clamp(1, 172_800).to_string()],
             )
             .comment(&self.t.comment)
             .send()
@@ -258,6 +261,12 @@ impl SsmCommunicator {
                     tokio::time::sleep(delay).await;
                     continue;
                 }
+                // Throttling and 5xx the SDK's retries did not absorb:
+                // the command runs on; keep asking until the limit.
+                Err(e) if !is_permanent(code(&e)) && e.raw_response().is_some() => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
                 Err(e) => {
                     return Err(CommError::Refused(format!(
                         "SSM GetCommandInvocation: {}",
@@ -289,6 +298,19 @@ impl SsmCommunicator {
                 Stream::Stderr,
                 output,
             );
+            if done {
+                for (stream, text) in [
+                    (Stream::Stdout, inv.standard_output_content()),
+                    (Stream::Stderr, inv.standard_error_content()),
+                ] {
+                    if text.is_some_and(|t| t.chars().count() >= SSM_OUTPUT_CAP) {
+                        output(
+                            Stream::Stderr,
+                            format!("kiln: SSM keeps only the first {SSM_OUTPUT_CAP} characters of {stream:?}; the rest was cut off"),
+                        );
+                    }
+                }
+            }
             match status {
                 Some(CommandInvocationStatus::Success) => return Ok(inv.response_code()),
                 Some(CommandInvocationStatus::Failed) => {
@@ -322,6 +344,11 @@ impl SsmCommunicator {
                 "the script holds a secret value; SSM keeps command parameters in its history"
                     .into(),
             ));
+        }
+        if let Some((bad, _)) = cmd.env.iter().find(|(k, _)| !is_env_name(k)) {
+            return Err(CommError::Refused(format!(
+                "`{bad}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"
+            )));
         }
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let q = |s: &str| shell_words::quote(s).into_owned();
@@ -419,6 +446,45 @@ enum Readiness {
     Probe,
 }
 
+fn is_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The scripts that move `bytes` to `remote`: create a private partial
+/// file, append base64 chunks, check the sha256, set the mode and move it
+/// into place (the partial file is removed if the check fails).
+fn upload_scripts(bytes: &[u8], remote: &str, mode: Option<u32>) -> Vec<String> {
+    let q = |s: &str| shell_words::quote(s).into_owned();
+    let part = format!("{remote}.kiln-part");
+    let mut scripts = vec![format!(
+        "umask 077\nmkdir -p -- \"$(dirname -- {r})\"\n: > {p}",
+        r = q(remote),
+        p = q(&part)
+    )];
+    for chunk in bytes.chunks(UPLOAD_CHUNK) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+        scripts.push(format!(
+            "printf '%s' {} | base64 -d >> {}",
+            q(&b64),
+            q(&part)
+        ));
+    }
+    let sha = hex::encode(sha2::Sha256::digest(bytes));
+    let chmod = mode
+        .map(|m| format!("chmod {m:o} -- {}\n", q(&part)))
+        .unwrap_or_default();
+    scripts.push(format!(
+        "printf '%s  %s\\n' {sha} {p} | sha256sum -c --quiet - || {{ rm -f -- {p}; exit 1; }}\n{chmod}mv -f -- {p} {r}",
+        p = q(&part),
+        r = q(remote)
+    ));
+    scripts
+}
+
 /// Errors that waiting will not mend.
 fn is_permanent(code: Option<&str>) -> bool {
     matches!(
@@ -457,7 +523,8 @@ impl Communicator for SsmCommunicator {
         let script = self.render(cmd).await?;
         let timeout = cmd.timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT);
         let id = self
-            .send(script.lines().map(str::to_string).collect(), timeout)
+            // One element: splitting into lines would lose `\r` in values.
+            .send(vec![script], timeout)
             .await
             .map_err(CommError::Refused)?;
         let mut guard = CancelOnDrop {
@@ -470,7 +537,8 @@ impl Communicator for SsmCommunicator {
         let r = self
             .follow(&id, timeout + Duration::from_secs(60), output)
             .await;
-        guard.armed = false;
+        // A command that ended needs no cancel; one kiln gave up on does.
+        guard.armed = matches!(r, Err(CommError::Refused(_)));
         match r {
             Err(CommError::Timeout(_)) => Err(CommError::Timeout(timeout)),
             other => other,
@@ -487,35 +555,11 @@ impl Communicator for SsmCommunicator {
                 local.display()
             )));
         }
-        let q = |s: &str| shell_words::quote(s).into_owned();
-        let part = format!("{remote}.kiln-part");
-        self.run_collect(
-            format!("mkdir -p \"$(dirname {})\"\n: > {}", q(remote), q(&part)),
-            "preparing the upload",
-        )
-        .await?;
-        for chunk in bytes.chunks(UPLOAD_CHUNK) {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
-            self.run_collect(
-                format!("printf '%s' {} | base64 -d >> {}", q(&b64), q(&part)),
-                "uploading a chunk",
-            )
-            .await?;
+        for script in upload_scripts(&bytes, remote, mode) {
+            self.run_collect(script, &format!("uploading `{remote}`"))
+                .await?;
         }
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
-        let chmod = mode
-            .map(|m| format!("chmod {m:o} {}\n", q(&part)))
-            .unwrap_or_default();
-        self.run_collect(
-            format!(
-                "printf '%s  %s\\n' {sha} {p} | sha256sum -c --quiet - || exit 1\n{chmod}mv -f {p} {r}",
-                p = q(&part),
-                r = q(remote)
-            ),
-            "checking the uploaded file",
-        )
-        .await
-        .map(drop)
+        Ok(())
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
@@ -582,6 +626,118 @@ mod tests {
         );
         let lines: Vec<_> = got.into_iter().map(|(_, l)| l).collect();
         assert_eq!(lines, ["one", "two", "three"]);
+    }
+
+    fn communicator(secrets: Vec<(String, String)>) -> SsmCommunicator {
+        let conf = aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        SsmCommunicator::new(SsmTarget {
+            ssm: aws_sdk_ssm::Client::from_conf(conf),
+            instance: "i-0".into(),
+            emulator: false,
+            online_timeout: Duration::from_secs(1),
+            secrets: Arc::new(secrets),
+            vault: VaultDelivery {
+                settings: VaultSettings::default(),
+                instance_address: None,
+                ttl: "5m".into(),
+            },
+            comment: "test".into(),
+            message: Arc::new(|_| {}),
+        })
+    }
+
+    /// What an instance's `sh` does with a command kiln would send.
+    fn run_sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rendered_command_runs_the_script_with_its_interpreter_env_and_workdir() {
+        let c = communicator(vec![]);
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = RemoteCommand {
+            script: "#!/bin/sh\nprintf '%s|%s' \"$GREETING\" \"$(pwd)\"\nexit 3\n".into(),
+            env: vec![(
+                "GREETING".into(),
+                "it's \"quoted\" $(not run)\r\nline".into(),
+            )],
+            workdir: Some(dir.path().display().to_string()),
+            timeout: None,
+        };
+        let text = c.render(&cmd).await.unwrap();
+        let out = run_sh(&text);
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "it's \"quoted\" $(not run)\r\nline|{}",
+                dir.path().display()
+            )
+        );
+        let bad = RemoteCommand {
+            env: vec![("X;reboot".into(), "1".into())],
+            ..cmd
+        };
+        assert!(c.render(&bad).await.is_err(), "a bad env name is refused");
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_a_script_or_an_env_without_vault_is_never_rendered() {
+        let c = communicator(vec![("db".into(), "hunter2-secret".into())]);
+        let in_script = RemoteCommand {
+            script: "echo hunter2-secret".into(),
+            ..Default::default()
+        };
+        assert!(c.render(&in_script).await.is_err());
+        // With no Vault configured, a secret env cannot be wrapped: refused.
+        std::env::remove_var("VAULT_ADDR");
+        let in_env = RemoteCommand {
+            script: "true".into(),
+            env: vec![("DB".into(), "hunter2-secret".into())],
+            ..Default::default()
+        };
+        let err = c.render(&in_env).await.unwrap_err().to_string();
+        assert!(
+            err.contains("response-wrapping") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upload_scripts_rebuild_the_file_with_its_mode_and_refuse_a_bad_copy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub/dir/file.bin");
+        // More than two chunks, every byte value.
+        let bytes: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let scripts = upload_scripts(&bytes, &dest.display().to_string(), Some(0o640));
+        assert_eq!(scripts.len(), 2 + bytes.len().div_ceil(UPLOAD_CHUNK));
+        for s in &scripts {
+            let out = run_sh(s);
+            assert!(out.status.success(), "{s}: {out:?}");
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // A lost chunk fails the checksum and leaves no partial file.
+        let dest2 = dir.path().join("other");
+        let scripts = upload_scripts(&bytes, &dest2.display().to_string(), None);
+        let last = scripts.len() - 1;
+        for (i, s) in scripts.iter().enumerate() {
+            if i == 1 {
+                continue;
+            }
+            let ok = run_sh(s).status.success();
+            assert_eq!(ok, i != last, "script {i}");
+        }
+        assert!(!dest2.exists());
+        assert!(!dir.path().join("other.kiln-part").exists());
     }
 
     #[test]

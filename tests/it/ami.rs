@@ -92,23 +92,30 @@ async fn builds_an_ami_copies_shares_and_publishes_it_without_secrets_in_ssm() {
     let bao = Bao::start();
     let s = Scratch::new();
     s.write("files/motd", "welcome to a kiln-built host\n");
-    let provisioners = r#"
+    // Where the file lands when this test plays the instance below.
+    let instance_root = tempfile::tempdir().unwrap();
+    let motd = instance_root.path().join("etc/motd");
+    let provisioners = format!(
+        r#"
 [[build.provisioner]]
 type = "shell"
-inline = ["echo configuring", "test -n \"$DB_PASSWORD\""]
-env = { DB_PASSWORD = "${secret.db}", MODE = "golden" }
+inline = ["echo configuring", "test -n \"$DB_PASSWORD\"", "echo \"mode=$MODE length=$${{#DB_PASSWORD}}\""]
+env = {{ DB_PASSWORD = "${{secret.db}}", MODE = "golden" }}
 
 [[build.provisioner]]
 type = "file"
 source = "files/motd"
-destination = "/etc/motd"
-mode = "0644"
-"#;
+destination = "{}"
+mode = "0640"
+"#,
+        motd.display()
+    );
     let mut t = template(
         &moto.endpoint(),
-        provisioners,
+        &provisioners,
         &format!(
-            "copy_to = [\"{COPY_REGION}\"]\nshare_with = [\"{ACCOUNT}\"]\nvault_address = \"http://vault.internal:8200\"\nvault_wrap_ttl = \"10m\""
+            "copy_to = [\"{COPY_REGION}\"]\nshare_with = [\"{ACCOUNT}\"]\nkms_key_id = \"alias/golden\"\ncopy_kms_key_ids = {{ \"{COPY_REGION}\" = \"alias/golden\" }}\nvault_address = \"{}\"\nvault_wrap_ttl = \"10m\"",
+            bao.addr
         ),
     );
     t = t.replace(
@@ -191,36 +198,64 @@ mode = "0644"
     let motd_b64 =
         base64::engine::general_purpose::STANDARD.encode("welcome to a kiln-built host\n");
     assert!(
-        scripts.contains(&motd_b64) && scripts.contains("/etc/motd"),
+        scripts.contains(&motd_b64),
         "the file was uploaded through SSM commands: {scripts}"
     );
     assert!(
-        all.contains("vault.internal:8200"),
-        "instance-side Vault address"
+        all.contains("KILN_WRAPPED_TOKEN="),
+        "a wrapping token: {all}"
     );
-    let token = all
-        .split("KILN_WRAPPED_TOKEN=")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', '\\', '\'']).find(|t| !t.is_empty()))
-        .expect("a wrapping token in the command")
-        .to_string();
-    // Acting as the instance: the token unwraps to the provisioner's
-    // environment, once.
-    let unwrap = || {
-        Command::new("curl")
-            .args(["-s", "-X", "POST", "-H", &format!("X-Vault-Token: {token}")])
-            .arg(format!("{}/v1/sys/wrapping/unwrap", bao.addr))
+    // moto runs nothing, so this test plays the instance: every command
+    // SSM recorded, in order, under `sh` — the provisioner unwraps its
+    // environment from Vault, the file is rebuilt from its chunks.
+    let mut outputs = vec![];
+    for h in &history {
+        let doc: serde_json::Value = serde_json::from_str(h).unwrap();
+        let commands = doc["parameters"]["commands"].as_array().unwrap();
+        assert_eq!(commands.len(), 1, "one script per command");
+        let o = Command::new("sh")
+            .args(["-c", commands[0].as_str().unwrap()])
+            .env_remove("VAULT_TOKEN")
             .output()
-            .unwrap()
-    };
-    let first: serde_json::Value = serde_json::from_slice(&unwrap().stdout).unwrap();
-    assert_eq!(first["data"]["DB_PASSWORD"], KV2_SECRET, "{first}");
-    assert_eq!(first["data"]["MODE"], "golden");
-    let second: serde_json::Value = serde_json::from_slice(&unwrap().stdout).unwrap();
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        outputs.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    let outputs = outputs.join("");
     assert!(
-        second["data"].is_null(),
-        "a wrapping token works once: {second}"
+        outputs.contains(&format!("mode=golden length={}", KV2_SECRET.len())),
+        "{outputs}"
     );
+    assert_eq!(
+        std::fs::read_to_string(&motd).unwrap(),
+        "welcome to a kiln-built host\n"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&motd).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+    // A second run finds the wrapping token spent.
+    let provisioner = history
+        .iter()
+        .find(|h| h.contains("KILN_WRAPPED_TOKEN="))
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(provisioner).unwrap();
+    let again = Command::new("sh")
+        .args(["-c", doc["parameters"]["commands"][0].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a wrapping token works once");
+    // The channel parameter is an `aws:ec2:image` labelled with the version.
+    let hist = aws::ssm(&moto.endpoint(), REGION)
+        .get_parameter_history()
+        .name("/kiln/web/dev")
+        .send()
+        .await
+        .unwrap();
+    let last = hist.parameters().last().unwrap();
+    assert_eq!(last.data_type(), Some("aws:ec2:image"));
+    assert_eq!(last.labels(), ["v1.2.0_1"]);
 
     // Revocation maps to EC2 image deprecation: moto does not implement
     // EnableImageDeprecation, so the catalog records the revocation and
@@ -253,12 +288,14 @@ fn scripts_of(history: &[String]) -> String {
     let mut out = String::new();
     for h in history {
         let doc: serde_json::Value = serde_json::from_str(h).unwrap();
-        for line in doc["parameters"]["commands"]
+        let commands: Vec<String> = doc["parameters"]["commands"]
             .as_array()
             .into_iter()
             .flatten()
-        {
-            let line = line.as_str().unwrap_or_default();
+            .filter_map(|c| c.as_str())
+            .flat_map(|c| c.lines().map(String::from))
+            .collect();
+        for line in &commands {
             let Some(rest) = line.strip_prefix("printf '%s' ") else {
                 continue;
             };
@@ -368,6 +405,62 @@ inline = ["echo one"]
         "the kill left the instance"
     );
     assert_eq!(aws::security_groups(&ec2).await.len(), 1);
+    // What the instance was launched with, while it is still there.
+    let desc = ec2.describe_instances().send().await.unwrap();
+    let inst = desc
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| {
+            i.state().and_then(|s| s.name())
+                == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+        })
+        .unwrap();
+    assert_eq!(inst.key_name(), None, "no key pair");
+    let md = inst.metadata_options().unwrap();
+    assert_eq!(
+        md.http_tokens(),
+        Some(&aws_sdk_ec2::types::HttpTokensState::Required),
+        "IMDSv2 only"
+    );
+    assert_eq!(md.http_put_response_hop_limit(), Some(1));
+    let tags: Vec<_> = inst.tags().iter().filter_map(|t| t.key()).collect();
+    assert!(
+        tags.contains(&"kiln:run") && tags.contains(&"kiln:build-id"),
+        "{tags:?}"
+    );
+    let group = inst.security_groups()[0].group_id().unwrap();
+    let groups = ec2
+        .describe_security_groups()
+        .group_ids(group)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        groups.security_groups()[0].ip_permissions().is_empty(),
+        "no ingress rule: {:?}",
+        groups.security_groups()[0].ip_permissions()
+    );
+    let volumes = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(inst.instance_id().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !volumes.volumes().is_empty()
+            && volumes
+                .volumes()
+                .iter()
+                .all(|v| v.encrypted() == Some(true)),
+        "encrypted root volume: {:?}",
+        volumes.volumes()
+    );
     proxy.set_delay(Duration::ZERO);
 
     let dry = kiln(&s).args(["cleanup", "--dry-run"]).output().unwrap();

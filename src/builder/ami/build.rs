@@ -118,6 +118,11 @@ fn ami_name(wanted: Option<&str>, image: &str, version: &str, run: &str) -> Stri
         Some(n) => n.to_string(),
         None => format!("{image}-{version}-{}", &run[..8.min(run.len())]),
     };
+    let raw = if raw.chars().count() < 3 {
+        format!("{raw}-{}", &run[..8.min(run.len())])
+    } else {
+        raw
+    };
     raw.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "()[]./-'@_ ".contains(c) {
@@ -162,6 +167,7 @@ impl Instance for AmiInstance {
 
         let mut handles = vec![];
         handles.push(register_image(ctx, s, &s.region, &self.tags.run, &name).await?);
+        let (run_tags, extra) = (&self.tags, &extra);
         let id = image::create(
             &self.aws,
             &self.instance,
@@ -175,7 +181,7 @@ impl Instance for AmiInstance {
         let snapshots = image::wait_available(&self.aws, &id, limit).await?;
         let all_tags: Vec<Tag> = self.tags.tags().into_iter().chain(extra.clone()).collect();
         image::tag(&self.aws, &snapshots, all_tags.clone()).await?;
-        finish_image(&self.aws, s, &id, &snapshots).await?;
+        image::share(&self.aws, &id, &snapshots, &s.share_with).await?;
         let mut made = vec![(self.aws.target.region.clone(), id.clone())];
 
         // Copies, all regions at once.
@@ -200,18 +206,28 @@ impl Instance for AmiInstance {
                     s.ami_description.as_deref(),
                     s.encrypted(),
                     kms.as_deref(),
+                    run_tags,
+                    extra,
                 )
                 .await?;
                 let snaps = image::wait_available(&to, &copy, limit).await?;
                 let mut ids = snaps.clone();
                 ids.push(copy.clone());
                 image::tag(&to, &ids, all_tags).await?;
-                finish_image(&to, s, &copy, &snaps).await?;
+                image::share(&to, &copy, &snaps, &s.share_with).await?;
                 Ok::<_, BuildError>((to.target.region.clone(), copy))
             });
         }
         for r in futures_util::future::join_all(copies).await {
             made.push(r?);
+        }
+        // Protection last: until every copy is complete, the undo stack
+        // must still be able to deregister them all.
+        if s.deregistration_protection {
+            for (region, ami) in &made {
+                let aws = Clients::connect(&self.aws.target.in_region(region)).await;
+                image::protect(&aws, ami).await?;
+            }
         }
         // Complete: the images outlive the build.
         for h in handles {
@@ -234,20 +250,6 @@ impl Instance for AmiInstance {
             })
             .collect())
     }
-}
-
-/// Sharing and deregistration protection, per region.
-async fn finish_image(
-    aws: &Clients,
-    s: &AmiSettings,
-    id: &str,
-    snapshots: &[String],
-) -> Result<(), BuildError> {
-    image::share(aws, id, snapshots, &s.share_with).await?;
-    if s.deregistration_protection {
-        image::protect(aws, id).await?;
-    }
-    Ok(())
 }
 
 async fn register_image(

@@ -109,6 +109,7 @@ pub async fn tag(aws: &Clients, ids: &[String], tags: Vec<Tag>) -> Result<(), Bu
 
 /// Copies `source` (in `from_region`) into `to`'s region, encrypted;
 /// returns the new image id.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy(
     to: &Clients,
     from_region: &str,
@@ -117,6 +118,8 @@ pub async fn copy(
     description: Option<&str>,
     encrypted: bool,
     kms_key_id: Option<&str>,
+    tags: &super::launch::RunTags,
+    extra: &[Tag],
 ) -> Result<String, BuildError> {
     let out = to
         .ec2
@@ -127,8 +130,12 @@ pub async fn copy(
         .set_description(description.map(str::to_string))
         .encrypted(encrypted)
         .set_kms_key_id(kms_key_id.map(str::to_string))
-        // Idempotency across the SDK's retries.
-        .client_token(format!("{name}-{}", to.target.region))
+        // Tagged from birth, so a copy cut off half-way is found by its
+        // run (moto ignores these; the copy is tagged again once ready).
+        .tag_specifications(tags.spec(ResourceType::Image, extra))
+        .tag_specifications(tags.spec(ResourceType::Snapshot, extra))
+        // Idempotency across the SDK's retries (at most 64 characters).
+        .client_token(format!("{}-{}", tags.run, to.target.region))
         .send()
         .await
         .map_err(|e| {
@@ -251,7 +258,8 @@ pub async fn publish_channel(
         .await
         .map_err(|e| format!("cannot write SSM parameter `{name}`: {}", describe(&e)))?;
     let label = version_label(version);
-    aws.ssm
+    let labelled = aws
+        .ssm
         .label_parameter_version()
         .name(&name)
         .parameter_version(out.version())
@@ -259,16 +267,28 @@ pub async fn publish_channel(
         .send()
         .await
         .map_err(|e| format!("cannot label SSM parameter `{name}`: {}", describe(&e)))?;
+    if !labelled.invalid_labels().is_empty() {
+        return Err(format!(
+            "SSM refused the label(s) {:?} on `{name}`",
+            labelled.invalid_labels()
+        ));
+    }
     Ok(name)
 }
 
 /// Marks the image deprecated now (what `kiln images revoke` maps to).
 pub async fn deprecate(aws: &Clients, id: &str) -> Result<(), String> {
-    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    // EC2 rounds to the minute and refuses a time in the past: the next
+    // whole minute but one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let at = (now / 60 + 2) * 60;
     aws.ec2
         .enable_image_deprecation()
         .image_id(id)
-        .deprecate_at(now)
+        .deprecate_at(aws_smithy_types::DateTime::from_secs(at as i64))
         .send()
         .await
         .map(drop)
@@ -292,6 +312,22 @@ pub async fn delete(aws: &Clients, id: &str) -> Result<Vec<String>, String> {
         .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
         .map(str::to_string)
         .collect();
+    if img
+        .deregistration_protection()
+        .is_some_and(|p| p.starts_with("enabled"))
+    {
+        aws.ec2
+            .disable_image_deregistration_protection()
+            .image_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot lift deregistration protection of {id}: {}",
+                    describe(&e)
+                )
+            })?;
+    }
     match aws.ec2.deregister_image().image_id(id).send().await {
         Ok(_) => {}
         Err(e) if code(&e) == Some("InvalidAMIID.NotFound") => {}
@@ -328,19 +364,29 @@ pub async fn launch_template_users(aws: &Clients, ami: &str) -> Result<Vec<Strin
             let Some(id) = lt.launch_template_id() else {
                 continue;
             };
-            let versions = aws
-                .ec2
-                .describe_launch_template_versions()
-                .launch_template_id(id)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot list versions of launch template {id}: {}",
-                        describe(&e)
-                    )
-                })?;
-            for v in versions.launch_template_versions() {
+            let mut versions = vec![];
+            let mut vtoken = None;
+            loop {
+                let page = aws
+                    .ec2
+                    .describe_launch_template_versions()
+                    .launch_template_id(id)
+                    .set_next_token(vtoken.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot list versions of launch template {id}: {}",
+                            describe(&e)
+                        )
+                    })?;
+                versions.extend(page.launch_template_versions().iter().cloned());
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => vtoken = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            for v in &versions {
                 let uses = v
                     .launch_template_data()
                     .and_then(|d| d.image_id())

@@ -215,10 +215,15 @@ pub async fn wait_state(
                 .find_map(|i| i.state().and_then(|s| s.name()).cloned());
             match state {
                 Some(s) if s == want => Ok(Some(())),
-                Some(InstanceStateName::Terminated) | Some(InstanceStateName::ShuttingDown) => {
+                // States it cannot come back from on its own.
+                Some(
+                    s @ (InstanceStateName::Terminated
+                    | InstanceStateName::ShuttingDown
+                    | InstanceStateName::Stopped),
+                ) if want == InstanceStateName::Running || s != InstanceStateName::Stopped => {
                     Err(format!(
-                        "instance {id} is {} (while waiting for {})",
-                        InstanceStateName::Terminated.as_str(),
+                        "instance {id} is {} while kiln waits for it to be {}",
+                        s.as_str(),
                         want.as_str()
                     ))
                 }

@@ -161,6 +161,30 @@ impl AmiSettings {
                 )));
             }
         }
+        if s.kms_key_id.is_some() && !s.encrypted() {
+            return Err(BuildError::Config(
+                "`kms_key_id` is set but `encrypted = false`".into(),
+            ));
+        }
+        // Snapshots encrypted with the default `aws/ebs` key cannot be
+        // shared: say so now rather than after the whole build.
+        if !s.share_with.is_empty() && s.encrypted() {
+            let missing: Vec<&str> = std::iter::once(&s.region)
+                .filter(|_| s.kms_key_id.is_none())
+                .chain(
+                    s.copy_to
+                        .iter()
+                        .filter(|r| !s.copy_kms_key_ids.contains_key(*r)),
+                )
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(BuildError::Config(format!(
+                    "`share_with` needs a customer-managed KMS key in every region (snapshots encrypted with the default `aws/ebs` key cannot be shared); none for {}: set `kms_key_id` / `copy_kms_key_ids`",
+                    missing.join(", ")
+                )));
+            }
+        }
         if let Some(ep) = &s.endpoint {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return Err(BuildError::Config(format!(

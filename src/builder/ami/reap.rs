@@ -99,16 +99,36 @@ pub async fn image(
     name: &str,
 ) -> Result<(), String> {
     let aws = Clients::connect(&Target::new(region, endpoint)).await;
-    let out = aws
-        .ec2
-        .describe_images()
-        .owners("self")
-        .filters(Filter::builder().name("name").values(name).build())
-        .send()
-        .await
-        .map_err(|e| format!("cannot look up image `{name}`: {}", describe(&e)))?;
-    for img in out.images() {
-        let Some(id) = img.image_id() else { continue };
+    // By name *and* run: an image of another build with the same name
+    // (a fixed `ami_name`) is never touched.
+    let images = wait_for(
+        &format!("image `{name}` to leave `pending`"),
+        TERMINATE_LIMIT,
+        || async {
+            let out = aws
+                .ec2
+                .describe_images()
+                .owners("self")
+                .filters(Filter::builder().name("name").values(name).build())
+                .filters(run_filter(run))
+                .send()
+                .await
+                .map_err(|e| format!("cannot look up image `{name}`: {}", describe(&e)))?;
+            // A pending image lists its snapshots only once it is done.
+            let pending = out
+                .images()
+                .iter()
+                .any(|i| i.state() == Some(&aws_sdk_ec2::types::ImageState::Pending));
+            Ok((!pending).then(|| {
+                out.images()
+                    .iter()
+                    .filter_map(|i| i.image_id().map(str::to_string))
+                    .collect::<Vec<_>>()
+            }))
+        },
+    )
+    .await?;
+    for id in &images {
         super::image::delete(&aws, id).await?;
     }
     // Snapshots CreateImage made before it was cut off, without an image.
