@@ -174,7 +174,7 @@ impl Instance for AmiInstance {
             &name,
             s.ami_description.as_deref(),
             &self.tags,
-            &extra,
+            extra,
         )
         .await?;
         ctx.message(format!("creating {id} (`{name}`) in {}", s.region));
