@@ -19,7 +19,7 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 
 /// Where and how to reach AWS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub region: String,
     /// An AWS-compatible endpoint (emulators). `None`: AWS itself, or what
@@ -55,7 +55,25 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The clients of `target`, made once per process: loading the
+    /// configuration (credential chain, TLS roots) costs more than most
+    /// calls.
     pub async fn connect(target: &Target) -> Clients {
+        static MADE: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<Target, Clients>>,
+        > = std::sync::OnceLock::new();
+        let made = MADE.get_or_init(Default::default);
+        if let Some(c) = made.lock().ok().and_then(|m| m.get(target).cloned()) {
+            return c;
+        }
+        let c = Self::load(target).await;
+        if let Ok(mut m) = made.lock() {
+            m.insert(target.clone(), c.clone());
+        }
+        c
+    }
+
+    async fn load(target: &Target) -> Clients {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(target.region.clone()))
             .retry_config(retry(target.max_attempts))

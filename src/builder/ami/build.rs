@@ -44,11 +44,6 @@ impl Builder for AmiBuilder {
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = AmiSettings::from_plan(&ctx.plan)?;
         let aws = Clients::connect(&s.target()).await;
-        let base = source::resolve(&aws, &s.from).await?;
-        ctx.message(format!(
-            "source AMI {} ({}) in {}",
-            base.id, base.name, s.region
-        ));
         let tags = RunTags {
             build_id: ctx.build_id.clone(),
             run: uuid::Uuid::new_v4().simple().to_string(),
@@ -66,10 +61,18 @@ impl Builder for AmiBuilder {
             "EC2 instance and security group of this build",
         )
         .await?;
-        let group = match &s.security_group_id {
-            Some(g) => g.clone(),
-            None => launch::security_group(&aws, &s, &tags).await?,
-        };
+        // The base and the security group do not depend on each other.
+        let (base, group) = tokio::join!(source::resolve(&aws, &s.from), async {
+            match &s.security_group_id {
+                Some(g) => Ok(g.clone()),
+                None => launch::security_group(&aws, &s, &tags).await,
+            }
+        });
+        let (base, group) = (base?, group?);
+        ctx.message(format!(
+            "source AMI {} ({}) in {}",
+            base.id, base.name, s.region
+        ));
         let limit = AmiSettings::duration(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         let instance = launch::instance(&aws, &s, &base, &group, &tags, limit).await?;
         ctx.message(format!(
