@@ -682,3 +682,81 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
         text(&revoked).1
     );
 }
+
+/// An AMI of our own named `name`, made from moto's stock image.
+async fn own_base(ec2: &aws_sdk_ec2::Client, name: &str) -> String {
+    let run = ec2
+        .run_instances()
+        .image_id(aws::SOURCE_AMI)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let instance = run.instances()[0].instance_id().unwrap().to_string();
+    let img = ec2
+        .create_image()
+        .instance_id(&instance)
+        .name(name)
+        .send()
+        .await
+        .unwrap();
+    ec2.terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    img.image_id().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_newer_ami_matching_the_source_filter_makes_plan_and_skip_unchanged_rebuild() {
+    let Some(moto) = Moto::start() else { return };
+    let ec2 = aws::ec2(&moto.endpoint(), REGION);
+    let first = own_base(&ec2, "kiln-base-1").await;
+    let s = Scratch::new();
+    let t = template(&moto.endpoint(), "", "")
+        .replace(
+            &format!("owners = [\"amazon\"], name = \"{SOURCE_NAME}\""),
+            "owners = [\"self\"], name = \"kiln-base-*\"",
+        )
+        .replace(
+            "[build.register]",
+            "[build.rebuild]\nwhen = [\"inputs\", \"base\"]\n\n[build.register]",
+        );
+    s.write("t.toml", &t);
+    let plan = || {
+        let o = kiln(&s)
+            .args(["plan", "--json", "t.toml"])
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        serde_json::from_str::<serde_json::Value>(text(&o).0.trim()).unwrap()
+    };
+    assert_exit(&build(&s, &[]), 0);
+    let p = plan();
+    assert_eq!(p["jobs"][0]["rebuild"], false, "{p}");
+    // moto dates images to the second: the next one must be newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = own_base(&ec2, "kiln-base-2").await;
+    let p = plan();
+    assert_eq!(p["jobs"][0]["rebuild"], true, "{p}");
+    let reasons = p["jobs"][0]["reasons"].to_string();
+    assert!(
+        reasons.contains(&second) && reasons.contains(&first),
+        "{reasons}"
+    );
+    let out = kiln(&s)
+        .args(["build", "--skip-unchanged", "t.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let (o, e) = text(&out);
+    assert_eq!(
+        artifacts(&format!("{o}{e}")).len(),
+        1,
+        "rebuilt on the new base"
+    );
+    let p = plan();
+    assert_eq!(p["jobs"][0]["rebuild"], false, "{p}");
+}
