@@ -49,6 +49,19 @@ impl BuildError {
     }
 }
 
+/// Registers a resource with the job's undo stack (and journal) before it
+/// is created: what every builder does first.
+pub(crate) async fn register(
+    ctx: &JobContext,
+    r: crate::engine::Resource,
+    what: &str,
+) -> Result<crate::engine::undo::UndoHandle, BuildError> {
+    ctx.undo
+        .register(r, what)
+        .await
+        .map_err(BuildError::io("journal"))
+}
+
 /// One source type.
 #[async_trait]
 pub trait Builder: Send + Sync {

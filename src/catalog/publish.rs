@@ -35,18 +35,14 @@ pub async fn channel(version: &Version, channel: &str) -> Result<Published, Stri
             continue;
         }
         #[cfg(feature = "ami")]
-        if let (true, Some((region, ami))) = (
-            a.kind == "ami",
-            crate::builder::ami::parse_artifact_id(&a.id),
-        ) {
-            use crate::builder::ami::{aws, image};
-            let clients =
-                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
-            let name = image::publish_channel(
+        if let Some((region, ami, clients)) =
+            crate::builder::ami::artifact(&a.kind, &a.id, a.endpoint.as_deref()).await
+        {
+            let name = crate::builder::ami::image::publish_channel(
                 &clients,
                 &version.registration.image,
                 channel,
-                ami,
+                &ami,
                 &version.registration.version,
             )
             .await?;
@@ -82,11 +78,10 @@ pub async fn revoked(version: &Version) -> Result<Published, String> {
             continue;
         }
         #[cfg(feature = "ami")]
-        if let Some((region, ami)) = crate::builder::ami::parse_artifact_id(&a.id) {
-            use crate::builder::ami::{aws, image};
-            let clients =
-                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
-            image::deprecate(&clients, ami).await?;
+        if let Some((region, ami, clients)) =
+            crate::builder::ami::artifact(&a.kind, &a.id, a.endpoint.as_deref()).await
+        {
+            crate::builder::ami::image::deprecate(&clients, &ami).await?;
             out.done.push(format!("{ami} in {region} deprecated"));
             continue;
         }

@@ -333,11 +333,11 @@ async fn verify_ami(
 /// Says whether the AMI is still registered in its region.
 #[cfg(feature = "ami")]
 async fn ami_exists(a: &crate::catalog::ArtifactRecord) -> Result<String, String> {
-    use crate::builder::ami::{aws, parse_artifact_id};
-    let Some((region, ami)) = parse_artifact_id(&a.id) else {
+    use crate::builder::ami::{artifact, aws};
+    let Some((region, ami, clients)) = artifact(&a.kind, &a.id, a.endpoint.as_deref()).await else {
         return Ok(String::new());
     };
-    let clients = aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
+    let ami = ami.as_str();
     match clients.ec2.describe_images().image_ids(ami).send().await {
         Ok(o) if !o.images().is_empty() => Ok(format!("; {ami} is registered in {region}")),
         Ok(_) => Err(format!("{ami} is not registered in {region} (deleted?)")),

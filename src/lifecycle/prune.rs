@@ -208,11 +208,10 @@ async fn amis_in_use(v: &crate::catalog::model::Version) -> Result<Vec<String>, 
             continue;
         }
         #[cfg(feature = "ami")]
-        if let Some((region, ami)) = crate::builder::ami::parse_artifact_id(&a.id) {
-            use crate::builder::ami::{aws, image};
-            let clients =
-                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
-            for user in image::launch_template_users(&clients, ami).await? {
+        if let Some((region, ami, clients)) =
+            crate::builder::ami::artifact(&a.kind, &a.id, a.endpoint.as_deref()).await
+        {
+            for user in crate::builder::ami::image::launch_template_users(&clients, &ami).await? {
                 users.push(format!(
                     "{ami} in {region} is used by launch template {user}"
                 ));
@@ -274,14 +273,10 @@ async fn remove_artifacts(
             continue;
         }
         #[cfg(feature = "ami")]
-        if let (true, Some((region, ami))) = (
-            a.kind == "ami",
-            crate::builder::ami::parse_artifact_id(&a.id),
-        ) {
-            use crate::builder::ami::{aws, image};
-            let clients =
-                aws::Clients::connect(&aws::Target::new(region, a.endpoint.as_deref())).await;
-            let snapshots = image::delete(&clients, ami).await?;
+        if let Some((region, ami, clients)) =
+            crate::builder::ami::artifact(&a.kind, &a.id, a.endpoint.as_deref()).await
+        {
+            let snapshots = crate::builder::ami::image::delete(&clients, &ami).await?;
             removed.push(format!(
                 "{region}:{ami}{}",
                 if snapshots.is_empty() {

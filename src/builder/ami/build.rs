@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::Tag;
 use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
 use super::{image, source, AmiSettings};
-use crate::builder::{BuildError, Builder, Instance};
+use crate::builder::{register, BuildError, Builder, Instance};
 use crate::communicator::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
 use crate::communicator::Communicator;
 use crate::engine::journal::Resource;
@@ -262,26 +262,13 @@ async fn register_image(
     run: &str,
     name: &str,
 ) -> Result<crate::engine::undo::UndoHandle, BuildError> {
-    ctx.undo
-        .register(
-            Resource::AwsImage {
-                region: region.to_string(),
-                endpoint: s.endpoint.clone(),
-                run: run.to_string(),
-                name: name.to_string(),
-            },
-            "AMI being made (and its snapshots)",
-        )
-        .await
-        .map_err(BuildError::io("journal"))
-}
-
-async fn register(ctx: &JobContext, r: Resource, what: &str) -> Result<(), BuildError> {
-    ctx.undo
-        .register(r, what)
-        .await
-        .map(drop)
-        .map_err(BuildError::io("journal"))
+    let image = Resource::AwsImage {
+        region: region.to_string(),
+        endpoint: s.endpoint.clone(),
+        run: run.to_string(),
+        name: name.to_string(),
+    };
+    register(ctx, image, "AMI being made (and its snapshots)").await
 }
 
 #[cfg(test)]

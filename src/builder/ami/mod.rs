@@ -223,6 +223,20 @@ pub(super) fn builder() -> Arc<dyn Builder> {
     super::unavailable("ami", false, "issue #8")
 }
 
+/// The AMI behind an artifact record, if it is one: its region, its id
+/// and the clients of that region (and of the endpoint it was built
+/// against).
+#[cfg(feature = "ami")]
+pub async fn artifact(
+    kind: &str,
+    id: &str,
+    endpoint: Option<&str>,
+) -> Option<(String, String, aws::Clients)> {
+    let (region, ami) = parse_artifact_id(id).filter(|_| kind == "ami")?;
+    let clients = aws::Clients::connect(&aws::Target::new(region, endpoint)).await;
+    Some((region.to_string(), ami.to_string(), clients))
+}
+
 /// An AMI artifact id: `REGION:ami-…`, as Packer prints them.
 pub fn artifact_id(region: &str, image_id: &str) -> String {
     format!("{region}:{image_id}")

@@ -336,11 +336,7 @@ impl Builder for QemuBuilder {
 
 /// Registers a resource for undo before it is created.
 async fn register(ctx: &JobContext, r: Resource, what: &str) -> Result<(), BuildError> {
-    ctx.undo
-        .register(r, what)
-        .await
-        .map(drop)
-        .map_err(BuildError::io("journal"))
+    crate::builder::register(ctx, r, what).await.map(drop)
 }
 
 fn short_id(build_id: &str) -> String {
