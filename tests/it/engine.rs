@@ -356,7 +356,9 @@ async fn parallel_limits_concurrency() {
 #[tokio::test]
 async fn unsupported_features_fail_before_anything_starts() {
     let r = setup(
-        "[source.test.a]\n[source.ami.x]\nregion = \"us-east-1\"\nfrom = \"ami-0123\"\n",
+        // `s3_bucket` (file transfer through S3) is not built yet: refused
+        // in preflight, before any call to AWS.
+        "[source.test.a]\n[source.ami.x]\nregion = \"us-east-1\"\nfrom = \"ami-0123\"\ns3_bucket = \"b\"\n",
         "\"test.a\", \"ami.x\"",
         "",
     );
