@@ -183,7 +183,7 @@ pub fn not_implemented<E>(e: &SdkError<E, aws_smithy_runtime_api::http::Response
     status == 501 || (status == 500 && is_html(raw))
 }
 
-/// Polls `check` until it yields a value, with delays growing from 200 ms
+/// Polls `check` until it yields a value, with delays growing from 50 ms
 /// to 10 s, for at most `limit`. `check` returns `Ok(None)` to keep
 /// waiting and `Err` to stop at once.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T, String>
@@ -192,7 +192,7 @@ where
     Fut: Future<Output = Result<Option<T>, String>>,
 {
     let start = Instant::now();
-    let mut delay = Duration::from_millis(200);
+    let mut delay = Duration::from_millis(50);
     loop {
         if let Some(v) = check().await? {
             return Ok(v);
@@ -201,7 +201,7 @@ where
             return Err(format!("timed out after {limit:?} waiting for {what}"));
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 3 / 2).min(Duration::from_secs(10));
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
