@@ -441,14 +441,36 @@ inline = ["echo one"]
         "no ingress rule: {:?}",
         groups.security_groups()[0].ip_permissions()
     );
+    // moto attaches the root volume a moment after the instance is
+    // listed: wait (bounded) until the instance names it.
+    let instance_id = inst.instance_id().unwrap().to_string();
+    let start = Instant::now();
+    let volume_ids: Vec<String> = loop {
+        let d = ec2
+            .describe_instances()
+            .instance_ids(&instance_id)
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<String> = d
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(String::from))
+            .collect();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the instance never got a root volume"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let volumes = ec2
         .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("attachment.instance-id")
-                .values(inst.instance_id().unwrap())
-                .build(),
-        )
+        .set_volume_ids(Some(volume_ids))
         .send()
         .await
         .unwrap();
