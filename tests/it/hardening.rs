@@ -35,15 +35,7 @@ fn build(s: &Scratch, t: &Path) -> (i32, Option<serde_json::Value>, String) {
         .output()
         .unwrap();
     let (out, err) = text(&o);
-    let summary: serde_json::Value = out
-        .lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .filter(|v| v["event"] == "summary")
-        })
-        .unwrap_or_else(|| panic!("no summary\n{out}\n{err}"));
+    let summary = crate::json_summary(&o);
     let manifest = summary["jobs"][0]["artifacts"][0]["manifest"]
         .as_str()
         .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap());

@@ -107,6 +107,20 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// The final `summary` event of a `kiln … --json` run (panics, showing
+/// both streams, when there is none).
+pub fn json_summary(o: &Output) -> serde_json::Value {
+    let (out, err) = text(o);
+    out.lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["event"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary in\n{out}\n{err}"))
+}
+
 /// True when `tools` (and root, if `root`) are here. Otherwise the test
 /// fails in CI (`CI=true`: .ci/run installs them) and skips, loudly,
 /// elsewhere.

@@ -149,17 +149,8 @@ fn build(s: &Scratch, template: &Path) -> (i32, serde_json::Value, String) {
         .env("KILN_OCI_TEST_TOKEN", SECRET)
         .output()
         .unwrap();
-    let out = text(&o).0;
-    let summary = out
-        .lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .filter(|v| v["event"] == "summary")
-        })
-        .unwrap_or_else(|| panic!("no summary in\n{out}\n{}", text(&o).1));
-    (o.status.code().unwrap_or(-1), summary, out)
+    let summary = crate::json_summary(&o);
+    (o.status.code().unwrap_or(-1), summary, text(&o).0)
 }
 
 fn skopeo_layers(reference: &str) -> Vec<String> {

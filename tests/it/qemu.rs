@@ -77,17 +77,8 @@ fn build(s: &Scratch, tmpfs: &TmpfsDir, template: &Path) -> (i32, serde_json::Va
         .env("KILN_QEMU_TEST_TOKEN", SECRET)
         .output()
         .unwrap();
-    let (out, err) = text(&o);
-    let summary = out
-        .lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .filter(|v| v["event"] == "summary")
-        })
-        .unwrap_or_else(|| panic!("no summary in\n{out}\n{err}"));
-    (o.status.code().unwrap_or(-1), summary, out)
+    let summary = crate::json_summary(&o);
+    (o.status.code().unwrap_or(-1), summary, text(&o).0)
 }
 
 /// QEMU processes whose command line mentions `needle`.
