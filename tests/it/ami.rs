@@ -633,12 +633,7 @@ async fn prune_deletes_amis_in_every_region_but_keeps_channel_targets_and_launch
 async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
     let Some(moto) = Moto::start() else { return };
     let s = Scratch::new();
-    let keygen = kiln(&s)
-        .args(["keygen", "--out", "cosign"])
-        .env("KILN_PASSWORD", "pw")
-        .output()
-        .unwrap();
-    assert_exit(&keygen, 0);
+    s.keygen("cosign", "pw");
     s.write(
         "t.toml",
         &format!(
@@ -666,12 +661,7 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
         text(&ok).0
     );
     // Another key did not sign it; an unknown AMI has nobody vouching.
-    let other = kiln(&s)
-        .args(["keygen", "--out", "other"])
-        .env("KILN_PASSWORD", "pw")
-        .output()
-        .unwrap();
-    assert_exit(&other, 0);
+    s.keygen("other", "pw");
     let wrong = kiln(&s)
         .args(["verify", "--key", "other.pub", &ami])
         .output()

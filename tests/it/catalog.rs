@@ -549,13 +549,7 @@ mod oci_builds {
                 .output()
                 .unwrap()
         };
-        let o = s
-            .kiln()
-            .args(["keygen", "--out", "cosign"])
-            .env("KILN_PASSWORD", "pw")
-            .output()
-            .unwrap();
-        assert_exit(&o, 0);
+        s.keygen("cosign", "pw");
 
         let base_template = |content: &str| {
             s.write(

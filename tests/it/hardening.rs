@@ -180,14 +180,7 @@ fn verify_policy_refuses_a_signed_manifest_with_a_failed_high_rule() {
     }
     let s = Scratch::new();
     busybox_rootfs(&s, &[("etc/os-release", "ID=kilntest\n")]);
-    let o = s
-        .kiln()
-        .args(["keygen", "--out"])
-        .arg(s.path().join("cosign"))
-        .env("KILN_PASSWORD", "pw")
-        .output()
-        .unwrap();
-    assert_exit(&o, 0);
+    s.keygen("cosign", "pw");
     profile(
         &s,
         &[
@@ -398,14 +391,7 @@ fn debian_cis_level1_and_cleanup_pass_are_signed_and_meet_lynis() {
     }
     let s = Scratch::new();
     let rootfs = debian_rootfs();
-    let o = s
-        .kiln()
-        .args(["keygen", "--out"])
-        .arg(s.path().join("cosign"))
-        .env("KILN_PASSWORD", "pw")
-        .output()
-        .unwrap();
-    assert_exit(&o, 0);
+    s.keygen("cosign", "pw");
     let shipped =
         std::fs::read_to_string(crate::repo().join("templates/debian-hardened.toml")).unwrap();
     let t = s.write(

@@ -235,13 +235,7 @@ mod oci {
                 reg.addr
             ),
         );
-        let o = s
-            .kiln()
-            .args(["keygen", "--out", "cosign"])
-            .env("KILN_PASSWORD", "pw")
-            .output()
-            .unwrap();
-        assert_exit(&o, 0);
+        s.keygen("cosign", "pw");
         let mut digests = vec![];
         for n in 1..=4 {
             let o = s

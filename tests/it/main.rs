@@ -69,6 +69,19 @@ impl Scratch {
         c
     }
 
+    /// `kiln keygen --out PREFIX` here, with `password` for the private key.
+    #[track_caller]
+    pub fn keygen(&self, prefix: &str, password: &str) {
+        let o = self
+            .kiln()
+            .args(["keygen", "--out"])
+            .arg(self.path().join(prefix))
+            .env("KILN_PASSWORD", password)
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+    }
+
     /// `kiln` with this scratch dir's state dir, run in it.
     pub fn kiln(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));

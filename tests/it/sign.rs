@@ -47,22 +47,8 @@ fn signed_build_verifies_and_tampering_is_detected() {
     let reg = Registry::start();
     let s = Scratch::new();
     busybox_rootfs(&s, &[]);
-    let o = s
-        .kiln()
-        .args(["keygen", "--out"])
-        .arg(s.path().join("cosign"))
-        .env("KILN_PASSWORD", "test-pw")
-        .output()
-        .unwrap();
-    assert_exit(&o, 0);
-    let o = s
-        .kiln()
-        .args(["keygen", "--out"])
-        .arg(s.path().join("other"))
-        .env("KILN_PASSWORD", "x")
-        .output()
-        .unwrap();
-    assert_exit(&o, 0);
+    s.keygen("cosign", "test-pw");
+    s.keygen("other", "x");
     let image = format!("{}/signed/img:1", reg.addr);
     let t = s.write(
         "t.toml",
