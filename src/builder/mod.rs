@@ -49,6 +49,27 @@ impl BuildError {
     }
 }
 
+/// A source's settings (`[source.TYPE.NAME]`, resolved) as the builder's
+/// own typed struct.
+pub(crate) fn source_settings<T: serde::de::DeserializeOwned>(
+    job: &JobPlan,
+) -> Result<T, BuildError> {
+    let json = serde_json::Value::Object(
+        job.source
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
+    );
+    serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))
+}
+
+/// A `Duration` setting (`30s`, `10m`) or `default` when unset.
+pub(crate) fn duration_or(v: &Option<String>, default: std::time::Duration) -> std::time::Duration {
+    v.as_deref()
+        .and_then(crate::template::schema::parse_duration)
+        .unwrap_or(default)
+}
+
 /// Registers a resource with the job's undo stack (and journal) before it
 /// is created: what every builder does first.
 pub(crate) async fn register(

@@ -73,7 +73,7 @@ impl Builder for AmiBuilder {
             "source AMI {} ({}) in {}",
             base.id, base.name, s.region
         ));
-        let limit = AmiSettings::duration(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         let instance = launch::instance(&aws, &s, &base, &group, &tags, limit).await?;
         ctx.message(format!(
             "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
@@ -82,7 +82,7 @@ impl Builder for AmiBuilder {
             ssm: aws.ssm.clone(),
             instance: instance.clone(),
             emulator: s.endpoint.is_some(),
-            online_timeout: AmiSettings::duration(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
+            online_timeout: crate::builder::duration_or(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
             secrets: ctx.secrets.clone(),
             vault: VaultDelivery {
                 settings: ctx.vault.clone(),
@@ -146,12 +146,12 @@ impl Instance for AmiInstance {
 
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let s = &self.settings;
-        let limit = AmiSettings::duration(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
         ctx.message(format!("stopping {}", self.instance));
         launch::stop(
             &self.aws,
             &self.instance,
-            AmiSettings::duration(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
+            crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
         )
         .await?;
         let name = ami_name(

@@ -12,13 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{BuildError, Builder};
 use crate::template::plan::JobPlan;
-use crate::template::schema::{parse_duration, Field, Kind, STR_LIST, STR_MAP};
+use crate::template::schema::{Field, Kind, STR_LIST, STR_MAP};
 
 #[cfg(feature = "ami")]
 pub mod aws;
@@ -121,14 +120,7 @@ pub struct AmiSettings {
 
 impl AmiSettings {
     pub fn from_plan(job: &JobPlan) -> Result<AmiSettings, BuildError> {
-        let json = serde_json::Value::Object(
-            job.source
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_json()))
-                .collect(),
-        );
-        let s: AmiSettings =
-            serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))?;
+        let s: AmiSettings = super::source_settings(job)?;
         if let From::Id(id) = &s.from {
             if !id.starts_with("ami-") {
                 return Err(BuildError::Config(format!(
@@ -197,10 +189,6 @@ impl AmiSettings {
 
     pub fn encrypted(&self) -> bool {
         self.encrypted.unwrap_or(true)
-    }
-
-    pub fn duration(v: &Option<String>, default: Duration) -> Duration {
-        v.as_deref().and_then(parse_duration).unwrap_or(default)
     }
 
     #[cfg(feature = "ami")]

@@ -47,13 +47,7 @@ struct OciSettings {
 }
 
 fn settings(job: &JobPlan) -> Result<OciSettings, BuildError> {
-    let json = serde_json::Value::Object(
-        job.source
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect(),
-    );
-    serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))
+    crate::builder::source_settings(job)
 }
 
 pub struct OciBuilder;

@@ -19,7 +19,7 @@ use crate::communicator::{Communicator, RemoteCommand};
 use crate::engine::journal::{process_start_time, sanitize, Resource};
 use crate::engine::JobContext;
 use crate::template::plan::JobPlan;
-use crate::template::schema::{parse_duration, parse_size};
+use crate::template::schema::parse_size;
 use crate::ui::{ArtifactInfo, Stream};
 
 const DEFAULT_SSH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -56,14 +56,7 @@ struct QemuSettings {
 
 impl QemuSettings {
     fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
-        let json = serde_json::Value::Object(
-            job.source
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_json()))
-                .collect(),
-        );
-        let s: QemuSettings =
-            serde_json::from_value(json).map_err(|e| BuildError::Config(e.to_string()))?;
+        let s: QemuSettings = crate::builder::source_settings(job)?;
         if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
             return Err(BuildError::Config(
                 "`disk_checksum` is required (`sha256:…` of the base image)\nhint: `insecure_skip_checksum = true` builds from an unverified base".into(),
@@ -84,10 +77,6 @@ impl QemuSettings {
             ));
         }
         Ok(s)
-    }
-
-    fn duration(v: &Option<String>, default: Duration) -> Duration {
-        v.as_deref().and_then(parse_duration).unwrap_or(default)
     }
 }
 
@@ -305,7 +294,7 @@ impl Builder for QemuBuilder {
             username,
             auth,
         });
-        let ssh_timeout = QemuSettings::duration(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
+        let ssh_timeout = crate::builder::duration_or(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
         let mut alive = {
             let (vm, console) = (vm.clone(), console.clone());
             move || match vm.try_lock().map(|mut c| c.try_wait()) {
@@ -446,7 +435,7 @@ impl QemuInstance {
     /// and fails after `shutdown_timeout` (the disk may be inconsistent).
     async fn shut_down(&mut self, ctx: &JobContext) -> Result<(), BuildError> {
         let limit =
-            QemuSettings::duration(&self.settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+            crate::builder::duration_or(&self.settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         match self.settings.shutdown_command.clone() {
             Some(command) => {
                 ctx.message(format!("shutting down: `{command}`"));
