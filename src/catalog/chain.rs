@@ -44,10 +44,7 @@ pub struct EntrySignature {
 
 /// The key id of a public key PEM.
 pub fn key_id(public_pem: &str) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(public_pem.trim().as_bytes()))
-    )
+    crate::sign::key_id(public_pem)
 }
 
 fn body(seq: u64, prev: &str, time: &str, actor: &str, change: &Action) -> Vec<u8> {

@@ -17,8 +17,13 @@ pub struct Published {
     pub not_supported: Vec<String>,
 }
 
-/// Points `channel` at `version`'s artifacts.
-pub async fn channel(version: &Version, channel: &str) -> Result<Published, String> {
+/// Points `channel` at `version`'s artifacts. Pointer files kiln writes
+/// are signed with `key` (the key that signed the catalog change).
+pub async fn channel(
+    version: &Version,
+    channel: &str,
+    key: &crate::sign::SigningKey,
+) -> Result<Published, String> {
     let mut out = Published::default();
     for a in &version.registration.artifacts {
         #[cfg(feature = "oci")]
@@ -52,11 +57,12 @@ pub async fn channel(version: &Version, channel: &str) -> Result<Published, Stri
         }
         if a.kind == "qcow2" || a.kind == "raw" {
             let path = std::path::Path::new(a.id.strip_prefix("file:").unwrap_or(&a.id));
-            let written = disk_channel_manifest(version, a, path, channel)?;
+            let written = disk_channel_manifest(version, a, path, channel, key).await?;
             out.done.push(format!(
-                "{} → {}",
+                "{} → {} (signed: `{}`)",
                 written.display(),
-                version.registration.version
+                version.registration.version,
+                crate::sign::blob::sig_path(&written).display()
             ));
             continue;
         }
@@ -93,12 +99,14 @@ pub async fn revoked(version: &Version) -> Result<Published, String> {
     Ok(out)
 }
 
-/// Writes `IMAGE.CHANNEL.json` next to a disk image file (atomically).
-fn disk_channel_manifest(
+/// Writes `IMAGE.CHANNEL.json` next to a disk image file (atomically) and
+/// its signature `IMAGE.CHANNEL.json.sig` (cosign's blob format).
+async fn disk_channel_manifest(
     version: &Version,
     a: &super::ArtifactRecord,
     file: &std::path::Path,
     channel: &str,
+    key: &crate::sign::SigningKey,
 ) -> Result<std::path::PathBuf, String> {
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     let path = dir.join(format!("{}.{channel}.json", version.registration.image));
@@ -114,6 +122,9 @@ fn disk_channel_manifest(
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON serializes");
     crate::engine::manifest::write_atomic(&path, &bytes)
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+    crate::sign::blob::sign_bytes(&path, &bytes, key)
+        .await
+        .map_err(|e| format!("cannot sign `{}`: {e}", path.display()))?;
     Ok(path)
 }
 
@@ -156,12 +167,17 @@ mod tests {
             seq: 1,
             artifacts_deleted: false,
         };
-        let p = channel(&v, "prod").await.unwrap();
+        let key = crate::sign::load_or_create_plain_key(&tmp.path().join("k")).unwrap();
+        let p = channel(&v, "prod", &key).await.unwrap();
         assert_eq!(p.done.len(), 1);
+        let pointer = tmp.path().join("web.prod.json");
         let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(tmp.path().join("web.prod.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(&pointer).unwrap()).unwrap();
         assert_eq!(doc["version"], "1.0.0+3");
         assert_eq!(doc["digest"], "sha256:abc");
+        // Signed: the pointer verifies with the key, and not once changed.
+        crate::sign::blob::verify_file_signature(&pointer, &key.public_pem).unwrap();
+        std::fs::write(&pointer, b"{}").unwrap();
+        assert!(crate::sign::blob::verify_file_signature(&pointer, &key.public_pem).is_err());
     }
 }

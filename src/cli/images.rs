@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::Exit;
 use crate::catalog::{self, Catalog, CatalogError, Operation, State};
+use crate::sign::SigningKey;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -340,7 +341,7 @@ async fn change(
     let entry = cat.apply(op, &catalog::actor(), &key).await?;
     println!("#{} {}", entry.seq, entry.change.describe());
     if let Some((image, channel)) = moved {
-        return Ok(publish(cat, &image, &channel).await);
+        return Ok(publish(cat, &image, &channel, &key).await);
     }
     Ok(Exit::Success)
 }
@@ -369,7 +370,7 @@ async fn revoked(cat: &Catalog, image: &str, version: &str) -> Exit {
 }
 
 /// Moves a channel's pointers to where the catalog says it points.
-async fn publish(cat: &Catalog, image: &str, channel: &str) -> Exit {
+async fn publish(cat: &Catalog, image: &str, channel: &str, key: &SigningKey) -> Exit {
     let snap = match cat.snapshot().await {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -377,7 +378,7 @@ async fn publish(cat: &Catalog, image: &str, channel: &str) -> Exit {
     let Ok(v) = resolve(&snap.state, image, channel) else {
         return Exit::Success;
     };
-    match catalog::publish::channel(v, channel).await {
+    match catalog::publish::channel(v, channel, key).await {
         Ok(p) => {
             for d in p.done {
                 println!("{channel}: {d}");
@@ -514,7 +515,7 @@ async fn register(
     println!("#{seq} registered {image} {version}");
     let mut exit = Exit::Success;
     for ch in channels {
-        if publish(cat, &image, ch).await != Exit::Success {
+        if publish(cat, &image, ch, &key).await != Exit::Success {
             exit = Exit::Failure;
         }
     }

@@ -1,6 +1,9 @@
-//! `kiln verify`: checks an artifact's signatures against a public key.
-//! OCI images in a registry are verified now (cosign's format); disk
-//! images, AMIs and manifest files are not supported yet.
+//! `kiln verify`: checks an artifact's signatures against a public key:
+//! OCI images in a registry (cosign's format), disk image files (a
+//! `cosign sign-blob` signature and DSSE provenance beside them), signed
+//! build manifests, provenance files, channel pointers, and AMIs (through
+//! the catalog). OCI layouts are not supported yet. A revoked version is
+//! refused whatever its signatures.
 
 use std::path::PathBuf;
 
@@ -65,9 +68,17 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
         .artifact
         .strip_prefix("registry:")
         .unwrap_or(&args.artifact);
+    let pem = std::fs::read_to_string(key_path).unwrap_or_default();
+    if let Some(layout) = args.artifact.strip_prefix("oci-layout:") {
+        return report(
+            false,
+            serde_json::Value::Null,
+            format!("`oci-layout:{layout}`: verifying OCI layouts is not supported yet — kiln signs images in a registry (cosign's `sha256-<digest>.sig` beside them) and disk image files (`FILE.sig`), not images in a layout; copy it to a registry (`skopeo copy oci:DIR:TAG docker://REGISTRY/REPO:TAG`), sign it there with `[build.sign]` and verify `registry:REGISTRY/REPO:TAG`"),
+        );
+    }
     let as_file = std::path::Path::new(&args.artifact);
     if as_file.is_file() {
-        return match verify_file(as_file, &key) {
+        return match verify_file(as_file, &key, &pem) {
             Ok((detail, text)) => {
                 let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
                 let policy = match args.policy.map(|p| check_policy(p, &detail)) {
@@ -187,12 +198,19 @@ fn check_policy(policy: Policy, verified: &serde_json::Value) -> Result<String, 
 fn verify_file(
     path: &std::path::Path,
     key: &sigstore::crypto::CosignVerificationKey,
+    pem: &str,
 ) -> Result<(serde_json::Value, String), String> {
-    use crate::sign::{dsse, provenance};
+    use crate::sign::{blob, dsse, provenance};
     let name = path.to_string_lossy().into_owned();
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
     };
+    if !name.ends_with(".json") {
+        return verify_disk_image(path, key, pem);
+    }
+    if blob::sig_path(path).is_file() && !name.ends_with(".dsse.json") {
+        return verify_signed_json(path, pem);
+    }
     if let Some(stem) = name.strip_suffix(".intoto.json") {
         let body = dsse::verify_bytes(&read(path)?, provenance::PAYLOAD_TYPE, key)
             .map_err(|e| format!("`{name}`: {e}"))?;
@@ -210,10 +228,16 @@ fn verify_file(
         ));
     }
     let (envelope_path, manifest_path) = match name.strip_suffix(".dsse.json") {
-        Some(stem) => (path.to_path_buf(), std::path::PathBuf::from(format!("{stem}.json"))),
+        Some(stem) => (
+            path.to_path_buf(),
+            std::path::PathBuf::from(format!("{stem}.json")),
+        ),
         None => match name.strip_suffix(".json") {
-            Some(stem) => (std::path::PathBuf::from(format!("{stem}.dsse.json")), path.to_path_buf()),
-            None => return Err(format!("`{name}`: verifying disk images is not supported yet; give a build manifest (`.json`, `.dsse.json`) or provenance (`.intoto.json`)")),
+            Some(stem) => (
+                std::path::PathBuf::from(format!("{stem}.dsse.json")),
+                path.to_path_buf(),
+            ),
+            None => unreachable!("only `.json` files get here"),
         },
     };
     if !envelope_path.is_file() {
@@ -246,6 +270,86 @@ fn verify_file(
         m["artifact"]["digest"].as_str().unwrap_or("?")
     );
     Ok((m, text))
+}
+
+/// A disk image file: its `FILE.sig` over the content's SHA-256 (cosign's
+/// blob format) and its provenance `FILE.intoto.json`, signed by the key
+/// and naming that digest as its subject. The caller then asks the catalog.
+fn verify_disk_image(
+    path: &std::path::Path,
+    key: &sigstore::crypto::CosignVerificationKey,
+    pem: &str,
+) -> Result<(serde_json::Value, String), String> {
+    use crate::sign::{blob, dsse, provenance};
+    let digest = blob::verify_file_signature(path, pem).map_err(|e| e.to_string())?;
+    let prov = blob::provenance_path(path);
+    let bytes = std::fs::read(&prov).map_err(|e| {
+        format!(
+            "`{}` has a valid signature but no provenance: cannot read `{}`: {e}",
+            path.display(),
+            prov.display()
+        )
+    })?;
+    let body = dsse::verify_bytes(&bytes, provenance::PAYLOAD_TYPE, key)
+        .map_err(|e| format!("`{}`: {e}", prov.display()))?;
+    let statement: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("`{}`: {e}", prov.display()))?;
+    let subject = statement["subject"][0]["digest"]["sha256"]
+        .as_str()
+        .unwrap_or_default();
+    if format!("sha256:{subject}") != digest {
+        return Err(format!(
+            "`{}` is about sha256:{subject}, not this file ({digest})",
+            prov.display()
+        ));
+    }
+    Ok((
+        serde_json::json!({
+            "artifact": { "id": path, "digest": digest },
+            "signature": blob::sig_path(path),
+            "provenance": prov,
+            "predicateType": statement["predicateType"],
+            "invocationId": statement["predicate"]["runDetails"]["metadata"]["invocationId"],
+        }),
+        format!(
+            "verified disk image `{}` ({digest}): signature `{}` and provenance `{}` (build {})",
+            path.display(),
+            blob::sig_path(path).display(),
+            prov.display(),
+            statement["predicate"]["runDetails"]["metadata"]["invocationId"]
+                .as_str()
+                .unwrap_or("?")
+        ),
+    ))
+}
+
+/// A JSON file kiln signed as a blob (`FILE.sig`): a channel pointer of a
+/// disk image. Its digest (the image it points at) is what the catalog is
+/// asked about.
+fn verify_signed_json(
+    path: &std::path::Path,
+    pem: &str,
+) -> Result<(serde_json::Value, String), String> {
+    crate::sign::blob::verify_file_signature(path, pem).map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("`{}`: signed, but not JSON", path.display()))?;
+    let text = match (doc["channel"].as_str(), doc["image"].as_str()) {
+        (Some(ch), Some(image)) => format!(
+            "verified channel pointer `{}`: {image} `{ch}` → {} {} ({})",
+            path.display(),
+            doc["version"].as_str().unwrap_or("?"),
+            doc["file"].as_str().unwrap_or("?"),
+            doc["digest"].as_str().unwrap_or("?")
+        ),
+        _ => format!("verified `{}`", path.display()),
+    };
+    let detail = serde_json::json!({
+        "artifact": { "id": doc["file"], "digest": doc["digest"] },
+        "pointer": doc,
+    });
+    Ok((detail, text))
 }
 
 /// `ami-…` or `REGION:ami-…`: the AMI id.
@@ -298,7 +402,7 @@ async fn verify_ami(
             a.id
         )
     })?;
-    let (detail, _) = verify_file(std::path::Path::new(manifest), key)?;
+    let (detail, _) = verify_file(std::path::Path::new(manifest), key, "")?;
     if detail["artifact"]["id"].as_str() != Some(a.id.as_str()) {
         return Err(format!(
             "`{manifest}` is signed, but for {} rather than {}",

@@ -570,16 +570,26 @@ async fn write_manifests(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let registered = async {
-        // Signed with the build's key when it has one, else the operator's.
-        let own;
-        let key = match plan.jobs.iter().find_map(|j| signers.get(&j.name())) {
-            Some(k) => k.as_ref(),
-            None => {
-                own = c.operator_key()?;
+    // Signed with the build's key when it has one, else the operator's;
+    // channel pointer files too.
+    let own;
+    let key = match plan.jobs.iter().find_map(|j| signers.get(&j.name())) {
+        Some(k) => k.as_ref(),
+        None => match c.operator_key() {
+            Ok(k) => {
+                own = k;
                 &own
             }
-        };
+            Err(e) => {
+                remove_files(&written);
+                return fail_all(
+                    jobs,
+                    format!("cannot register in the catalog `{}`: {e}", c.location),
+                );
+            }
+        },
+    };
+    let registered = async {
         let actor = crate::catalog::actor();
         let change = crate::catalog::Action::Register(crate::catalog::Registration {
             image: plan.image.name.clone(),
@@ -633,7 +643,7 @@ async fn write_manifests(
         return;
     };
     for ch in &channels {
-        match crate::catalog::publish::channel(v, ch).await {
+        match crate::catalog::publish::channel(v, ch, key).await {
             Ok(p) => {
                 for d in p.done {
                     bus.emit(Event::Message {
@@ -706,7 +716,13 @@ async fn write_artifact_records(
     let stem = manifest::stem(job, n);
     let mut paths = vec![];
     let mut provenance = serde_json::Value::Null;
-    if let Some(key) = signer {
+    if signer.is_some() && artifact.digest.is_none() {
+        say(format!(
+            "no provenance for `{}`: in-toto statements need the artifact's content digest, which a {} has not; its signed build manifest vouches for it",
+            artifact.id, artifact.kind
+        ));
+    }
+    if let (Some(key), Some(_)) = (signer, artifact.digest.as_deref()) {
         let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
         let body = serde_json::to_vec(&statement).expect("JSON serializes");
         let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
@@ -730,6 +746,18 @@ async fn write_artifact_records(
                 .map_err(|e| e.to_string())?;
             say(format!("provenance attached: `{att}`"));
             attached = format!("registry:{att}").into();
+        }
+        if crate::sign::is_disk_image(&artifact.kind) {
+            let file = Path::new(artifact.id.strip_prefix("file:").unwrap_or(&artifact.id));
+            let beside = crate::sign::blob::provenance_path(file);
+            manifest::write_atomic(&beside, &env_bytes)
+                .map_err(|e| format!("cannot write provenance: {e}"))?;
+            say(format!(
+                "provenance beside the disk image: `{}`",
+                beside.display()
+            ));
+            paths.push(beside.clone());
+            attached = format!("file:{}", beside.display()).into();
         }
         say(format!("provenance `{}`", path.display()));
         provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });

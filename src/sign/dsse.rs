@@ -48,7 +48,7 @@ pub async fn sign(
         payload_type: payload_type.to_string(),
         payload: b64.encode(body),
         signatures: vec![EnvelopeSignature {
-            keyid: String::new(),
+            keyid: key.key_id(),
             sig: b64.encode(key.sign(&pae(payload_type, body)).await?),
         }],
     })

@@ -6,6 +6,7 @@
 //! Architecture invariant: the private key and its password stay in memory;
 //! nothing here writes them anywhere but `kiln keygen`'s own key file.
 
+pub mod blob;
 #[cfg(feature = "oci")]
 pub mod cosign;
 pub mod dsse;
@@ -41,8 +42,12 @@ pub struct SigningKey {
 }
 
 enum Signer {
-    /// A cosign key file, decrypted in memory.
-    Local(SigStoreSigner),
+    /// A cosign key file, decrypted in memory; the same key as a p256
+    /// signing key for signatures over a digest (files too large to hold).
+    Local {
+        signer: SigStoreSigner,
+        prehash: Box<p256::ecdsa::SigningKey>,
+    },
     /// A key in Vault's transit engine: kiln sends the SHA-256 digest,
     /// Vault signs; the private key never leaves Vault.
     Transit {
@@ -57,11 +62,26 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// The key id kiln names a public key by: `sha256:` of its PEM (trimmed).
+/// The catalog's entries, DSSE envelopes' `keyid` and build manifests use it.
+pub fn key_id(public_pem: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(public_pem.trim().as_bytes()))
+    )
+}
+
 impl SigningKey {
+    /// This key's id ([`key_id`] of its public half).
+    pub fn key_id(&self) -> String {
+        key_id(&self.public_pem)
+    }
+
     /// An ECDSA P-256 signature (ASN.1 DER) of `msg`, as cosign makes them.
     pub async fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         match &self.signer {
-            Signer::Local(s) => s
+            Signer::Local { signer, .. } => signer
                 .sign(msg)
                 .map_err(|e| SignError::Key(format!("cannot sign: {e}"))),
             Signer::Transit { vault, name } => {
@@ -73,6 +93,49 @@ impl SigningKey {
                     .map_err(|e| SignError::Key(e.to_string()))
             }
         }
+    }
+
+    /// An ECDSA P-256 signature (ASN.1 DER) of the message whose SHA-256
+    /// is `digest`: the same signature [`SigningKey::sign`] makes of the
+    /// message itself, as `cosign sign-blob` and `openssl dgst -sha256
+    /// -sign` make them — without holding the message.
+    pub async fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, SignError> {
+        match &self.signer {
+            Signer::Local { prehash, .. } => {
+                use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+                let sig: p256::ecdsa::Signature = prehash
+                    .sign_prehash(digest)
+                    .map_err(|e| SignError::Key(format!("cannot sign: {e}")))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            Signer::Transit { vault, name } => vault
+                .transit_sign(name, digest)
+                .await
+                .map_err(|e| SignError::Key(e.to_string())),
+        }
+    }
+
+    /// A local key pair as a signer.
+    fn local(pair: &SigStoreKeyPair) -> Result<SigningKey, SignError> {
+        let signer = pair
+            .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        let der = pair
+            .private_key_to_der()
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        let prehash =
+            <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(&der)
+                .map_err(|e| SignError::Key(format!("not an ECDSA P-256 key: {e}")))?;
+        let public_pem = pair
+            .public_key_to_pem()
+            .map_err(|e| SignError::Key(e.to_string()))?;
+        Ok(SigningKey {
+            signer: Signer::Local {
+                signer,
+                prehash: Box::new(prehash),
+            },
+            public_pem,
+        })
     }
 
     /// Ends what the key holds open: the Vault token kiln logged in with for
@@ -203,16 +266,7 @@ pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, S
             "cannot open the signing key {origin}: {e} (wrong KILN_PASSWORD?)"
         ))
     })?;
-    let signer = pair
-        .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
-        .map_err(|e| SignError::Key(e.to_string()))?;
-    let public_pem = pair
-        .public_key_to_pem()
-        .map_err(|e| SignError::Key(e.to_string()))?;
-    Ok(SigningKey {
-        signer: Signer::Local(signer),
-        public_pem,
-    })
+    SigningKey::local(&pair)
 }
 
 /// A key kiln keeps for itself (unencrypted PKCS#8 PEM, mode 0600, never
@@ -251,20 +305,17 @@ pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
         }
         Err(e) => return Err(io("cannot read the key")(e)),
     };
-    let signer = pair
-        .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
-        .map_err(|e| SignError::Key(e.to_string()))?;
-    let public_pem = pair
-        .public_key_to_pem()
-        .map_err(|e| SignError::Key(e.to_string()))?;
-    Ok(SigningKey {
-        signer: Signer::Local(signer),
-        public_pem,
-    })
+    SigningKey::local(&pair)
+}
+
+/// Whether an artifact kind is a disk image file (signed as a blob).
+pub fn is_disk_image(kind: &str) -> bool {
+    kind == "qcow2" || kind == "raw"
 }
 
 /// Signs each artifact that has a signature format: OCI images in a
-/// registry get a cosign signature pushed next to them. Others are named
+/// registry get a cosign signature pushed next to them, disk image files a
+/// `cosign sign-blob` signature beside them ([`blob`]). Others are named
 /// as unsigned, never silently skipped.
 pub async fn sign_artifacts(
     say: &(dyn Fn(String) + Sync),
@@ -282,7 +333,18 @@ pub async fn sign_artifacts(
             a.signatures.push(format!("registry:{sig}"));
             continue;
         }
-        say(format!("not signed: `{}` — signatures for {} artifacts are not supported yet (registry images only)", a.id, a.kind));
+        if let (true, Some(digest)) = (is_disk_image(&a.kind), a.digest.clone()) {
+            let file = Path::new(a.id.strip_prefix("file:").unwrap_or(&a.id));
+            let sig = blob::sign_file(file, &digest, key).await?;
+            say(format!(
+                "signed {} ({digest}): `{}`",
+                file.display(),
+                sig.display()
+            ));
+            a.signatures.push(format!("file:{}", sig.display()));
+            continue;
+        }
+        say(format!("not signed: `{}` — signatures for {} artifacts are not supported yet (registry images and disk files only)", a.id, a.kind));
     }
     Ok(())
 }

@@ -36,10 +36,35 @@ fn compliance_byproduct(report: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// A provisioner as a resource descriptor (in-toto's ResourceDescriptor has
+/// only `name`, `uri`, `digest`, `content`, `downloadLocation`,
+/// `mediaType` and `annotations`; strict parsers refuse anything else): its
+/// settings digest (secrets masked before hashing) as the digest, and the
+/// rest of its record — type, files by digest — in `annotations`. The files
+/// are also `resolvedDependencies` of their own.
+fn provisioner_byproduct(record: &serde_json::Value) -> serde_json::Value {
+    let settings = record["settings_digest"].as_str();
+    let mut annotations = record.clone();
+    if let Some(m) = annotations.as_object_mut() {
+        m.remove("settings_digest");
+    }
+    json!({
+        "name": format!("provisioner/{}/{}", record["index"], record["type"].as_str().unwrap_or("?")),
+        "mediaType": PROVISIONER_MEDIA_TYPE,
+        "digest": sha256_map(settings),
+        "annotations": annotations,
+    })
+}
+
+/// The media type of a provisioner's record among the byproducts.
+pub const PROVISIONER_MEDIA_TYPE: &str = "application/vnd.kiln.provisioner+json";
+
 /// The media type of a hardening compliance report among the byproducts.
 pub const COMPLIANCE_MEDIA_TYPE: &str = "application/vnd.kiln.compliance-report+json";
 
-/// The statement for one artifact.
+/// The statement for one artifact. in-toto v1 requires a digest for every
+/// subject: an artifact without a content digest (an AMI) has no
+/// statement — its signed build manifest and the catalog vouch for it.
 pub fn statement(
     plan: &BuildPlan,
     job: &JobPlan,
@@ -89,7 +114,7 @@ pub fn statement(
             "runDetails": {
                 "builder": { "id": format!("https://github.com/kiln-build/kiln@{}", env!("CARGO_PKG_VERSION")) },
                 "metadata": { "invocationId": plan.build_id, "startedOn": started, "finishedOn": finished },
-                "byproducts": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).chain(artifact.hardening.iter().map(compliance_byproduct)).collect::<Vec<_>>(),
+                "byproducts": job.provisioners.iter().map(|p| provisioner_byproduct(&provisioner_digest(p, &plan.template_dir()))).chain(artifact.hardening.iter().map(compliance_byproduct)).collect::<Vec<_>>(),
             },
         },
     })
