@@ -213,11 +213,33 @@ impl Catalog {
     /// `KILN_SIGNING_KEY` (a cosign key, password `KILN_PASSWORD`), else a
     /// key kiln keeps in the state directory for this purpose.
     pub fn operator_key(&self) -> Result<SigningKey, CatalogError> {
+        self.operator_key_noting().map(|(k, _)| k)
+    }
+
+    /// Where kiln keeps its own catalog key (and its `.pub`).
+    pub fn own_key_path(&self) -> std::path::PathBuf {
+        self.state_dir.join("keys").join("catalog-signer.key")
+    }
+
+    /// [`Catalog::operator_key`], with what to tell the operator the first
+    /// time kiln creates its own key: which key it is, what it signs, and
+    /// how to trust it or sign with one's own instead.
+    pub fn operator_key_noting(&self) -> Result<(SigningKey, Option<String>), CatalogError> {
         match std::env::var("KILN_SIGNING_KEY") {
-            Ok(v) if !v.is_empty() => Ok(crate::sign::load_signing_key("", &self.state_dir)?),
-            _ => Ok(crate::sign::load_or_create_plain_key(
-                &self.state_dir.join("keys").join("catalog-signer.key"),
-            )?),
+            Ok(v) if !v.is_empty() => Ok((crate::sign::load_signing_key("", &self.state_dir)?, None)),
+            _ => {
+                let path = self.own_key_path();
+                let (key, created) = crate::sign::load_or_create_plain_key_noting(&path)?;
+                let note = created.then(|| {
+                    format!(
+                        "created kiln's catalog key `{}` (key id {}): it signs the catalog changes made from the command line (promote, rollback, revoke, register, prune) and registrations of builds without `[build.sign]`; builds with `[build.sign]` are registered under their own key. Trust it with `kiln audit --key {}`, or sign as yourself: set KILN_SIGNING_KEY to your cosign key (password in KILN_PASSWORD)",
+                        path.display(),
+                        key.key_id(),
+                        path.with_extension("pub").display()
+                    )
+                });
+                Ok((key, note))
+            }
         }
     }
 }

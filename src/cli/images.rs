@@ -337,7 +337,10 @@ async fn change(
     op: Operation,
     moved: Option<(String, String)>,
 ) -> Result<Exit, CatalogError> {
-    let key = cat.operator_key()?;
+    let (key, note) = cat.operator_key_noting()?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let entry = cat.apply(op, &catalog::actor(), &key).await?;
     println!("#{} {}", entry.seq, entry.change.describe());
     if let Some((image, channel)) = moved {
@@ -449,7 +452,10 @@ async fn register(
     for ch in channels {
         catalog::check_channel(ch)?;
     }
-    let key = cat.operator_key()?;
+    let (key, note) = cat.operator_key_noting()?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let actor = catalog::actor();
     let mut w = cat.writer().await?;
     let build = w.state.family(&image).map_or(1, |f| f.next_build());

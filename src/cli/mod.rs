@@ -15,6 +15,7 @@ mod inspect;
 mod keygen;
 mod plan;
 mod prune;
+mod show_manifest;
 mod validate;
 mod verify;
 
@@ -86,8 +87,10 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Run a hardening profile's checks against an existing image, unchanged.
     Check(check::CheckArgs),
-    /// Verify an artifact's signatures (OCI images; files and AMIs not yet).
+    /// Verify an artifact's signatures: registry images, disk image files, signed manifests, provenance, channel pointers, AMIs.
     Verify(verify::VerifyArgs),
+    /// Show a build manifest as a reviewer reads it (what ran, from what, signed by whom).
+    ShowManifest(show_manifest::ShowManifestArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
@@ -160,6 +163,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::ShowManifest(args) => show_manifest::exec(args),
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),

@@ -1,7 +1,10 @@
 //! The build manifest: one JSON file per artifact of a successful job,
 //! for people and tools auditing what was built, from what and how. Written
-//! under `STATE/manifests/BUILD_ID/`. Signing (DSSE), provenance and catalog
-//! fields are filled by their issues; until then they are empty, not absent.
+//! under `STATE/manifests/BUILD_ID/`: the template (digest, git source),
+//! each provisioner as it ran (settings with secrets masked, scripts and
+//! sources by digest, times, status), the artifact, signatures, provenance,
+//! signer key id, hardening reports and catalog fields. `docs/manifest.md`
+//! shows an annotated example; `kiln show-manifest` renders one.
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +115,110 @@ pub fn provisioner_digest(p: &ProvisionerPlan, template_dir: &Path) -> serde_jso
     })
 }
 
+/// What a reviewer reads about one provisioner in the build manifest: its
+/// [`provisioner_digest`] (kept, so the record stays verifiable), its
+/// settings with secrets masked (the inline commands, script paths,
+/// destinations, environment names), each script and file source with
+/// its digest, and how it ran (`run`: start, end, duration, status).
+pub fn provisioner_record(
+    p: &ProvisionerPlan,
+    template_dir: &Path,
+    run: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let mut record = provisioner_digest(p, template_dir);
+    let settings: serde_json::Map<String, serde_json::Value> = p
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_masked_json()))
+        .collect();
+    let listed = |keys: &[&str]| -> Vec<serde_json::Value> {
+        keys.iter()
+            .flat_map(|key| match p.config.get(*key) {
+                Some(Value::Str(s)) => vec![s.clone()],
+                Some(Value::List(l)) => l.iter().filter_map(Value::as_interpolated).collect(),
+                _ => vec![],
+            })
+            .map(|path| {
+                let digest = record["files"][&path].clone();
+                json!({ "path": path, "digest": digest })
+            })
+            .collect()
+    };
+    let (scripts, sources) = (listed(&["script", "scripts"]), listed(&["source"]));
+    if let Some(inline) = settings.get("inline") {
+        record["commands"] = inline.clone();
+    }
+    if !scripts.is_empty() {
+        record["scripts"] = scripts.into();
+    }
+    if !sources.is_empty() {
+        record["sources"] = sources.into();
+    }
+    record["settings"] = settings.into();
+    if let Some(run) = run.and_then(|r| r.as_object()) {
+        for (k, v) in run.iter().filter(|(k, _)| *k != "index") {
+            record[k] = v.clone();
+        }
+    }
+    record
+}
+
+/// Where the template comes from when it is in a git work tree: the
+/// repository's `origin` (credentials in the URL removed), the commit
+/// checked out, and whether the work tree differs from it (`dirty`: the
+/// manifest then describes uncommitted content). `None` outside git.
+pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
+    let dir = plan.template_dir();
+    let git = |args: &[&str]| -> Option<String> {
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--verify", "HEAD"])?;
+    let top = git(&["rev-parse", "--show-toplevel"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=normal"])
+        .map(|s| !s.is_empty());
+    let origin = git(&["config", "--get", "remote.origin.url"]).map(|u| without_userinfo(&u));
+    let path = std::path::absolute(&plan.template)
+        .ok()
+        .and_then(|t| {
+            t.strip_prefix(&top)
+                .ok()
+                .map(|p| p.display().to_string())
+        });
+    Some(json!({
+        "repository": origin,
+        "commit": commit,
+        "dirty": dirty,
+        "path": path,
+    }))
+}
+
+/// A URL without `user:password@` (a token in a clone URL is a secret).
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) => {
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => format!(
+                "{scheme}://{}",
+                rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+            ),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// `sha256:` of the template in its canonical layout (`kiln fmt`), so
 /// comments and spacing do not count; the raw digest if it cannot be read.
 fn canonical_template_digest(plan: &BuildPlan) -> String {
@@ -184,17 +291,25 @@ pub fn write(
     provenance: serde_json::Value,
     fingerprint: &str,
     catalog: serde_json::Value,
+    signer: Option<&str>,
 ) -> std::io::Result<(PathBuf, Vec<u8>)> {
     fs_err::create_dir_all(dir)?;
+    let run = |index: usize| {
+        artifact
+            .runs
+            .iter()
+            .find(|r| r["index"].as_u64() == Some(index as u64))
+    };
     let doc = json!({
         "kiln_version": env!("CARGO_PKG_VERSION"),
         "build_id": plan.build_id,
         "job": job.name(),
         "image": { "name": plan.image.name, "version": plan.image.version },
-        "template": { "path": plan.template, "digest": plan.template_digest },
+        "template": { "path": plan.template, "digest": plan.template_digest, "source": template_source(plan) },
         "fingerprint": fingerprint,
         "base": artifact.base,
-        "provisioners": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
+        "provisioners": job.provisioners.iter().map(|p| provisioner_record(p, &plan.template_dir(), run(p.index))).collect::<Vec<_>>(),
+        "signer": signer.map(|key_id| json!({ "key_id": key_id })),
         "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
         "signatures": artifact.signatures,
         "provenance": provenance,

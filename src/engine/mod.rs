@@ -575,8 +575,11 @@ async fn write_manifests(
     let own;
     let key = match plan.jobs.iter().find_map(|j| signers.get(&j.name())) {
         Some(k) => k.as_ref(),
-        None => match c.operator_key() {
-            Ok(k) => {
+        None => match c.operator_key_noting() {
+            Ok((k, note)) => {
+                if let Some(text) = note {
+                    bus.emit(Event::Message { job: None, text });
+                }
                 own = k;
                 &own
             }
@@ -773,6 +776,7 @@ async fn write_artifact_records(
         provenance,
         records.fingerprint,
         records.catalog,
+        signer.map(|k| k.key_id()).as_deref(),
     )
     .map_err(|e| format!("cannot write the build manifest: {e}"))?;
     paths.push(path.clone());
@@ -872,7 +876,9 @@ async fn run_job(
         let mut instance = step(ctx, "launch", builder.launch(ctx))
             .await
             .map_err(JobError::Launch)?;
+        let mut runs = vec![];
         for (index, kind, p) in provisioners {
+            let (began, t) = (std::time::SystemTime::now(), Instant::now());
             step(
                 ctx,
                 &format!("provision {index} ({kind})"),
@@ -884,6 +890,15 @@ async fn run_job(
                 kind: kind.clone(),
                 source,
             })?;
+            // A provisioner that fails fails the job: a manifest only ever
+            // records provisioners that succeeded (a shell one exited 0).
+            runs.push(serde_json::json!({
+                "index": index,
+                "started": humantime::format_rfc3339_millis(began).to_string(),
+                "finished": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "duration_ms": t.elapsed().as_millis() as u64,
+                "status": "succeeded",
+            }));
         }
         let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
             .await
@@ -895,6 +910,7 @@ async fn run_job(
             .unwrap_or_default();
         for a in &mut artifacts {
             a.hardening = reports.clone();
+            a.runs = runs.clone();
         }
         if let Some(key) = signer {
             step(

@@ -273,6 +273,26 @@ pub fn load_signing_key(spec: &str, template_dir: &Path) -> Result<SigningKey, S
 /// overwritten): the catalog's signer when nobody gives one. Created on
 /// first use.
 pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
+    load_or_create_plain_key_noting(path).map(|(k, _)| k)
+}
+
+/// [`load_or_create_plain_key`], saying whether the key was created now;
+/// a created key's public half is written beside it (`.pub`), for
+/// `kiln audit --key`.
+pub fn load_or_create_plain_key_noting(path: &Path) -> Result<(SigningKey, bool), SignError> {
+    let existed = path.exists();
+    let key = load_or_create_plain_key_inner(path)?;
+    let public = path.with_extension("pub");
+    if !public.exists() {
+        fs_err::write(&public, &key.public_pem).map_err(|source| SignError::Io {
+            what: "cannot write the public key".into(),
+            source,
+        })?;
+    }
+    Ok((key, !existed))
+}
+
+fn load_or_create_plain_key_inner(path: &Path) -> Result<SigningKey, SignError> {
     let io = |what: &str| {
         let what = format!("{what} `{}`", path.display());
         move |source| SignError::Io { what, source }
@@ -299,7 +319,7 @@ pub fn load_or_create_plain_key(path: &Path) -> Result<SigningKey, SignError> {
             if !crate::secrets::create_private_once(path, pem.as_bytes())
                 .map_err(io("cannot write the key"))?
             {
-                return load_or_create_plain_key(path);
+                return load_or_create_plain_key_inner(path);
             }
             pair
         }

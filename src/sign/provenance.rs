@@ -83,6 +83,20 @@ pub fn statement(
     let mut deps = vec![
         json!({ "uri": format!("file:{}", plan.template.display()), "digest": sha256_map(Some(&plan.template_digest)) }),
     ];
+    // The template's git checkout, when it is in one (`dirty`: the build
+    // used uncommitted changes, so the commit alone does not describe it).
+    if let Some(src) = crate::engine::manifest::template_source(plan) {
+        let commit = src["commit"].as_str().unwrap_or_default();
+        let mut dep = json!({
+            "name": "template-source",
+            "digest": { "gitCommit": commit },
+            "annotations": { "dirty": src["dirty"], "path": src["path"] },
+        });
+        if let Some(repo) = src["repository"].as_str() {
+            dep["uri"] = format!("git+{repo}@{commit}").into();
+        }
+        deps.push(dep);
+    }
     if let Some(base) = &artifact.base {
         let digest = base.rsplit_once('@').map(|(_, d)| d);
         deps.push(json!({ "uri": base, "digest": sha256_map(digest) }));

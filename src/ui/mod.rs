@@ -55,6 +55,10 @@ pub struct ArtifactInfo {
     /// the manifest and the provenance, not into events (they are large).
     #[serde(skip)]
     pub hardening: Vec<serde_json::Value>,
+    /// How each provisioner of the job ran (index, start, end, duration,
+    /// status): written to the build manifest, not into events.
+    #[serde(skip)]
+    pub runs: Vec<serde_json::Value>,
 }
 
 /// One job's line in the final summary.

@@ -109,6 +109,7 @@ impl Instance for TestInstance {
             endpoint: None,
             manifest: None,
             hardening: vec![],
+            runs: vec![],
             signatures: vec![],
             kind: "test".into(),
             id: self.job.clone(),

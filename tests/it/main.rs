@@ -7,6 +7,8 @@ mod ami;
 mod aws;
 mod build;
 mod catalog;
+#[allow(dead_code)]
+mod checkers;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]

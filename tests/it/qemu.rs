@@ -335,3 +335,131 @@ fn qemu_base_with_a_wrong_checksum_is_refused_before_anything_runs() {
     assert!(!out.contains("booting"), "{out}");
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// A signed QEMU build: the qcow2 gets a `cosign sign-blob` signature and
+/// DSSE provenance beside it. `kiln verify FILE` accepts it, refuses it
+/// when one byte of the disk changes, and once the version is revoked;
+/// openssl and sigstore-js verify the signature, securesystemslib and
+/// in-toto-attestation the provenance; the channel pointer file is signed.
+#[test]
+fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
+    if !ready() || !crate::checkers::ready() {
+        return;
+    }
+    use crate::checkers;
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    s.keygen("cosign", "test-pw");
+    s.keygen("other", "x");
+    let provisioners = "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo signed > /etc/kiln-signed\"]\n\n[build.sign]\nkey = \"cosign.key\"\n";
+    let t = s.write(
+        "build.toml",
+        &template(
+            &boot_source(&img, &base, &sha256(&base), "out/deb.qcow2"),
+            provisioners,
+        ),
+    );
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("KILN_TMPFS", &tmpfs.0)
+        .env("KILN_QEMU_TEST_TOKEN", SECRET)
+        .env("KILN_PASSWORD", "test-pw")
+        .output()
+        .unwrap();
+    let summary = crate::json_summary(&o);
+    assert_exit(&o, 0);
+    let disk = s.path().join("out/deb.qcow2");
+    let sig = s.path().join("out/deb.qcow2.sig");
+    let provenance = s.path().join("out/deb.qcow2.intoto.json");
+    let artifact = &summary["jobs"][0]["artifacts"][0];
+    assert_eq!(
+        artifact["signatures"][0],
+        format!("file:{}", sig.display()),
+        "{summary}"
+    );
+    let (public, wrong) = (s.path().join("cosign.pub"), s.path().join("other.pub"));
+    let work = s.path().join("work-checks");
+    std::fs::create_dir_all(&work).unwrap();
+
+    let verify = |key: &Path, target: &Path| {
+        s.kiln()
+            .args(["verify", "--key"])
+            .arg(key)
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let o = verify(&public, &disk);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).0.contains("verified disk image") && text(&o).0.contains("catalog: deb 1.0.0+1 (active)"),
+        "{}",
+        text(&o).0
+    );
+    assert_exit(&verify(&wrong, &disk), 1);
+
+    // Independent: openssl and sigstore-js on the blob signature (and both
+    // refuse a wrong key and a flipped byte); securesystemslib and
+    // sigstore-js on the provenance envelope, in-toto-attestation on its
+    // statement, whose subject is the file's sha256.
+    checkers::assert_blob(&public, &wrong, &disk, &sig, &work);
+    let payload = checkers::assert_envelope(
+        &public,
+        &wrong,
+        &provenance,
+        "application/vnd.in-toto+json",
+        &work,
+    );
+    let st = checkers::assert_statement(&payload, &work);
+    assert_eq!(st["subject"][0]["digest"]["sha256"], sha256(&disk));
+
+    // One byte of the disk changed: refused, naming the signature.
+    let at = std::fs::metadata(&disk).unwrap().len() / 3;
+    checkers::flip_in_place(&disk, at);
+    let o = verify(&public, &disk);
+    checkers::flip_in_place(&disk, at);
+    assert_exit(&o, 1);
+    assert!(text(&o).1.contains("does not verify"), "{}", text(&o).1);
+    assert_exit(&verify(&public, &disk), 0);
+
+    // The channel pointer beside the disk is signed (by the key that
+    // signed the change: kiln's catalog key for a command-line promote).
+    let o = s
+        .kiln()
+        .args(["images", "promote", "deb", "1.0.0+1", "dev"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let pointer = s.path().join("out/deb.dev.json");
+    let catalog_pub = s.state().join("keys/catalog-signer.pub");
+    checkers::assert_blob(
+        &catalog_pub,
+        &wrong,
+        &pointer,
+        &s.path().join("out/deb.dev.json.sig"),
+        &work,
+    );
+    let o = verify(&catalog_pub, &pointer);
+    assert_exit(&o, 0);
+    assert!(text(&o).0.contains("verified channel pointer"), "{}", text(&o).0);
+
+    // Revoked: refused whatever its signatures.
+    let o = s
+        .kiln()
+        .args(["images", "revoke", "deb", "1.0.0+1", "--reason", "CVE-2026-7"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let o = verify(&public, &disk);
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).1.contains("was revoked") && text(&o).1.contains("CVE-2026-7"),
+        "{}",
+        text(&o).1
+    );
+    assert_nothing_left(&s, &tmpfs);
+}

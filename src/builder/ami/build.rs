@@ -249,6 +249,7 @@ impl Instance for AmiInstance {
                     signatures: vec![],
                     manifest: None,
                     hardening: vec![],
+                    runs: vec![],
                 }
             })
             .collect())

@@ -558,6 +558,7 @@ impl Instance for QemuInstance {
             signatures: vec![],
             manifest: None,
             hardening: vec![],
+            runs: vec![],
         }])
     }
 }
