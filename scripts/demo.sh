@@ -67,8 +67,11 @@ done
 echo "docker-registry at 127.0.0.1:$port"
 
 say "kiln validate + build"
-"$kiln" validate templates/demo-oci.toml
-"$kiln" build templates/demo-oci.toml --var "registry=127.0.0.1:$port"
+# Relative paths in a template resolve against its folder: hand it ours.
+vars=(--var "registry=127.0.0.1:$port" --var "base=$PWD/$work/base.tar"
+      --var "out=$PWD/$work/out" --var "key=$PWD/$work/cosign.key")
+"$kiln" validate "${vars[@]}" templates/demo-oci.toml
+"$kiln" build "${vars[@]}" templates/demo-oci.toml
 
 say "kiln verify"
 "$kiln" verify --key "$work/cosign.pub" "registry:127.0.0.1:$port/demo:1.0.0"
