@@ -151,6 +151,9 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             "log": readable,
         });
         println!("{out}");
+        if let Some((seq, key)) = &untrusted {
+            eprintln!("error: entry {seq} is signed by key {key}, which is not trusted");
+        }
     } else {
         println!("catalog {}: {} entries", cat.location, stored.len());
         for e in &readable {
@@ -197,8 +200,6 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
                 }
             );
         }
-    } else if let Some((seq, key)) = &untrusted {
-        eprintln!("error: entry {seq} is signed by key {key}, which is not trusted");
     }
     if verdict.is_ok() && trusted.is_empty() {
         eprintln!("warning: no `--key` given: each entry was checked with the key it carries, so a log rewritten and re-signed as a whole would pass too; give the trusted public keys with `--key`");

@@ -397,8 +397,8 @@ fn signed_oci_evidence_verifies_with_independent_tools() {
 
     // The manifest a reviewer reads: what each provisioner ran (secrets
     // masked), scripts by digest, times and status, the signer's key id.
-    let text = String::from_utf8(body).unwrap();
-    assert!(!text.contains("ev-secret-4711"), "no secret in the manifest");
+    let signed_text = String::from_utf8(body).unwrap();
+    assert!(!signed_text.contains("ev-secret-4711"), "no secret in the manifest");
     let p = &manifest["provisioners"];
     assert_eq!(p[0]["commands"][0], "echo hi > /etc/hi");
     assert_eq!(p[0]["settings"]["env"]["TOKEN"], "<sensitive>");
