@@ -226,7 +226,9 @@ impl Catalog {
     /// how to trust it or sign with one's own instead.
     pub fn operator_key_noting(&self) -> Result<(SigningKey, Option<String>), CatalogError> {
         match std::env::var("KILN_SIGNING_KEY") {
-            Ok(v) if !v.is_empty() => Ok((crate::sign::load_signing_key("", &self.state_dir)?, None)),
+            Ok(v) if !v.is_empty() => {
+                Ok((crate::sign::load_signing_key("", &self.state_dir)?, None))
+            }
             _ => {
                 let path = self.own_key_path();
                 let (key, created) = crate::sign::load_or_create_plain_key_noting(&path)?;

@@ -37,7 +37,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
     for k in &args.keys {
         match std::fs::read_to_string(k) {
             Ok(pem) => {
-                trusted_from.insert(catalog::chain::key_id(&pem), format!("`{}`", k.display()));
+                trusted_from.insert(same_key_id(&pem), format!("`{}`", k.display()));
             }
             Err(e) => {
                 eprintln!("error: cannot read the public key `{}`: {e}", k.display());
@@ -50,7 +50,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             Ok(keys) => {
                 for (n, pem) in keys.iter().enumerate() {
                     trusted_from.insert(
-                        catalog::chain::key_id(pem),
+                        same_key_id(pem),
                         format!("key {} of keyring `{}`", n + 1, ring.display()),
                     );
                 }
@@ -78,7 +78,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
         if !trusted.is_empty() {
             untrusted = entries
                 .iter()
-                .find(|e| !trusted.contains(&e.signature.key_id))
+                .find(|e| !trusted_from.contains_key(&same_key_id(&e.signature.public_key)))
                 .map(|e| (e.seq, e.signature.key_id.clone()));
         }
     }
@@ -116,7 +116,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
     }
     let own_key = std::fs::read_to_string(cat.own_key_path().with_extension("pub"))
         .ok()
-        .map(|pem| catalog::chain::key_id(&pem));
+        .map(|pem| same_key_id(&pem));
     let signers = signers(
         match &verdict {
             Ok(entries) => entries,
@@ -190,10 +190,16 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
                 "error: entry {seq} is signed by key {key}, which is not trusted (trusted: {}){}",
                 trusted_from
                     .iter()
-                    .map(|(id, from)| format!("{} from {from}", short(id)))
+                    .map(|(_, from)| from.clone())
                     .collect::<Vec<_>>()
                     .join(", "),
-                if Some(key) == own_key.as_ref() {
+                if own_key.is_some()
+                    && readable
+                        .iter()
+                        .find(|e| &e.signature.key_id == key)
+                        .map(|e| same_key_id(&e.signature.public_key))
+                        == own_key
+                {
                     format!("; it is kiln's own catalog key, which signs command-line changes: trust it with `--key {}`", cat.own_key_path().with_extension("pub").display())
                 } else {
                     String::new()
@@ -209,6 +215,13 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
     } else {
         Exit::Failure
     }
+}
+
+/// A key id that does not depend on the PEM's line endings (`kiln
+/// keygen` writes CRLF, other tools LF): for comparing keys only; entries
+/// are named by their recorded key id.
+fn same_key_id(pem: &str) -> String {
+    catalog::chain::key_id(&pem.replace("\r\n", "\n"))
 }
 
 /// The public keys (PEM blocks) of a keyring file.
@@ -234,10 +247,9 @@ fn keyring(path: &Path) -> Result<Vec<String>, String> {
                 pem.push('\n');
                 if line == "-----END PUBLIC KEY-----" {
                     let pem = current.take().expect("in a block");
-                    sigstore::crypto::CosignVerificationKey::try_from_pem(pem.as_bytes())
-                        .map_err(|e| {
-                            format!("{}:{}: not a public key: {e}", path.display(), n + 1)
-                        })?;
+                    sigstore::crypto::CosignVerificationKey::try_from_pem(pem.as_bytes()).map_err(
+                        |e| format!("{}:{}: not a public key: {e}", path.display(), n + 1),
+                    )?;
                     keys.push(pem);
                 }
             }
@@ -263,8 +275,11 @@ fn signers(
     own_key: Option<&str>,
     own_path: &Path,
 ) -> Vec<serde_json::Value> {
-    let mut by_key: std::collections::BTreeMap<&str, std::collections::BTreeMap<&'static str, Vec<u64>>> =
-        Default::default();
+    let mut by_key: std::collections::BTreeMap<
+        &str,
+        std::collections::BTreeMap<&'static str, Vec<u64>>,
+    > = Default::default();
+    let mut pems: std::collections::BTreeMap<&str, String> = Default::default();
     for e in entries {
         let what = match &e.change {
             Action::Register(_) => "register",
@@ -274,6 +289,7 @@ fn signers(
             Action::Revoke { .. } => "revoke",
             Action::Delete { .. } => "delete",
         };
+        pems.insert(&e.signature.key_id, same_key_id(&e.signature.public_key));
         by_key
             .entry(&e.signature.key_id)
             .or_default()
@@ -285,12 +301,13 @@ fn signers(
         .into_iter()
         .map(|(key, what)| {
             let mut who = vec![];
-            if let Some(from) = trusted.get(key) {
+            let same = pems.get(key).cloned().unwrap_or_default();
+            if let Some(from) = trusted.get(&same) {
                 who.push(format!("trusted: {from}"));
             } else if !trusted.is_empty() {
                 who.push("NOT TRUSTED".into());
             }
-            if Some(key) == own_key {
+            if Some(same.as_str()) == own_key {
                 who.push(format!(
                     "kiln's own catalog key `{}`, which signs command-line changes",
                     own_path.display()

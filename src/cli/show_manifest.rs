@@ -58,7 +58,8 @@ fn load(path: &Path, key: Option<&Path>) -> Result<(serde_json::Value, String), 
         PathBuf::from(format!("{stem}.dsse.json")),
         PathBuf::from(format!("{stem}.json")),
     );
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()));
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()));
     let (bytes, note) = match key {
         Some(k) => {
             let key = crate::sign::load_public_key(k).map_err(|e| e.to_string())?;
@@ -210,9 +211,10 @@ pub(crate) fn render(m: &serde_json::Value) -> Vec<String> {
         ));
     }
     for r in m["hardening"].as_array().into_iter().flatten() {
-        if let Ok(r) = serde_json::from_value::<crate::provisioner::hardening::report::ComplianceReport>(
-            r.clone(),
-        ) {
+        if let Ok(r) = serde_json::from_value::<
+            crate::provisioner::hardening::report::ComplianceReport,
+        >(r.clone())
+        {
             out.push(format!("compliance: {}", r.headline()));
         }
     }

@@ -184,16 +184,11 @@ pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
     };
     let commit = git(&["rev-parse", "--verify", "HEAD"])?;
     let top = git(&["rev-parse", "--show-toplevel"]).unwrap_or_default();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=normal"])
-        .map(|s| !s.is_empty());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=normal"]).map(|s| !s.is_empty());
     let origin = git(&["config", "--get", "remote.origin.url"]).map(|u| without_userinfo(&u));
     let path = std::path::absolute(&plan.template)
         .ok()
-        .and_then(|t| {
-            t.strip_prefix(&top)
-                .ok()
-                .map(|p| p.display().to_string())
-        });
+        .and_then(|t| t.strip_prefix(&top).ok().map(|p| p.display().to_string()));
     Some(json!({
         "repository": origin,
         "commit": commit,

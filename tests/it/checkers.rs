@@ -17,7 +17,11 @@ const NODE_MODULES: &str = "/opt/kiln-node/node_modules";
 
 /// Whether every checker is installed (fails under CI=true, else skips).
 pub fn ready() -> bool {
-    if !crate::require("independent verifiers", &["openssl", "python3", "node"], false) {
+    if !crate::require(
+        "independent verifiers",
+        &["openssl", "python3", "node"],
+        false,
+    ) {
         return false;
     }
     let mut missing = vec![];
@@ -185,12 +189,26 @@ pub fn assert_envelope(
 ) -> Vec<u8> {
     let payload = dir.join(format!("payload-{}", uuid::Uuid::new_v4().simple()));
     let o = dsse(public, envelope, payload_type, &payload);
-    assert!(ok(&o), "securesystemslib refused {}: {}", envelope.display(), say(&o));
+    assert!(
+        ok(&o),
+        "securesystemslib refused {}: {}",
+        envelope.display(),
+        say(&o)
+    );
     let o = sigstore(public, "dsse", envelope, None);
-    assert!(ok(&o), "sigstore-js refused {}: {}", envelope.display(), say(&o));
+    assert!(
+        ok(&o),
+        "sigstore-js refused {}: {}",
+        envelope.display(),
+        say(&o)
+    );
     let sink = dir.join("sink");
     let o = dsse(wrong, envelope, payload_type, &sink);
-    assert!(!ok(&o), "securesystemslib accepted a wrong key: {}", say(&o));
+    assert!(
+        !ok(&o),
+        "securesystemslib accepted a wrong key: {}",
+        say(&o)
+    );
     let o = sigstore(wrong, "dsse", envelope, None);
     assert!(!ok(&o), "sigstore-js accepted a wrong key: {}", say(&o));
     for tampered in [
@@ -198,9 +216,19 @@ pub fn assert_envelope(
         envelope_with_flipped_payload(envelope, dir),
     ] {
         let o = dsse(public, &tampered, payload_type, &sink);
-        assert!(!ok(&o), "securesystemslib accepted {}: {}", tampered.display(), say(&o));
+        assert!(
+            !ok(&o),
+            "securesystemslib accepted {}: {}",
+            tampered.display(),
+            say(&o)
+        );
         let o = sigstore(public, "dsse", &tampered, None);
-        assert!(!ok(&o), "sigstore-js accepted {}: {}", tampered.display(), say(&o));
+        assert!(
+            !ok(&o),
+            "sigstore-js accepted {}: {}",
+            tampered.display(),
+            say(&o)
+        );
     }
     std::fs::read(payload).unwrap()
 }
@@ -213,7 +241,11 @@ pub fn assert_statement(statement: &[u8], dir: &Path) -> serde_json::Value {
     let path = dir.join(format!("statement-{}.json", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, statement).unwrap();
     let o = intoto(&path);
-    assert!(ok(&o), "in-toto-attestation refused the statement: {}", say(&o));
+    assert!(
+        ok(&o),
+        "in-toto-attestation refused the statement: {}",
+        say(&o)
+    );
     let mut doc: serde_json::Value = serde_json::from_slice(statement).unwrap();
     doc["subject"][0]["files"] = serde_json::json!({});
     let bad = dir.join("statement-unknown-field.json");
@@ -233,7 +265,12 @@ pub fn assert_blob(public: &Path, wrong: &Path, file: &Path, sig: &Path, dir: &P
     let o = openssl(public, file, sig, dir);
     assert!(ok(&o), "openssl refused {}: {}", file.display(), say(&o));
     let o = sigstore(public, "blob", file, Some(sig));
-    assert!(ok(&o), "sigstore-js refused {}: {}", file.display(), say(&o));
+    assert!(
+        ok(&o),
+        "sigstore-js refused {}: {}",
+        file.display(),
+        say(&o)
+    );
     let o = openssl(wrong, file, sig, dir);
     assert!(!ok(&o), "openssl accepted a wrong key: {}", say(&o));
     let o = sigstore(wrong, "blob", file, Some(sig));

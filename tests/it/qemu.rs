@@ -396,7 +396,8 @@ fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
     let o = verify(&public, &disk);
     assert_exit(&o, 0);
     assert!(
-        text(&o).0.contains("verified disk image") && text(&o).0.contains("catalog: deb 1.0.0+1 (active)"),
+        text(&o).0.contains("verified disk image")
+            && text(&o).0.contains("catalog: deb 1.0.0+1 (active)"),
         "{}",
         text(&o).0
     );
@@ -445,12 +446,23 @@ fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
     );
     let o = verify(&catalog_pub, &pointer);
     assert_exit(&o, 0);
-    assert!(text(&o).0.contains("verified channel pointer"), "{}", text(&o).0);
+    assert!(
+        text(&o).0.contains("verified channel pointer"),
+        "{}",
+        text(&o).0
+    );
 
     // Revoked: refused whatever its signatures.
     let o = s
         .kiln()
-        .args(["images", "revoke", "deb", "1.0.0+1", "--reason", "CVE-2026-7"])
+        .args([
+            "images",
+            "revoke",
+            "deb",
+            "1.0.0+1",
+            "--reason",
+            "CVE-2026-7",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 0);
