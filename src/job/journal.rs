@@ -9,167 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Something outside the kiln process that a build created.
-///
-/// Builders add their own variants (container, mount, VM, cloud resource)
-/// together with how [`Resource::reap`] removes them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Resource {
-    /// A directory kiln created (workspaces, scratch space).
-    TempDir { path: PathBuf },
-    /// A file kiln created.
-    TempFile { path: PathBuf },
-    /// A child process (a provisioner's shell); `start_time` guards against
-    /// pid reuse, `group` kills its whole process group.
-    Process {
-        pid: i32,
-        start_time: u64,
-        group: bool,
-    },
-    /// A mount point (the OCI builder's overlayfs).
-    Mount { target: PathBuf },
-    /// A container of an OCI runtime (`runtime --root ROOT … ID`).
-    Container {
-        runtime: String,
-        root: PathBuf,
-        id: String,
-    },
-    /// Everything tagged `kiln:run = RUN` in an AWS region: the build
-    /// instance and its temporary security group.
-    AwsRun {
-        region: String,
-        endpoint: Option<String>,
-        run: String,
-    },
-    /// An AMI being made (by its unique name) and the run's snapshots in
-    /// that region; released once the image is complete.
-    AwsImage {
-        region: String,
-        endpoint: Option<String>,
-        run: String,
-        name: String,
-    },
-}
-
-impl Resource {
-    /// A short human description for logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Resource::TempDir { path } => format!("directory `{}`", path.display()),
-            Resource::TempFile { path } => format!("file `{}`", path.display()),
-            Resource::Process { pid, .. } => format!("process {pid}"),
-            Resource::Mount { target } => format!("mount `{}`", target.display()),
-            Resource::Container { runtime, id, .. } => format!("{runtime} container `{id}`"),
-            Resource::AwsRun { region, run, .. } => {
-                format!("EC2 instances and security groups tagged kiln:run={run} in {region}")
-            }
-            Resource::AwsImage { region, name, .. } => format!("AMI `{name}` in {region}"),
-        }
-    }
-
-    /// Removes the resource; succeeds when it is already gone.
-    pub async fn reap(&self) -> Result<(), String> {
-        match self {
-            Resource::TempDir { path } => match tokio::fs::remove_dir_all(path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("cannot remove `{}`: {e}", path.display()))
-                }
-                _ => Ok(()),
-            },
-            Resource::TempFile { path } => match tokio::fs::remove_file(path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("cannot remove `{}`: {e}", path.display()))
-                }
-                _ => Ok(()),
-            },
-            Resource::Process {
-                pid,
-                start_time,
-                group,
-            } => {
-                kill_process(*pid, *start_time, *group);
-                Ok(())
-            }
-            Resource::Mount { target } => {
-                use nix::mount::{umount2, MntFlags};
-                match umount2(target, MntFlags::MNT_DETACH) {
-                    Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {
-                        Ok(())
-                    }
-                    Err(e) => Err(format!("cannot unmount `{}`: {e}", target.display())),
-                }
-            }
-            Resource::Container { runtime, root, id } => {
-                let out = tokio::process::Command::new(runtime)
-                    .arg("--root")
-                    .arg(root)
-                    .args(["delete", "--force", id])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .output()
-                    .await;
-                match out {
-                    Ok(o) if o.status.success() || !root.join(id).exists() => Ok(()),
-                    Ok(o) => Err(format!(
-                        "cannot delete container `{id}`: {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    )),
-                    // No runtime installed: no container can exist.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(format!("cannot run `{runtime}`: {e}")),
-                }
-            }
-            #[cfg(feature = "ami")]
-            Resource::AwsRun {
-                region,
-                endpoint,
-                run,
-            } => crate::builder::ami::reap::run(region, endpoint.as_deref(), run).await,
-            #[cfg(feature = "ami")]
-            Resource::AwsImage {
-                region,
-                endpoint,
-                run,
-                name,
-            } => crate::builder::ami::reap::image(region, endpoint.as_deref(), run, name).await,
-            #[cfg(not(feature = "ami"))]
-            Resource::AwsRun { .. } | Resource::AwsImage { .. } => Err(
-                "this kiln was compiled without the `ami` feature and cannot remove AWS resources"
-                    .into(),
-            ),
-        }
-    }
-}
-
-/// Kills a process (or its group) if it is still the one we started.
-pub fn kill_process(pid: i32, start_time: u64, group: bool) {
-    use nix::sys::signal::{kill, killpg, Signal};
-    use nix::unistd::Pid;
-    if process_start_time(pid) != Some(start_time) {
-        // Gone, or the pid now belongs to someone else (reuse, a reboot):
-        // killing by that number could hit an unrelated process group.
-        return;
-    }
-    if group {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-}
-
-/// The start time of a process in clock ticks since boot (`/proc/PID/stat`
-/// field 22), which with the pid identifies a process uniquely.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: skip past the last `)`.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// True when the kiln process that wrote an entry is still running.
-pub fn owner_alive(pid: u32, start_time: u64) -> bool {
-    process_start_time(pid as i32) == Some(start_time)
-}
+use super::process::process_start_time;
+use super::resource::Resource;
 
 /// One journal file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +150,7 @@ pub fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::process::owner_alive;
 
     #[test]
     fn record_list_remove() {
@@ -331,12 +173,5 @@ mod tests {
             !tmp.path().join("journal/b1").exists(),
             "empty directories are pruned"
         );
-    }
-
-    #[test]
-    fn start_time_identifies_this_process() {
-        let me = std::process::id() as i32;
-        assert!(process_start_time(me).is_some());
-        assert_eq!(process_start_time(i32::MAX), None);
     }
 }
