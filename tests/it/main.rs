@@ -18,6 +18,7 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "qemu")]
 mod qemu;
+mod readme;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;
