@@ -85,7 +85,7 @@ pub fn statement(
     ];
     // The template's git checkout, when it is in one (`dirty`: the build
     // used uncommitted changes, so the commit alone does not describe it).
-    if let Some(src) = crate::engine::manifest::template_source(plan) {
+    if let Some(src) = crate::manifest::template_source(plan) {
         let commit = src["commit"].as_str().unwrap_or_default();
         let mut dep = json!({
             "name": "template-source",
