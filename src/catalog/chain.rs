@@ -157,7 +157,7 @@ pub fn verify(stored: &[Vec<u8>], trusted: &[String]) -> Result<Vec<Entry>, Brok
         e.check_self().map_err(broken)?;
         if !trusted.is_empty() && !trusted.contains(&e.signature.key_id) {
             return Err(broken(format!(
-                "signed by {}, which is not a trusted key",
+                "it is signed by key {}, which is not trusted",
                 e.signature.key_id
             )));
         }

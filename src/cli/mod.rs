@@ -87,9 +87,9 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Run a hardening profile's checks against an existing image, unchanged.
     Check(check::CheckArgs),
-    /// Verify an artifact's signatures: registry images, disk image files, signed manifests, provenance, channel pointers, AMIs.
+    /// Verify an artifact's signatures (images, disk files, manifests, AMIs).
     Verify(verify::VerifyArgs),
-    /// Show a build manifest as a reviewer reads it (what ran, from what, signed by whom).
+    /// Show a build manifest as a security reviewer reads it.
     ShowManifest(show_manifest::ShowManifestArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),

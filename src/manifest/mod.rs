@@ -165,7 +165,7 @@ pub fn provisioner_record(
 
 /// Where the template comes from when it is in a git work tree: the
 /// repository's `origin` (credentials in the URL removed), the commit
-/// checked out, and whether the work tree differs from it (`dirty`: the
+/// checked out, and whether its tracked files differ from it (`dirty`: the
 /// manifest then describes uncommitted content). `None` outside git.
 pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
     let dir = plan.template_dir();
@@ -184,7 +184,9 @@ pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
     };
     let commit = git(&["rev-parse", "--verify", "HEAD"])?;
     let top = git(&["rev-parse", "--show-toplevel"]).unwrap_or_default();
-    let dirty = git(&["status", "--porcelain", "--untracked-files=normal"]).map(|s| !s.is_empty());
+    // Tracked files only: a build's own output or keys in the checkout
+    // are not changes to what was built from.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
     let origin = git(&["config", "--get", "remote.origin.url"]).map(|u| without_userinfo(&u));
     let path = std::path::absolute(&plan.template)
         .ok()
@@ -329,4 +331,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs_err::write(&tmp, bytes)?;
     fs_err::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clone_url_loses_its_credentials() {
+        assert_eq!(
+            without_userinfo("https://ci-token:s3cret@git.example.com/a/b.git"),
+            "https://git.example.com/a/b.git"
+        );
+        assert_eq!(
+            without_userinfo("https://git.example.com/a/b.git"),
+            "https://git.example.com/a/b.git"
+        );
+        assert_eq!(without_userinfo("ssh://git@h:22/x"), "ssh://h:22/x");
+        assert_eq!(without_userinfo("git@h:x/y.git"), "git@h:x/y.git");
+    }
 }

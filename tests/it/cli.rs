@@ -89,7 +89,7 @@ fn catalog_commands_name_what_is_wrong() {
 }
 
 #[test]
-fn verify_of_files_is_not_supported_yet_and_needs_a_key() {
+fn verify_needs_a_key_refuses_unsigned_files_and_names_what_layouts_lack() {
     let o = kiln()
         .args(["verify", "127.0.0.1:1/a/b:1"])
         .output()
@@ -111,7 +111,27 @@ fn verify_of_files_is_not_supported_yet_and_needs_a_key() {
         .output()
         .unwrap();
     assert_exit(&o, 1);
-    assert!(text(&o).1.contains("not supported yet"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("is not signed: there is no") && text(&o).1.contains("k.pub.sig"),
+        "{}",
+        text(&o).1
+    );
+    // An OCI layout: not "invalid reference format", but what is possible.
+    let o = kiln()
+        .args(["verify", "--key"])
+        .arg(dir.path().join("k.pub"))
+        .arg("oci-layout:out/web:1")
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o)
+            .1
+            .contains("verifying OCI layouts is not supported yet")
+            && text(&o).1.contains("skopeo copy"),
+        "{}",
+        text(&o).1
+    );
 }
 
 #[test]
