@@ -294,6 +294,13 @@ async fn remove_artifacts(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => " (gone already)",
                 Err(e) => return Err(format!("cannot delete `{}`: {e}", path.display())),
             };
+            // Its signature and provenance beside it go with it.
+            for companion in [
+                crate::sign::blob::sig_path(path),
+                crate::sign::blob::provenance_path(path),
+            ] {
+                let _ = std::fs::remove_file(companion);
+            }
             removed.push(format!("{}{gone}", path.display()));
             continue;
         }

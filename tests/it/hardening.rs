@@ -221,6 +221,35 @@ fn verify_policy_refuses_a_signed_manifest_with_a_failed_high_rule() {
         err.contains("p/root-login") && !err.contains("banner"),
         "{err}"
     );
+    // The provenance with its compliance byproduct passes the in-toto
+    // attestation bindings' strict parse and validation, and its envelope
+    // securesystemslib and sigstore-js.
+    if crate::checkers::ready() {
+        s.keygen("other", "x");
+        let envelope = PathBuf::from(
+            manifest_file
+                .to_string_lossy()
+                .replace(".json", ".intoto.json"),
+        );
+        let work = s.path().join("checks");
+        std::fs::create_dir_all(&work).unwrap();
+        let payload = crate::checkers::assert_envelope(
+            &s.path().join("cosign.pub"),
+            &s.path().join("other.pub"),
+            &envelope,
+            "application/vnd.in-toto+json",
+            &work,
+        );
+        let st = crate::checkers::assert_statement(&payload, &work);
+        assert!(
+            st["predicate"]["runDetails"]["byproducts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["name"].as_str().unwrap().starts_with("hardening/")),
+            "{st}"
+        );
+    }
 }
 
 #[test]
