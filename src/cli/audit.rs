@@ -189,8 +189,8 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
             eprintln!(
                 "error: entry {seq} is signed by key {key}, which is not trusted (trusted: {}){}",
                 trusted_from
-                    .iter()
-                    .map(|(_, from)| from.clone())
+                    .values()
+                    .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
                 if own_key.is_some()
