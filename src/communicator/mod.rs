@@ -3,6 +3,7 @@
 //! own communicator (local process, container exec, SSH, SSM); provisioners
 //! only ever see this trait.
 
+pub mod inroot;
 pub mod local;
 pub mod process;
 #[cfg(feature = "oci")]

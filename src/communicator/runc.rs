@@ -222,14 +222,17 @@ impl Communicator for RuncCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
-        let dest =
-            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        super::copy_file(local, &dest, mode, &format!("upload to `{remote}`")).await
+        // Resolved by the kernel inside the rootfs; regular files only.
+        let (root, local, remote) = (self.rootfs.clone(), local.to_path_buf(), remote.to_string());
+        tokio::task::spawn_blocking(move || super::inroot::upload(&root, &local, &remote, mode))
+            .await
+            .map_err(|e| CommError::io("upload")(std::io::Error::other(e)))?
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
-        let src =
-            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        super::copy_file(&src, local, None, &format!("download `{remote}`")).await
+        let (root, local, remote) = (self.rootfs.clone(), local.to_path_buf(), remote.to_string());
+        tokio::task::spawn_blocking(move || super::inroot::download(&root, &remote, &local))
+            .await
+            .map_err(|e| CommError::io("download")(std::io::Error::other(e)))?
     }
 }
