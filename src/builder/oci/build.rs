@@ -151,16 +151,18 @@ impl Builder for OciBuilder {
                     source: std::io::Error::other(e),
                 })?
                 .map(Some)?;
+                // The whole work folder, so that the snapshot can still
+                // hard-link from the tree into `upper` (one mount).
                 ctx.undo
                     .register(
                         Resource::Mount {
-                            target: merged.clone(),
+                            target: work.clone(),
                         },
                         "nodev bind mount",
                     )
                     .await
                     .map_err(BuildError::io("journal"))?;
-                super::container::bind_nodev(&merged)?;
+                super::container::bind_nodev(&work)?;
                 since
             }
         };
