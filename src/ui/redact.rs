@@ -71,7 +71,14 @@ impl Redactor {
     /// Returns `text` with every sensitive form replaced by [`MASK`].
     pub fn redact(&self, text: &str) -> String {
         match &self.matcher {
-            Some(m) => m.replace_all(text, &vec![MASK; self.needles.len()]),
+            Some(m) => {
+                let mut out = String::with_capacity(text.len());
+                m.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str(MASK);
+                    true
+                });
+                out
+            }
             None => text.to_string(),
         }
     }
