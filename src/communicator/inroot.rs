@@ -151,7 +151,7 @@ fn reopen_regular(
     }
     // The same inode, whatever happened to its path since.
     let f = std::fs::OpenOptions::new()
-        .read(flags.contains(OFlag::O_RDONLY) || flags.contains(OFlag::O_RDWR))
+        .read(!flags.contains(OFlag::O_WRONLY))
         .write(flags.contains(OFlag::O_WRONLY) || flags.contains(OFlag::O_RDWR))
         .truncate(flags.contains(OFlag::O_TRUNC))
         .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))

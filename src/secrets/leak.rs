@@ -194,7 +194,7 @@ impl Scan {
         let mut hits = BTreeSet::new();
         let mut key = false;
         let (mut raw_tail, mut flat_tail): (Vec<u8>, Vec<u8>) = (vec![], vec![]);
-        let mut chunk = vec![0u8; 1 << 20];
+        let mut chunk = vec![0u8; 1 << 16];
         loop {
             let n = match r.read(&mut chunk) {
                 Ok(0) => break,
@@ -408,28 +408,22 @@ fn walk(root: &Path, rel: &Path, scan: &Scan, out: &mut Vec<Finding>) -> std::io
 /// not adjacent in the file is not found; file names are unknown at this
 /// level, so findings name the file scanned.
 pub fn scan_bytes(file: &Path, secrets: &[(String, String)]) -> std::io::Result<Vec<Finding>> {
-    let pats = patterns(secrets);
-    if pats.is_empty() {
+    let scan = Scan::new(secrets)?;
+    if scan.pats.is_empty() {
         return Ok(vec![]);
     }
-    let matcher =
-        AhoCorasick::new(pats.iter().map(|p| p.0.as_slice())).map_err(std::io::Error::other)?;
     let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
-    let mut seen: Vec<usize> = vec![];
-    let mut out = vec![];
-    for hit in matcher.stream_find_iter(reader) {
-        let i = hit?.pattern().as_usize();
-        if seen.contains(&i) {
-            continue;
-        }
-        seen.push(i);
-        let (_, secret, form) = &pats[i];
-        out.push(Finding {
-            path: file.file_name().map(PathBuf::from).unwrap_or_default(),
-            what: format!("secret `{secret}` ({form}) in the data the build wrote"),
-        });
-    }
-    Ok(out)
+    let (hits, _) = scan.plain(reader)?;
+    Ok(hits
+        .into_iter()
+        .map(|i| {
+            let (_, secret, form) = &scan.pats[i];
+            Finding {
+                path: file.file_name().map(PathBuf::from).unwrap_or_default(),
+                what: format!("secret `{secret}` ({form}) in the data the build wrote"),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -366,7 +366,7 @@ mod tests {
                 l.push_str(words[(i * 7 + k * 3) % words.len()]);
                 l.push(' ');
             }
-            if i % 1000 == 0 {
+            if i.is_multiple_of(1000) {
                 l.push_str(&secrets[i / 1000 % 20]);
             }
             total += l.len() + 1;

@@ -231,6 +231,21 @@ mod tests {
         assert!(hex_of("sha256:../../etc").is_err());
     }
 
+    #[tokio::test]
+    async fn a_blob_may_not_outgrow_its_descriptor() {
+        use tokio::io::AsyncWriteExt as _;
+        let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut w = SizeLimited {
+            inner: Vec::new(),
+            left: 5,
+            exceeded: exceeded.clone(),
+        };
+        w.write_all(b"12345").await.unwrap();
+        assert!(w.write_all(b"6").await.is_err());
+        assert!(exceeded.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(w.inner, b"12345");
+    }
+
     #[test]
     fn canonical_json_sorts_keys() {
         let mut m = std::collections::HashMap::new();
