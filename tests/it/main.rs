@@ -13,6 +13,7 @@ mod cli;
 mod engine;
 #[cfg(feature = "oci")]
 mod hardening;
+mod hostile;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
