@@ -16,6 +16,10 @@
 # initial package state (tests/ci/dpkg-status.initial.gz).
 set -euo pipefail
 
+# DPKG_ADMINDIR: read the installed packages from another dpkg database
+# (tests/ci/apt-plan.sh plans against the machine's initial state).
+admindir=${DPKG_ADMINDIR:-/var/lib/dpkg}
+
 mode=install
 case "${1:-}" in
   --plan) mode=plan ;;
@@ -41,7 +45,7 @@ TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah 
 apt_missing() {
   local p
   for p in "${APT_PACKAGES[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || echo "$p"
+    dpkg-query --admindir="$admindir" -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
   done
 }
 
@@ -58,7 +62,7 @@ apt_args() {
   printf '%s\n' "${missing[@]}" | grep -qx qemu-utils && need_utils=1
   if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86; then
     qemu_v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
-    utils_v=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    utils_v=$(dpkg-query --admindir="$admindir" -W -f='${Version}' qemu-utils 2>/dev/null || true)
     if [ -n "$qemu_v" ] && [ "$utils_v" != "$qemu_v" ]; then
       out+=("qemu-utils=$qemu_v")
     fi
