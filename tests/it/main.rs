@@ -14,6 +14,8 @@ mod hardening;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
+#[cfg(feature = "oci")]
+mod pipeline;
 #[cfg(feature = "qemu")]
 mod qemu;
 #[cfg(feature = "oci")]
