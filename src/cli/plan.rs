@@ -38,17 +38,18 @@ pub async fn exec(args: PlanArgs, state_dir: &Path, catalog: Option<&str>) -> Ex
         // are named below, and planned as unknown.
         let unread = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
         let seen = unread.clone();
-        let fetch: &crate::template::plan::FetchSecrets = &move |req| match crate::secrets::fetch(req) {
-            Ok(v) => Ok(v),
-            Err(d) => {
-                seen.borrow_mut()
-                    .extend(d.iter().map(|d| match d.location() {
-                        Some((f, l, c)) => format!("{f}:{l}:{c}: {}", d.message),
-                        None => d.message.clone(),
-                    }));
-                crate::secrets::unresolved(req)
-            }
-        };
+        let fetch: &crate::template::plan::FetchSecrets =
+            &move |req| match crate::secrets::fetch(req) {
+                Ok(v) => Ok(v),
+                Err(d) => {
+                    seen.borrow_mut()
+                        .extend(d.iter().map(|d| match d.location() {
+                            Some((f, l, c)) => format!("{f}:{l}:{c}: {}", d.message),
+                            None => d.message.clone(),
+                        }));
+                    crate::secrets::unresolved(req)
+                }
+            };
         let plan = match load_plan(t, &args.vars, &[], &[], fetch) {
             Ok(p) => p,
             Err(d) => {

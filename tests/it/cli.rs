@@ -246,7 +246,7 @@ fn json_events_and_human_progress_carry_timestamps() {
         .args(["build", "--json"])
         .arg(&t)
         .env("KILN_STATE_DIR", dir.path())
-        .env("KILN_GREETING_TOKEN", "t")
+        .env("KILN_GREETING_TOKEN", "t0ken-for-timestamps")
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -268,7 +268,7 @@ fn json_events_and_human_progress_carry_timestamps() {
         .arg("build")
         .arg(&t)
         .env("KILN_STATE_DIR", dir.path())
-        .env("KILN_GREETING_TOKEN", "t")
+        .env("KILN_GREETING_TOKEN", "t0ken-for-timestamps")
         .output()
         .unwrap();
     assert_exit(&o, 0);

@@ -465,13 +465,17 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
         .unwrap();
     assert_exit(&o, 0);
     let uploaded = r.artifacts.path().join("kiln-manifests-build-app");
-    assert!(
-        std::fs::read_dir(&uploaded)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".json")),
-        "{uploaded:?}"
-    );
+    // (`.kiln/manifests/BUILD_ID/JOB-N.json`)
+    let manifests: Vec<PathBuf> = std::fs::read_dir(&uploaded)
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert!(!manifests.is_empty(), "{uploaded:?}");
+    let m: J = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(m["image"]["name"], "app", "{m}");
     // A second run has nothing due: the catalog in `.kiln` says so.
     let mut again = runner(&[
         ("APP_TOKEN", "app-token-42"),

@@ -86,7 +86,11 @@ async fn check_registries(
     }
     ctx.message(format!(
         "registries reachable, credentials accepted: {}",
-        if seen.is_empty() { "(none used)".to_string() } else { seen.join(", ") }
+        if seen.is_empty() {
+            "(none used)".to_string()
+        } else {
+            seen.join(", ")
+        }
     ));
     Ok(())
 }

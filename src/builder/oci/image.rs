@@ -65,7 +65,9 @@ pub fn cause_of(e: &(dyn std::error::Error + 'static), registry: &str) -> Option
         || all.contains("no address associated")
         || all.contains("temporary failure in name resolution")
     {
-        Some(format!("DNS: the name `{host}` does not resolve ({innermost})"))
+        Some(format!(
+            "DNS: the name `{host}` does not resolve ({innermost})"
+        ))
     } else if all.contains("certificate")
         || all.contains("tls")
         || all.contains("handshake")
