@@ -77,7 +77,10 @@ async fn check_registries(
         seen.push(registry);
         image::check_registry(registry)
             .await
-            .map_err(|e| BuildError::Config(format!("registry `{registry}` of {role}: {e}")))?;
+            .map_err(|e| BuildError::Io {
+                what: format!("registry `{registry}` of {role}"),
+                source: std::io::Error::other(e),
+            })?;
     }
     for t in targets {
         if let TargetRef::Registry(r) = t {

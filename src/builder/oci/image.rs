@@ -690,3 +690,73 @@ pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<bool, Bu
         code => Err(io(format!("the registry answered {code}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as HTTP stacks nest them.
+    #[derive(Debug)]
+    struct Nested(&'static str, Option<Box<Nested>>);
+    impl std::fmt::Display for Nested {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Nested {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(inner: &'static str) -> Nested {
+        Nested(
+            "error sending request",
+            Some(Box::new(Nested(
+                "client error (Connect)",
+                Some(Box::new(Nested(inner, None))),
+            ))),
+        )
+    }
+
+    #[test]
+    fn causes_are_named_from_the_innermost_error() {
+        let dns = cause_of(
+            &chain("dns error: failed to lookup address information: Name or service not known"),
+            "reg.example:5000",
+        )
+        .unwrap();
+        assert!(
+            dns.starts_with("DNS: the name `reg.example` does not resolve"),
+            "{dns}"
+        );
+        let tls = cause_of(
+            &chain("invalid peer certificate: UnknownIssuer"),
+            "reg.example",
+        )
+        .unwrap();
+        assert!(
+            tls.starts_with("TLS: invalid peer certificate: UnknownIssuer"),
+            "{tls}"
+        );
+        let refused = cause_of(
+            &chain("tcp connect error: Connection refused (os error 111)"),
+            "127.0.0.1:9",
+        )
+        .unwrap();
+        assert!(
+            refused.contains("nothing listens on `127.0.0.1:9`"),
+            "{refused}"
+        );
+        assert_eq!(cause_of(&chain("something else"), "r"), None);
+        assert_eq!(
+            realm_of("Basic realm=\"kiln-test\""),
+            " (realm \"kiln-test\")"
+        );
+        assert_eq!(
+            realm_of("Bearer realm=\"https://auth.example/token\",service=\"r\""),
+            " (realm \"https://auth.example/token\")"
+        );
+        assert_eq!(realm_of(""), "");
+    }
+}
