@@ -6,10 +6,6 @@
 //! Architecture invariant: the engine only sees a resolved `BuildPlan`, and
 //! reports only through events; it knows no builder's internals.
 
-pub mod journal;
-pub mod manifest;
-pub mod undo;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +14,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{BuildError, Builders};
+use crate::job::scratch::build_work_dir;
+use crate::job::{sanitize, Undo};
+use crate::manifest;
 use crate::provisioner::{self, ProvisionError, Provisioner};
 use crate::sign::SigningKey;
-use crate::template::plan::{BuildPlan, ImagePlan, JobPlan};
+use crate::template::plan::{BuildPlan, JobPlan};
 use crate::ui::{ArtifactInfo, Event, EventBus, JobStatus, JobSummary, Stream};
 
-pub use journal::{Journal, Resource};
-pub use undo::Undo;
+// A test or an embedder drives the engine with its own builder, which
+// needs the job runtime's types.
+pub use crate::job::{JobContext, Journal, Resource};
 
 /// What to do with a failed job's resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,99 +68,6 @@ pub enum JobError {
     Sign(String),
     #[error("cancelled")]
     Cancelled,
-}
-
-/// What a running job's steps can use.
-pub struct JobContext {
-    /// `build.type.name`.
-    pub name: String,
-    pub plan: JobPlan,
-    pub build_id: String,
-    pub image: ImagePlan,
-    /// `sha256:` of the template (for labels and provenance).
-    pub template_digest: String,
-    pub template_dir: PathBuf,
-    pub state_dir: PathBuf,
-    /// `(name, value)` of every secret and sensitive variable, for the leak
-    /// scan. In memory only.
-    pub secrets: Arc<Vec<(String, String)>>,
-    pub undo: Undo,
-    pub cancel: CancellationToken,
-    pub interactive: bool,
-    /// `[vault]` of the template: where remote instances' secrets are
-    /// wrapped for delivery.
-    pub vault: crate::template::plan::VaultSettings,
-    bus: Arc<EventBus>,
-    /// Compliance reports of hardening provisioners, for the artifacts.
-    hardening_reports: std::sync::Mutex<Vec<serde_json::Value>>,
-}
-
-impl JobContext {
-    /// Streams a line of instance output.
-    pub fn output(&self, stream: Stream, line: String) {
-        self.bus.emit(Event::Output {
-            job: self.name.clone(),
-            stream,
-            line,
-        });
-    }
-
-    /// Streams instance output from a background task (a VM's serial
-    /// console) that outlives any one step.
-    pub fn output_sink(&self) -> impl Fn(Stream, String) + Send + Sync + 'static {
-        let (bus, job) = (self.bus.clone(), self.name.clone());
-        move |stream, line| {
-            bus.emit(Event::Output {
-                job: job.clone(),
-                stream,
-                line,
-            })
-        }
-    }
-
-    /// Tells the user something about this job, from code that only gets
-    /// a callback (a communicator).
-    pub fn message_sink(&self) -> impl Fn(String) + Send + Sync + 'static {
-        let (bus, job) = (self.bus.clone(), self.name.clone());
-        move |text| {
-            bus.emit(Event::Message {
-                job: Some(job.clone()),
-                text,
-            })
-        }
-    }
-
-    /// Tells the user something about this job.
-    pub fn message(&self, text: String) {
-        self.bus.emit(Event::Message {
-            job: Some(self.name.clone()),
-            text,
-        });
-    }
-
-    /// Records a hardening provisioner's compliance report; every artifact
-    /// of the job carries it into its manifest and provenance.
-    pub fn add_hardening_report(&self, report: serde_json::Value) {
-        if let Ok(mut reports) = self.hardening_reports.lock() {
-            reports.push(report);
-        }
-    }
-
-    /// A fresh path for a scratch file of this job, registered for undo.
-    pub async fn scratch_file(&self, what: &str) -> std::io::Result<PathBuf> {
-        let dir = self
-            .state_dir
-            .join("work")
-            .join(journal::sanitize(&self.build_id))
-            .join(journal::sanitize(&self.name))
-            .join("scratch");
-        fs_err::tokio::create_dir_all(&dir).await?;
-        let path = dir.join(format!("{what}-{}", uuid::Uuid::new_v4()));
-        self.undo
-            .register(Resource::TempFile { path: path.clone() }, what)
-            .await?;
-        Ok(path)
-    }
 }
 
 /// A job's provisioners with their index and type, ready to run.
@@ -296,7 +203,7 @@ pub async fn run(
             .get(&job.source_type)
             .expect("checked in preflight");
         let ctx = JobContext {
-            undo: Undo::new(journal.clone(), &plan.build_id, &name),
+            undo: Undo::new(journal.clone(), builders.reapers(), &plan.build_id, &name),
             name,
             plan: job,
             build_id: plan.build_id.clone(),
@@ -386,11 +293,7 @@ pub async fn run(
         key.close().await;
     }
     // Jobs removed their own work directories; drop the build's, if empty.
-    let _ = std::fs::remove_dir(
-        opts.state_dir
-            .join("work")
-            .join(journal::sanitize(&plan.build_id)),
-    );
+    let _ = std::fs::remove_dir(build_work_dir(&opts.state_dir, &plan.build_id));
     finish(plan, summaries, started, &bus)
 }
 
@@ -477,7 +380,7 @@ async fn write_manifests(
     let dir = opts
         .state_dir
         .join("manifests")
-        .join(journal::sanitize(&plan.build_id));
+        .join(sanitize(&plan.build_id));
     let now = std::time::SystemTime::now();
     let mut records = vec![];
     let mut written = vec![];
@@ -860,11 +763,7 @@ async fn run_job(
         let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
             .await
             .map_err(JobError::Snapshot)?;
-        let reports = ctx
-            .hardening_reports
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
+        let reports = ctx.hardening_reports();
         for a in &mut artifacts {
             a.hardening = reports.clone();
         }
@@ -994,7 +893,12 @@ pub async fn probe(
     let name = job.name();
     let redactor = Arc::new(std::sync::RwLock::new(crate::ui::Redactor::default()));
     let ctx = JobContext {
-        undo: Undo::new(Journal::new(state_dir), &build_id, &name),
+        undo: Undo::new(
+            Journal::new(state_dir),
+            builders.reapers(),
+            &build_id,
+            &name,
+        ),
         name,
         plan: job.clone(),
         build_id: build_id.clone(),
@@ -1033,7 +937,7 @@ pub async fn probe(
     };
     let result = run.await;
     let unwound = ctx.undo.unwind().await;
-    let _ = std::fs::remove_dir(state_dir.join("work").join(journal::sanitize(&build_id)));
+    let _ = std::fs::remove_dir(build_work_dir(state_dir, &build_id));
     if !unwound.failed.is_empty() {
         return Err(format!(
             "cleanup failed: {}; `kiln cleanup` will retry",
@@ -1056,6 +960,7 @@ pub struct CleanupReport {
 /// newest first within each job. `older_than` limits it to old entries.
 pub async fn cleanup(
     state_dir: &Path,
+    reapers: &crate::job::Reapers,
     older_than: Option<std::time::Duration>,
     dry_run: bool,
 ) -> std::io::Result<CleanupReport> {
@@ -1068,8 +973,13 @@ pub async fn cleanup(
         .unwrap_or(0);
     let mut report = CleanupReport::default();
     for (path, e) in entries {
-        let what = format!("{}: {} ({})", e.job, e.description, e.resource.describe());
-        if journal::owner_alive(e.owner_pid, e.owner_start_time) {
+        let what = format!(
+            "{}: {} ({})",
+            e.job,
+            e.description,
+            reapers.describe(&e.resource)
+        );
+        if crate::job::process::owner_alive(e.owner_pid, e.owner_start_time) {
             report.skipped_live.push(what);
             continue;
         }
@@ -1080,7 +990,7 @@ pub async fn cleanup(
             report.would_reap.push(what);
             continue;
         }
-        match e.resource.reap().await {
+        match reapers.reap(&e.resource).await {
             Ok(()) => {
                 journal.remove(&path)?;
                 report.reaped.push(what);

@@ -17,10 +17,26 @@ use super::value::Value;
 use super::variables::{self, VarInputs, VarType};
 
 /// The source and provisioner types kiln knows, with their fields.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TemplateSchema {
     pub sources: Vec<(&'static str, &'static [Field])>,
     pub provisioners: Vec<(&'static str, &'static [Field])>,
+    /// The provisioners' own checks of their settings beyond the types.
+    pub provisioner_checks: ProvisionerCheck,
+}
+
+/// Problems with a provisioner's settings (its type, its resolved table)
+/// beyond their types, as `(key, message)`, reported as input errors.
+pub type ProvisionerCheck = fn(&str, &BTreeMap<String, Value>) -> Vec<(&'static str, String)>;
+
+impl Default for TemplateSchema {
+    fn default() -> TemplateSchema {
+        TemplateSchema {
+            sources: vec![],
+            provisioners: vec![],
+            provisioner_checks: |_, _| vec![],
+        }
+    }
 }
 
 /// Where a secret's value comes from (`[secrets.NAME]`).
@@ -474,7 +490,7 @@ impl Template {
         };
         let name = image_attr("name");
         if let (Some(n), Some(node)) = (&name, image_node.get("name")) {
-            if !crate::catalog::model::is_valid_name(n) {
+            if !super::schema::is_valid_name(n) {
                 scope.error(
                     node.value.span.clone(),
                     format!("`image.name` `{n}` is not a valid image name"),
@@ -928,7 +944,7 @@ impl Template {
                         .map(|c| c.value.span.clone())
                         .unwrap_or(0..0);
                     for ch in channels.iter().filter_map(Value::as_interpolated) {
-                        if !crate::catalog::model::is_valid_name(&ch) {
+                        if !super::schema::is_valid_name(&ch) {
                             sc.error(
                                 span.clone(),
                                 format!("`build.register.channels`: `{ch}` is not a valid channel name"),
@@ -1082,7 +1098,7 @@ impl Template {
         let Some(Value::Map(config)) = sc.eval_table(&known_node, fields, &ctx) else {
             return None;
         };
-        let problems = crate::provisioner::settings_problems(&kind, &config);
+        let problems = (schema.provisioner_checks)(&kind, &config);
         for (key, message) in &problems {
             let span = p.get(key).map_or(p.span.clone(), |e| e.key_span.clone());
             sc.error(span, format!("`{ctx}`: {message}"), None);

@@ -132,6 +132,19 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     humantime::parse_duration(s.trim()).ok()
 }
 
+/// Image family and channel names: they become OCI tags, file names and
+/// catalog keys. Letters, digits, `-`, `_`, `.`, starting with a letter or
+/// digit, at most 64 characters, never `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ mod oci;
 mod pipeline;
 #[cfg(feature = "qemu")]
 mod qemu;
+mod readme;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

@@ -211,7 +211,7 @@ pub fn write(
 
 /// The file name stem of an artifact's manifest and its companions.
 pub fn stem(job: &JobPlan, n: usize) -> String {
-    format!("{}-{n}", super::journal::sanitize(&job.name()))
+    format!("{}-{n}", crate::job::sanitize(&job.name()))
 }
 
 /// Writes a file by rename, so readers never see half of it.
