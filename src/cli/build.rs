@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{load_plan, print_diagnostics, Exit, VarArgs};
+use super::{print_diagnostics, Exit, VarArgs};
 use crate::builder::Builders;
 use crate::engine::{self, OnError, RunOptions};
 use crate::ui::sinks::{HumanSink, JsonSink, LogFileSink};
@@ -126,7 +126,7 @@ async fn build_one(
     catalog: &Arc<crate::catalog::Catalog>,
     redactor: &Arc<RwLock<Redactor>>,
 ) -> (Exit, &'static str, String) {
-    let plan = match load_plan(
+    let plan = match super::load_plan_with_inputs(
         template,
         &args.vars,
         &args.only,

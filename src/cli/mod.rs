@@ -274,6 +274,29 @@ pub(crate) fn load_plan(
     except: &[String],
     fetch: &FetchSecrets,
 ) -> Result<BuildPlan, Diagnostics> {
+    read_plan(path, vars, only, except, fetch, false)
+}
+
+/// [`load_plan`], and every local file the build reads must exist
+/// (`validate`, `build`).
+pub(crate) fn load_plan_with_inputs(
+    path: &Path,
+    vars: &VarArgs,
+    only: &[String],
+    except: &[String],
+    fetch: &FetchSecrets,
+) -> Result<BuildPlan, Diagnostics> {
+    read_plan(path, vars, only, except, fetch, true)
+}
+
+fn read_plan(
+    path: &Path,
+    vars: &VarArgs,
+    only: &[String],
+    except: &[String],
+    fetch: &FetchSecrets,
+    inputs: bool,
+) -> Result<BuildPlan, Diagnostics> {
     let template = Template::read(path)?;
     let opts = PlanOptions {
         vars: vars.inputs(),
@@ -281,7 +304,15 @@ pub(crate) fn load_plan(
         except: except.to_vec(),
         build_id: uuid::Uuid::new_v4().to_string(),
     };
-    template.plan(&Builders::standard().schema(), &opts, fetch)
+    let schema = Builders::standard().schema();
+    let plan = template.plan(&schema, &opts, fetch)?;
+    if inputs {
+        let missing = template.missing_inputs(&plan, &schema);
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+    }
+    Ok(plan)
 }
 
 /// True inside a GitHub Actions job: errors are also printed as workflow

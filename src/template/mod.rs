@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod eval;
 pub mod expr;
 pub mod fmt;
+pub mod inputs;
 pub mod node;
 pub mod plan;
 pub mod schema;

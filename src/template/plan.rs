@@ -330,7 +330,7 @@ const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
 /// A template read from disk with its syntax already checked.
 pub struct Template {
     pub file: Arc<SourceFile>,
-    root: Option<Node>,
+    pub(super) root: Option<Node>,
     /// Syntax errors found while reading; reported with all the others.
     syntax: Diagnostics,
 }
@@ -619,6 +619,7 @@ impl Template {
         for e in node.entries().unwrap_or_default() {
             let ctx = format!("secrets.{}", e.key);
             let Some(Value::Map(m)) = scope.eval_table(&e.value, SECRET_FIELDS, &ctx) else {
+                out.push(self.invalid_secret(e));
                 continue;
             };
             let text = |k: &str| m.get(k).and_then(Value::as_interpolated);
@@ -632,6 +633,7 @@ impl Template {
                     format!("secret `{}` needs exactly one source, found {}", e.key, if given.is_empty() { "none".to_string() } else { given.join(" and ") }),
                     Some("set one of `vault = \"mount/path#key\"`, `env = \"NAME\"` or `file = \"/run/secrets/x\"`".into()),
                 );
+                out.push(self.invalid_secret(e));
                 continue;
             }
             let source = match given[0] {
@@ -661,6 +663,8 @@ impl Template {
                                 format!("`vault` must be `mount/path#key`, found `{spec}`"),
                                 Some("for example `secret/data/ci/db#password`".into()),
                             );
+                            // Still declared: its uses are not also "unknown".
+                            out.push(self.invalid_secret(e));
                             continue;
                         }
                     }
@@ -686,6 +690,18 @@ impl Template {
             });
         }
         out
+    }
+
+    /// A secret whose declaration has an error (reported already): still
+    /// declared, so that its uses are not also reported as unknown. The
+    /// plan never fetches it (a template with errors has no plan).
+    fn invalid_secret(&self, e: &super::node::Entry) -> SecretDecl {
+        SecretDecl {
+            name: e.key.clone(),
+            source: SecretSource::Env(String::new()),
+            file: self.file.clone(),
+            span: e.key_span.clone(),
+        }
     }
 
     /// `[source.TYPE.NAME]` tables, checked for known types.
@@ -810,6 +826,8 @@ impl Template {
             // The build's sources.
             let mut picked = vec![];
             match b.get("sources") {
+                // A misspelled `sources` is reported once, as unknown.
+                None if !super::eval::missing(b.entries().unwrap_or_default(), "sources") => {}
                 None => scope.error(
                     b.span.clone(),
                     format!("build `{bname}` is missing the required key `sources`"),
