@@ -199,6 +199,10 @@ pub struct ProvisionerPlan {
     pub index: usize,
     /// Its settings without `type`, `only` and `except`.
     pub config: BTreeMap<String, Value>,
+    /// Where it is declared (`file:line:col` of its `type`), for errors.
+    pub at: String,
+    /// Where each `inline` command is written (`file:line:col`).
+    pub inline_at: Vec<String>,
 }
 
 /// One build × source: what the engine runs.
@@ -1124,10 +1128,20 @@ impl Template {
         if !problems.is_empty() {
             return None;
         }
+        let place = |span: &Span| {
+            let (line, col) = self.file.line_col(span.start);
+            format!("{}:{line}:{col}", self.file.name)
+        };
+        let inline_at = match p.get("inline").map(|e| &e.value.kind) {
+            Some(NodeKind::List(items)) => items.iter().map(|i| place(&i.span)).collect(),
+            _ => vec![],
+        };
         Some(applies.then_some(ProvisionerPlan {
             kind,
             index,
             config,
+            at: place(&ty.key_span),
+            inline_at,
         }))
     }
 
