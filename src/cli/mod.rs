@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod ci;
 mod cleanup;
+mod console;
 mod fmt;
 mod generate;
 mod images;
@@ -95,6 +96,8 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Scaffold a template, a key pair and a .gitignore for a builder.
     Init(init::InitArgs),
+    /// Evaluate `${…}` expressions against a template (stdin or --expr).
+    Console(console::ConsoleArgs),
     /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
     Audit(audit::AuditArgs),
     /// Say, per template, whether a build is due and why (nothing built).
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
         Command::Init(args) => init::exec(args),
+        Command::Console(args) => console::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,

@@ -131,12 +131,13 @@ impl Provisioner for Shell {
             };
             let mut failed: Option<usize> = None;
             let code = comm
-                .exec(&cmd, &mut |stream, line| {
-                    match line.trim_end().strip_prefix(FAILED_MARKER) {
+                .exec(
+                    &cmd,
+                    &mut |stream, line| match line.trim_end().strip_prefix(FAILED_MARKER) {
                         Some(n) if !self.inline.is_empty() => failed = n.parse().ok(),
                         _ => ctx.output(stream, line),
-                    }
-                })
+                    },
+                )
                 .await?;
             if code != 0 {
                 let named = failed

@@ -7,6 +7,7 @@
 //! Architecture invariant: nothing here starts a process, touches the
 //! network or writes a file; `file()` and `ExistingFile` only read.
 
+pub mod console;
 pub mod diagnostic;
 pub mod eval;
 pub mod expr;

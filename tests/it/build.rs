@@ -317,8 +317,9 @@ fn a_failing_inline_command_is_named_with_its_template_line() {
     assert_exit(&o, 1);
     let err = text(&o).1;
     assert!(
-        err.contains("provisioner 2 (shell): inline command 2 of 3 `test -f /nonexistent/kiln-file` (")
-            && err.contains("f.toml:14:3), in the provisioner at ")
+        err.contains(
+            "provisioner 2 (shell): inline command 2 of 3 `test -f /nonexistent/kiln-file` ("
+        ) && err.contains("f.toml:14:3), in the provisioner at ")
             && err.contains("f.toml:11:1 exited with code 1"),
         "{err}"
     );

@@ -364,3 +364,44 @@ fn packer_habits_get_hints_folders_and_a_scaffold() {
         .unwrap();
     assert_exit(&o, 0);
 }
+
+#[test]
+fn console_evaluates_expressions_against_a_template() {
+    let t = crate::repo().join("templates/hello-null.toml");
+    let o = kiln()
+        .args(["console", "--var", "build_number=7"])
+        .args(["--expr", "local.banner", "--expr", "upper(var.greeting)"])
+        .args(["--expr", "secret.token", "--expr", "${image.version}"])
+        .arg(&t)
+        .env("KILN_GREETING_TOKEN", "never-fetched-token")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        text(&o).0,
+        "\"HELLO from hello 0.1.7\"\n\"HELLO\"\n<sensitive>\n\"0.1.7\"\n"
+    );
+    // One expression per line of stdin; a bad one is a template error.
+    let mut c = kiln()
+        .arg("console")
+        .arg(&t)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"lower(\"ABC\")\nvar.nope\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_exit(&o, 2);
+    assert_eq!(text(&o).0, "\"abc\"\n");
+    assert!(
+        text(&o).1.contains("var.nope") || text(&o).1.contains("`nope`"),
+        "{}",
+        text(&o).1
+    );
+}
