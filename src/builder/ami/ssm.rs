@@ -37,7 +37,7 @@ const UPLOAD_CHUNK: usize = 24 * 1024;
 const DOWNLOAD_CHUNK: usize = 16 * 1024;
 /// What `GetCommandInvocation` returns of each stream at most.
 const SSM_OUTPUT_CAP: usize = 24_000;
-const UNWRAP_SCRIPT: &str = include_str!("../../provisioners/vault-unwrap.sh");
+const UNWRAP_SCRIPT: &str = include_str!("../../../provisioners/vault-unwrap.sh");
 
 /// How secrets in a provisioner's environment reach the instance.
 #[derive(Clone)]
