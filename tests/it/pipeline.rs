@@ -149,7 +149,7 @@ impl Runner {
                     J::Array(a) => a.iter().map(s).collect(),
                     _ => vec![],
                 };
-                if !order.contains(&id) && needs.iter().all(|n| order.iter().any(|o| *o == n)) {
+                if !order.contains(&id) && needs.iter().all(|n| order.contains(&n)) {
                     order.push(id);
                 }
             }
@@ -408,7 +408,7 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
     // template needs it, before anything is built.
     let mut r = runner(&[("KILN_PASSWORD", "pw")]);
     r.run(&workflow, Some("build-app"));
-    assert_eq!(r.jobs["build-app"], false, "{}", r.log());
+    assert!(!r.jobs["build-app"], "{}", r.log());
     let step = r.step("build-app", "Secrets from the secret store");
     assert!(!step.ok);
     assert!(
