@@ -187,7 +187,7 @@ fn secrets_script(n: &Needs, store: &str) -> Vec<String> {
         .filter(|s| s.required)
         .map(|s| {
             format!(
-                "[ -n \"${{{0}:-}}\" ] || {{ echo \"error: the {store} has no {0}, needed for {1}\" >&2; exit 1; }}",
+                "[ -n \"${{{0}:-}}\" ] || {{ echo \"error: {0} is not set in the {store}, needed for {1}\" >&2; exit 1; }}",
                 s.env,
                 s.why.replace(['"', '$', '`', '\\'], "'")
             )

@@ -412,7 +412,9 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
     let step = r.step("build-app", "Secrets from the secret store");
     assert!(!step.ok);
     assert!(
-        step.output.contains("has no APP_TOKEN") && step.output.contains("app.toml:4:10"),
+        step.output
+            .contains("APP_TOKEN is not set in the repository's secret store")
+            && step.output.contains("app.toml:4:10"),
         "{}",
         step.output
     );
