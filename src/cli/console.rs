@@ -55,7 +55,7 @@ pub fn exec(args: ConsoleArgs) -> Exit {
             &opts,
             &crate::secrets::unresolved,
         ) {
-            Ok(v) => println!("{}", crate::template::eval::display_value(&v)),
+            Ok(v) => println!("{}", crate::template::value::display_value(&v)),
             Err(d) => {
                 print_diagnostics(&d);
                 exit = Exit::BadInput;

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use super::plan::{FetchSecrets, PlanOptions, Template, TemplateSchema};
+use super::plan::{FetchSecrets, PlanOptions};
+use super::resolve::Template;
+use super::schema::TemplateSchema;
 use super::{Diagnostic, Diagnostics, Value};
 
 /// The local the expression is evaluated as.

@@ -10,8 +10,10 @@ use std::collections::HashSet;
 
 use super::diagnostic::{Diagnostic, Diagnostics};
 use super::node::{Node, NodeKind};
-use super::plan::{BuildPlan, Template, TemplateSchema};
+use super::plan::BuildPlan;
+use super::resolve::Template;
 use super::schema::Kind;
+use super::schema::TemplateSchema;
 use super::value::Value;
 
 impl Template {

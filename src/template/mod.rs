@@ -15,6 +15,7 @@ pub mod fmt;
 pub mod inputs;
 pub mod node;
 pub mod plan;
+pub mod resolve;
 pub mod schema;
 pub mod value;
 pub mod variables;
@@ -22,7 +23,9 @@ pub mod variables;
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile, Span};
 pub use plan::{
     BuildPlan, ImagePlan, JobPlan, PlanOptions, ProvisionerPlan, SecretDecl, SecretSource,
-    Template, TemplateSchema, VariablePlan,
+    VariablePlan,
 };
+pub use resolve::Template;
+pub use schema::TemplateSchema;
 pub use value::Value;
 pub use variables::VarInputs;

@@ -3,6 +3,10 @@
 //! fields with these types; the template engine checks them all the same
 //! way (unknown keys with "did you mean", types, required keys).
 
+use std::collections::BTreeMap;
+
+use super::value::Value;
+
 /// One key of a table.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
@@ -147,6 +151,29 @@ pub fn is_valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The source and provisioner types kiln knows, with their fields.
+#[derive(Debug, Clone)]
+pub struct TemplateSchema {
+    pub sources: Vec<(&'static str, &'static [Field])>,
+    pub provisioners: Vec<(&'static str, &'static [Field])>,
+    /// The provisioners' own checks of their settings beyond the types.
+    pub provisioner_checks: ProvisionerCheck,
+}
+
+/// Problems with a provisioner's settings (its type, its resolved table)
+/// beyond their types, as `(key, message)`, reported as input errors.
+pub type ProvisionerCheck = fn(&str, &BTreeMap<String, Value>) -> Vec<(&'static str, String)>;
+
+impl Default for TemplateSchema {
+    fn default() -> TemplateSchema {
+        TemplateSchema {
+            sources: vec![],
+            provisioners: vec![],
+            provisioner_checks: |_, _| vec![],
+        }
+    }
 }
 
 #[cfg(test)]
