@@ -200,7 +200,7 @@ impl Runner {
                         let from = self.workspace.join(with("path"));
                         if from.is_file() {
                             std::fs::create_dir_all(&store).unwrap();
-                            std::fs::copy(&from, store.join(from.file_name().unwrap())).unwrap();
+                            link_or_copy(&from, &store.join(from.file_name().unwrap()));
                         } else if from.is_dir() {
                             copy_dir(&from, &store);
                         } else {
@@ -301,8 +301,16 @@ fn copy_dir(from: &Path, to: &Path) {
         if e.file_type().unwrap().is_dir() {
             copy_dir(&e.path(), &target);
         } else {
-            std::fs::copy(e.path(), &target).unwrap();
+            link_or_copy(&e.path(), &target);
         }
+    }
+}
+
+/// Artifacts are hard links where possible: the kiln binary is large and
+/// the disk is shared.
+fn link_or_copy(from: &Path, to: &Path) {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).unwrap();
     }
 }
 
@@ -418,6 +426,7 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
         "{}",
         step.output
     );
+    drop(r);
 
     let mut r = runner(&[
         ("APP_TOKEN", "app-token-42"),
@@ -478,6 +487,8 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
     assert!(!manifests.is_empty(), "{uploaded:?}");
     let m: J = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
     assert_eq!(m["image"]["name"], "app", "{m}");
+    let root_script = r.step("build-app", "Root for the OCI").script.clone();
+    drop(r);
     // A second run has nothing due: the catalog in `.kiln` says so.
     let mut again = runner(&[
         ("APP_TOKEN", "app-token-42"),
@@ -492,7 +503,6 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
     );
 
     // Without root and without sudo, the OCI job stops with a clear error.
-    let root_step = r.step("build-app", "Root for the OCI");
     let o = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -503,7 +513,7 @@ fn the_generated_github_workflow_runs_and_builds_a_signed_image() {
             "pipefail",
             "-c",
         ])
-        .arg(&root_step.script)
+        .arg(&root_script)
         .env_clear()
         .env("PATH", "/nonexistent:/usr/bin:/bin")
         .env("GITHUB_ENV", "/dev/null")
