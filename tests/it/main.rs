@@ -12,6 +12,7 @@ mod engine;
 #[cfg(feature = "oci")]
 mod hardening;
 mod hostile;
+mod layers;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
