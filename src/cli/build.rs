@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{load_plan, print_diagnostics, Exit, VarArgs};
+use super::{print_diagnostics, Exit, VarArgs};
 use crate::builder::Builders;
 use crate::engine::{self, OnError, RunOptions};
 use crate::ui::sinks::{HumanSink, JsonSink, LogFileSink};
@@ -97,7 +97,7 @@ pub async fn exec(args: BuildArgs, state_dir: &Path, catalog: Option<&str>) -> E
     if args.templates.len() > 1 {
         if args.json {
             let out = serde_json::json!({ "event": "run_summary", "templates": outcomes });
-            println!("{out}");
+            println!("{}", crate::ui::sinks::json_line(&out));
         } else {
             eprintln!("\nrun summary:");
             for o in &outcomes {
@@ -126,7 +126,7 @@ async fn build_one(
     catalog: &Arc<crate::catalog::Catalog>,
     redactor: &Arc<RwLock<Redactor>>,
 ) -> (Exit, &'static str, String) {
-    let plan = match load_plan(
+    let plan = match super::load_plan_with_inputs(
         template,
         &args.vars,
         &args.only,
@@ -145,7 +145,7 @@ async fn build_one(
                         line: loc.as_ref().map(|l| l.1),
                         column: loc.as_ref().map(|l| l.2),
                     };
-                    println!("{}", serde_json::to_string(&e).expect("serializable"));
+                    println!("{}", crate::ui::sinks::json_line(&e));
                 }
             } else {
                 print_diagnostics(&diags);
@@ -166,7 +166,7 @@ async fn build_one(
         let say = |text: String| {
             if args.json {
                 let e = Event::Message { job: None, text };
-                println!("{}", serde_json::to_string(&e).expect("serializable"));
+                println!("{}", crate::ui::sinks::json_line(&e));
             } else {
                 println!("{text}");
             }

@@ -355,9 +355,29 @@ async fn revoked(cat: &Catalog, image: &str, version: &str) -> Exit {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let Some(v) = snap.state.family(image).and_then(|f| f.version(version)) else {
+    let Some(f) = snap.state.family(image) else {
         return Exit::Success;
     };
+    let Some(v) = f.version(version) else {
+        return Exit::Success;
+    };
+    // Revoking does not move channels (that is the operator's choice).
+    let channels = f.channels_of(&v.registration.version);
+    if !channels.is_empty() {
+        let list = channels
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "warning: {} {} is revoked, but channel{} {list} still point{} at it: `kiln verify` refuses it from now on; move {} with `kiln images rollback {image} CHANNEL` or `kiln images promote {image} VERSION CHANNEL`",
+            image,
+            v.registration.version,
+            if channels.len() == 1 { "" } else { "s" },
+            if channels.len() == 1 { "s" } else { "" },
+            if channels.len() == 1 { "it" } else { "them" },
+        );
+    }
     match catalog::publish::revoked(v).await {
         Ok(p) => {
             for line in p.done.iter().chain(&p.not_supported) {

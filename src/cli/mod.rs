@@ -8,9 +8,11 @@ mod build;
 mod check;
 mod ci;
 mod cleanup;
+mod console;
 mod fmt;
 mod generate;
 mod images;
+mod init;
 mod inspect;
 mod keygen;
 mod plan;
@@ -95,6 +97,10 @@ pub enum Command {
     Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
     Keygen(keygen::KeygenArgs),
+    /// Scaffold a template, a key pair and a .gitignore for a builder.
+    Init(init::InitArgs),
+    /// Evaluate `${…}` expressions against a template (stdin or --expr).
+    Console(console::ConsoleArgs),
     /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
     Audit(audit::AuditArgs),
     /// Say, per template, whether a build is due and why (nothing built).
@@ -133,7 +139,18 @@ impl VarArgs {
 
 /// Runs kiln with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if let Some((given, long)) = packer_style_option(&args) {
+                eprintln!("error: unexpected argument `{given}`");
+                eprintln!("  help: did you mean `{long}`? kiln's long options take two dashes (Packer's take one)");
+                return Exit::BadInput.into();
+            }
+            e.exit()
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,7 +170,31 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Exit {
     // Provisioners run in other working directories: paths must not be relative.
     let state_dir = std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir.clone());
-    let cli = Cli { state_dir, ..cli };
+    // An empty `KILN_CATALOG` (a CI variable that is not set) is no catalog URL.
+    let catalog = cli.catalog.clone().filter(|c| !c.is_empty());
+    let mut cli = Cli {
+        state_dir,
+        catalog,
+        ..cli
+    };
+    let templates = match &mut cli.command {
+        Command::Build(a) => Some(&mut a.templates),
+        Command::Validate(a) => Some(&mut a.templates),
+        Command::Fmt(a) => Some(&mut a.templates),
+        Command::Plan(a) => Some(&mut a.templates),
+        Command::Prune(a) => Some(&mut a.templates),
+        Command::Ci(a) => Some(&mut a.templates),
+        _ => None,
+    };
+    if let Some(t) = templates {
+        match expand_templates(t) {
+            Ok(all) => *t = all,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::BadInput;
+            }
+        }
+    }
     // The state folder holds unpacked images (setuid files, device nodes):
     // root-only. Commands that write there create it; any command tightens it.
     let creates = matches!(cli.command, Command::Build(_) | Command::Check(_));
@@ -184,11 +225,70 @@ async fn run(cli: Cli) -> Exit {
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),
+        Command::Init(args) => init::exec(args),
+        Command::Console(args) => console::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Ci(args) => ci::exec(args),
     }
+}
+
+/// The first argument written the Packer way (`-var`, `-only=x`,
+/// `-on-error=abort`) whose two-dash form is one of kiln's long options:
+/// (as given, the two-dash form).
+fn packer_style_option(args: &[String]) -> Option<(String, String)> {
+    use clap::CommandFactory;
+    fn longs(c: &clap::Command, out: &mut Vec<String>) {
+        out.extend(
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(String::from)),
+        );
+        for sub in c.get_subcommands() {
+            longs(sub, out);
+        }
+    }
+    let mut known = vec![];
+    longs(&Cli::command(), &mut known);
+    for a in args.iter().take_while(|a| *a != "--") {
+        let Some(word) = a.strip_prefix('-').filter(|w| !w.starts_with('-')) else {
+            continue;
+        };
+        let name = word.split_once('=').map_or(word, |(n, _)| n);
+        if name.len() > 1 && known.iter().any(|k| k == name) {
+            let value = word.strip_prefix(name).unwrap_or_default();
+            return Some((a.clone(), format!("--{name}{value}")));
+        }
+    }
+    None
+}
+
+/// Templates named on the command line, a folder standing for the `*.toml`
+/// files in it (sorted), as Packer takes a folder. An empty folder is an
+/// error naming it.
+pub(crate) fn expand_templates(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = vec![];
+    for p in given {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| format!("cannot read the folder `{}`: {e}", p.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "the folder `{}` has no templates (`*.toml` files)",
+                p.display()
+            ));
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
 }
 
 /// Reads a template and resolves it into a plan.
@@ -199,6 +299,29 @@ pub(crate) fn load_plan(
     except: &[String],
     fetch: &FetchSecrets,
 ) -> Result<BuildPlan, Diagnostics> {
+    read_plan(path, vars, only, except, fetch, false)
+}
+
+/// [`load_plan`], and every local file the build reads must exist
+/// (`validate`, `build`).
+pub(crate) fn load_plan_with_inputs(
+    path: &Path,
+    vars: &VarArgs,
+    only: &[String],
+    except: &[String],
+    fetch: &FetchSecrets,
+) -> Result<BuildPlan, Diagnostics> {
+    read_plan(path, vars, only, except, fetch, true)
+}
+
+fn read_plan(
+    path: &Path,
+    vars: &VarArgs,
+    only: &[String],
+    except: &[String],
+    fetch: &FetchSecrets,
+    inputs: bool,
+) -> Result<BuildPlan, Diagnostics> {
     let template = Template::read(path)?;
     let opts = PlanOptions {
         vars: vars.inputs(),
@@ -206,7 +329,15 @@ pub(crate) fn load_plan(
         except: except.to_vec(),
         build_id: uuid::Uuid::new_v4().to_string(),
     };
-    template.plan(&Builders::standard().schema(), &opts, fetch)
+    let schema = Builders::standard().schema();
+    let plan = template.plan(&schema, &opts, fetch)?;
+    if inputs {
+        let missing = template.missing_inputs(&plan, &schema);
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+    }
+    Ok(plan)
 }
 
 /// True inside a GitHub Actions job: errors are also printed as workflow

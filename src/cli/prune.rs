@@ -1,7 +1,7 @@
 //! `kiln prune`: applies each template's `[image.retention]` to its image
 //! in the catalog — deprecate, then delete what falls out, never a channel
 //! target — and records every step in the catalog log. `--dry-run` only
-//! says what it would do.
+//! says what it would do. Secrets are never read: retention needs none.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,7 @@ pub async fn exec(args: PruneArgs, state_dir: &Path, catalog: Option<&str>) -> E
     };
     let mut exit = Exit::Success;
     for t in &args.templates {
-        let plan = match load_plan(t, &args.vars, &[], &[], &crate::secrets::fetch) {
+        let plan = match load_plan(t, &args.vars, &[], &[], &crate::secrets::unresolved) {
             Ok(p) => p,
             Err(d) => {
                 print_diagnostics(&d);

@@ -1,4 +1,5 @@
-//! `kiln validate`: every error in every template at once; exit 2 if any.
+//! `kiln validate`: every error in every template at once, missing input
+//! files included (unless `--syntax-only`); exit 2 if any.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,10 @@ pub struct ValidateArgs {
     /// Print one JSON object per template instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Check the template only, not that the local files it reads (base
+    /// disks, provisioner sources, the signing key) exist.
+    #[arg(long)]
+    pub syntax_only: bool,
     /// Templates to check.
     #[arg(required = true, value_name = "TEMPLATE")]
     pub templates: Vec<PathBuf>,
@@ -21,7 +26,12 @@ pub struct ValidateArgs {
 pub fn exec(args: ValidateArgs) -> Exit {
     let mut exit = Exit::Success;
     for t in &args.templates {
-        match load_plan(t, &args.vars, &[], &[], &crate::secrets::unresolved) {
+        let load = if args.syntax_only {
+            load_plan
+        } else {
+            super::load_plan_with_inputs
+        };
+        match load(t, &args.vars, &[], &[], &crate::secrets::unresolved) {
             Ok(plan) => {
                 if args.json {
                     println!(

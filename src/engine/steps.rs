@@ -79,6 +79,11 @@ pub(super) async fn run_job(
     };
     let keep = matches!(result, Err(ref e) if !matches!(e, JobError::Cancelled))
         && on_error == OnError::Abort;
+    if let (Err(JobError::Provision { index, .. }), OnError::Cleanup) = (&result, on_error) {
+        ctx.message(format!(
+            "hint: `kiln build --on-error=abort` keeps the instance as provisioner {index} left it (then listed here, and removed with `kiln cleanup`); a `type = \"breakpoint\"` provisioner before it pauses the build there so you can enter the instance"
+        ));
+    }
     if keep {
         let kept = ctx.undo.abandon().await;
         if !kept.is_empty() {

@@ -26,9 +26,23 @@ pub const FIELDS: &[Field] = &[
 ];
 
 /// A resolved shell provisioner.
+/// The stderr line an inline script's exit trap writes when a command
+/// fails: `MARKER<n>` names the command (taken out of the output).
+const FAILED_MARKER: &str = "kiln-inline-command-failed:";
+
+/// One `inline` command, for messages.
+struct Inline {
+    command: String,
+    at: String,
+}
+
 pub struct Shell {
     /// `(what, script text)` in order.
     scripts: Vec<(String, String)>,
+    /// The `inline` commands (empty for scripts).
+    inline: Vec<Inline>,
+    /// Where the provisioner is declared.
+    at: String,
     env: Vec<(String, String)>,
     workdir: Option<String>,
     timeout: Option<Duration>,
@@ -48,9 +62,22 @@ impl Shell {
             )));
         }
         let mut scripts = vec![];
+        let mut inline = vec![];
         if let Some(Value::List(lines)) = c.get("inline") {
             let body: Vec<String> = lines.iter().filter_map(Value::as_interpolated).collect();
-            scripts.push(("inline commands".to_string(), body.join("\n") + "\n"));
+            // Each command is numbered as it starts; a failing one (`sh -e`
+            // stops there) is named by the exit trap.
+            let mut script = format!(
+                "kiln_inline=0\ntrap 'kiln_rc=$?; [ \"$kiln_rc\" = 0 ] || echo \"{FAILED_MARKER}$kiln_inline\" >&2' EXIT\n"
+            );
+            for (i, cmd) in body.iter().enumerate() {
+                script.push_str(&format!("kiln_inline={}\n{cmd}\n", i + 1));
+                inline.push(Inline {
+                    command: cmd.clone(),
+                    at: plan.inline_at.get(i).cloned().unwrap_or_default(),
+                });
+            }
+            scripts.push(("inline commands".to_string(), script));
         }
         let mut paths: Vec<PathBuf> = vec![];
         if let Some(p) = text(plan, "script") {
@@ -79,6 +106,8 @@ impl Shell {
         };
         Ok(Shell {
             scripts,
+            inline,
+            at: plan.at.clone(),
             env,
             workdir: text(plan, "workdir"),
             timeout: text(plan, "timeout").and_then(|t| parse_duration(&t)),
@@ -100,16 +129,47 @@ impl Provisioner for Shell {
                 workdir: self.workdir.clone(),
                 timeout: self.timeout,
             };
+            let mut failed: Option<usize> = None;
             let code = comm
-                .exec(&cmd, &mut |stream, line| ctx.output(stream, line))
+                .exec(
+                    &cmd,
+                    &mut |stream, line| match line.trim_end().strip_prefix(FAILED_MARKER) {
+                        Some(n) if !self.inline.is_empty() => failed = n.parse().ok(),
+                        _ => ctx.output(stream, line),
+                    },
+                )
                 .await?;
             if code != 0 {
+                let named = failed
+                    .and_then(|n| Some((n, self.inline.get(n.checked_sub(1)?)?)))
+                    .map(|(n, c)| {
+                        format!(
+                            "inline command {n} of {} `{}` ({})",
+                            self.inline.len(),
+                            short(&c.command),
+                            c.at
+                        )
+                    });
                 return Err(ProvisionError::ExitCode {
-                    what: what.clone(),
+                    what: format!(
+                        "{}, in the provisioner at {}",
+                        named.unwrap_or_else(|| what.clone()),
+                        self.at
+                    ),
                     code,
                 });
             }
         }
         Ok(())
     }
+}
+
+/// A command shortened to one line of at most 80 characters.
+fn short(cmd: &str) -> String {
+    let first = cmd.lines().next().unwrap_or_default();
+    let mut out: String = first.chars().take(80).collect();
+    if out.len() < cmd.len() {
+        out.push('…');
+    }
+    out
 }

@@ -7,10 +7,12 @@
 //! Architecture invariant: nothing here starts a process, touches the
 //! network or writes a file; `file()` and `ExistingFile` only read.
 
+pub mod console;
 pub mod diagnostic;
 pub mod eval;
 pub mod expr;
 pub mod fmt;
+pub mod inputs;
 pub mod node;
 pub mod plan;
 pub mod resolve;

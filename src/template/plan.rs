@@ -172,6 +172,10 @@ pub struct ProvisionerPlan {
     pub index: usize,
     /// Its settings without `type`, `only` and `except`.
     pub config: BTreeMap<String, Value>,
+    /// Where it is declared (`file:line:col` of its `type`), for errors.
+    pub at: String,
+    /// Where each `inline` command is written (`file:line:col`).
+    pub inline_at: Vec<String>,
 }
 
 /// One build × source: what the engine runs.

@@ -52,6 +52,10 @@ pub enum Kind {
     Path,
     /// A path to a file that must exist when the template is validated.
     ExistingFile,
+    /// A path to a local file the build reads (a base disk, a kernel): it
+    /// may be made after the template is written, so only `kiln validate`
+    /// and `kiln build` require it ([`super::inputs`]).
+    InputFile,
     Int,
     Number,
     Bool,
@@ -81,7 +85,7 @@ impl Kind {
     pub fn describe(&self) -> String {
         match self {
             Kind::Str => "a string".into(),
-            Kind::Path | Kind::ExistingFile => "a path (string)".into(),
+            Kind::Path | Kind::ExistingFile | Kind::InputFile => "a path (string)".into(),
             Kind::Int => "an integer".into(),
             Kind::Number => "a number".into(),
             Kind::Bool => "a boolean".into(),

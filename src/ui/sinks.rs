@@ -1,5 +1,6 @@
 //! The event sinks: human progress (indicatif, one prefixed line stream per
-//! job), JSON lines on stdout, and a plain-text log file.
+//! job, each line with the UTC time of day), JSON lines on stdout (each
+//! with its RFC 3339 `time`), and a plain-text log file.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -28,6 +29,11 @@ impl HumanSink {
     }
 
     fn line(&self, text: String) {
+        let ts = clock();
+        let text = match text.strip_prefix('\n') {
+            Some(t) => format!("\n{ts} {t}"),
+            None => format!("{ts} {text}"),
+        };
         match &self.progress {
             Some(mp) => {
                 let _ = mp.println(text);
@@ -41,6 +47,17 @@ impl Default for HumanSink {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The UTC time of day, `HH:MM:SS`, that starts every human line.
+fn clock() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now.get(11..19).unwrap_or_default().to_string()
+}
+
+/// The RFC 3339 UTC time, in milliseconds, of a JSON event.
+fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 fn human_duration(ms: u64) -> String {
@@ -151,13 +168,25 @@ impl Sink for HumanSink {
     }
 }
 
-/// Machines: one JSON object per line on stdout, nothing else there.
+/// Machines: one JSON object per line on stdout, nothing else there; each
+/// carries `time`, when it happened (RFC 3339, UTC, milliseconds).
 pub struct JsonSink;
+
+/// One JSON event line (without the newline), with its `time`: what
+/// [`JsonSink`] writes, for the few events printed outside a build.
+pub fn json_line<T: serde::Serialize>(event: &T) -> String {
+    let mut value = serde_json::to_value(event).expect("events always serialize");
+    if let Some(o) = value.as_object_mut() {
+        o.insert("time".into(), timestamp().into());
+    }
+    value.to_string()
+}
 
 impl Sink for JsonSink {
     fn handle(&mut self, event: &Event) {
+        let line = json_line(event);
         let mut stdout = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut stdout, event);
+        let _ = stdout.write_all(line.as_bytes());
         let _ = stdout.write_all(b"\n");
         let _ = stdout.flush();
     }
@@ -181,7 +210,7 @@ impl LogFileSink {
 
 impl Sink for LogFileSink {
     fn handle(&mut self, event: &Event) {
-        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let ts = timestamp();
         let json = serde_json::to_string(event).expect("events always serialize");
         let _ = writeln!(self.file, "{ts} {json}");
     }

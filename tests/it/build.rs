@@ -305,3 +305,35 @@ fn only_and_except_select_jobs() {
     assert_exit(&o, 2);
     assert!(text(&o).1.contains("did you mean"), "{}", text(&o).1);
 }
+
+#[test]
+fn a_failing_inline_command_is_named_with_its_template_line() {
+    let s = Scratch::new();
+    let t = s.write(
+        "f.toml",
+        "[image]\nname = \"f\"\nversion = \"1.0.0\"\n[source.null.n]\n[[build]]\nsources = [\"null.n\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo one\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\n  \"echo two\",\n  \"test -f /nonexistent/kiln-file\",\n  \"echo three\",\n]\n",
+    );
+    let o = s.kiln().arg("build").arg(&t).output().unwrap();
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    assert!(
+        err.contains(
+            "provisioner 2 (shell): inline command 2 of 3 `test -f /nonexistent/kiln-file` ("
+        ) && err.contains("f.toml:14:3), in the provisioner at ")
+            && err.contains("f.toml:11:1 exited with code 1"),
+        "{err}"
+    );
+    assert!(err.contains("hint: `kiln build --on-error=abort`"), "{err}");
+    assert!(!err.contains("kiln-inline-command-failed"), "{err}");
+    assert!(err.contains("two") && !err.contains("three"), "{err}");
+    // With --on-error=abort there is no hint to use it.
+    let o = s
+        .kiln()
+        .args(["build", "--on-error=abort"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(!text(&o).1.contains("hint: `kiln build --on-error=abort`"));
+    let _ = s.kiln().arg("cleanup").output();
+}

@@ -18,6 +18,8 @@ mod layers;
 mod lifecycle;
 #[cfg(feature = "oci")]
 mod oci;
+#[cfg(feature = "oci")]
+mod pipeline;
 #[cfg(feature = "qemu")]
 mod qemu;
 mod readme;

@@ -668,3 +668,88 @@ fn script_files_run_from_a_file_that_never_reaches_the_image() {
     );
     assert_nothing_left(&s);
 }
+
+/// Every registry of `from` and `to` is checked, with its credentials,
+/// before anything runs, and the error names the cause.
+#[test]
+fn registry_problems_are_named_before_any_provisioner_runs() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let dead = crate::free_addr();
+    let authed = Registry::start_with(Some(("kiln", "right-password")));
+    let run = |to: &str, auth: Option<&str>| {
+        let t = s.write(
+            "r.toml",
+            &format!("[image]\nname = \"r\"\nversion = \"1.0.0\"\n[source.oci.a]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/r:1\", \"registry:{to}/r:1\"]\n[[build]]\nsources = [\"oci.a\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo provisioned-here\"]\n"),
+        );
+        let auth_file = s.path().join("auth.json");
+        let _ = std::fs::remove_file(&auth_file);
+        if let Some(user_pw) = auth {
+            use base64::Engine as _;
+            let b = base64::engine::general_purpose::STANDARD.encode(user_pw);
+            std::fs::write(
+                &auth_file,
+                format!("{{\"auths\": {{\"{to}\": {{\"auth\": \"{b}\"}}}}}}"),
+            )
+            .unwrap();
+        }
+        let o = s
+            .kiln()
+            .args(["build", "--json"])
+            .arg(&t)
+            .env("REGISTRY_AUTH_FILE", &auth_file)
+            .env("DOCKER_CONFIG", s.path().join("no-docker-config"))
+            .env("HOME", s.path())
+            .output()
+            .unwrap();
+        let summary = crate::json_summary(&o);
+        (o, summary)
+    };
+    let check = |o: &std::process::Output, summary: &serde_json::Value, want: &[&str]| {
+        assert_exit(o, 1);
+        let err = summary["jobs"][0]["error"].as_str().unwrap_or_default();
+        for w in want {
+            assert!(err.contains(w), "want {w:?} in: {err}");
+        }
+        let out = text(o).0;
+        assert!(
+            !out.contains("provisioned-here") && !out.contains("\"step\":\"provision 1"),
+            "a provisioner ran: {out}"
+        );
+    };
+    let (o, sum) = run(&dead, None);
+    check(
+        &o,
+        &sum,
+        &[
+            &format!("registry `{dead}` of `to` entry"),
+            &format!("connection refused: nothing listens on `{dead}`"),
+        ],
+    );
+    let (o, sum) = run(&authed.addr, None);
+    check(
+        &o,
+        &sum,
+        &[
+            "401 Unauthorized",
+            "wants credentials (realm \"kiln-test\") and none are configured",
+            "REGISTRY_AUTH_FILE",
+        ],
+    );
+    let (o, sum) = run(&authed.addr, Some("kiln:wrong-password"));
+    check(
+        &o,
+        &sum,
+        &[
+            "401 Unauthorized",
+            "refused the credentials configured for it (realm \"kiln-test\")",
+        ],
+    );
+    // With the right credentials it builds and pushes.
+    let (o, sum) = run(&authed.addr, Some("kiln:right-password"));
+    assert_exit(&o, 0);
+    assert_eq!(sum["jobs"][0]["status"], "succeeded", "{sum}");
+}

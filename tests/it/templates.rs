@@ -16,7 +16,12 @@ fn shipped() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_shipped_template_validates() {
-    let o = kiln().args(["validate"]).args(shipped()).output().unwrap();
+    // (The files they read — base disks, signing keys — are the user's.)
+    let o = kiln()
+        .args(["validate", "--syntax-only"])
+        .args(shipped())
+        .output()
+        .unwrap();
     assert_exit(&o, 0);
     assert_eq!(text(&o).0.matches(": valid").count(), shipped().len());
 }
@@ -346,5 +351,124 @@ fn secrets_cannot_flow_into_commands_or_paths() {
     assert!(
         err.contains("t.toml:11:11") && err.contains("sensitive value cannot be used in `inline`"),
         "{err}"
+    );
+}
+
+#[test]
+fn validate_reports_missing_input_files_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("m.toml");
+    std::fs::write(
+        &t,
+        "[image]\nname = \"m\"\nversion = \"1.0.0\"\n[source.qemu.q]\ndisk = \"images/base.qcow2\"\ninsecure_skip_checksum = true\noutput = \"out/m.qcow2\"\n[[build]]\nsources = [\"qemu.q\"]\n[[build.provisioner]]\ntype = \"file\"\nsource = \"files/app.conf\"\ndestination = \"/etc/app.conf\"\n[[build.provisioner]]\ntype = \"file\"\nsource = \"/etc/hostname\"\ndestination = \"out.txt\"\ndirection = \"download\"\n[build.sign]\nkey = \"cosign.key\"\n",
+    )
+    .unwrap();
+    let o = kiln()
+        .arg("validate")
+        .arg(&t)
+        .env_remove("KILN_SIGNING_KEY")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    for want in [
+        "m.toml:5:8: `source.qemu.q.disk`: the file",
+        "m.toml:12:10: `build.provisioner[1]` (file): the source `files/app.conf` does not exist",
+        "m.toml:20:7: `build.sign.key`: the signing key `cosign.key` does not exist",
+        "error: 3 errors found",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // A download's source is on the instance; `--syntax-only` skips files.
+    assert!(!err.contains("/etc/hostname"), "{err}");
+    let o = kiln()
+        .args(["validate", "--syntax-only"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    // With the files there, it is valid; so is a key given in KILN_SIGNING_KEY.
+    std::fs::create_dir_all(dir.path().join("images")).unwrap();
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::fs::write(dir.path().join("images/base.qcow2"), "x").unwrap();
+    std::fs::write(dir.path().join("files/app.conf"), "x").unwrap();
+    let o = kiln()
+        .arg("validate")
+        .arg(&t)
+        .env(
+            "KILN_SIGNING_KEY",
+            "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----",
+        )
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    // The shipped web.toml names a disk and a key that are the user's.
+    let o = kiln()
+        .arg("validate")
+        .arg(repo().join("templates/web.toml"))
+        .env_remove("KILN_SIGNING_KEY")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    assert!(
+        err.contains("web.toml:44:8: `source.qemu.debian.disk`"),
+        "{err}"
+    );
+    assert!(err.contains("web.toml:90:7: `build.sign.key`"), "{err}");
+    assert!(err.contains("error: 2 errors found"), "{err}");
+}
+
+#[test]
+fn one_mistake_gives_one_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, body: &str, want: &[&str]| {
+        let t = dir.path().join(name);
+        std::fs::write(&t, body).unwrap();
+        let o = kiln()
+            .args(["validate", "--syntax-only"])
+            .arg(&t)
+            .output()
+            .unwrap();
+        assert_exit(&o, 2);
+        let err = text(&o).1;
+        for w in want {
+            assert!(err.contains(w), "{name}: {w}: {err}");
+        }
+        assert!(
+            err.contains(&format!(
+                "error: {} error{} found",
+                want.len(),
+                if want.len() == 1 { "" } else { "s" }
+            )),
+            "{name}: one error per mistake: {err}"
+        );
+    };
+    // Misspelled keys are unknown (with a hint), not also missing.
+    check(
+        "a.toml",
+        "[image]\nnmae = \"x\"\nversion = \"1.0.0\"\n[source.null.n]\n[[build]]\nsourcse = [\"null.n\"]\n",
+        &["a.toml:2:1: unknown key `nmae` in `image`", "a.toml:6:1: unknown key `sourcse` in `build`"],
+    );
+    // A malformed secret is that one error; its uses are not "unknown".
+    let uses = "[source.null.n]\n[[build]]\nsources = [\"null.n\"]\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"true\"]\nenv = { A = \"${secret.db}\" }\n";
+    check(
+        "b.toml",
+        &format!(
+            "[image]\nname = \"x\"\nversion = \"1.0.0\"\n[secrets.db]\nvault = \"nohash\"\n{uses}"
+        ),
+        &["b.toml:5:9: `vault` must be `mount/path#key`, found `nohash`"],
+    );
+    check(
+        "c.toml",
+        &format!(
+            "[image]\nname = \"x\"\nversion = \"1.0.0\"\n[secrets.db]\nvualt = \"a/b#c\"\n{uses}"
+        ),
+        &["c.toml:5:1: unknown key `vualt` in `secrets.db`"],
+    );
+    check(
+        "d.toml",
+        &format!("[image]\nname = \"x\"\nversion = \"1.0.0\"\n[secrets.db]\nenv = \"A\"\nfile = \"/x\"\n{uses}"),
+        &["d.toml:4:10: secret `db` needs exactly one source, found env and file"],
     );
 }

@@ -50,6 +50,54 @@ fn settings(job: &JobPlan) -> Result<OciSettings, BuildError> {
     crate::builder::source_settings(job)
 }
 
+/// Every registry of `from` and `to`, and the credentials for each, are
+/// checked before anything is pulled or run: a registry that cannot be
+/// reached or refuses the credentials fails the job now, with the cause
+/// in words, not after the provisioners.
+async fn check_registries(
+    ctx: &JobContext,
+    s: &OciSettings,
+    base: &BaseRef,
+    targets: &[TargetRef],
+) -> Result<(), BuildError> {
+    let mut seen: Vec<&str> = vec![];
+    let mut roles: Vec<(&str, String)> = vec![];
+    if let BaseRef::Registry(r) = base {
+        roles.push((r.registry(), format!("`from = \"{}\"`", s.from)));
+    }
+    for (t, raw) in targets.iter().zip(&s.to) {
+        if let TargetRef::Registry(r) = t {
+            roles.push((r.registry(), format!("`to` entry \"{raw}\"")));
+        }
+    }
+    for (registry, role) in roles {
+        if seen.contains(&registry) {
+            continue;
+        }
+        seen.push(registry);
+        image::check_registry(registry)
+            .await
+            .map_err(|e| BuildError::Io {
+                what: format!("registry `{registry}` of {role}"),
+                source: std::io::Error::other(e),
+            })?;
+    }
+    for t in targets {
+        if let TargetRef::Registry(r) = t {
+            image::check_push(r).await?;
+        }
+    }
+    ctx.message(format!(
+        "registries reachable, credentials accepted: {}",
+        if seen.is_empty() {
+            "(none used)".to_string()
+        } else {
+            seen.join(", ")
+        }
+    ));
+    Ok(())
+}
+
 pub struct OciBuilder;
 
 #[async_trait]
@@ -94,6 +142,7 @@ impl Builder for OciBuilder {
                 .map(|t| TargetRef::parse(t, &ctx.template_dir))
                 .collect::<Result<Vec<_>, _>>()?;
         let store = BlobStore::new(&ctx.state_dir);
+        check_registries(ctx, &s, &base_ref, &targets).await?;
         ctx.message(format!("base `{}`", s.from));
         let base = image::load_base(&base_ref, &store).await?;
         let limits = super::unpack::Limits::resolve(s.limits.as_ref())?;

@@ -32,14 +32,152 @@ pub struct StoredImage {
     pub source: String,
 }
 
+/// Where registry credentials come from, for hints.
+const CREDENTIALS_HINT: &str = "credentials come from REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json (`docker login` or `skopeo login` write them)";
+
+/// The cause of a failed request in words — connection refused, DNS, TLS,
+/// timeout — from the whole chain of errors (the outer ones say only
+/// "error sending request"); `None` when it is none of those.
+pub fn cause_of(e: &(dyn std::error::Error + 'static), registry: &str) -> Option<String> {
+    let mut chain = vec![];
+    let mut refused = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if x.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            refused = true;
+        }
+        chain.push(x.to_string());
+        cur = x.source();
+    }
+    let all = chain.join(": ").to_lowercase();
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(registry, |(h, _)| h);
+    let innermost = chain.last().cloned().unwrap_or_default();
+    if refused || all.contains("connection refused") {
+        Some(format!("connection refused: nothing listens on `{registry}` (is the registry running, and the port right?)"))
+    } else if all.contains("dns error")
+        || all.contains("failed to lookup address")
+        || all.contains("name or service not known")
+        || all.contains("no address associated")
+        || all.contains("temporary failure in name resolution")
+    {
+        Some(format!(
+            "DNS: the name `{host}` does not resolve ({innermost})"
+        ))
+    } else if all.contains("certificate")
+        || all.contains("tls")
+        || all.contains("handshake")
+        || all.contains("invalid peer")
+    {
+        Some(format!("TLS: {innermost} (a registry with a private CA needs that CA in the system's trust store)"))
+    } else if all.contains("timed out") || all.contains("deadline has elapsed") {
+        Some(format!("timed out reaching `{registry}`"))
+    } else {
+        None
+    }
+}
+
+/// `(realm "…")` of a `WWW-Authenticate` challenge, or nothing.
+fn realm_of(challenge: &str) -> String {
+    let lower = challenge.to_ascii_lowercase();
+    lower
+        .find("realm=\"")
+        .and_then(|i| challenge[i + 7..].split('"').next())
+        .map(|r| format!(" (realm \"{r}\")"))
+        .unwrap_or_default()
+}
+
+/// Checks that `registry` answers and accepts the configured credentials,
+/// by asking its `/v2/` endpoint: an error says why in words (connection
+/// refused, DNS, TLS, 401/403 with the realm). Registries that hand out
+/// bearer tokens pass here; [`check_push`] then asks for a push token.
+pub async fn check_registry(registry: &str) -> Result<(), String> {
+    let scheme = if is_local_registry(registry) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{registry}/v2/");
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut req = client.get(&url);
+    let basic = match docker_auth(registry) {
+        Some(RegistryAuth::Basic(u, p)) => {
+            req = req.basic_auth(u, Some(p));
+            true
+        }
+        _ => false,
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(cause_of(&e, registry).unwrap_or_else(|| {
+                let mut msg = e.to_string();
+                let mut cur = std::error::Error::source(&e);
+                while let Some(x) = cur {
+                    msg.push_str(&format!(": {x}"));
+                    cur = x.source();
+                }
+                msg
+            }))
+        }
+    };
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let realm = realm_of(&challenge);
+    match resp.status().as_u16() {
+        200..=299 => Ok(()),
+        401 if challenge.to_ascii_lowercase().starts_with("bearer") => Ok(()),
+        401 if basic => Err(format!(
+            "401 Unauthorized: `{registry}` refused the credentials configured for it{realm}; {CREDENTIALS_HINT}"
+        )),
+        401 => Err(format!(
+            "401 Unauthorized: `{registry}` wants credentials{realm} and none are configured for it; {CREDENTIALS_HINT}"
+        )),
+        403 => Err(format!("403 Forbidden: `{registry}` refuses access{realm}")),
+        404 => Err(format!(
+            "`{url}` answered 404: `{registry}` is not an OCI registry (no /v2/ API)"
+        )),
+        code => Err(format!("`{url}` answered {code}")),
+    }
+}
+
+/// Checks that the configured credentials may push to `target` (a push
+/// token from registries that hand out bearer tokens).
+pub async fn check_push(target: &Reference) -> Result<(), BuildError> {
+    let (client, auth) = client_for(target.registry());
+    client
+        .auth(target, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map(|_| ())
+        .map_err(reg_err(format!(
+            "cannot log in to push to `{}`",
+            target.registry()
+        )))
+}
+
 fn reg_err(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError) -> BuildError {
     move |e| {
-        let mut msg = e.to_string();
+        let mut msg = match cause_of(&e, "the registry") {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
         if msg.contains("401")
             || msg.contains("UNAUTHORIZED")
             || msg.contains("authentication required")
         {
-            msg.push_str("; hint: credentials come from REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json (`docker login` or `skopeo login` write them)");
+            msg.push_str(&format!("; hint: {CREDENTIALS_HINT}"));
         }
         BuildError::Io {
             what,
@@ -567,5 +705,75 @@ pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<bool, Bu
             "the registry does not allow deletes (docker-registry: set `storage.delete.enabled: true`)".into(),
         )),
         code => Err(io(format!("the registry answered {code}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as HTTP stacks nest them.
+    #[derive(Debug)]
+    struct Nested(&'static str, Option<Box<Nested>>);
+    impl std::fmt::Display for Nested {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Nested {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn chain(inner: &'static str) -> Nested {
+        Nested(
+            "error sending request",
+            Some(Box::new(Nested(
+                "client error (Connect)",
+                Some(Box::new(Nested(inner, None))),
+            ))),
+        )
+    }
+
+    #[test]
+    fn causes_are_named_from_the_innermost_error() {
+        let dns = cause_of(
+            &chain("dns error: failed to lookup address information: Name or service not known"),
+            "reg.example:5000",
+        )
+        .unwrap();
+        assert!(
+            dns.starts_with("DNS: the name `reg.example` does not resolve"),
+            "{dns}"
+        );
+        let tls = cause_of(
+            &chain("invalid peer certificate: UnknownIssuer"),
+            "reg.example",
+        )
+        .unwrap();
+        assert!(
+            tls.starts_with("TLS: invalid peer certificate: UnknownIssuer"),
+            "{tls}"
+        );
+        let refused = cause_of(
+            &chain("tcp connect error: Connection refused (os error 111)"),
+            "127.0.0.1:9",
+        )
+        .unwrap();
+        assert!(
+            refused.contains("nothing listens on `127.0.0.1:9`"),
+            "{refused}"
+        );
+        assert_eq!(cause_of(&chain("something else"), "r"), None);
+        assert_eq!(
+            realm_of("Basic realm=\"kiln-test\""),
+            " (realm \"kiln-test\")"
+        );
+        assert_eq!(
+            realm_of("Bearer realm=\"https://auth.example/token\",service=\"r\""),
+            " (realm \"https://auth.example/token\")"
+        );
+        assert_eq!(realm_of(""), "");
     }
 }

@@ -22,7 +22,7 @@ use crate::template::schema::{Field, Kind};
 
 /// The settings of a QEMU source (see `../shared/spec/template.md`).
 pub const FIELDS: &[Field] = &[
-    Field::req("disk", Kind::Path),
+    Field::req("disk", Kind::InputFile),
     Field::opt("disk_checksum", Kind::Str),
     Field::opt("insecure_skip_checksum", Kind::Bool),
     Field::opt("disk_size", Kind::Size),
@@ -30,13 +30,13 @@ pub const FIELDS: &[Field] = &[
     Field::opt("arch", Kind::Enum(&["x86_64", "aarch64"])),
     Field::opt("cpus", Kind::Int),
     Field::opt("memory", Kind::Size),
-    Field::opt("kernel", Kind::Path),
-    Field::opt("initrd", Kind::Path),
+    Field::opt("kernel", Kind::InputFile),
+    Field::opt("initrd", Kind::InputFile),
     Field::opt("append", Kind::Str),
     Field::opt("user_data", Kind::Str),
     Field::opt("ssh_username", Kind::Str),
     Field::opt("ssh_password", Kind::Str).sensitive_ok(),
-    Field::opt("ssh_private_key_file", Kind::Path),
+    Field::opt("ssh_private_key_file", Kind::InputFile),
     Field::opt("ssh_timeout", Kind::Duration),
     Field::opt("shutdown_command", Kind::Str),
     Field::opt("shutdown_timeout", Kind::Duration),

@@ -159,7 +159,7 @@ impl Scope<'_> {
                 Value::Str(_) => Some(v),
                 other => bad(format!("found a {}", other.type_name())),
             },
-            Kind::Path | Kind::ExistingFile => {
+            Kind::Path | Kind::ExistingFile | Kind::InputFile => {
                 let Some(s) = text.filter(|_| matches!(plain, Value::Str(_))) else {
                     return bad(format!("found a {}", plain.type_name()));
                 };

@@ -136,6 +136,11 @@ impl Template {
             // The build's sources.
             let mut picked = vec![];
             match b.get("sources") {
+                // A misspelled `sources` is reported once, as unknown.
+                None if !crate::template::eval::missing(
+                    b.entries().unwrap_or_default(),
+                    "sources",
+                ) => {}
                 None => scope.error(
                     b.span.clone(),
                     format!("build `{bname}` is missing the required key `sources`"),

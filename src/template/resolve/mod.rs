@@ -28,7 +28,7 @@ use tables::{IMAGE_FIELDS, RETENTION_FIELDS, TOP_KEYS};
 /// A template read from disk with its syntax already checked.
 pub struct Template {
     pub file: Arc<SourceFile>,
-    root: Option<Node>,
+    pub(in crate::template) root: Option<Node>,
     /// Syntax errors found while reading; reported with all the others.
     syntax: Diagnostics,
 }

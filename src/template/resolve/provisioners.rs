@@ -122,10 +122,20 @@ impl Template {
         if !problems.is_empty() {
             return None;
         }
+        let place = |span: &crate::template::diagnostic::Span| {
+            let (line, col) = self.file.line_col(span.start);
+            format!("{}:{line}:{col}", self.file.name)
+        };
+        let inline_at = match p.get("inline").map(|e| &e.value.kind) {
+            Some(NodeKind::List(items)) => items.iter().map(|i| place(&i.span)).collect(),
+            _ => vec![],
+        };
         Some(applies.then_some(ProvisionerPlan {
             kind,
             index,
             config,
+            at: place(&ty.key_span),
+            inline_at,
         }))
     }
 }

@@ -29,12 +29,25 @@ impl Template {
         }
     }
 
+    /// A secret whose declaration has an error (reported already): still
+    /// declared, so that its uses are not also reported as unknown. The
+    /// plan never fetches it (a template with errors has no plan).
+    fn invalid_secret(&self, e: &crate::template::node::Entry) -> SecretDecl {
+        SecretDecl {
+            name: e.key.clone(),
+            source: SecretSource::Env(String::new()),
+            file: self.file.clone(),
+            span: e.key_span.clone(),
+        }
+    }
+
     pub(super) fn secret_decls(&self, scope: &Scope, node: Option<&Node>) -> Vec<SecretDecl> {
         let mut out = vec![];
         let Some(node) = node else { return out };
         for e in node.entries().unwrap_or_default() {
             let ctx = format!("secrets.{}", e.key);
             let Some(Value::Map(m)) = scope.eval_table(&e.value, SECRET_FIELDS, &ctx) else {
+                out.push(self.invalid_secret(e));
                 continue;
             };
             let text = |k: &str| m.get(k).and_then(Value::as_interpolated);
@@ -48,6 +61,7 @@ impl Template {
                     format!("secret `{}` needs exactly one source, found {}", e.key, if given.is_empty() { "none".to_string() } else { given.join(" and ") }),
                     Some("set one of `vault = \"mount/path#key\"`, `env = \"NAME\"` or `file = \"/run/secrets/x\"`".into()),
                 );
+                out.push(self.invalid_secret(e));
                 continue;
             }
             let source = match given[0] {
@@ -77,6 +91,8 @@ impl Template {
                                 format!("`vault` must be `mount/path#key`, found `{spec}`"),
                                 Some("for example `secret/data/ci/db#password`".into()),
                             );
+                            // Still declared: its uses are not also "unknown".
+                            out.push(self.invalid_secret(e));
                             continue;
                         }
                     }
