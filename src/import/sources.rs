@@ -559,7 +559,7 @@ impl Converter<'_> {
     /// A list setting that legacy JSON may give as a comma-separated string.
     fn string_list(&mut self, t: &mut Table, key: &str, a: &Attr, construct: &str) {
         match &a.value.expr {
-            Expr::List(_) => {
+            _ if !self.input.legacy_json => {
                 self.put(t, key, &a.value, construct, false);
             }
             Expr::Str(s) => {
