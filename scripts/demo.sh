@@ -4,12 +4,14 @@
 # here (no network), provisioned in a runc container, hardened, signed with a
 # key generated for the demo, written to an OCI layout and to a registry
 # started on loopback, registered in the on-disk catalog; then
-# `kiln verify` and `kiln audit` of it. Everything lands in .kiln-demo/.
+# `kiln verify` and `kiln audit` of it. Everything lands in .kiln-demo/ (KILN_DEMO_DIR).
 #
 #   scripts/demo.sh            (as root: runc needs it)
 #
 # KILN_DEMO_FEATURES picks the builders compiled in (default: oci, which
-# leaves the AWS SDK out and builds in a few minutes; "default" builds all).
+# leaves the AWS SDK out and builds in a few minutes; "default" builds all);
+# KILN_BIN names a kiln binary to use instead of building one; KILN_DEMO_DIR
+# the work folder (default .kiln-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
@@ -30,15 +32,19 @@ fi
 
 features=${KILN_DEMO_FEATURES:-oci}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kiln/target}"
-say "building kiln (release, features: $features) into $CARGO_TARGET_DIR"
-if [ "$features" = default ]; then
-  cargo build --release --locked
+if [ -n "${KILN_BIN:-}" ]; then
+  kiln=$KILN_BIN # a kiln already built (the tests use this)
 else
-  cargo build --release --locked --no-default-features --features "$features"
+  say "building kiln (release, features: $features) into $CARGO_TARGET_DIR"
+  if [ "$features" = default ]; then
+    cargo build --release --locked
+  else
+    cargo build --release --locked --no-default-features --features "$features"
+  fi
+  kiln="$CARGO_TARGET_DIR/release/kiln"
 fi
-kiln="$CARGO_TARGET_DIR/release/kiln"
 
-work=.kiln-demo
+work=$(realpath -m "${KILN_DEMO_DIR:-.kiln-demo}")
 mkdir -p "$work"
 chmod 0700 "$work"
 export KILN_STATE_DIR="$work/state" KILN_CATALOG="$work/catalog"
@@ -67,8 +73,11 @@ done
 echo "docker-registry at 127.0.0.1:$port"
 
 say "kiln validate + build"
-"$kiln" validate templates/demo-oci.toml
-"$kiln" build templates/demo-oci.toml --var "registry=127.0.0.1:$port"
+# Relative paths in a template resolve against its folder: hand it ours.
+vars=(--var "registry=127.0.0.1:$port" --var "base=$work/base.tar"
+      --var "out=$work/out" --var "key=$work/cosign.key")
+"$kiln" validate "${vars[@]}" templates/demo-oci.toml
+"$kiln" build "${vars[@]}" templates/demo-oci.toml
 
 say "kiln verify"
 "$kiln" verify --key "$work/cosign.pub" "registry:127.0.0.1:$port/demo:1.0.0"

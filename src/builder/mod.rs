@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::communicator::{CommError, Communicator};
-use crate::engine::JobContext;
+use crate::job::{JobContext, Reap, Reapers, Resource, UndoHandle};
 use crate::template::plan::JobPlan;
 use crate::template::schema::Field;
 use crate::template::TemplateSchema;
@@ -74,9 +74,9 @@ pub(crate) fn duration_or(v: &Option<String>, default: std::time::Duration) -> s
 /// is created: what every builder does first.
 pub(crate) async fn register(
     ctx: &JobContext,
-    r: crate::engine::Resource,
+    r: Resource,
     what: &str,
-) -> Result<crate::engine::undo::UndoHandle, BuildError> {
+) -> Result<UndoHandle, BuildError> {
     ctx.undo
         .register(r, what)
         .await
@@ -137,10 +137,12 @@ impl Builder for Unavailable {
     }
 }
 
-/// The source types this binary knows.
+/// The source types this binary knows, and the reapers of the resource
+/// kinds their builders (and communicators) create.
 #[derive(Clone, Default)]
 pub struct Builders {
     entries: Vec<(&'static str, &'static [Field], Arc<dyn Builder>)>,
+    reapers: Reapers,
 }
 
 impl Builders {
@@ -151,6 +153,20 @@ impl Builders {
             .with("oci", oci::FIELDS, oci::builder())
             .with("qemu", qemu::FIELDS, qemu::builder())
             .with("ami", ami::FIELDS, ami::builder())
+            .reaping(oci::reaper())
+            .reaping(ami::reaper())
+    }
+
+    /// Adds the owner of resource kinds a builder creates: the undo stack
+    /// and `kiln cleanup` hand it those kinds.
+    pub fn reaping(mut self, owner: Arc<dyn Reap>) -> Builders {
+        self.reapers = self.reapers.with(owner);
+        self
+    }
+
+    /// Every registered owner's reaper, for an undo stack or `kiln cleanup`.
+    pub fn reapers(&self) -> Reapers {
+        self.reapers.clone()
     }
 
     /// Adds (or replaces) a source type.
@@ -177,6 +193,7 @@ impl Builders {
         TemplateSchema {
             sources: self.entries.iter().map(|(t, f, _)| (*t, *f)).collect(),
             provisioners: crate::provisioner::SCHEMAS.to_vec(),
+            provisioner_checks: crate::provisioner::settings_problems,
         }
     }
 }

@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use super::{BuildError, Builder, Instance};
 use crate::communicator::local::LocalCommunicator;
 use crate::communicator::Communicator;
-use crate::engine::journal::{sanitize, Resource};
-use crate::engine::JobContext;
+use crate::job::{sanitize, JobContext, Resource};
 use crate::template::schema::Field;
 use crate::ui::ArtifactInfo;
 

@@ -55,7 +55,7 @@ fn body(seq: u64, prev: &str, time: &str, actor: &str, change: &Action) -> Vec<u
         "seq": seq, "prev": prev, "time": time, "actor": actor,
         "change": serde_json::to_value(change).expect("actions serialize"),
     });
-    crate::engine::manifest::canonical(&v)
+    crate::manifest::canonical(&v)
 }
 
 impl Entry {

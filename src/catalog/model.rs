@@ -9,18 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Image family and channel names: they become OCI tags, file names and
-/// catalog keys. Letters, digits, `-`, `_`, `.`, starting with a letter or
-/// digit, at most 64 characters, never `..`.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.contains("..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-}
+pub use crate::template::schema::is_valid_name;
 
 /// One change to the catalog, as recorded in a log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

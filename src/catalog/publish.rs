@@ -112,7 +112,7 @@ fn disk_channel_manifest(
         "manifest_digest": a.manifest_digest,
     });
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON serializes");
-    crate::engine::manifest::write_atomic(&path, &bytes)
+    crate::manifest::write_atomic(&path, &bytes)
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
     Ok(path)
 }

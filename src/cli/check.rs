@@ -45,7 +45,7 @@ pub async fn exec(args: CheckArgs, state_dir: &Path) -> Exit {
 
 #[cfg(feature = "oci")]
 async fn run(args: CheckArgs, profile: profile::Profile, cwd: &Path, state_dir: &Path) -> Exit {
-    use crate::provisioner::hardening::image::{check_image, parse_artifact, CheckImageError};
+    use crate::builder::oci::check::{check_image, parse_artifact, CheckImageError};
     let result = match parse_artifact(&args.artifact, cwd) {
         Ok(base) => check_image(&base, &profile, state_dir).await,
         Err(e) => Err(e),

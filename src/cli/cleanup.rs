@@ -22,7 +22,14 @@ pub struct CleanupArgs {
 }
 
 pub async fn exec(args: CleanupArgs, state_dir: &Path) -> Exit {
-    let report = match crate::engine::cleanup(state_dir, args.older_than, args.dry_run).await {
+    let report = match crate::engine::cleanup(
+        state_dir,
+        &crate::builder::Builders::standard().reapers(),
+        args.older_than,
+        args.dry_run,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

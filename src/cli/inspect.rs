@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{load_plan, print_diagnostics, Exit, VarArgs};
-use crate::template::eval::display_value;
+use crate::template::value::display_value;
 use crate::template::{BuildPlan, SecretSource, Value};
 use crate::ui::Redactor;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{CommError, Communicator, OutputFn, RemoteCommand};
-use crate::engine::journal::{process_start_time, Resource};
-use crate::engine::undo::Undo;
+use crate::job::process::process_start_time;
+use crate::job::{Resource, Undo};
 
 /// Variables of kiln's environment a host provisioner still sees.
 const PASSED_ENV: &[&str] = &[
@@ -181,7 +181,7 @@ async fn set_mode(path: &Path, mode: u32) -> Result<(), CommError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::journal::Journal;
+    use crate::job::{Journal, Reapers};
     use crate::ui::Stream;
 
     fn setup() -> (tempfile::TempDir, LocalCommunicator, Journal) {
@@ -189,7 +189,7 @@ mod tests {
         let root = tmp.path().join("ws");
         std::fs::create_dir(&root).unwrap();
         let journal = Journal::new(&tmp.path().join("state"));
-        let undo = Undo::new(journal.clone(), "b", "j");
+        let undo = Undo::new(journal.clone(), Reapers::default(), "b", "j");
         let c = LocalCommunicator::new(root, tmp.path().join("scripts"), undo);
         (tmp, c, journal)
     }

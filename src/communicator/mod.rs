@@ -1,16 +1,13 @@
 //! How kiln talks to a running instance: run a script with streamed output
 //! and an exit code, upload and download files. Each builder provides its
-//! own communicator (local process, container exec, SSH, SSM); provisioners
-//! only ever see this trait.
+//! own communicator: the generic transports live here (local process, SSH),
+//! a builder's own one with the builder (`builder::oci::runc`,
+//! `builder::ami::ssm`); provisioners only ever see this trait.
 
 pub mod local;
 pub mod process;
-#[cfg(feature = "oci")]
-pub mod runc;
 #[cfg(feature = "qemu")]
 pub mod ssh;
-#[cfg(feature = "ami")]
-pub mod ssm;
 
 use std::path::Path;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::builder::Builders;
 use crate::catalog::Catalog;
-use crate::engine::manifest::fingerprint;
+use crate::manifest::fingerprint;
 use crate::template::plan::{BuildPlan, RebuildTrigger};
 
 /// The policy when a build has no `[build.rebuild]`.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
 use crate::communicator::Communicator;
-use crate::engine::JobContext;
+use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{Field, Kind};
 use crate::template::Value;

@@ -15,7 +15,7 @@ pub mod shell;
 use async_trait::async_trait;
 
 use crate::communicator::{CommError, Communicator};
-use crate::engine::JobContext;
+use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::Field;
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
 use crate::communicator::{Communicator, RemoteCommand};
-use crate::engine::JobContext;
+use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
 use crate::template::Value;

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::engine::manifest::provisioner_digest;
+use crate::manifest::provisioner_digest;
 use crate::template::plan::{BuildPlan, JobPlan};
 use crate::ui::ArtifactInfo;
 

@@ -13,6 +13,7 @@ pub mod expr;
 pub mod fmt;
 pub mod node;
 pub mod plan;
+pub mod resolve;
 pub mod schema;
 pub mod value;
 pub mod variables;
@@ -20,7 +21,9 @@ pub mod variables;
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile, Span};
 pub use plan::{
     BuildPlan, ImagePlan, JobPlan, PlanOptions, ProvisionerPlan, SecretDecl, SecretSource,
-    Template, TemplateSchema, VariablePlan,
+    VariablePlan,
 };
+pub use resolve::Template;
+pub use schema::TemplateSchema;
 pub use value::Value;
 pub use variables::VarInputs;

@@ -3,6 +3,10 @@
 //! fields with these types; the template engine checks them all the same
 //! way (unknown keys with "did you mean", types, required keys).
 
+use std::collections::BTreeMap;
+
+use super::value::Value;
+
 /// One key of a table.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
@@ -130,6 +134,42 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// Parses a duration such as `10m` or `1h30m`.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     humantime::parse_duration(s.trim()).ok()
+}
+
+/// Image family and channel names: they become OCI tags, file names and
+/// catalog keys. Letters, digits, `-`, `_`, `.`, starting with a letter or
+/// digit, at most 64 characters, never `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The source and provisioner types kiln knows, with their fields.
+#[derive(Debug, Clone)]
+pub struct TemplateSchema {
+    pub sources: Vec<(&'static str, &'static [Field])>,
+    pub provisioners: Vec<(&'static str, &'static [Field])>,
+    /// The provisioners' own checks of their settings beyond the types.
+    pub provisioner_checks: ProvisionerCheck,
+}
+
+/// Problems with a provisioner's settings (its type, its resolved table)
+/// beyond their types, as `(key, message)`, reported as input errors.
+pub type ProvisionerCheck = fn(&str, &BTreeMap<String, Value>) -> Vec<(&'static str, String)>;
+
+impl Default for TemplateSchema {
+    fn default() -> TemplateSchema {
+        TemplateSchema {
+            sources: vec![],
+            provisioners: vec![],
+            provisioner_checks: |_, _| vec![],
+        }
+    }
 }
 
 #[cfg(test)]

@@ -173,6 +173,28 @@ fn number_json(n: f64) -> serde_json::Value {
     }
 }
 
+/// Formats a value for human output (`inspect`), masking sensitive parts.
+pub fn display_value(v: &Value) -> String {
+    match v {
+        Value::Sensitive(_) => SENSITIVE.to_string(),
+        Value::Str(s) => format!("{s:?}"),
+        Value::Num(n) => format_number(*n),
+        Value::Bool(b) => b.to_string(),
+        Value::Unknown => "<known at build time>".into(),
+        Value::List(l) => format!(
+            "[{}]",
+            l.iter().map(display_value).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Map(m) => format!(
+            "{{ {} }}",
+            m.iter()
+                .map(|(k, v)| format!("{k} = {}", display_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -378,7 +378,7 @@ impl VariableDecl {
 fn show(v: &Value) -> String {
     match v {
         Value::Str(s) => format!("{s:?}"),
-        other => super::eval::display_value(other),
+        other => super::value::display_value(other),
     }
 }
 

@@ -75,7 +75,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn journal_len(state: &Path) -> usize {
-    kiln::engine::Journal::new(state).entries().unwrap().len()
+    kiln::job::Journal::new(state).entries().unwrap().len()
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

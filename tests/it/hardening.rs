@@ -328,7 +328,7 @@ fn check_runs_read_only_and_exits_by_result() {
         .unwrap();
     assert_exit(&o, 0);
     assert!(
-        kiln::engine::Journal::new(&s.state())
+        kiln::job::Journal::new(&s.state())
             .entries()
             .unwrap()
             .is_empty(),

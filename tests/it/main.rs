@@ -17,6 +17,7 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "qemu")]
 mod qemu;
+mod readme;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

@@ -201,7 +201,7 @@ fn assert_nothing_left(s: &Scratch) {
         "work directories left"
     );
     assert!(
-        kiln::engine::Journal::new(&s.state())
+        kiln::job::Journal::new(&s.state())
             .entries()
             .unwrap()
             .is_empty(),

@@ -108,7 +108,7 @@ fn assert_nothing_left(s: &Scratch, tmpfs: &TmpfsDir) {
     );
     assert!(tmpfs.is_empty(), "seed or sockets left on tmpfs");
     assert!(
-        kiln::engine::Journal::new(&s.state())
+        kiln::job::Journal::new(&s.state())
             .entries()
             .unwrap()
             .is_empty(),

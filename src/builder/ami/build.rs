@@ -9,12 +9,12 @@ use aws_sdk_ec2::types::Tag;
 
 use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
+use super::resources::{AwsImage, AwsRun};
+use super::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
 use super::{image, source, AmiSettings};
 use crate::builder::{register, BuildError, Builder, Instance};
-use crate::communicator::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
 use crate::communicator::Communicator;
-use crate::engine::journal::Resource;
-use crate::engine::JobContext;
+use crate::job::{JobContext, ResourceKind as _, UndoHandle};
 use crate::template::plan::JobPlan;
 use crate::ui::ArtifactInfo;
 
@@ -53,11 +53,12 @@ impl Builder for AmiBuilder {
         // run's tag is found and removed on every exit path.
         register(
             ctx,
-            Resource::AwsRun {
+            AwsRun {
                 region: s.region.clone(),
                 endpoint: s.endpoint.clone(),
                 run: tags.run.clone(),
-            },
+            }
+            .resource(),
             "EC2 instance and security group of this build",
         )
         .await?;
@@ -261,14 +262,14 @@ async fn register_image(
     region: &str,
     run: &str,
     name: &str,
-) -> Result<crate::engine::undo::UndoHandle, BuildError> {
-    let image = Resource::AwsImage {
+) -> Result<UndoHandle, BuildError> {
+    let image = AwsImage {
         region: region.to_string(),
         endpoint: s.endpoint.clone(),
         run: run.to_string(),
         name: name.to_string(),
     };
-    register(ctx, image, "AMI being made (and its snapshots)").await
+    register(ctx, image.resource(), "AMI being made (and its snapshots)").await
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! Modules: [`aws`] (clients, retries, waiters), [`source`] (the base AMI by
 //! id or filter), [`launch`] (security group and instance), [`image`]
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
-//! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags). The
-//! SSM communicator is a peer of the others in `communicator::ssm`.
+//! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
+//! kinds in [`resources`]). The builder's own communicator is [`ssm`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,8 +29,13 @@ pub mod image;
 mod launch;
 #[cfg(feature = "ami")]
 pub mod reap;
+pub mod resources;
 #[cfg(feature = "ami")]
 pub mod source;
+#[cfg(feature = "ami")]
+pub mod ssm;
+
+pub use resources::reaper;
 
 const FROM_FILTER: &[Field] = &[
     Field::opt("owners", STR_LIST),

@@ -12,12 +12,11 @@ use super::container::mount_overlay;
 use super::image::{self, StoredImage, CONFIG_V1, MANIFEST_V1};
 use super::layer::{write_layer_until, Compression};
 use super::reference::{BaseRef, TargetRef};
+use super::runc::RuncCommunicator;
 use super::store::{canonical_json, hex_of, BlobStore};
 use crate::builder::{BuildError, Builder, Instance};
-use crate::communicator::runc::RuncCommunicator;
 use crate::communicator::Communicator;
-use crate::engine::journal::{sanitize, Resource};
-use crate::engine::JobContext;
+use crate::job::{sanitize, JobContext, Resource};
 use crate::template::plan::JobPlan;
 use crate::ui::ArtifactInfo;
 

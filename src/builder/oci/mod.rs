@@ -6,6 +6,8 @@
 //! as an OCI layout.
 
 #[cfg(feature = "oci")]
+pub mod check;
+#[cfg(feature = "oci")]
 pub mod container;
 #[cfg(feature = "oci")]
 mod copydiff;
@@ -13,14 +15,19 @@ mod copydiff;
 pub mod image;
 #[cfg(feature = "oci")]
 pub mod layer;
+pub mod reap;
 #[cfg(feature = "oci")]
 pub mod reference;
+#[cfg(feature = "oci")]
+pub mod runc;
 #[cfg(feature = "oci")]
 pub mod store;
 #[cfg(feature = "oci")]
 pub mod unpack;
 
 use std::sync::Arc;
+
+pub use reap::reaper;
 
 use super::Builder;
 use crate::template::schema::{Field, Kind, STR_LIST, STR_MAP};

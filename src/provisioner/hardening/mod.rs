@@ -4,8 +4,6 @@
 //! `fail_on` decides which failed rules fail the build; `skip` needs a
 //! `reason`, which the report keeps.
 
-#[cfg(feature = "oci")]
-pub mod image;
 pub mod profile;
 pub mod report;
 pub mod run;
@@ -14,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
 use crate::communicator::Communicator;
-use crate::engine::JobContext;
+use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{Field, Kind, STR_LIST};
 use crate::template::Value;

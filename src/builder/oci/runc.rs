@@ -10,12 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::{CommError, Communicator, OutputFn, RemoteCommand};
-use crate::builder::oci::container::{
-    resolve_in_root, runtime_spec, write_bundle, ProcessSpec, SCRIPT_PATH,
-};
-use crate::engine::journal::Resource;
-use crate::engine::undo::Undo;
+use super::container::{resolve_in_root, runtime_spec, write_bundle, ProcessSpec, SCRIPT_PATH};
+use super::reap::Container;
+use crate::communicator::{copy_file, process, CommError, Communicator, OutputFn, RemoteCommand};
+use crate::job::{Resource, ResourceKind as _, Undo};
 
 /// Runs scripts in containers on one rootfs.
 pub struct RuncCommunicator {
@@ -172,11 +170,12 @@ impl Communicator for RuncCommunicator {
         let container_undo = self
             .undo
             .register(
-                Resource::Container {
+                Container {
                     runtime: self.runtime.clone(),
                     root: self.state_root.clone(),
                     id: id.clone(),
-                },
+                }
+                .resource(),
                 "provisioner container",
             )
             .await
@@ -212,7 +211,7 @@ impl Communicator for RuncCommunicator {
             }
             let _ = tokio::fs::remove_file(cfg).await;
         });
-        let result = super::process::stream_child(&mut child, None, output, cmd.timeout).await;
+        let result = process::stream_child(&mut child, None, output, cmd.timeout).await;
         guard.armed = false;
         force_delete(&self.runtime, &self.state_root, &id);
         self.undo.release(container_undo).await;
@@ -224,12 +223,12 @@ impl Communicator for RuncCommunicator {
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
         let dest =
             resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        super::copy_file(local, &dest, mode, &format!("upload to `{remote}`")).await
+        copy_file(local, &dest, mode, &format!("upload to `{remote}`")).await
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
         let src =
             resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        super::copy_file(&src, local, None, &format!("download `{remote}`")).await
+        copy_file(&src, local, None, &format!("download `{remote}`")).await
     }
 }

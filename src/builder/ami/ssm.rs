@@ -21,8 +21,8 @@ use base64::Engine as _;
 use sha2::Digest as _;
 use tokio::sync::OnceCell;
 
-use super::{CommError, Communicator, OutputFn, RemoteCommand};
-use crate::builder::ami::aws::{code, describe, not_implemented, wait_for};
+use super::aws::{code, describe, not_implemented, wait_for};
+use crate::communicator::{CommError, Communicator, OutputFn, RemoteCommand};
 use crate::template::plan::VaultSettings;
 use crate::ui::redact::Redactor;
 use crate::ui::Stream;
@@ -37,7 +37,7 @@ const UPLOAD_CHUNK: usize = 24 * 1024;
 const DOWNLOAD_CHUNK: usize = 16 * 1024;
 /// What `GetCommandInvocation` returns of each stream at most.
 const SSM_OUTPUT_CAP: usize = 24_000;
-const UNWRAP_SCRIPT: &str = include_str!("../../provisioners/vault-unwrap.sh");
+const UNWRAP_SCRIPT: &str = include_str!("../../../provisioners/vault-unwrap.sh");
 
 /// How secrets in a provisioner's environment reach the instance.
 #[derive(Clone)]
@@ -152,8 +152,7 @@ impl SsmCommunicator {
                     )
                     .customize()
                     .config_override(
-                        aws_sdk_ssm::config::Builder::default()
-                            .retry_config(crate::builder::ami::aws::retry(1)),
+                        aws_sdk_ssm::config::Builder::default().retry_config(super::aws::retry(1)),
                     )
                     .send()
                     .await;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 
-use super::journal::{Journal, Resource};
+use super::journal::Journal;
+use super::resource::{Reapers, Resource};
 
-/// A custom undo action (a graceful stop before the journal's reaper).
+/// A custom undo action (a graceful stop before the kind's reaper).
 pub type UndoAction = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), String>> + Send>;
 
 /// Identifies a registered resource.
@@ -29,6 +30,7 @@ struct Registered {
 
 struct Inner {
     journal: Journal,
+    reapers: Reapers,
     build_id: String,
     job: String,
     next: u64,
@@ -49,10 +51,13 @@ pub struct Unwound {
 }
 
 impl Undo {
-    pub fn new(journal: Journal, build_id: &str, job: &str) -> Undo {
+    /// The undo stack of one job; `reapers` remove the kinds their owners
+    /// (builders, communicators) register.
+    pub fn new(journal: Journal, reapers: Reapers, build_id: &str, job: &str) -> Undo {
         Undo {
             inner: Arc::new(Mutex::new(Inner {
                 journal,
+                reapers,
                 build_id: build_id.into(),
                 job: job.into(),
                 next: 1,
@@ -62,7 +67,7 @@ impl Undo {
     }
 
     /// Registers a resource that is about to be created; its undo is the
-    /// journal's reaper. Call this *before* creating it.
+    /// reaper of its kind. Call this *before* creating it.
     pub async fn register(
         &self,
         resource: Resource,
@@ -124,10 +129,10 @@ impl Undo {
     pub async fn unwind(&self) -> Unwound {
         let mut out = Unwound::default();
         loop {
-            let (r, journal) = {
+            let (r, journal, reapers) = {
                 let mut inner = self.inner.lock().await;
                 match inner.stack.pop() {
-                    Some(r) => (r, inner.journal.clone()),
+                    Some(r) => (r, inner.journal.clone(), inner.reapers.clone()),
                     None => break,
                 }
             };
@@ -135,7 +140,7 @@ impl Undo {
             if let Some(action) = r.action {
                 result = action().await;
             }
-            let reaped = r.resource.reap().await;
+            let reaped = reapers.reap(&r.resource).await;
             match result.and(reaped) {
                 Ok(()) => {
                     let _ = journal.remove(&r.journal_entry);
@@ -144,7 +149,7 @@ impl Undo {
                 Err(e) => out.failed.push(format!(
                     "{} ({}): {e}",
                     r.description,
-                    r.resource.describe()
+                    reapers.describe(&r.resource)
                 )),
             }
         }
@@ -155,10 +160,11 @@ impl Undo {
     /// journal. Returns their descriptions.
     pub async fn abandon(&self) -> Vec<String> {
         let mut inner = self.inner.lock().await;
+        let reapers = inner.reapers.clone();
         inner
             .stack
             .drain(..)
-            .map(|r| format!("{} ({})", r.description, r.resource.describe()))
+            .map(|r| format!("{} ({})", r.description, reapers.describe(&r.resource)))
             .collect()
     }
 
@@ -180,7 +186,7 @@ mod tests {
     async fn unwinds_in_reverse_and_clears_journal() {
         let tmp = tempfile::tempdir().unwrap();
         let journal = Journal::new(tmp.path());
-        let undo = Undo::new(journal.clone(), "b", "j");
+        let undo = Undo::new(journal.clone(), Reapers::default(), "b", "j");
         let order = Arc::new(std::sync::Mutex::new(vec![]));
         for i in 0..3 {
             let order = order.clone();
@@ -211,7 +217,7 @@ mod tests {
     async fn failed_undo_stays_journaled_and_abandon_keeps_all() {
         let tmp = tempfile::tempdir().unwrap();
         let journal = Journal::new(tmp.path());
-        let undo = Undo::new(journal.clone(), "b", "j");
+        let undo = Undo::new(journal.clone(), Reapers::default(), "b", "j");
         undo.register_with(
             Resource::TempFile {
                 path: tmp.path().join("f"),
@@ -225,7 +231,7 @@ mod tests {
         assert_eq!(out.failed.len(), 1);
         assert_eq!(journal.entries().unwrap().len(), 1);
 
-        let undo = Undo::new(Journal::new(tmp.path()), "b2", "j");
+        let undo = Undo::new(Journal::new(tmp.path()), Reapers::default(), "b2", "j");
         undo.register(
             Resource::TempDir {
                 path: tmp.path().join("keep"),

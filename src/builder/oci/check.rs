@@ -1,4 +1,4 @@
-//! `kiln check`: runs a profile's checks, never its apply scripts, against
+//! `kiln check`: runs a hardening profile's checks, never its apply scripts, against
 //! an existing OCI image kiln did not necessarily build. The image is
 //! pulled into the blob cache, unpacked into a journaled scratch folder,
 //! and each check runs in a runc container whose root is mounted
@@ -7,16 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use super::profile::Profile;
-use super::report::ComplianceReport;
-use super::run::{run_profile, Mode, RunError, Skips};
-use crate::builder::oci::image::load_base;
-use crate::builder::oci::reference::BaseRef;
-use crate::builder::oci::store::BlobStore;
+use super::image::load_base;
+use super::reference::BaseRef;
+use super::runc::RuncCommunicator;
+use super::store::BlobStore;
 use crate::builder::BuildError;
-use crate::communicator::runc::RuncCommunicator;
-use crate::engine::journal::sanitize;
-use crate::engine::{Journal, Resource, Undo};
+use crate::job::{sanitize, Journal, Reapers, Resource, Undo};
+use crate::provisioner::hardening::profile::Profile;
+use crate::provisioner::hardening::report::ComplianceReport;
+use crate::provisioner::hardening::run::{run_profile, Mode, RunError, Skips};
 
 /// Why an image could not be checked.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +88,8 @@ pub async fn check_image(
         .await?
         .ok_or_else(|| CheckImageError::Input("`scratch` has nothing to check".into()))?;
     let id = format!("check-{}", uuid::Uuid::new_v4());
-    let undo = Undo::new(Journal::new(state_dir), &id, "check");
+    let reapers = Reapers::default().with(super::reap::reaper());
+    let undo = Undo::new(Journal::new(state_dir), reapers, &id, "check");
     let result = check_unpacked(&image, &store, profile, state_dir, &id, &undo).await;
     let unwound = undo.unwind().await;
     if let Some(f) = unwound.failed.first() {
@@ -99,7 +99,7 @@ pub async fn check_image(
 }
 
 async fn check_unpacked(
-    image: &crate::builder::oci::image::StoredImage,
+    image: &super::image::StoredImage,
     store: &BlobStore,
     profile: &Profile,
     state_dir: &Path,
@@ -121,15 +121,14 @@ async fn check_unpacked(
     let root = rootfs.clone();
     tokio::task::spawn_blocking(move || {
         for l in layers {
-            crate::builder::oci::unpack::open_layer(&l)
-                .and_then(|r| crate::builder::oci::unpack::apply_layer(&root, r))?;
+            super::unpack::open_layer(&l).and_then(|r| super::unpack::apply_layer(&root, r))?;
         }
         Ok::<(), BuildError>(())
     })
     .await
     .map_err(|e| io("unpack")(std::io::Error::other(e)))??;
 
-    let secret_dir = crate::builder::oci::build::tmpfs_dir()?.join(format!("kiln-{id}"));
+    let secret_dir = super::build::tmpfs_dir()?.join(format!("kiln-{id}"));
     undo.register(
         Resource::TempDir {
             path: secret_dir.clone(),

@@ -1,0 +1,25 @@
+//! `JobError`: why a job did not succeed, by the step that failed.
+
+use crate::builder::BuildError;
+use crate::provisioner::ProvisionError;
+
+/// Why a job did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("launch: {0}")]
+    Launch(BuildError),
+    #[error("provisioner {index} ({kind}): {source}")]
+    Provision {
+        index: usize,
+        kind: String,
+        source: ProvisionError,
+    },
+    #[error("snapshot: {0}")]
+    Snapshot(BuildError),
+    #[error("sign: {0}")]
+    Sign(String),
+    #[error("cancelled")]
+    Cancelled,
+}

@@ -1,0 +1,114 @@
+//! The files of one artifact: its build manifest, and when the build
+//! signs, its signed provenance (beside it, and attached to registry
+//! images) and the manifest's own DSSE envelope.
+
+use std::path::{Path, PathBuf};
+
+use crate::manifest;
+use crate::sign::SigningKey;
+use crate::template::plan::{BuildPlan, JobPlan};
+use crate::ui::{ArtifactInfo, Event, EventBus};
+
+/// What goes into an artifact's records besides the artifact.
+pub(super) struct ArtifactRecords<'a> {
+    pub(super) times: (&'a str, &'a str),
+    pub(super) fingerprint: &'a str,
+    pub(super) catalog: serde_json::Value,
+}
+
+/// The files written for an artifact.
+pub(super) struct WrittenRecords {
+    pub(super) paths: Vec<PathBuf>,
+    pub(super) manifest_digest: String,
+    pub(super) signed_manifest_digest: Option<String>,
+}
+
+/// The manifest of one artifact and, when the build signs, its signed
+/// provenance (beside the manifest, and attached to registry images) and
+/// the manifest's own DSSE envelope.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn write_artifact_records(
+    dir: &Path,
+    plan: &BuildPlan,
+    job: &JobPlan,
+    artifact: &mut ArtifactInfo,
+    n: usize,
+    records: ArtifactRecords<'_>,
+    signer: Option<&SigningKey>,
+    bus: &EventBus,
+) -> Result<WrittenRecords, String> {
+    let (started, finished) = records.times;
+    let say = |text: String| {
+        bus.emit(Event::Message {
+            job: Some(job.name()),
+            text,
+        })
+    };
+    fs_err::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let stem = manifest::stem(job, n);
+    let mut paths = vec![];
+    let mut provenance = serde_json::Value::Null;
+    if let Some(key) = signer {
+        let statement = crate::sign::provenance::statement(plan, job, artifact, started, finished);
+        let body = serde_json::to_vec(&statement).expect("JSON serializes");
+        let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+        let path = dir.join(format!("{stem}.intoto.json"));
+        manifest::write_atomic(&path, &env_bytes)
+            .map_err(|e| format!("cannot write provenance: {e}"))?;
+        paths.push(path.clone());
+        #[allow(unused_mut)]
+        let mut attached = serde_json::Value::Null;
+        #[cfg(feature = "oci")]
+        if let (Some(r), Some(digest)) = (
+            artifact.id.strip_prefix("registry:"),
+            artifact.digest.as_deref(),
+        ) {
+            let target: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
+            let att = crate::sign::cosign::attach_attestation(&target, digest, &env_bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            say(format!("provenance attached: `{att}`"));
+            attached = format!("registry:{att}").into();
+        }
+        say(format!("provenance `{}`", path.display()));
+        provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });
+    }
+    let (path, bytes) = manifest::write(
+        dir,
+        plan,
+        job,
+        artifact,
+        n,
+        started,
+        finished,
+        provenance,
+        records.fingerprint,
+        records.catalog,
+    )
+    .map_err(|e| format!("cannot write the build manifest: {e}"))?;
+    paths.push(path.clone());
+    artifact.manifest = Some(path.display().to_string());
+    say(format!("manifest `{}`", path.display()));
+    let mut signed_manifest_digest = None;
+    if let Some(key) = signer {
+        let env =
+            crate::sign::dsse::sign(crate::sign::provenance::MANIFEST_PAYLOAD_TYPE, &bytes, key)
+                .await
+                .map_err(|e| e.to_string())?;
+        let signed = dir.join(format!("{stem}.dsse.json"));
+        let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+        manifest::write_atomic(&signed, &env_bytes)
+            .map_err(|e| format!("cannot write the signed manifest: {e}"))?;
+        paths.push(signed.clone());
+        signed_manifest_digest = Some(manifest::sha256_hex(&env_bytes));
+        say(format!("signed manifest `{}`", signed.display()));
+    }
+    Ok(WrittenRecords {
+        paths,
+        manifest_digest: manifest::sha256_hex(&bytes),
+        signed_manifest_digest,
+    })
+}

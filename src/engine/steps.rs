@@ -1,0 +1,147 @@
+//! One job's steps — launch, each provisioner, snapshot, sign — each
+//! between started/finished events, inside a `select!` with the job's
+//! cancellation token; then its undo stack unwinds (or is abandoned for
+//! `--on-error=abort`).
+
+use std::time::Instant;
+
+use super::error::JobError;
+use super::options::OnError;
+use super::run::Provisioners;
+use crate::job::JobContext;
+use crate::sign::SigningKey;
+use crate::ui::{ArtifactInfo, Event, JobStatus, JobSummary};
+
+/// Runs one job's steps, then unwinds its undo stack.
+pub(super) async fn run_job(
+    ctx: &JobContext,
+    builder: &dyn crate::builder::Builder,
+    provisioners: &Provisioners,
+    signer: Option<&SigningKey>,
+    on_error: OnError,
+) -> JobSummary {
+    let started = Instant::now();
+    ctx.bus.emit(Event::JobStarted {
+        job: ctx.name.clone(),
+    });
+    let steps = async {
+        let mut instance = step(ctx, "launch", builder.launch(ctx))
+            .await
+            .map_err(JobError::Launch)?;
+        for (index, kind, p) in provisioners {
+            step(
+                ctx,
+                &format!("provision {index} ({kind})"),
+                p.provision(ctx, instance.communicator()),
+            )
+            .await
+            .map_err(|source| JobError::Provision {
+                index: *index,
+                kind: kind.clone(),
+                source,
+            })?;
+        }
+        let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
+            .await
+            .map_err(JobError::Snapshot)?;
+        let reports = ctx.hardening_reports();
+        for a in &mut artifacts {
+            a.hardening = reports.clone();
+        }
+        if let Some(key) = signer {
+            step(
+                ctx,
+                "sign",
+                crate::sign::sign_artifacts(&|m| ctx.message(m), &mut artifacts, key),
+            )
+            .await
+            .map_err(|e| JobError::Sign(e.to_string()))?;
+        }
+        Ok::<Vec<ArtifactInfo>, JobError>(artifacts)
+    };
+    // Cancellation drops the running step (its processes die with it);
+    // the undo stack below then removes whatever was created.
+    let result = tokio::select! {
+        r = steps => r,
+        _ = ctx.cancel.cancelled() => Err(JobError::Cancelled),
+    };
+    let keep = matches!(result, Err(ref e) if !matches!(e, JobError::Cancelled))
+        && on_error == OnError::Abort;
+    if keep {
+        let kept = ctx.undo.abandon().await;
+        if !kept.is_empty() {
+            ctx.message(format!(
+                "--on-error=abort: left in place for inspection: {}; remove with `kiln cleanup`",
+                kept.join(", ")
+            ));
+        }
+    } else {
+        let t = Instant::now();
+        ctx.bus.emit(Event::StepStarted {
+            job: ctx.name.clone(),
+            step: "cleanup".into(),
+        });
+        let unwound = ctx.undo.unwind().await;
+        for f in &unwound.failed {
+            ctx.bus.emit(Event::Error {
+                job: Some(ctx.name.clone()),
+                message: format!("cleanup failed: {f}; `kiln cleanup` will retry"),
+                file: None,
+                line: None,
+                column: None,
+            });
+        }
+        ctx.bus.emit(Event::StepFinished {
+            job: ctx.name.clone(),
+            step: "cleanup".into(),
+            ok: unwound.failed.is_empty(),
+            duration_ms: t.elapsed().as_millis() as u64,
+        });
+    }
+    let (status, error, artifacts) = match result {
+        Ok(a) => (JobStatus::Succeeded, None, a),
+        Err(JobError::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string()), vec![]),
+        Err(e) => (JobStatus::Failed, Some(e.to_string()), vec![]),
+    };
+    for a in &artifacts {
+        ctx.bus.emit(Event::Artifact {
+            job: ctx.name.clone(),
+            artifact: a.clone(),
+        });
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    ctx.bus.emit(Event::JobFinished {
+        job: ctx.name.clone(),
+        status,
+        duration_ms,
+        error: error.clone(),
+    });
+    JobSummary {
+        job: ctx.name.clone(),
+        status,
+        duration_ms,
+        error,
+        artifacts,
+    }
+}
+
+/// Runs a step between `step_started` and `step_finished` events.
+async fn step<T, E>(
+    ctx: &JobContext,
+    name: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let t = Instant::now();
+    ctx.bus.emit(Event::StepStarted {
+        job: ctx.name.clone(),
+        step: name.to_string(),
+    });
+    let r = fut.await;
+    ctx.bus.emit(Event::StepFinished {
+        job: ctx.name.clone(),
+        step: name.to_string(),
+        ok: r.is_ok(),
+        duration_ms: t.elapsed().as_millis() as u64,
+    });
+    r
+}

@@ -1,0 +1,68 @@
+//! The build manifest: one JSON file per artifact of a successful job,
+//! for people and tools auditing what was built, from what and how. Written
+//! under `STATE/manifests/BUILD_ID/`. Below `sign` and `catalog`, which
+//! compute over its canonical JSON, digests and fingerprints.
+
+pub mod canonical;
+pub mod digest;
+pub mod fingerprint;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::template::plan::{BuildPlan, JobPlan};
+use crate::ui::ArtifactInfo;
+pub use canonical::{canonical, sha256_hex};
+pub use digest::provisioner_digest;
+pub use fingerprint::{fingerprint, fingerprint_inputs, fingerprint_with_base};
+
+/// Writes the manifest of one artifact; returns its path and bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    dir: &Path,
+    plan: &BuildPlan,
+    job: &JobPlan,
+    artifact: &ArtifactInfo,
+    n: usize,
+    started: &str,
+    finished: &str,
+    provenance: serde_json::Value,
+    fingerprint: &str,
+    catalog: serde_json::Value,
+) -> std::io::Result<(PathBuf, Vec<u8>)> {
+    fs_err::create_dir_all(dir)?;
+    let doc = json!({
+        "kiln_version": env!("CARGO_PKG_VERSION"),
+        "build_id": plan.build_id,
+        "job": job.name(),
+        "image": { "name": plan.image.name, "version": plan.image.version },
+        "template": { "path": plan.template, "digest": plan.template_digest },
+        "fingerprint": fingerprint,
+        "base": artifact.base,
+        "provisioners": job.provisioners.iter().map(|p| provisioner_digest(p, &plan.template_dir())).collect::<Vec<_>>(),
+        "artifact": { "kind": artifact.kind, "id": artifact.id, "digest": artifact.digest },
+        "signatures": artifact.signatures,
+        "provenance": provenance,
+        "hardening": artifact.hardening,
+        "catalog": catalog,
+        "started": started,
+        "finished": finished,
+    });
+    let path = dir.join(format!("{}.json", stem(job, n)));
+    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
+    write_atomic(&path, &bytes)?;
+    Ok((path, bytes))
+}
+
+/// The file name stem of an artifact's manifest and its companions.
+pub fn stem(job: &JobPlan, n: usize) -> String {
+    format!("{}-{n}", crate::job::sanitize(&job.name()))
+}
+
+/// Writes a file by rename, so readers never see half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs_err::write(&tmp, bytes)?;
+    fs_err::rename(&tmp, path)
+}

@@ -1,0 +1,54 @@
+//! The fields of kiln's own tables — the top level, `[vault]`, `[image]`,
+//! `[image.retention]`, `[build.rebuild]`, `[secrets.*]`, `[build]` and
+//! its `sign` and `register` — that sources and provisioners do not declare.
+
+use crate::template::schema::{Field, Kind, STR_LIST};
+
+pub(super) const TOP_KEYS: &[&str] = &[
+    "image",
+    "variables",
+    "secrets",
+    "vault",
+    "locals",
+    "source",
+    "build",
+];
+pub(super) const VAULT_FIELDS: &[Field] = &[
+    Field::opt("address", Kind::Str),
+    Field::opt("namespace", Kind::Str),
+    Field::opt("auth", Kind::Enum(&["token", "approle", "jwt"])),
+    Field::opt("mount", Kind::Str),
+    Field::opt("role", Kind::Str),
+    Field::opt("ca_cert", Kind::Path),
+];
+pub(super) const IMAGE_FIELDS: &[Field] = &[
+    Field::req("name", Kind::Str),
+    Field::req("version", Kind::Str),
+    Field::opt("description", Kind::Str),
+    Field::opt("retention", Kind::Table(RETENTION_FIELDS)),
+];
+pub(super) const RETENTION_FIELDS: &[Field] = &[
+    Field::opt("keep", Kind::Int),
+    Field::opt("max_age", Kind::Duration),
+    Field::opt("deprecate_after", Kind::Duration),
+];
+pub(super) const REBUILD_FIELDS: &[Field] = &[Field::opt("when", STR_LIST)];
+pub(super) const SECRET_FIELDS: &[Field] = &[
+    Field::opt("vault", Kind::Str),
+    Field::opt("version", Kind::Int),
+    Field::opt("env", Kind::Str),
+    Field::opt("file", Kind::Path),
+    Field::opt("description", Kind::Str),
+];
+pub(super) const SIGN_FIELDS: &[Field] = &[Field::req("key", Kind::Str)];
+pub(super) const REGISTER_FIELDS: &[Field] = &[Field::opt("channels", STR_LIST)];
+pub(super) const BUILD_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "sources",
+    "provisioner",
+    "sign",
+    "register",
+    "rebuild",
+];
+pub(super) const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
