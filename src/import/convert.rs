@@ -285,6 +285,9 @@ impl<'a> Converter<'a> {
             Some(d) if matches!(d.expr, Expr::Null) => {}
             Some(d) if is_literal(d) => {
                 let empty = d.as_str() == Some("");
+                if sensitive {
+                    collect_strings(d, &mut self.report.masked);
+                }
                 if sensitive && !empty {
                     // The value must not be written: read it at build time.
                     let env = format!("PKR_VAR_{name}");
@@ -598,6 +601,7 @@ impl<'a> Converter<'a> {
                 continue;
             }
             if sensitive {
+                collect_strings(&value, &mut self.report.masked);
                 // A sensitive local with a value kiln may not write.
                 let mut t = Table::new();
                 t.insert("sensitive", toml_edit::value(true));
@@ -917,6 +921,21 @@ fn var_type(n: &Node) -> Option<(&'static str, bool)> {
         "map" | "object" => ("map", element_any && head == "map"),
         _ => return None,
     })
+}
+
+/// Every literal string in `n` (to mask sensitive values in the report).
+fn collect_strings(n: &Node, out: &mut Vec<String>) {
+    match &n.expr {
+        Expr::Str(s) => out.push(s.clone()),
+        Expr::List(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Expr::Map(entries) => entries.iter().for_each(|(_, v)| collect_strings(v, out)),
+        Expr::Template(parts) => parts.iter().for_each(|p| match p {
+            super::model::Part::Lit(l) => out.push(l.clone()),
+            super::model::Part::Interp(i) => collect_strings(i, out),
+        }),
+        Expr::Call(_, args) => args.iter().for_each(|a| collect_strings(a, out)),
+        _ => {}
+    }
 }
 
 fn is_literal(n: &Node) -> bool {

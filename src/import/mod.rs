@@ -44,6 +44,7 @@ pub fn import_packer(paths: &[PathBuf], out_dir: &Path) -> Result<Imported, Diag
         convert::normalize(&std::path::absolute(out_dir).unwrap_or(out_dir.to_path_buf()));
     let (doc, mut found) = convert::Converter::new(&input, out_dir).run();
     report.findings.append(&mut found.findings);
+    report.masked.append(&mut found.masked);
     let header = format!(
         "# Imported from Packer ({}) by `kiln import packer`.\n# Review the import report: it lists what was converted approximately or not at all.\n\n",
         paths

@@ -2,10 +2,12 @@
 //! at all, with its place in the Packer file, why, and what to do. Shown
 //! rustc-style on stderr (through [`Diagnostic`]) or as JSON.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::model::Loc;
-use crate::template::Diagnostic;
+use crate::template::{Diagnostic, SourceFile};
 
 /// How well a construct was converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct Finding {
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub findings: Vec<Finding>,
+    /// Sensitive values written in the Packer files (defaults of sensitive
+    /// variables): masked in the source lines the report shows.
+    pub masked: Vec<String>,
 }
 
 impl Report {
@@ -94,7 +99,7 @@ impl Report {
             };
             let message = format!("{prefix}: {}: {}", f.construct, f.why);
             let d = match &f.loc {
-                Some(l) => Diagnostic::at(&l.file, l.span.clone(), message),
+                Some(l) => Diagnostic::at(&self.mask(&l.file), l.span.clone(), message),
                 None => Diagnostic::new(message),
             }
             .with_help(f.help.clone());
@@ -110,6 +115,27 @@ impl Report {
             if count(Level::Note) == 1 { "" } else { "s" }
         ));
         out
+    }
+
+    /// `file` with every sensitive value replaced by as many `*` (so
+    /// spans still point at the same bytes).
+    fn mask(&self, file: &Arc<SourceFile>) -> Arc<SourceFile> {
+        let hit = self
+            .masked
+            .iter()
+            .any(|m| !m.is_empty() && file.text.contains(m.as_str()));
+        if !hit {
+            return file.clone();
+        }
+        let mut text = file.text.clone();
+        for m in self.masked.iter().filter(|m| !m.is_empty()) {
+            text = text.replace(m.as_str(), &"*".repeat(m.len()));
+        }
+        Arc::new(SourceFile {
+            path: file.path.clone(),
+            name: file.name.clone(),
+            text,
+        })
     }
 
     /// The findings as JSON objects.

@@ -125,3 +125,136 @@ fn public_packer_templates_import_and_validate() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A hostile template: sensitive values (a variable's default, a local)
+/// must not reach the kiln template, and a secret headed for a command
+/// line is refused rather than written.
+#[test]
+fn sensitive_values_are_never_written() {
+    let s = Scratch::new();
+    s.write(
+        "p/t.pkr.hcl",
+        r#"variable "db_password" {
+  type      = string
+  default   = "hunter2-very-secret"
+  sensitive = true
+}
+local "token" {
+  expression = "tok-3f9a1c77"
+  sensitive  = true
+}
+source "docker" "d" {
+  image = "debian:12"
+}
+build {
+  sources = ["source.docker.d"]
+  provisioner "shell" {
+    environment_vars = ["PW=${var.db_password}"]
+    inline           = ["echo ${local.token}"]
+  }
+  provisioner "shell" {
+    environment_vars = ["TOKEN=${local.token}", "PW=${var.db_password}"]
+    inline           = ["test -n \"$TOKEN\""]
+  }
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "p/t.pkr.hcl", "-o", "kiln.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("warning: p/t.pkr.hcl:17:24: not converted: provisioner \"shell\".inline: it holds a secret"),
+        "{err}"
+    );
+    assert!(err.contains("help:"), "{err}");
+    let out = std::fs::read_to_string(s.path().join("kiln.toml")).unwrap();
+    for secret in ["hunter2", "tok-3f9a1c77"] {
+        assert!(!out.contains(secret), "{secret} written:\n{out}");
+        assert!(!err.contains(secret), "{secret} in the report:\n{err}");
+    }
+    assert!(
+        out.contains("[secrets.db_password]\nenv = \"PKR_VAR_db_password\""),
+        "{out}"
+    );
+    assert!(out.contains("PW = \"${secret.db_password}\""), "{out}");
+    assert!(out.contains("TOKEN = \"${var.token}\""), "{out}");
+    assert!(
+        !out.contains("echo"),
+        "the step with the secret in its command line is left out:\n{out}"
+    );
+    let v = s
+        .kiln()
+        .args(["validate", "kiln.toml"])
+        .env("KILN_VAR_token", "x")
+        .output()
+        .unwrap();
+    assert_exit(&v, 0);
+}
+
+#[test]
+fn unreadable_input_exits_2_naming_the_place() {
+    let s = Scratch::new();
+    s.write(
+        "bad.pkr.hcl",
+        "source \"docker\" \"d\" {\n  image = \"debian:12\"\n  commit = \n}\n",
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "bad.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let (out, err) = text(&o);
+    assert!(out.is_empty(), "no template on bad input: {out}");
+    assert!(err.contains("error: bad.pkr.hcl:"), "{err}");
+    assert!(err.contains("invalid HCL"), "{err}");
+    s.write("bad.json", "{\n  \"builders\": [,]\n}\n");
+    let o = s
+        .kiln()
+        .args(["import", "packer", "bad.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("error: bad.json:2:"), "{}", text(&o).1);
+    let o = s
+        .kiln()
+        .args(["import", "packer", "missing.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+}
+
+/// Without `-o` the template goes to stdout, the report to stderr; a
+/// template with nothing to report exits 0.
+#[test]
+fn template_on_stdout_exit_0_when_all_converted() {
+    let s = Scratch::new();
+    s.write(
+        "t.pkr.hcl",
+        "source \"docker\" \"d\" {\n  image = \"debian:12\"\n  changes = [\"ENV A=1\", \"CMD [\\\"nginx\\\"]\"]\n}\nbuild {\n  name = \"web\"\n  sources = [\"source.docker.d\"]\n  provisioner \"file\" {\n    content = \"x\"\n    destination = \"/x\"\n  }\n}\n",
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "t.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let (out, err) = text(&o);
+    assert!(
+        out.contains("[source.oci.d]\nfrom = \"registry:debian:12\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("env = { A = \"1\" }") && out.contains("cmd = [\"nginx\"]"),
+        "{out}"
+    );
+    assert!(out.contains("[image]\nname = \"web\""), "{out}");
+    assert!(
+        err.contains("0 not converted, 0 converted approximately"),
+        "{err}"
+    );
+}
