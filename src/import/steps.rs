@@ -367,7 +367,7 @@ impl Converter<'_> {
             cmd.push(' ');
             cmd.push_str(a);
         }
-        let inline: Array = [cmd, format!("rm -rf /tmp/kiln-ansible")]
+        let inline: Array = [cmd, "rm -rf /tmp/kiln-ansible".to_string()]
             .into_iter()
             .collect();
         run.insert("inline", toml_edit::value(inline));

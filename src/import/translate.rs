@@ -207,7 +207,7 @@ impl Names {
         let chars: Vec<String> = match pattern.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
             Some(class) if !class.is_empty() && !class.starts_with('^') => {
                 let inner = class.trim_matches('-');
-                if inner.contains('-') || class.chars().any(|c| meta(c)) {
+                if inner.contains('-') || class.chars().any(meta) {
                     return Ok(None);
                 }
                 class.chars().map(String::from).collect()
