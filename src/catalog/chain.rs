@@ -135,6 +135,44 @@ impl std::fmt::Display for BrokenLink {
     }
 }
 
+/// Holds a verified log to a head pinned earlier (`SEQ:HASH`, as `kiln
+/// audit` and `kiln verify` print it): that entry must still be there,
+/// unchanged. Catches the one tampering the chain alone cannot: entries
+/// cut from its end (a `revoke` removed). `Err(message)` when `expected`
+/// is not `SEQ:HASH`.
+pub fn check_head(entries: &[Entry], expected: &str) -> Result<Result<(), BrokenLink>, String> {
+    let Some((seq, hash)) = expected
+        .split_once(':')
+        .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h)))
+    else {
+        return Err(format!(
+            "`--expect-head {expected}`: expected SEQ:HASH as printed by `kiln audit` or `kiln verify`"
+        ));
+    };
+    Ok(match entries.get(seq.wrapping_sub(1)) {
+        Some(e) if e.hash == hash => Ok(()),
+        Some(e) => Err(BrokenLink {
+            position: seq,
+            problem: format!(
+                "its hash is {}, not the expected head {hash} (the log was rewritten)",
+                e.hash
+            ),
+        }),
+        None => Err(BrokenLink {
+            position: entries.len() + 1,
+            problem: format!(
+                "missing: the log ends at entry {} but the expected head is entry {seq} (entries were removed from its end)",
+                entries.len()
+            ),
+        }),
+    })
+}
+
+/// The head of a verified log, `SEQ:HASH` (what `--expect-head` takes).
+pub fn head(entries: &[Entry]) -> Option<String> {
+    entries.last().map(|e| format!("{}:{}", e.seq, e.hash))
+}
+
 /// Walks a stored log in order. Returns the parsed entries, or the first
 /// broken link. `trusted` (key ids), when not empty, must include every
 /// entry's signer.

@@ -47,34 +47,12 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
     };
     let mut verdict = catalog::chain::verify(&stored, &trusted);
     if let (Ok(entries), Some(head)) = (&verdict, &args.expect_head) {
-        let Some((seq, hash)) = head
-            .split_once(':')
-            .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h)))
-        else {
-            eprintln!(
-                "error: `--expect-head {head}`: expected SEQ:HASH as printed by `kiln audit`"
-            );
-            return Exit::BadInput;
-        };
-        match entries.get(seq.wrapping_sub(1)) {
-            Some(e) if e.hash == hash => {}
-            Some(e) => {
-                verdict = Err(catalog::BrokenLink {
-                    position: seq,
-                    problem: format!(
-                        "its hash is {}, not the expected head {hash} (the log was rewritten)",
-                        e.hash
-                    ),
-                })
-            }
-            None => {
-                verdict = Err(catalog::BrokenLink {
-                    position: entries.len() + 1,
-                    problem: format!(
-                        "missing: the log ends at entry {} but the expected head is entry {seq} (entries were removed from its end)",
-                        entries.len()
-                    ),
-                })
+        match catalog::chain::check_head(entries, head) {
+            Ok(Ok(())) => {}
+            Ok(Err(broken)) => verdict = Err(broken),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::BadInput;
             }
         }
     }
@@ -83,7 +61,7 @@ pub async fn exec(args: AuditArgs, state_dir: &Path, catalog: Option<&str>) -> E
         Err(_) => Default::default(),
     };
     let head = match &verdict {
-        Ok(entries) => entries.last().map(|e| format!("{}:{}", e.seq, e.hash)),
+        Ok(entries) => catalog::chain::head(entries),
         Err(_) => None,
     };
     // What can be shown: everything up to the break.

@@ -16,6 +16,10 @@ pub struct CleanupArgs {
     /// List what would be reaped without touching it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also remove the caches (unpacked base images, image blobs); builds
+    /// fetch and unpack again what they need.
+    #[arg(long)]
+    pub caches: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,8 +43,27 @@ pub async fn exec(args: CleanupArgs, state_dir: &Path) -> Exit {
             return Exit::Failure;
         }
     };
+    use crate::builder::cache;
+    let (caches, cache_failed, removed) = if args.caches && !args.dry_run {
+        if report.skipped_live.is_empty() {
+            let (before, failed) = cache::remove_caches(state_dir);
+            (cache::usage(state_dir), failed, Some(before))
+        } else {
+            (
+                cache::usage(state_dir),
+                vec!["caches kept: a build is still running".to_string()],
+                None,
+            )
+        }
+    } else {
+        (cache::usage(state_dir), vec![], None)
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&report).expect("serializable"));
+        let mut v = serde_json::to_value(&report).expect("serializable");
+        v["caches"] = serde_json::to_value(&caches).expect("serializable");
+        v["caches_removed"] = serde_json::to_value(&removed).expect("serializable");
+        v["caches_failed"] = serde_json::to_value(&cache_failed).expect("serializable");
+        println!("{v}");
     } else {
         for r in &report.would_reap {
             println!("would reap {r}");
@@ -57,8 +80,29 @@ pub async fn exec(args: CleanupArgs, state_dir: &Path) -> Exit {
         if report.reaped.is_empty() && report.would_reap.is_empty() && report.failed.is_empty() {
             println!("nothing to clean up");
         }
+        if let Some(before) = &removed {
+            println!("removed caches: {}", cache::describe(before));
+        }
+        for f in &cache_failed {
+            eprintln!("error: {f}");
+        }
+        let cached = if args.caches && args.dry_run {
+            "would remove caches"
+        } else {
+            "caches"
+        };
+        println!(
+            "{cached}: {}{}",
+            cache::describe(&caches),
+            if args.caches {
+                ""
+            } else {
+                " (`kiln cleanup --caches` removes them)"
+            }
+        );
     }
-    if report.failed.is_empty() {
+    let cache_ok = cache_failed.is_empty();
+    if report.failed.is_empty() && cache_ok {
         Exit::Success
     } else {
         Exit::Failure

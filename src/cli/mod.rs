@@ -154,6 +154,23 @@ async fn run(cli: Cli) -> Exit {
     // Provisioners run in other working directories: paths must not be relative.
     let state_dir = std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir.clone());
     let cli = Cli { state_dir, ..cli };
+    // The state folder holds unpacked images (setuid files, device nodes):
+    // root-only. Commands that write there create it; any command tightens it.
+    let creates = matches!(cli.command, Command::Build(_) | Command::Check(_));
+    match crate::builder::cache::secure_state(&cli.state_dir, creates) {
+        Ok(notes) => {
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot secure the state folder `{}`: {e}",
+                cli.state_dir.display()
+            );
+            return Exit::Failure;
+        }
+    }
     match cli.command {
         Command::Build(args) => build::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Validate(args) => validate::exec(args),

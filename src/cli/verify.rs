@@ -20,6 +20,11 @@ pub struct VerifyArgs {
     /// hardening reports (`no-failed-high`: no failed high-severity rule).
     #[arg(long, value_enum, value_name = "POLICY")]
     pub policy: Option<Policy>,
+    /// The catalog head an earlier `verify` or `audit` printed
+    /// (`SEQ:HASH`): that entry must still be in the log, unchanged — a log
+    /// whose tail was cut (a `revoke` removed) is refused.
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub expect_head: Option<String>,
     /// `registry:REF` or `REF` of an OCI image.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
@@ -33,16 +38,35 @@ pub enum Policy {
 }
 
 pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option<&str>) -> Exit {
+    // The catalog head this verdict trusted, printed with every result so
+    // CI can pin it (`--expect-head`).
+    let head = match catalog_head(state_dir, catalog, args.expect_head.as_deref()).await {
+        Ok(h) => h,
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "artifact": args.artifact, "verified": false, "detail": e, "head": null })
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            return Exit::Failure;
+        }
+    };
     let report = |ok: bool, detail: serde_json::Value, text: String| {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({ "artifact": args.artifact, "verified": ok, "detail": detail })
+                serde_json::json!({ "artifact": args.artifact, "verified": ok, "detail": detail, "head": head })
             );
         } else if ok {
             println!("{text}");
         } else {
             eprintln!("error: {text}");
+        }
+        if let (Some(h), false) = (&head, args.json) {
+            println!("catalog head: {h} (pin it: `kiln verify --expect-head {h}` later refuses a catalog log cut short or rewritten)");
         }
         if ok {
             Exit::Success
@@ -354,6 +378,42 @@ async fn ami_exists(a: &crate::catalog::ArtifactRecord) -> Result<String, String
 #[cfg(not(feature = "ami"))]
 async fn ami_exists(_: &crate::catalog::ArtifactRecord) -> Result<String, String> {
     Ok("; (not looked up in EC2: built without the `ami` feature)".into())
+}
+
+/// The head of the catalog's verified log (`None` without a catalog),
+/// held to `expected` when given.
+async fn catalog_head(
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+    expected: Option<&str>,
+) -> Result<Option<String>, String> {
+    if catalog.is_none() && !state_dir.join("catalog").is_dir() {
+        return match expected {
+            Some(h) => Err(format!(
+                "`--expect-head {h}`: there is no catalog here to hold to it (`--catalog`)"
+            )),
+            None => Ok(None),
+        };
+    }
+    let cat = crate::catalog::open_existing(catalog, state_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stored = cat.stored().await.map_err(|e| e.to_string())?;
+    let entries = crate::catalog::chain::verify(&stored, &[]).map_err(|b| {
+        format!(
+            "the catalog log `{}` is broken at {b} (run `kiln audit`)",
+            cat.location
+        )
+    })?;
+    if let Some(h) = expected {
+        crate::catalog::chain::check_head(&entries, h)?.map_err(|b| {
+            format!(
+                "the catalog log `{}` does not hold the expected head: entry {} (its revocations cannot be trusted)",
+                cat.location, b
+            )
+        })?;
+    }
+    Ok(crate::catalog::chain::head(&entries))
 }
 
 /// The catalog's state, replayed only from a log whose chain holds;

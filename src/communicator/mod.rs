@@ -4,6 +4,7 @@
 //! a builder's own one with the builder (`builder::oci::runc`,
 //! `builder::ami::ssm`); provisioners only ever see this trait.
 
+pub mod inroot;
 pub mod local;
 pub mod process;
 #[cfg(feature = "qemu")]

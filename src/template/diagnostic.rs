@@ -1,7 +1,10 @@
 //! Errors about user input, shown the way rustc shows them: message,
 //! `file:line:column`, the source line with the offending span underlined,
 //! and a hint. Input errors are collected, never thrown one at a time, so
-//! `kiln validate` reports all of them at once.
+//! `kiln validate` reports all of them at once. Control, bidirectional and
+//! invisible characters from the input are shown escaped (`\u{202e}`), in
+//! messages and source lines alike: a template cannot make an error say
+//! something else on a terminal or reorder what it shows.
 
 use std::fmt;
 use std::ops::Range;
@@ -36,6 +39,36 @@ impl SourceFile {
     }
 }
 
+/// True for a character a terminal would act on or hide rather than show:
+/// C0/C1 controls (but tab and newline), bidirectional overrides and
+/// isolates, zero-width and other invisible format characters.
+fn is_hostile(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{feff}')
+}
+
+/// `s` with every [hostile](is_hostile) character written as `\u{XXXX}`.
+pub fn escape_controls(s: &str) -> String {
+    escape_mapped(s).0
+}
+
+/// [`escape_controls`], and where each byte offset of `s` went.
+fn escape_mapped(s: &str) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(s.len());
+    let mut map = Vec::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        let at = out.len();
+        map.extend(std::iter::repeat_n(at, c.len_utf8()));
+        if is_hostile(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    map.push(out.len());
+    (out, map)
+}
+
 /// One problem with the input, optionally located in a file.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
@@ -50,7 +83,7 @@ impl Diagnostic {
     /// An error not tied to a place in a file (a bad `--var`, a missing file).
     pub fn new(message: impl Into<String>) -> Self {
         Diagnostic {
-            message: message.into(),
+            message: escape_controls(&message.into()),
             file: None,
             span: None,
             label: None,
@@ -61,7 +94,7 @@ impl Diagnostic {
     /// An error at `span` in `file`.
     pub fn at(file: &Arc<SourceFile>, span: Span, message: impl Into<String>) -> Self {
         Diagnostic {
-            message: message.into(),
+            message: escape_controls(&message.into()),
             file: Some(file.clone()),
             span: Some(span),
             label: None,
@@ -70,12 +103,12 @@ impl Diagnostic {
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
-        self.label = Some(label.into());
+        self.label = Some(escape_controls(&label.into()));
         self
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.help = Some(escape_controls(&help.into()));
         self
     }
 
@@ -83,7 +116,7 @@ impl Diagnostic {
     pub fn location(&self) -> Option<(String, usize, usize)> {
         let (file, span) = (self.file.as_ref()?, self.span.as_ref()?);
         let (line, col) = file.line_col(span.start);
-        Some((file.name.clone(), line, col))
+        Some((escape_controls(&file.name), line, col))
     }
 
     /// Renders like rustc; `color` only when writing to a terminal.
@@ -156,15 +189,22 @@ struct Shown {
 
 impl From<&Diagnostic> for Shown {
     fn from(d: &Diagnostic) -> Self {
+        // The source lines are shown escaped; the span moves with them.
+        let escaped = d.file.as_ref().map(|f| escape_mapped(&f.text));
         let source = d
             .file
             .as_ref()
-            .map(|f| NamedSource::new(f.name.clone(), f.text.clone()));
-        let span = match (&d.file, &d.span) {
-            (Some(f), Some(s)) => {
-                let start = s.start.min(f.text.len());
-                let len = s.end.min(f.text.len()).saturating_sub(start);
-                Some(LabeledSpan::new(d.label.clone(), start, len))
+            .zip(escaped.as_ref())
+            .map(|(f, (text, _))| NamedSource::new(escape_controls(&f.name), text.clone()));
+        let span = match (&d.file, &d.span, &escaped) {
+            (Some(f), Some(s), Some((_, map))) => {
+                let start = map[s.start.min(f.text.len())];
+                let end = map[s.end.min(f.text.len())];
+                Some(LabeledSpan::new(
+                    d.label.clone(),
+                    start,
+                    end.saturating_sub(start),
+                ))
             }
             _ => None,
         };
@@ -259,6 +299,28 @@ pub fn did_you_mean<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_characters_are_escaped_in_messages_and_source_lines() {
+        let text = "name = \"a\u{202e}b\"\nx\u{1b}[2J = 1\n".to_string();
+        let file = Arc::new(SourceFile {
+            path: "t.toml".into(),
+            name: "t.toml".into(),
+            text: text.clone(),
+        });
+        let at = text.find('x').unwrap();
+        let d = Diagnostic::at(&file, at..at + 8, "unknown field `x\u{1b}[2J`")
+            .with_label("here \u{2066}")
+            .with_help("did you mean `a\u{202e}b`?");
+        let shown = d.render(false);
+        assert!(
+            !shown.contains('\u{202e}') && !shown.contains('\u{1b}') && !shown.contains('\u{2066}'),
+            "{shown}"
+        );
+        assert!(shown.contains("x\\u{1b}[2J"), "{shown}");
+        assert!(shown.contains("t.toml:2:1"), "{shown}");
+        assert!(!d.to_json().to_string().contains('\u{1b}'));
+    }
 
     #[test]
     fn line_and_column_are_one_based() {

@@ -11,6 +11,7 @@ mod cli;
 mod engine;
 #[cfg(feature = "oci")]
 mod hardening;
+mod hostile;
 mod import;
 mod lifecycle;
 #[cfg(feature = "oci")]

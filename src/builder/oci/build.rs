@@ -43,6 +43,7 @@ struct OciSettings {
     leak_scan: Option<String>,
     #[serde(default)]
     config: ImageOverrides,
+    limits: Option<super::unpack::LimitSettings>,
 }
 
 fn settings(job: &JobPlan) -> Result<OciSettings, BuildError> {
@@ -95,7 +96,8 @@ impl Builder for OciBuilder {
         let store = BlobStore::new(&ctx.state_dir);
         ctx.message(format!("base `{}`", s.from));
         let base = image::load_base(&base_ref, &store).await?;
-        let lower = lower_dir(ctx, &store, base.as_ref()).await?;
+        let limits = super::unpack::Limits::resolve(s.limits.as_ref())?;
+        let lower = lower_dir(ctx, &store, base.as_ref(), limits).await?;
 
         let work = ctx
             .state_dir
@@ -137,7 +139,7 @@ impl Builder for OciBuilder {
                 let (l, m) = (lower.clone(), merged.clone());
                 let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let _on_drop = SetOnDrop(cancelled.clone());
-                tokio::task::spawn_blocking(move || {
+                let since = tokio::task::spawn_blocking(move || {
                     super::copydiff::copy_base_until(&l, &m, &|| {
                         cancelled.load(std::sync::atomic::Ordering::SeqCst)
                     })
@@ -147,7 +149,20 @@ impl Builder for OciBuilder {
                     what: "copy".into(),
                     source: std::io::Error::other(e),
                 })?
-                .map(Some)?
+                .map(Some)?;
+                // The whole work folder, so that the snapshot can still
+                // hard-link from the tree into `upper` (one mount).
+                ctx.undo
+                    .register(
+                        Resource::Mount {
+                            target: work.clone(),
+                        },
+                        "nodev bind mount",
+                    )
+                    .await
+                    .map_err(BuildError::io("journal"))?;
+                super::container::bind_nodev(&work)?;
+                since
             }
         };
 
@@ -266,6 +281,7 @@ async fn lower_dir(
     ctx: &JobContext,
     store: &BlobStore,
     base: Option<&StoredImage>,
+    limits: super::unpack::Limits,
 ) -> Result<PathBuf, BuildError> {
     let root = ctx.state_dir.join("oci").join("rootfs");
     let key = match base {
@@ -282,6 +298,9 @@ async fn lower_dir(
         .register(Resource::TempDir { path: tmp.clone() }, "base unpack")
         .await
         .map_err(BuildError::io("journal"))?;
+    // Root-only: an unpacked base keeps the image's setuid files and nodes.
+    crate::builder::cache::private_dir(&root)
+        .map_err(BuildError::io("cannot create the base cache"))?;
     fs_err::tokio::create_dir_all(&tmp)
         .await
         .map_err(BuildError::io("cannot create base folder"))?;
@@ -291,29 +310,23 @@ async fn lower_dir(
             b.manifest.layers().len(),
             b.manifest_digest
         ));
-        let layers: Vec<PathBuf> = b
+        let layers: Vec<(String, PathBuf)> = b
             .manifest
             .layers()
             .iter()
-            .map(|l| store.path(l.digest().as_ref()))
-            .collect::<Result<_, _>>()?;
+            .map(|l| Ok((l.digest().to_string(), store.path(l.digest().as_ref())?)))
+            .collect::<Result<_, BuildError>>()?;
         let t = tmp.clone();
+        let unpack_layers = layers.clone();
         // If the job is cancelled while this runs, the task stops at the
         // next entry and removes its own folder: the undo stack may already
         // have removed it, and nothing must be re-created behind its back.
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _on_drop = SetOnDrop(cancelled.clone());
-        tokio::task::spawn_blocking(move || {
+        let unpacked = tokio::task::spawn_blocking(move || {
             let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::SeqCst);
-            let mut result = Ok(());
-            for l in layers {
-                result = super::unpack::open_layer(&l)
-                    .and_then(|r| super::unpack::apply_layer_until(&t, r, &is_cancelled));
-                if result.is_err() {
-                    break;
-                }
-            }
-            if is_cancelled() {
+            let result = super::unpack::unpack_image(&t, &unpack_layers, limits, &is_cancelled);
+            if is_cancelled() || result.is_err() {
                 let _ = std::fs::remove_dir_all(&t);
             }
             result
@@ -322,7 +335,17 @@ async fn lower_dir(
         .map_err(|e| BuildError::Io {
             what: "unpack".into(),
             source: std::io::Error::other(e),
-        })??;
+        })?;
+        if let Err(e) = unpacked {
+            if matches!(e, BuildError::Limit(_)) {
+                // Nothing of a bomb stays cached: neither its blobs nor a
+                // half-unpacked tree (removed by the task above).
+                for (_, p) in &layers {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            return Err(e);
+        }
     }
     match fs_err::tokio::rename(&tmp, &dir).await {
         Ok(()) => {}

@@ -112,21 +112,18 @@ async fn check_unpacked(
         .map_err(io("journal"))?;
     let rootfs = work.join("rootfs");
     fs_err::create_dir_all(&rootfs).map_err(io("cannot create the unpack folder"))?;
-    let layers: Vec<PathBuf> = image
+    let layers: Vec<(String, PathBuf)> = image
         .manifest
         .layers()
         .iter()
-        .map(|l| store.path(l.digest().as_ref()))
-        .collect::<Result<_, _>>()?;
+        .map(|l| Ok((l.digest().to_string(), store.path(l.digest().as_ref())?)))
+        .collect::<Result<_, BuildError>>()?;
     let root = rootfs.clone();
-    tokio::task::spawn_blocking(move || {
-        for l in layers {
-            super::unpack::open_layer(&l).and_then(|r| super::unpack::apply_layer(&root, r))?;
-        }
-        Ok::<(), BuildError>(())
-    })
-    .await
-    .map_err(|e| io("unpack")(std::io::Error::other(e)))??;
+    use crate::builder::oci::unpack::{unpack_image, Limits};
+    let limits = Limits::resolve(None)?;
+    tokio::task::spawn_blocking(move || unpack_image(&root, &layers, limits, &|| false))
+        .await
+        .map_err(|e| io("unpack")(std::io::Error::other(e)))??;
 
     let secret_dir = super::build::tmpfs_dir()?.join(format!("kiln-{id}"));
     undo.register(

@@ -8,7 +8,9 @@ use oci_spec::runtime::Spec;
 
 use crate::builder::BuildError;
 
-/// Mounts overlayfs at `merged`. Redirects, metadata-only copy-up and the
+/// Mounts overlayfs at `merged`, `nodev,nosuid`: a device node or setuid
+/// file from the base image is inert on the host (an upload onto the
+/// image's `/dev/sda`-like node must not reach the host's disk). Redirects, metadata-only copy-up and the
 /// inode index are turned off where the kernel knows the options: with
 /// them the upper directory would not hold full copies of what changed.
 pub fn mount_overlay(
@@ -29,7 +31,7 @@ pub fn mount_overlay(
         Some("overlay"),
         merged,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
         Some(strict.as_str()),
     )
     .or_else(|e| {
@@ -39,7 +41,7 @@ pub fn mount_overlay(
                 Some("overlay"),
                 merged,
                 Some("overlay"),
-                MsFlags::empty(),
+                MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
                 Some(base.as_str()),
             )
         } else {
@@ -50,6 +52,25 @@ pub fn mount_overlay(
         what: format!("cannot mount overlayfs at `{}`", merged.display()),
         source: e.into(),
     })
+}
+
+/// Bind-mounts `dir` onto itself `nodev,nosuid` (the no-overlayfs
+/// fallback's tree: the same protection as the overlay).
+pub fn bind_nodev(dir: &Path) -> Result<(), BuildError> {
+    use nix::mount::{mount, MsFlags};
+    let err = |e: nix::errno::Errno| BuildError::Io {
+        what: format!("cannot bind-mount `{}` nodev,nosuid", dir.display()),
+        source: e.into(),
+    };
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err)?;
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(err)
 }
 
 /// Unmounts (lazily, so a busy mount never blocks cleanup).
@@ -160,50 +181,10 @@ pub fn write_bundle(bundle: &Path, spec: &Spec) -> Result<PathBuf, BuildError> {
 
 /// Resolves `path` inside `root` as the container would see it: every
 /// symlink on the way, the last one included, is followed relative to
-/// `root`, never out of it, so copying to or from the result cannot touch
-/// the host.
+/// `root`, never out of it (see [`crate::communicator::inroot`], which
+/// also opens files race-free).
 pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
-    let mut out = root.to_path_buf();
-    let mut todo: Vec<std::ffi::OsString> = Path::new(path)
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n.to_os_string()),
-            std::path::Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            if out != root {
-                out.pop();
-            }
-            continue;
-        }
-        let next = out.join(&c);
-        match std::fs::symlink_metadata(&next) {
-            Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(BuildError::Config(format!("`{path}`: too many symlinks")));
-                }
-                let target = fs_err::read_link(&next).map_err(BuildError::io("readlink"))?;
-                if target.is_absolute() {
-                    out = root.to_path_buf();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        std::path::Component::Normal(n) => todo.push(n.to_os_string()),
-                        std::path::Component::ParentDir => todo.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => out = next,
-        }
-    }
-    Ok(out)
+    crate::communicator::inroot::lexical(root, path).map_err(BuildError::Config)
 }
 
 #[cfg(test)]

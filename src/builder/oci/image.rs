@@ -201,11 +201,28 @@ async fn pull(r: &Reference, store: &BlobStore) -> Result<StoredImage, BuildErro
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(BuildError::io("cannot write blob"))?;
-        // `&str` is a descriptor to oci-client: the digest, checked as it streams.
-        client
-            .pull_blob(&reference, digest.as_str(), file)
-            .await
-            .map_err(reg_err(format!("cannot pull blob {digest}")))?;
+        let claimed = d.size();
+        let cap = super::unpack::Limits::resolve(None)?.unpacked;
+        if claimed > cap {
+            return Err(BuildError::Limit(format!(
+                "`{r}`: blob {digest} claims {claimed} bytes, more than the limit of {cap} (KILN_OCI_MAX_UNPACKED)"
+            )));
+        }
+        let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let file = super::store::SizeLimited {
+            inner: file,
+            left: claimed,
+            exceeded: exceeded.clone(),
+        };
+        // `&str` is a descriptor to oci-client: the digest, checked as it
+        // streams; the size the manifest claims is enforced by the writer.
+        let pulled = client.pull_blob(&reference, digest.as_str(), file).await;
+        if exceeded.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BuildError::Limit(format!(
+                "`{r}`: blob {digest} is larger than the {claimed} bytes its manifest says (the registry sent more): refused, nothing kept"
+            )));
+        }
+        pulled.map_err(reg_err(format!("cannot pull blob {digest}")))?;
         store.commit(&tmp, &digest)?;
     }
     let config = serde_json::from_slice(&store.read(manifest.config().digest().as_ref())?)

@@ -54,6 +54,14 @@ pub const FIELDS: &[Field] = &[
     // `off` skips the scan for secrets and keys in the new layer (warned).
     Field::opt("leak_scan", Kind::Enum(&["on", "off"])),
     Field::opt("config", Kind::Table(CONFIG_FIELDS)),
+    // Bounds on unpacking the (untrusted) base: decompression bombs.
+    Field::opt("limits", Kind::Table(LIMIT_FIELDS)),
+];
+
+const LIMIT_FIELDS: &[Field] = &[
+    Field::opt("unpacked", Kind::Size),
+    Field::opt("file", Kind::Size),
+    Field::opt("ratio", Kind::Int),
 ];
 
 #[cfg(not(feature = "oci"))]

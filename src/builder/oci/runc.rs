@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::container::{resolve_in_root, runtime_spec, write_bundle, ProcessSpec, SCRIPT_PATH};
 use super::reap::Container;
-use crate::communicator::{copy_file, process, CommError, Communicator, OutputFn, RemoteCommand};
+use crate::communicator::{process, CommError, Communicator, OutputFn, RemoteCommand};
 use crate::job::{Resource, ResourceKind as _, Undo};
 
 /// Runs scripts in containers on one rootfs.
@@ -221,14 +221,21 @@ impl Communicator for RuncCommunicator {
     }
 
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
-        let dest =
-            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        copy_file(local, &dest, mode, &format!("upload to `{remote}`")).await
+        // Resolved by the kernel inside the rootfs; regular files only.
+        let (root, local, remote) = (self.rootfs.clone(), local.to_path_buf(), remote.to_string());
+        tokio::task::spawn_blocking(move || {
+            crate::communicator::inroot::upload(&root, &local, &remote, mode)
+        })
+        .await
+        .map_err(|e| CommError::io("upload")(std::io::Error::other(e)))?
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
-        let src =
-            resolve_in_root(&self.rootfs, remote).map_err(|e| CommError::Refused(e.to_string()))?;
-        copy_file(&src, local, None, &format!("download `{remote}`")).await
+        let (root, local, remote) = (self.rootfs.clone(), local.to_path_buf(), remote.to_string());
+        tokio::task::spawn_blocking(move || {
+            crate::communicator::inroot::download(&root, &remote, &local)
+        })
+        .await
+        .map_err(|e| CommError::io("download")(std::io::Error::other(e)))?
     }
 }

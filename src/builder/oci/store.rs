@@ -52,6 +52,10 @@ impl BlobStore {
 
     /// A temp path in the store's folder (same filesystem as the blobs).
     pub fn temp_path(&self) -> Result<PathBuf, BuildError> {
+        if let Some(blobs) = self.dir.parent() {
+            crate::builder::cache::private_dir(blobs)
+                .map_err(BuildError::io("cannot create the blob cache"))?;
+        }
         fs_err::create_dir_all(&self.dir)
             .map_err(BuildError::io("cannot create the blob cache"))?;
         Ok(self.dir.join(format!(".tmp-{}", uuid::Uuid::new_v4())))
@@ -89,6 +93,49 @@ impl BlobStore {
     pub fn read(&self, digest: &str) -> Result<Vec<u8>, BuildError> {
         fs_err::read(self.path(digest)?)
             .map_err(BuildError::io(format!("cannot read blob {digest}")))
+    }
+}
+
+/// A writer that refuses to take more than `left` bytes: a blob's size in
+/// its manifest is only a claim, enforced while the blob streams in.
+pub struct SizeLimited<W> {
+    pub inner: W,
+    pub left: u64,
+    pub exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SizeLimited<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the blob is larger than its descriptor says",
+            )));
+        }
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.left -= *n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -182,6 +229,21 @@ mod tests {
         std::fs::write(&t, b"evil").unwrap();
         assert!(s.commit(&t, &d.replace('2', "3")).is_err());
         assert!(hex_of("sha256:../../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_blob_may_not_outgrow_its_descriptor() {
+        use tokio::io::AsyncWriteExt as _;
+        let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut w = SizeLimited {
+            inner: Vec::new(),
+            left: 5,
+            exceeded: exceeded.clone(),
+        };
+        w.write_all(b"12345").await.unwrap();
+        assert!(w.write_all(b"6").await.is_err());
+        assert!(exceeded.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(w.inner, b"12345");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Unpacking image layers into a root filesystem on the host: whiteouts
 //! and opaque directories, hard links, symlinks, device nodes, ownership,
 //! modes, xattrs and mtimes. Entries that would escape the root (`../`,
-//! links pointing above it, writes through a symlink) are refused.
+//! links pointing above it, writes through a symlink) are refused, and
+//! [`Limits`] bound what an image may unpack to (decompression bombs).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::builder::BuildError;
 
@@ -90,7 +93,12 @@ fn remove_any(p: &Path) {
 
 /// Opens a layer blob, decompressing gzip or zstd by their magic bytes.
 pub fn open_layer(path: &Path) -> Result<Box<dyn Read>, BuildError> {
-    let mut f = fs_err::File::open(path).map_err(BuildError::io("cannot open layer"))?;
+    let f = fs_err::File::open(path).map_err(BuildError::io("cannot open layer"))?;
+    decompress(f)
+}
+
+/// A layer's tar stream: gzip or zstd decompressed by their magic bytes.
+fn decompress<'a>(mut f: impl Read + 'a) -> Result<Box<dyn Read + 'a>, BuildError> {
     let mut magic = [0u8; 4];
     let n = f
         .read(&mut magic)
@@ -105,6 +113,221 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read>, BuildError> {
     })
 }
 
+/// Bounds on what unpacking one image may produce: a base is untrusted
+/// input, and a 1 MB gzip layer can unpack to terabytes. The defaults are
+/// far above what real images reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes written for the whole image (all layers).
+    pub unpacked: u64,
+    /// Bytes of any one file.
+    pub file: u64,
+    /// Uncompressed ÷ compressed bytes of a layer, checked once the layer
+    /// has produced [`RATIO_FLOOR`] bytes (small layers compress as they like).
+    pub ratio: u64,
+}
+
+/// A layer may expand by any ratio until it has produced this much.
+pub const RATIO_FLOOR: u64 = 64 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            unpacked: 64 << 30,
+            file: 16 << 30,
+            ratio: 200,
+        }
+    }
+}
+
+/// The template's `[source.oci.NAME.limits]`, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct LimitSettings {
+    pub unpacked: Option<String>,
+    pub file: Option<String>,
+    pub ratio: Option<u64>,
+}
+
+impl Limits {
+    /// The template's settings, else `KILN_OCI_MAX_UNPACKED`,
+    /// `KILN_OCI_MAX_FILE`, `KILN_OCI_MAX_RATIO`, else the defaults.
+    pub fn resolve(t: Option<&LimitSettings>) -> Result<Limits, BuildError> {
+        let d = Limits::default();
+        let size = |name: &str, tv: Option<&String>, env: &str, dflt: u64| {
+            let (v, from) = match (tv, std::env::var(env).ok()) {
+                (Some(v), _) => (v.clone(), format!("`limits.{name}`")),
+                (None, Some(v)) => (v, env.to_string()),
+                (None, None) => return Ok(dflt),
+            };
+            crate::template::schema::parse_size(&v)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    BuildError::Config(format!("{from} = `{v}`: expected a size such as \"64GiB\""))
+                })
+        };
+        let ratio = match (
+            t.and_then(|t| t.ratio),
+            std::env::var("KILN_OCI_MAX_RATIO").ok(),
+        ) {
+            (Some(r), _) => r,
+            (None, Some(v)) => v.trim().parse().ok().filter(|r| *r > 0).ok_or_else(|| {
+                BuildError::Config(format!(
+                    "KILN_OCI_MAX_RATIO = `{v}`: expected a whole number such as 200"
+                ))
+            })?,
+            (None, None) => d.ratio,
+        };
+        Ok(Limits {
+            unpacked: size(
+                "unpacked",
+                t.and_then(|t| t.unpacked.as_ref()),
+                "KILN_OCI_MAX_UNPACKED",
+                d.unpacked,
+            )?,
+            file: size(
+                "file",
+                t.and_then(|t| t.file.as_ref()),
+                "KILN_OCI_MAX_FILE",
+                d.file,
+            )?,
+            ratio,
+        })
+    }
+}
+
+fn mib(b: u64) -> String {
+    crate::builder::cache::human_bytes(b)
+}
+
+/// What one image's unpacking has used so far, and the first limit hit.
+struct Budget {
+    limits: Limits,
+    layer: String,
+    written: u64,
+    read_in: Arc<AtomicU64>,
+    read_out: Arc<AtomicU64>,
+    exceeded: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Budget {
+    fn unlimited() -> Budget {
+        Budget {
+            limits: Limits {
+                unpacked: u64::MAX,
+                file: u64::MAX,
+                ratio: u64::MAX,
+            },
+            layer: String::new(),
+            written: 0,
+            read_in: Default::default(),
+            read_out: Default::default(),
+            exceeded: Default::default(),
+        }
+    }
+
+    fn exceeded(&self, what: String) -> BuildError {
+        let mut e = self.exceeded.lock().expect("not poisoned");
+        let msg = e.get_or_insert(what).clone();
+        BuildError::Limit(msg)
+    }
+
+    fn check_written(&mut self, n: u64) -> Result<(), BuildError> {
+        self.written += n;
+        if self.written > self.limits.unpacked {
+            return Err(self.exceeded(format!(
+                "layer {} unpacks past the limit of {} for the whole image (`limits.unpacked`; raise it in `[source.oci.NAME.limits] unpacked = \"…\"` or with KILN_OCI_MAX_UNPACKED)",
+                self.layer,
+                mib(self.limits.unpacked)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decompressed stream of a layer, failing once it expands past the
+/// ratio limit (the bomb is stopped while it streams, not after).
+struct RatioGuard<R> {
+    inner: R,
+    limits: Limits,
+    layer: String,
+    read_in: Arc<AtomicU64>,
+    read_out: Arc<AtomicU64>,
+    exceeded: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for RatioGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let out = self.read_out.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let inn = self.read_in.load(Ordering::Relaxed).max(1);
+        if out > RATIO_FLOOR && out / inn > self.limits.ratio {
+            let msg = format!(
+                "layer {} expands more than {} times its compressed size ({} from {} so far): a decompression bomb? (`limits.ratio`; raise it in `[source.oci.NAME.limits] ratio = N` or with KILN_OCI_MAX_RATIO)",
+                self.layer,
+                self.limits.ratio,
+                mib(out),
+                mib(inn)
+            );
+            self.exceeded
+                .lock()
+                .expect("not poisoned")
+                .get_or_insert(msg);
+            return Err(std::io::Error::other("unpack limit exceeded"));
+        }
+        Ok(n)
+    }
+}
+
+/// Unpacks an image's layers (`(digest, blob path)`, bottom first) into
+/// `root` within `limits`, stopping between entries once `cancelled()`.
+pub fn unpack_image(
+    root: &Path,
+    layers: &[(String, PathBuf)],
+    limits: Limits,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), BuildError> {
+    let mut budget = Budget::unlimited();
+    budget.limits = limits;
+    for (digest, path) in layers {
+        budget.layer = digest.clone();
+        budget.read_in = Default::default();
+        budget.read_out = Default::default();
+        let file = fs_err::File::open(path).map_err(BuildError::io("cannot open layer"))?;
+        let counted = Counted {
+            inner: file,
+            count: budget.read_in.clone(),
+        };
+        let reader = RatioGuard {
+            inner: decompress(counted)?,
+            limits,
+            layer: digest.clone(),
+            read_in: budget.read_in.clone(),
+            read_out: budget.read_out.clone(),
+            exceeded: budget.exceeded.clone(),
+        };
+        let r = apply(root, reader, cancelled, &mut budget);
+        if let Some(msg) = budget.exceeded.lock().expect("not poisoned").clone() {
+            return Err(BuildError::Limit(msg));
+        }
+        r?;
+    }
+    Ok(())
+}
+
 /// Applies one layer (a tar stream) on top of `root`.
 pub fn apply_layer(root: &Path, layer: impl Read) -> Result<(), BuildError> {
     apply_layer_until(root, layer, &|| false)
@@ -115,6 +338,15 @@ pub fn apply_layer_until(
     root: &Path,
     layer: impl Read,
     cancelled: &dyn Fn() -> bool,
+) -> Result<(), BuildError> {
+    apply(root, layer, cancelled, &mut Budget::unlimited())
+}
+
+fn apply(
+    root: &Path,
+    layer: impl Read,
+    cancelled: &dyn Fn() -> bool,
+    budget: &mut Budget,
 ) -> Result<(), BuildError> {
     let mut archive = tar::Archive::new(layer);
     let mut dir_times: Vec<(PathBuf, i64)> = vec![];
@@ -185,7 +417,21 @@ pub fn apply_layer_until(
             k if k.is_dir() => fs_err::create_dir_all(&dest).map_err(io("cannot create"))?,
             k if k.is_file() || k == tar::EntryType::Continuous => {
                 let mut f = fs_err::File::create(&dest).map_err(io("cannot create"))?;
-                std::io::copy(&mut entry, &mut f).map_err(io("cannot write"))?;
+                // Bounded: a sparse entry's holes are written out as zeros.
+                let limit = budget.limits.file;
+                let n = std::io::copy(&mut (&mut entry).take(limit.saturating_add(1)), &mut f)
+                    .map_err(io("cannot write"))?;
+                if n > limit {
+                    drop(f);
+                    let _ = std::fs::remove_file(&dest);
+                    return Err(budget.exceeded(format!(
+                        "`/{}` in layer {} is larger than the per-file limit of {} (`limits.file`; raise it in `[source.oci.NAME.limits] file = \"…\"` or with KILN_OCI_MAX_FILE)",
+                        rel.display(),
+                        budget.layer,
+                        mib(limit)
+                    )));
+                }
+                budget.check_written(n)?;
             }
             k if k.is_symlink() => {
                 let target = entry
