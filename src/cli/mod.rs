@@ -12,6 +12,7 @@ mod console;
 mod fmt;
 mod generate;
 mod images;
+mod import;
 mod init;
 mod inspect;
 mod keygen;
@@ -107,6 +108,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Retire old versions per `[image.retention]`: deprecate, then delete.
     Prune(prune::PruneArgs),
+    /// Convert templates of another tool (Packer) to kiln templates, naming every gap.
+    Import(import::ImportArgs),
     /// Print a scheduled CI pipeline (GitHub Actions, GitLab CI) for templates.
     Ci(ci::CiArgs),
     /// Print shell completions.
@@ -231,6 +234,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Ci(args) => ci::exec(args),
+        Command::Import(args) => import::exec(args),
     }
 }
 

@@ -121,24 +121,35 @@ impl Diagnostic {
 
     /// Renders like rustc; `color` only when writing to a terminal.
     pub fn render(&self, color: bool) -> String {
+        self.render_as("error", color)
+    }
+
+    /// Renders like rustc with another level (`warning`, `note`), for
+    /// reports that are not input errors (`kiln import`).
+    pub fn render_as(&self, level: &str, color: bool) -> String {
         let theme = if color {
             GraphicalTheme::unicode()
         } else {
             GraphicalTheme::unicode_nocolor()
         };
         let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1);
-        let shown = Shown::from(self);
+        let mut shown = Shown::from(self);
+        shown.severity = match level {
+            "warning" => miette::Severity::Warning,
+            "note" => miette::Severity::Advice,
+            _ => miette::Severity::Error,
+        };
         let mut out = String::new();
         if handler.render_report(&mut out, &shown).is_err() {
-            out = format!("error: {}\n", self.message);
+            out = format!("{level}: {}\n", self.message);
         }
         // A plain `file:line:col` line first: greppable, and what editors and
         // CI log parsers pick up.
         match self.location() {
             Some((name, line, col)) => {
-                format!("error: {name}:{line}:{col}: {}\n{out}", self.message)
+                format!("{level}: {name}:{line}:{col}: {}\n{out}", self.message)
             }
-            None => format!("error: {}\n{out}", self.message),
+            None => format!("{level}: {}\n{out}", self.message),
         }
     }
 
@@ -173,6 +184,7 @@ struct Shown {
     source: Option<NamedSource<String>>,
     span: Option<LabeledSpan>,
     help: Option<String>,
+    severity: miette::Severity,
 }
 
 impl From<&Diagnostic> for Shown {
@@ -201,6 +213,7 @@ impl From<&Diagnostic> for Shown {
             source,
             span,
             help: d.help.clone(),
+            severity: miette::Severity::Error,
         }
     }
 }
@@ -214,6 +227,9 @@ impl fmt::Display for Shown {
 impl std::error::Error for Shown {}
 
 impl miette::Diagnostic for Shown {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }

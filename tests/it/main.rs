@@ -14,6 +14,7 @@ mod engine;
 #[cfg(feature = "oci")]
 mod hardening;
 mod hostile;
+mod import;
 mod layers;
 mod lifecycle;
 #[cfg(feature = "oci")]

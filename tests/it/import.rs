@@ -1,0 +1,260 @@
+//! `kiln import packer` on public Packer templates (tests/fixtures/packer,
+//! sources and licenses in SOURCES.md): each imports, the kiln template it
+//! writes passes `kiln validate` and `kiln fmt --check`, and the report
+//! lists exactly the constructs in the fixture's `expected.txt`
+//! (`KILN_BLESS=1` rewrites those files after a reviewed change).
+
+use std::path::{Path, PathBuf};
+
+use crate::{assert_exit, repo, text, Scratch};
+
+/// (fixture folder, what to import inside it, exit code, `--var`s for validate)
+const FIXTURES: &[(&str, &str, i32, &[&str])] = &[
+    ("amazon-basic", ".", 1, &[]),
+    ("ansible-local-docker", ".", 1, &[]),
+    ("docker-post-processors", ".", 1, &[]),
+    ("docker-variables", ".", 0, &[]),
+    ("hcp-golden", "golden.pkr.hcl", 1, &[]),
+    ("kali-hcl", "packer.pkr.hcl", 1, &[]),
+    ("kali-json", "packer.json", 1, &[]),
+    ("nginx-json", "nginx.json", 1, &[]),
+    ("qemu-example", ".", 1, &[]),
+    ("secretsmanager", "template.pkr.hcl", 1, &[]),
+    ("vault-docker", ".", 1, &[]),
+];
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// One line per finding: `LEVEL FILE:LINE:COL CONSTRUCT`.
+fn findings(report: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for f in report["findings"].as_array().expect("findings") {
+        let place = match (f["file"].as_str(), f["line"].as_u64(), f["column"].as_u64()) {
+            (Some(file), Some(l), Some(c)) => {
+                let base = Path::new(file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                format!("{base}:{l}:{c}")
+            }
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{} {place} {}\n",
+            f["level"].as_str().unwrap(),
+            f["construct"].as_str().unwrap()
+        ));
+    }
+    out
+}
+
+#[test]
+fn public_packer_templates_import_and_validate() {
+    let fixtures = repo().join("tests/fixtures/packer");
+    let mut failures = vec![];
+    for (name, input, code, vars) in FIXTURES {
+        let s = Scratch::new();
+        let dir = s.path().join("fx").join(name);
+        copy_dir(&fixtures.join(name), &dir);
+        let out = dir.join("kiln.toml");
+        let rel_input = PathBuf::from("fx").join(name).join(input);
+        let o = s
+            .kiln()
+            .args(["import", "packer", "--json", "-o"])
+            .arg(&out)
+            .arg(&rel_input)
+            .output()
+            .unwrap();
+        assert_exit(&o, *code);
+        let (stdout, _) = text(&o);
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(report["converted"], *code == 0, "{name}");
+        let got = findings(&report);
+        let expected_file = fixtures.join(name).join("expected.txt");
+        if std::env::var_os("KILN_BLESS").is_some() {
+            std::fs::write(&expected_file, &got).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_file).unwrap_or_default();
+        if got != expected {
+            failures.push(format!(
+                "{name}: report differs\n--- expected\n{expected}--- got\n{got}"
+            ));
+        }
+        // Every finding says why and what to do.
+        for f in report["findings"].as_array().unwrap() {
+            assert!(
+                !f["why"].as_str().unwrap().is_empty() && !f["help"].as_str().unwrap().is_empty(),
+                "{f}"
+            );
+        }
+        let mut validate = s.kiln();
+        validate.arg("validate");
+        for v in *vars {
+            validate.args(["--var", v]);
+        }
+        let v = validate.arg(&out).output().unwrap();
+        if v.status.code() != Some(0) {
+            let (a, b) = text(&v);
+            failures.push(format!(
+                "{name}: the imported template does not validate\n{a}{b}\n{}",
+                std::fs::read_to_string(&out).unwrap()
+            ));
+        }
+        let f = s
+            .kiln()
+            .args(["fmt", "--check"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        if f.status.code() != Some(0) {
+            failures.push(format!("{name}: the imported template is not formatted"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A hostile template: sensitive values (a variable's default, a local)
+/// must not reach the kiln template, and a secret headed for a command
+/// line is refused rather than written.
+#[test]
+fn sensitive_values_are_never_written() {
+    let s = Scratch::new();
+    s.write(
+        "p/t.pkr.hcl",
+        r#"variable "db_password" {
+  type      = string
+  default   = "hunter2-very-secret"
+  sensitive = true
+}
+local "token" {
+  expression = "tok-3f9a1c77"
+  sensitive  = true
+}
+source "docker" "d" {
+  image = "debian:12"
+}
+build {
+  sources = ["source.docker.d"]
+  provisioner "shell" {
+    environment_vars = ["PW=${var.db_password}"]
+    inline           = ["echo ${local.token}"]
+  }
+  provisioner "shell" {
+    environment_vars = ["TOKEN=${local.token}", "PW=${var.db_password}"]
+    inline           = ["test -n \"$TOKEN\""]
+  }
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "p/t.pkr.hcl", "-o", "kiln.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("warning: p/t.pkr.hcl:17:24: not converted: provisioner \"shell\".inline: it holds a secret"),
+        "{err}"
+    );
+    assert!(err.contains("help:"), "{err}");
+    let out = std::fs::read_to_string(s.path().join("kiln.toml")).unwrap();
+    for secret in ["hunter2", "tok-3f9a1c77"] {
+        assert!(!out.contains(secret), "{secret} written:\n{out}");
+        assert!(!err.contains(secret), "{secret} in the report:\n{err}");
+    }
+    assert!(
+        out.contains("[secrets.db_password]\nenv = \"PKR_VAR_db_password\""),
+        "{out}"
+    );
+    assert!(out.contains("PW = \"${secret.db_password}\""), "{out}");
+    assert!(out.contains("TOKEN = \"${var.token}\""), "{out}");
+    assert!(
+        !out.contains("echo"),
+        "the step with the secret in its command line is left out:\n{out}"
+    );
+    let v = s
+        .kiln()
+        .args(["validate", "kiln.toml"])
+        .env("KILN_VAR_token", "x")
+        .output()
+        .unwrap();
+    assert_exit(&v, 0);
+}
+
+#[test]
+fn unreadable_input_exits_2_naming_the_place() {
+    let s = Scratch::new();
+    s.write(
+        "bad.pkr.hcl",
+        "source \"docker\" \"d\" {\n  image = \"debian:12\"\n  commit = \n}\n",
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "bad.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let (out, err) = text(&o);
+    assert!(out.is_empty(), "no template on bad input: {out}");
+    assert!(err.contains("error: bad.pkr.hcl:"), "{err}");
+    assert!(err.contains("invalid HCL"), "{err}");
+    s.write("bad.json", "{\n  \"builders\": [,]\n}\n");
+    let o = s
+        .kiln()
+        .args(["import", "packer", "bad.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("error: bad.json:2:"), "{}", text(&o).1);
+    let o = s
+        .kiln()
+        .args(["import", "packer", "missing.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+}
+
+/// Without `-o` the template goes to stdout, the report to stderr; a
+/// template with nothing to report exits 0.
+#[test]
+fn template_on_stdout_exit_0_when_all_converted() {
+    let s = Scratch::new();
+    s.write(
+        "t.pkr.hcl",
+        "source \"docker\" \"d\" {\n  image = \"debian:12\"\n  changes = [\"ENV A=1\", \"CMD [\\\"nginx\\\"]\"]\n}\nbuild {\n  name = \"web\"\n  sources = [\"source.docker.d\"]\n  provisioner \"file\" {\n    content = \"x\"\n    destination = \"/x\"\n  }\n}\n",
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "t.pkr.hcl"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let (out, err) = text(&o);
+    assert!(
+        out.contains("[source.oci.d]\nfrom = \"registry:debian:12\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("env = { A = \"1\" }") && out.contains("cmd = [\"nginx\"]"),
+        "{out}"
+    );
+    assert!(out.contains("[image]\nname = \"web\""), "{out}");
+    assert!(
+        err.contains("0 not converted, 0 converted approximately"),
+        "{err}"
+    );
+}
