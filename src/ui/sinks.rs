@@ -34,6 +34,12 @@ impl HumanSink {
             Some(t) => format!("\n{ts} {t}"),
             None => format!("{ts} {text}"),
         };
+        self.print(text);
+    }
+
+    /// A line without the time: the summary's artifact list, which people
+    /// and scripts copy from.
+    fn print(&self, text: String) {
         match &self.progress {
             Some(mp) => {
                 let _ = mp.println(text);
@@ -154,7 +160,7 @@ impl Sink for HumanSink {
                 ));
                 for j in jobs {
                     for a in &j.artifacts {
-                        self.line(format!("  {}: {} {}", j.job, a.kind, a.id));
+                        self.print(format!("  {}: {} {}", j.job, a.kind, a.id));
                     }
                 }
             }

@@ -78,7 +78,9 @@ pub async fn choose_accel(
 }
 
 /// Boots a one-sector guest under KVM that writes to `isa-debug-exit`: only
-/// a KVM that really runs guest code makes QEMU exit with 99.
+/// a KVM that really runs guest code makes QEMU exit with 99. It uses the
+/// CPU model a KVM build guest gets (`-cpu host`): on some nested hosts the
+/// default model runs while `host` aborts setting its MSRs.
 async fn probe_kvm(scratch: &Path) -> Result<(), String> {
     let disk = scratch.join("kvm-probe.img");
     let mut sector = vec![0u8; 512];
@@ -92,7 +94,8 @@ async fn probe_kvm(scratch: &Path) -> Result<(), String> {
     drive.push(&disk);
     drive.push(",format=raw,if=floppy");
     let child = tokio::process::Command::new(Arch::X86_64.emulator())
-        .args(["-accel", "kvm", "-machine", "pc", "-m", "16", "-nodefaults"])
+        .args(["-accel", "kvm", "-machine", "pc", "-cpu", "host"])
+        .args(["-m", "16", "-nodefaults"])
         .args(["-display", "none", "-no-reboot", "-no-user-config"])
         .args([
             "-device",
