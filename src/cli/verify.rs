@@ -499,25 +499,40 @@ async fn catalog_head(
             None => Ok(None),
         };
     }
+    let Some((location, entries)) = verified_log(state_dir, catalog).await? else {
+        return Ok(None);
+    };
+    if let Some(h) = expected {
+        crate::catalog::chain::check_head(&entries, h)?.map_err(|b| {
+            format!(
+                "the catalog log `{location}` does not hold the expected head: entry {b} (its revocations cannot be trusted)"
+            )
+        })?;
+    }
+    Ok(crate::catalog::chain::head(&entries))
+}
+
+/// The catalog's log, its chain verified: where it is and its entries;
+/// `None` when no catalog is given and none is in the state folder.
+/// Revocations and heads count only from a log whose chain holds.
+async fn verified_log(
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<Option<(String, Vec<crate::catalog::chain::Entry>)>, String> {
+    if catalog.is_none() && !state_dir.join("catalog").is_dir() {
+        return Ok(None);
+    }
     let cat = crate::catalog::open_existing(catalog, state_dir)
         .await
         .map_err(|e| e.to_string())?;
     let stored = cat.stored().await.map_err(|e| e.to_string())?;
     let entries = crate::catalog::chain::verify(&stored, &[]).map_err(|b| {
         format!(
-            "the catalog log `{}` is broken at {b} (run `kiln audit`)",
+            "the catalog log `{}` is broken at {b}: its revocations cannot be trusted (run `kiln audit`)",
             cat.location
         )
     })?;
-    if let Some(h) = expected {
-        crate::catalog::chain::check_head(&entries, h)?.map_err(|b| {
-            format!(
-                "the catalog log `{}` does not hold the expected head: entry {} (its revocations cannot be trusted)",
-                cat.location, b
-            )
-        })?;
-    }
-    Ok(crate::catalog::chain::head(&entries))
+    Ok(Some((cat.location, entries)))
 }
 
 /// The catalog's state, replayed only from a log whose chain holds;
@@ -526,20 +541,9 @@ async fn verified_state(
     state_dir: &std::path::Path,
     catalog: Option<&str>,
 ) -> Result<Option<crate::catalog::State>, String> {
-    if catalog.is_none() && !state_dir.join("catalog").is_dir() {
+    let Some((_, entries)) = verified_log(state_dir, catalog).await? else {
         return Ok(None);
-    }
-    let cat = crate::catalog::open_existing(catalog, state_dir)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Revocations count only from a log whose chain holds.
-    let stored = cat.stored().await.map_err(|e| e.to_string())?;
-    let entries = crate::catalog::chain::verify(&stored, &[]).map_err(|b| {
-        format!(
-            "the catalog log `{}` is broken at {b}: its revocations cannot be trusted (run `kiln audit`)",
-            cat.location
-        )
-    })?;
+    };
     Ok(Some(crate::catalog::State::replay(entries.iter().map(
         |e| crate::catalog::model::Applied {
             seq: e.seq,

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use aho_corasick::AhoCorasick;
 use base64::Engine as _;
 
+use crate::ui::redact::{hex, percent};
+
 /// One thing that must not be in the image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -86,41 +88,18 @@ fn patterns(secrets: &[(String, String)]) -> Vec<(Vec<u8>, String, &'static str)
     let mut out = vec![];
     for (name, value) in secrets.iter().filter(|(_, v)| v.len() >= MIN_SECRET_LEN) {
         let b = value.as_bytes();
-        let spaced = |upper: bool| {
-            b.iter()
-                .map(|x| {
-                    if upper {
-                        format!("{x:02X}")
-                    } else {
-                        format!("{x:02x}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         let mut forms: Vec<(&'static str, String)> = vec![
             ("value", value.clone()),
-            ("hex", hex::encode(b)),
-            ("hex", hex::encode_upper(b)),
-            ("hex", spaced(false)),
-            ("hex", spaced(true)),
+            ("hex", hex(b, false, "")),
+            ("hex", hex(b, true, "")),
+            ("hex", hex(b, false, " ")),
+            ("hex", hex(b, true, " ")),
             (
                 "URL-encoded",
                 percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
                     .to_string(),
             ),
-            (
-                "URL-encoded",
-                b.iter()
-                    .map(|&c| {
-                        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                            (c as char).to_string()
-                        } else {
-                            format!("%{c:02X}")
-                        }
-                    })
-                    .collect(),
-            ),
+            ("URL-encoded", percent(b, b"", false)),
         ];
         let engines = [
             ("base64", &base64::engine::general_purpose::STANDARD_NO_PAD),

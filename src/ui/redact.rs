@@ -157,24 +157,11 @@ fn encodings(value: &str) -> Vec<String> {
     ];
     for upper in [false, true] {
         for sep in ["", " "] {
-            let hex = |bytes: &[u8]| {
-                bytes
-                    .iter()
-                    .map(|x| {
-                        if upper {
-                            format!("{x:02X}")
-                        } else {
-                            format!("{x:02x}")
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(sep)
-            };
-            out.push(hex(b));
+            out.push(hex(b, upper, sep));
             // A hex dump wraps: each piece of the value's start and end.
             for k in MIN_HEX_PIECE..b.len() {
-                out.push(hex(&b[..k]));
-                out.push(hex(&b[b.len() - k..]));
+                out.push(hex(&b[..k], upper, sep));
+                out.push(hex(&b[b.len() - k..], upper, sep));
             }
         }
     }
@@ -184,8 +171,24 @@ fn encodings(value: &str) -> Vec<String> {
 /// The shortest start or end of a value redacted on its own in a hex dump.
 const MIN_HEX_PIECE: usize = 8;
 
+/// Bytes as hex, upper or lower case, with `sep` between bytes (`od` and
+/// `xxd -g1` write them spaced). The leak scan searches the same forms.
+pub fn hex(bytes: &[u8], upper: bool, sep: &str) -> String {
+    bytes
+        .iter()
+        .map(|x| {
+            if upper {
+                format!("{x:02X}")
+            } else {
+                format!("{x:02x}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// Percent-encoding keeping RFC 3986's unreserved bytes and `safe`.
-fn percent(b: &[u8], safe: &[u8], lower: bool) -> String {
+pub fn percent(b: &[u8], safe: &[u8], lower: bool) -> String {
     let mut out = String::new();
     for &byte in b {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || safe.contains(&byte) {
