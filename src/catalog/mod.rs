@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod fs;
+pub mod head;
 pub mod model;
 pub mod postgres;
 pub mod publish;

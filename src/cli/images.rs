@@ -378,7 +378,24 @@ async fn revoked(cat: &Catalog, image: &str, version: &str) -> Exit {
             if channels.len() == 1 { "it" } else { "them" },
         );
     }
-    match catalog::publish::revoked(v).await {
+    // The head first: it is what keeps the revocation from being cut
+    // from the log unnoticed, whatever happens to the deprecation.
+    let head = match catalog::chain::head(&snap.entries) {
+        Some(head) => match operator_key(cat) {
+            Ok(key) => catalog::head::publish(v, &head, &key).await,
+            Err(e) => Err(e),
+        },
+        None => Ok(Default::default()),
+    };
+    let published = match (head, catalog::publish::revoked(v).await) {
+        (Ok(mut h), Ok(p)) => {
+            h.done.extend(p.done);
+            h.not_supported.extend(p.not_supported);
+            Ok(h)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match published {
         Ok(p) => {
             for line in p.done.iter().chain(&p.not_supported) {
                 println!("revoked: {line}");
@@ -401,7 +418,17 @@ async fn publish(cat: &Catalog, image: &str, channel: &str, key: &SigningKey) ->
     let Ok(v) = resolve(&snap.state, image, channel) else {
         return Exit::Success;
     };
-    match catalog::publish::channel(v, channel, key).await {
+    let mut published = catalog::publish::channel(v, channel, key).await;
+    if let (Ok(p), Some(head)) = (&mut published, catalog::chain::head(&snap.entries)) {
+        match catalog::head::publish(v, &head, key).await {
+            Ok(h) => {
+                p.done.extend(h.done);
+                p.not_supported.extend(h.not_supported);
+            }
+            Err(e) => published = Err(e),
+        }
+    }
+    match published {
         Ok(p) => {
             for d in p.done {
                 println!("{channel}: {d}");
@@ -546,4 +573,9 @@ async fn register(
         }
     }
     Ok(exit)
+}
+
+/// The operator's key, as a message for the user.
+fn operator_key(cat: &Catalog) -> Result<SigningKey, String> {
+    cat.operator_key().map_err(|e| e.to_string())
 }

@@ -110,8 +110,16 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                     Some(Ok(ok)) => format!("\n{ok}"),
                     None => String::new(),
                 };
+                let held = match crate::catalog::head::fetch_for_file(as_file) {
+                    Ok(found) => published_head(found, &key, state_dir, catalog).await,
+                    Err(e) => Err(e),
+                };
+                let held = match held {
+                    Ok(h) => h,
+                    Err(e) => return report(false, serde_json::Value::String(e.clone()), e),
+                };
                 match not_revoked(digest, state_dir, catalog).await {
-                    Ok(note) => report(true, detail, format!("{text}{note}{policy}")),
+                    Ok(note) => report(true, detail, format!("{text}{note}{held}{policy}")),
                     Err(e) => report(false, serde_json::Value::String(e.clone()), e),
                 }
             }
@@ -157,11 +165,19 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                     v.provenance,
                     key_path.display()
                 );
+                let held = match crate::catalog::head::fetch_for_image(&image).await {
+                    Ok(found) => published_head(found, &key, state_dir, catalog).await,
+                    Err(e) => Err(e),
+                };
+                let held = match held {
+                    Ok(h) => h,
+                    Err(e) => return report(false, serde_json::Value::String(e.clone()), e),
+                };
                 match not_revoked(&v.digest, state_dir, catalog).await {
                     Ok(note) => report(
                         true,
                         serde_json::to_value(&v).expect("serializable"),
-                        format!("{text}{note}"),
+                        format!("{text}{note}{held}"),
                     ),
                     Err(e) => report(false, serde_json::Value::String(e.clone()), e),
                 }
@@ -413,6 +429,7 @@ async fn verify_ami(
             "`{artifact}` is not in the catalog: nothing vouches for it"
         ));
     };
+    let held = published_head(ami_head(&image, &a).await?, key, state_dir, catalog).await?;
     let version = &v.registration.version;
     if let crate::catalog::Status::Revoked { reason, at, by } = &v.status {
         return Err(format!(
@@ -451,7 +468,7 @@ async fn verify_ami(
     Ok((
         serde_json::json!({ "image": image, "version": version, "status": v.status.name(), "artifact": a.id, "manifest": manifest, "exists": exists }),
         format!(
-            "verified AMI {}: {image} {version} ({}), build manifest `{manifest}` signed by the key{exists}",
+            "verified AMI {}: {image} {version} ({}), build manifest `{manifest}` signed by the key{exists}{held}",
             a.id,
             v.status.name()
         ),
@@ -482,6 +499,48 @@ async fn ami_exists(a: &crate::catalog::ArtifactRecord) -> Result<String, String
 #[cfg(not(feature = "ami"))]
 async fn ami_exists(_: &crate::catalog::ArtifactRecord) -> Result<String, String> {
     Ok("; (not looked up in EC2: built without the `ami` feature)".into())
+}
+
+/// Holds the catalog's log to the head published beside the artifact
+/// (`found`: where, and the signed envelope), if there is one and a
+/// catalog to hold: the note for the verdict, or why it is refused.
+async fn published_head(
+    found: Option<(String, Vec<u8>)>,
+    key: &sigstore::crypto::CosignVerificationKey,
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<String, String> {
+    let Some((place, bytes)) = found else {
+        return Ok(String::new());
+    };
+    let Some((_, entries)) = verified_log(state_dir, catalog).await? else {
+        return Ok(String::new());
+    };
+    crate::catalog::head::hold(&place, &bytes, &entries, key)
+}
+
+/// The catalog head published for an AMI's image in its region.
+#[cfg(feature = "ami")]
+async fn ami_head(
+    image: &str,
+    a: &crate::catalog::ArtifactRecord,
+) -> Result<Option<(String, Vec<u8>)>, String> {
+    use crate::builder::ami::{artifact, image::get_text_parameter};
+    let Some((region, _, clients)) = artifact(&a.kind, &a.id, a.endpoint.as_deref()).await else {
+        return Ok(None);
+    };
+    let name = crate::catalog::head::parameter(image);
+    Ok(get_text_parameter(&clients, &name)
+        .await?
+        .map(|v| (format!("SSM parameter {name} in {region}"), v.into_bytes())))
+}
+
+#[cfg(not(feature = "ami"))]
+async fn ami_head(
+    _: &str,
+    _: &crate::catalog::ArtifactRecord,
+) -> Result<Option<(String, Vec<u8>)>, String> {
+    Ok(None)
 }
 
 /// The head of the catalog's verified log (`None` without a catalog),

@@ -233,11 +233,12 @@ pub(super) async fn write_manifests(
             w.record(change, &actor, key).await?;
         }
         let state = w.state.clone();
-        w.commit().await?;
-        Ok::<_, crate::catalog::CatalogError>(state)
+        let committed = w.commit().await?;
+        let head = crate::catalog::chain::head(&committed);
+        Ok::<_, crate::catalog::CatalogError>((state, head))
     }
     .await;
-    let state = match registered {
+    let (state, head) = match registered {
         Ok(s) => s,
         Err(e) => {
             remove_files(&written);
@@ -284,6 +285,21 @@ pub(super) async fn write_manifests(
             Err(e) => fail_all(
                 jobs,
                 format!("promoted to `{ch}` in the catalog, but {e}; retry with `kiln images promote {} {version} {ch}`", plan.image.name),
+            ),
+        }
+    }
+    // The head after the promotion, published beside the artifacts so a
+    // log cut short later is caught by `kiln verify`.
+    if let (false, Some(head)) = (channels.is_empty(), head) {
+        match crate::catalog::head::publish(v, &head, key).await {
+            Ok(p) => {
+                for text in p.done.into_iter().chain(p.not_supported) {
+                    bus.emit(Event::Message { job: None, text });
+                }
+            }
+            Err(e) => fail_all(
+                jobs,
+                format!("promoted in the catalog, but {e}; retry with `kiln images promote {} {version} CHANNEL`", plan.image.name),
             ),
         }
     }

@@ -107,17 +107,94 @@ async fn push_sidecar(
     annotations: serde_json::Value,
 ) -> Result<Reference, SignError> {
     let sig_ref = sidecar_ref(target, digest, suffix);
-    let (client, auth) = client_for(target.registry());
-    // Keep what was attached before (other keys, other tools).
-    let mut layers: Vec<serde_json::Value> = match client
-        .pull_manifest_raw(&sig_ref, &auth, &[MANIFEST_V1])
+    push_layer(&sig_ref, media_type, body, annotations, true).await?;
+    Ok(sig_ref)
+}
+
+/// Pushes a one-layer image tagged `tagged` holding `body` (a signed
+/// envelope kiln publishes, such as the catalog head), replacing what the
+/// tag held. The layer's media type says what it is.
+pub async fn put_tagged(
+    tagged: &Reference,
+    media_type: &str,
+    body: Vec<u8>,
+) -> Result<(), SignError> {
+    push_layer(tagged, media_type, body, json!({}), false).await
+}
+
+/// The body of the first `media_type` layer of the image tagged `tagged`;
+/// `None` when the tag does not exist.
+pub async fn get_tagged(
+    tagged: &Reference,
+    media_type: &str,
+) -> Result<Option<Vec<u8>>, SignError> {
+    let (client, auth) = client_for(tagged.registry());
+    let bytes = match client
+        .pull_manifest_raw(tagged, &auth, &[MANIFEST_V1])
         .await
     {
-        Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|m| m["layers"].as_array().cloned())
-            .unwrap_or_default(),
-        Err(_) => vec![],
+        Ok((b, _)) => b,
+        Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
+            return Ok(None)
+        }
+        Err(e)
+            if e.to_string().contains("MANIFEST_UNKNOWN")
+                || e.to_string().contains("NAME_UNKNOWN") =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(reg(format!("cannot read `{tagged}`"))(e)),
+    };
+    let m: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| SignError::Verify(format!("`{tagged}`: bad manifest: {e}")))?;
+    let Some(layer) = m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["mediaType"] == media_type)
+    else {
+        return Err(SignError::Verify(format!(
+            "`{tagged}` holds no `{media_type}` layer"
+        )));
+    };
+    let d = layer["digest"].as_str().unwrap_or_default();
+    let mut body = Vec::new();
+    client
+        .pull_blob(tagged, d, &mut body)
+        .await
+        .map_err(reg(format!("cannot read `{tagged}` layer {d}")))?;
+    if sha256(&body) != d {
+        return Err(SignError::Verify(format!(
+            "`{tagged}`: layer {d} does not match its digest"
+        )));
+    }
+    Ok(Some(body))
+}
+
+/// Pushes an image of `body` as a layer under the tag of `tagged`; with
+/// `keep`, the layers the tag already holds stay (other keys, other tools).
+async fn push_layer(
+    tagged: &Reference,
+    media_type: &str,
+    body: Vec<u8>,
+    annotations: serde_json::Value,
+    keep: bool,
+) -> Result<(), SignError> {
+    let sig_ref = tagged;
+    let (client, auth) = client_for(sig_ref.registry());
+    let mut layers: Vec<serde_json::Value> = if !keep {
+        vec![]
+    } else {
+        match client
+            .pull_manifest_raw(sig_ref, &auth, &[MANIFEST_V1])
+            .await
+        {
+            Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|m| m["layers"].as_array().cloned())
+                .unwrap_or_default(),
+            Err(_) => vec![],
+        }
     };
     let body_digest = sha256(&body);
     layers.retain(|l| !(l["digest"] == body_digest.as_str() && l["annotations"] == annotations));
@@ -132,23 +209,23 @@ async fn push_sidecar(
     }))
     .expect("JSON");
     client
-        .auth(&sig_ref, &auth, oci_client::RegistryOperation::Push)
+        .auth(sig_ref, &auth, oci_client::RegistryOperation::Push)
         .await
         .map_err(reg(format!("cannot log in to `{}`", sig_ref.registry())))?;
     for blob in [config, body] {
         let d = sha256(&blob);
-        if !client.blob_exists(&sig_ref, &d).await.unwrap_or(false) {
+        if !client.blob_exists(sig_ref, &d).await.unwrap_or(false) {
             client
-                .push_blob(&sig_ref, blob, &d)
+                .push_blob(sig_ref, blob, &d)
                 .await
                 .map_err(reg(format!("cannot push to `{sig_ref}`")))?;
         }
     }
     client
-        .push_manifest_raw(&sig_ref, manifest, MANIFEST_V1.parse().expect("header"))
+        .push_manifest_raw(sig_ref, manifest, MANIFEST_V1.parse().expect("header"))
         .await
         .map_err(reg(format!("cannot push `{sig_ref}`")))?;
-    Ok(sig_ref)
+    Ok(())
 }
 
 /// What `kiln verify` found for an image.

@@ -693,6 +693,31 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
         "{}",
         text(&revoked).1
     );
+    // The revoke published the catalog head in SSM; cutting the revoke
+    // from the catalog folder is then refused by verify on its own.
+    let ssm = aws::ssm(&moto.endpoint(), &region);
+    let published = aws::parameter(&ssm, "/kiln/web/catalog-head")
+        .await
+        .expect("the head is published beside the AMI");
+    assert!(published.contains("application/vnd.kiln.catalog-head.v1+json"));
+    let log = s.state().join("catalog/log");
+    let mut entries: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    std::fs::remove_file(entries.last().unwrap()).unwrap();
+    let cut = verify(&format!("{region}:{ami}"));
+    assert_exit(&cut, 1);
+    assert!(
+        text(&cut)
+            .1
+            .contains("does not hold the head published at `SSM parameter /kiln/web/catalog-head"),
+        "{}",
+        text(&cut).1
+    );
 }
 
 /// An AMI of our own named `name`, made from moto's stock image.

@@ -651,6 +651,105 @@ fn a_revoke_cut_from_the_catalog_log_is_refused_by_a_pinned_head() {
     assert_exit(&verify(&["--expect-head", &first]), 0);
 }
 
+/// The same attack on an image in a registry, with nothing pinned by the
+/// verifier: the revoke published the catalog head beside the image (tag
+/// `kiln-catalog-head`, signed), where writing the catalog folder does not
+/// reach, and `verify` holds the log to it.
+#[cfg(feature = "oci")]
+#[test]
+fn a_revoke_cut_from_the_catalog_log_is_refused_by_the_head_published_in_the_registry() {
+    if !oci_ready() || !crate::require("published head", &["docker-registry", "skopeo"], true) {
+        return;
+    }
+    let reg = crate::oci::Registry::start();
+    let s = Scratch::new();
+    hostile_base(&s, "base.tar", &[]);
+    s.keygen("cosign", "pw");
+    let t = s.write(
+        "t.toml",
+        &format!(
+            "[image]\nname = \"web\"\nversion = \"1.2.3\"\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{}/web:1\"]\n[[build]]\nsources = [\"oci.img\"]\n[build.sign]\nkey = \"cosign.key\"\n[build.register]\nchannels = [\"dev\"]\n",
+            reg.addr
+        ),
+    );
+    let o = s
+        .kiln()
+        .args(["build"])
+        .arg(&t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let all = format!("{}{}", text(&o).0, text(&o).1);
+    assert!(
+        all.contains("catalog head 2:") && all.contains("web:kiln-catalog-head"),
+        "the promotion publishes the head: {all}"
+    );
+    let image = format!("registry:{}/web:1", reg.addr);
+    let verify = || {
+        s.kiln()
+            .args(["verify", "--key", "cosign.pub"])
+            .arg(&image)
+            .output()
+            .unwrap()
+    };
+    let o = verify();
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).0.contains("web:kiln-catalog-head` held"),
+        "{}",
+        text(&o).0
+    );
+
+    // Revoked with the operator's own key (not the build's): the head is
+    // published again and signed by a signer of the log.
+    let o = s
+        .kiln()
+        .args([
+            "images",
+            "revoke",
+            "web",
+            "1.2.3+1",
+            "--reason",
+            "CVE-2026-2",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(text(&o).0.contains("catalog head 3:"), "{}", text(&o).0);
+    assert_exit(&verify(), 1);
+
+    // The attack: the newest entry (the revoke) is removed from the folder.
+    let log = s.state().join("catalog/log");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    assert_eq!(entries.len(), 3);
+    std::fs::remove_file(entries.last().unwrap()).unwrap();
+    // The chain still holds: audit alone (nothing pinned) cannot tell ...
+    assert_exit(&s.kiln().arg("audit").output().unwrap(), 0);
+    // ... but verify reads the head published in the registry.
+    let o = verify();
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    assert!(
+        err.contains("does not hold the head published at") && err.contains("removed from its end"),
+        "{err}"
+    );
+    // Skopeo sees the head as an ordinary tag beside the image.
+    let o = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{}/web:kiln-catalog-head", reg.addr))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(text(&o).0.contains("application/vnd.dsse.envelope.v1+json"));
+}
+
 /// A template carrying a right-to-left override and a terminal escape:
 /// the error shows them escaped.
 #[test]

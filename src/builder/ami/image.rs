@@ -276,6 +276,33 @@ pub async fn publish_channel(
     Ok(name)
 }
 
+/// Writes a plain text SSM parameter (overwriting it), such as the
+/// catalog head kiln publishes beside an image's channel parameters.
+pub async fn put_text_parameter(aws: &Clients, name: &str, value: &str) -> Result<(), String> {
+    aws.ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| format!("cannot write SSM parameter `{name}`: {}", describe(&e)))?;
+    Ok(())
+}
+
+/// Reads a plain text SSM parameter; `None` when it does not exist.
+pub async fn get_text_parameter(aws: &Clients, name: &str) -> Result<Option<String>, String> {
+    match aws.ssm.get_parameter().name(name).send().await {
+        Ok(o) => Ok(o.parameter().and_then(|p| p.value()).map(str::to_string)),
+        Err(e) if code(&e) == Some("ParameterNotFound") => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read SSM parameter `{name}`: {}",
+            describe(&e)
+        )),
+    }
+}
+
 /// Marks the image deprecated now (what `kiln images revoke` maps to).
 pub async fn deprecate(aws: &Clients, id: &str) -> Result<(), String> {
     // EC2 rounds to the minute and refuses a time in the past: the next
