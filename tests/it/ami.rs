@@ -797,3 +797,189 @@ async fn a_newer_ami_matching_the_source_filter_makes_plan_and_skip_unchanged_re
     let p = plan();
     assert_eq!(p["jobs"][0]["rebuild"], false, "{p}");
 }
+
+/// Settings from real amazon-ebs templates (issue #21): the base from an
+/// SSM parameter, user data, a public address, tags on the run, its
+/// volumes and the snapshots, sharing with an organization and an OU.
+/// What moto does not keep is named where it is checked.
+#[tokio::test]
+async fn ssm_parameter_base_user_data_tags_and_organization_sharing() {
+    let Some(moto) = Moto::start() else { return };
+    let s = Scratch::new();
+    let (ec2, ssm) = (
+        aws::ec2(&moto.endpoint(), REGION),
+        aws::ssm(&moto.endpoint(), REGION),
+    );
+    ssm.put_parameter()
+        .name("/aws/service/kiln-test/base/latest")
+        .value(aws::SOURCE_AMI)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .data_type("aws:ec2:image")
+        .send()
+        .await
+        .unwrap();
+    let org = "arn:aws:organizations::123456789012:organization/o-abcdefghij";
+    let ou = "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-ab12-cdefgh34";
+    let extra = format!(
+        r#"user_data = "#cloud-config\nhostname: ${{image.name}}-builder\n"
+associate_public_ip_address = false
+run_tags = {{ cost = "ci" }}
+run_volume_tags = {{ backup = "never" }}
+snapshot_tags = {{ retention = "90d" }}
+encrypted = false
+share_with_orgs = ["{org}"]
+share_with_ous = ["{ou}"]
+"#
+    );
+    let t = template(&moto.endpoint(), "", &extra).replace(
+        &format!("from = {{ owners = [\"amazon\"], name = \"{SOURCE_NAME}\", most_recent = true }}"),
+        "from = \"ssm:/aws/service/kiln-test/base/latest\"",
+    );
+    assert!(t.contains("ssm:/aws/service"), "{t}");
+    s.write("t.toml", &t);
+    let out = build(&s, &[]);
+    assert_exit(&out, 0);
+    let (o, e) = text(&out);
+    let all = format!("{o}{e}");
+    assert!(
+        all.contains(&format!(
+            "source AMI {} (", aws::SOURCE_AMI
+        )) && all.contains("from SSM parameter /aws/service/kiln-test/base/latest"),
+        "{all}"
+    );
+    let (_, ami) = artifacts(&all).pop().expect("an AMI");
+    // The base recorded is the resolved id.
+    let manifests: Vec<_> = walk(&s.state().join("manifests"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(doc["base"], aws::SOURCE_AMI, "{doc}");
+
+    // The (terminated) build instance: user data as rendered, run tags.
+    let desc = ec2.describe_instances().send().await.unwrap();
+    let inst = desc
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| i.tags().iter().any(|t| t.key() == Some("kiln:run")))
+        .expect("the build instance is still listed");
+    let id = inst.instance_id().unwrap();
+    let tags: std::collections::BTreeMap<_, _> = inst
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert_eq!(tags.get("cost"), Some(&"ci"), "{tags:?}");
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let encoded = ud.user_data().and_then(|u| u.value()).expect("user data");
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        "#cloud-config\nhostname: web-builder\n"
+    );
+
+    // The image: shared with the organization and the OU, and not public.
+    let perms = ec2
+        .describe_image_attribute()
+        .image_id(&ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let p = perms.launch_permissions();
+    assert!(
+        p.iter().any(|l| l.organization_arn() == Some(org)),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.organizational_unit_arn() == Some(ou)),
+        "{p:?}"
+    );
+    assert!(p.iter().all(|l| l.group().is_none()), "not public: {p:?}");
+    // The snapshots carry `snapshot_tags` beside the image's tags.
+    let img = ec2
+        .describe_images()
+        .image_ids(&ami)
+        .send()
+        .await
+        .unwrap();
+    let snaps: Vec<String> = img.images()[0]
+        .block_device_mappings()
+        .iter()
+        .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(String::from))
+        .collect();
+    assert!(!snaps.is_empty());
+    let sd = ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(snaps))
+        .send()
+        .await
+        .unwrap();
+    for snap in sd.snapshots() {
+        let keys: Vec<_> = snap.tags().iter().filter_map(|t| t.key()).collect();
+        assert!(
+            keys.contains(&"retention") && keys.contains(&"team"),
+            "{keys:?}"
+        );
+    }
+    assert_nothing_left(&moto.endpoint()).await;
+}
+
+/// What the AMI builder refuses before anything is launched: a secret in
+/// user data, `public` on an encrypted image, organization ARNs that are
+/// not, and the settings not built yet (each by name).
+#[tokio::test]
+async fn refused_before_launch_user_data_secrets_public_encrypted_and_unbuilt_settings() {
+    let Some(moto) = Moto::start() else { return };
+    let cases: &[(&str, &str, i32)] = &[
+        (
+            "user_data = \"password=${secret.db}\"\n",
+            "user data holds a secret value",
+            1,
+        ),
+        ("public = true\n", "`public = true` with an encrypted image", 2),
+        (
+            "share_with_orgs = [\"o-abc\"]\n",
+            "is not an organization ARN",
+            2,
+        ),
+        ("spot_price = \"auto\"\n", "spot instances are not supported yet", 2),
+        (
+            "communicator = \"ssh\"\n",
+            "`communicator = \"ssh\"` is not supported yet",
+            2,
+        ),
+        (
+            "launch_block_device_mappings = [{ device_name = \"/dev/sdb\", volume_size = 10 }]\n",
+            "`launch_block_device_mappings` is not supported yet",
+            2,
+        ),
+    ];
+    for (extra, want, code) in cases {
+        let s = Scratch::new();
+        let t = format!(
+            "{}\n[secrets.db]\nenv = \"KILN_TEST_DB\"\n",
+            template(&moto.endpoint(), "", extra)
+        );
+        s.write("t.toml", &t);
+        let out = build(&s, &[("KILN_TEST_DB", "hunter2-very-secret")]);
+        let (o, e) = text(&out);
+        let all = format!("{o}{e}");
+        assert!(all.contains(want), "{extra}: {all}");
+        assert!(!all.contains("hunter2-very-secret"), "{all}");
+        assert_eq!(out.status.code(), Some(*code), "{extra}: {all}");
+        let ec2 = aws::ec2(&moto.endpoint(), REGION);
+        assert!(
+            aws::live_instances(&ec2).await.is_empty(),
+            "{extra}: nothing is left running"
+        );
+    }
+}

@@ -71,11 +71,27 @@ impl Builder for AmiBuilder {
         });
         let (base, group) = (base?, group?);
         ctx.message(format!(
-            "source AMI {} ({}) in {}",
-            base.id, base.name, s.region
+            "source AMI {} ({}) in {}{}",
+            base.id,
+            base.name,
+            s.region,
+            base.parameter
+                .as_deref()
+                .map(|p| format!(", from SSM parameter {p}"))
+                .unwrap_or_default()
         ));
+        let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-        let instance = launch::instance(&aws, &s, &base, &group, &tags, limit).await?;
+        let instance = launch::instance(
+            &aws,
+            &s,
+            &base,
+            &group,
+            &tags,
+            user_data.as_deref(),
+            limit,
+        )
+        .await?;
         ctx.message(format!(
             "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
         ));
@@ -105,6 +121,39 @@ impl Builder for AmiBuilder {
             comm,
         }))
     }
+}
+
+/// The instance's user data: `user_data` (a template string, already
+/// rendered) or the bytes of `user_data_file`. EC2 keeps user data readable
+/// to anyone who can describe the instance, and in the image's launch
+/// history: one that holds a secret value (in any encoding the redactor
+/// knows) is refused.
+fn user_data(s: &AmiSettings, ctx: &JobContext) -> Result<Option<Vec<u8>>, BuildError> {
+    let data = match (&s.user_data, &s.user_data_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(file)) => {
+            let path = ctx.template_dir.join(file);
+            std::fs::read(&path).map_err(|e| {
+                BuildError::Config(format!("`user_data_file`: cannot read `{}`: {e}", path.display()))
+            })?
+        }
+        (None, None) => return Ok(None),
+    };
+    if data.len() > 16 * 1024 {
+        return Err(BuildError::Config(format!(
+            "user data is {} bytes; EC2 takes at most 16 KiB",
+            data.len()
+        )));
+    }
+    let redactor =
+        crate::ui::redact::Redactor::new(ctx.secrets.iter().map(|(_, v)| v.clone()));
+    let text = String::from_utf8_lossy(&data);
+    if !redactor.is_empty() && redactor.redact(&text) != text {
+        return Err(BuildError::Config(
+            "user data holds a secret value: EC2 shows user data to anyone who can describe the instance; pass secrets through a provisioner's `env` instead".into(),
+        ));
+    }
+    Ok(Some(data))
 }
 
 struct AmiInstance {
@@ -184,19 +233,32 @@ impl Instance for AmiInstance {
         ctx.message(format!("creating {id} (`{name}`) in {}", s.region));
         let snapshots = image::wait_available(&self.aws, &id, limit).await?;
         let all_tags: Vec<Tag> = self.tags.tags().into_iter().chain(extra.clone()).collect();
-        image::tag(&self.aws, &snapshots, all_tags.clone()).await?;
-        image::share(&self.aws, &id, &snapshots, &s.share_with).await?;
+        let snapshot_tags: Vec<Tag> = all_tags
+            .iter()
+            .cloned()
+            .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
+            .collect();
+        image::tag(&self.aws, &snapshots, snapshot_tags.clone()).await?;
+        let sharing = image::Sharing::of(s);
+        if s.public {
+            ctx.message(format!(
+                "warning: {id} is made public (`public = true`): any AWS account can launch it"
+            ));
+        }
+        image::share(&self.aws, &id, &snapshots, &sharing).await?;
         let mut made = vec![(self.aws.target.region.clone(), id.clone())];
 
         // Copies, all regions at once.
         let mut copies = vec![];
         for region in &s.copy_to {
             handles.push(register_image(ctx, s, region, &self.tags.run, &name).await?);
-            let (target, name, all_tags, id) = (
+            let (target, name, all_tags, snapshot_tags, id, sharing) = (
                 self.aws.target.in_region(region),
                 name.clone(),
                 all_tags.clone(),
+                snapshot_tags.clone(),
                 id.clone(),
+                sharing.clone(),
             );
             let (from_region, kms) = (s.region.clone(), s.copy_kms_key_ids.get(region).cloned());
             ctx.message(format!("copying {id} to {region}"));
@@ -215,10 +277,9 @@ impl Instance for AmiInstance {
                 )
                 .await?;
                 let snaps = image::wait_available(&to, &copy, limit).await?;
-                let mut ids = snaps.clone();
-                ids.push(copy.clone());
-                image::tag(&to, &ids, all_tags).await?;
-                image::share(&to, &copy, &snaps, &s.share_with).await?;
+                image::tag(&to, std::slice::from_ref(&copy), all_tags).await?;
+                image::tag(&to, &snaps, snapshot_tags).await?;
+                image::share(&to, &copy, &snaps, &sharing).await?;
                 Ok::<_, BuildError>((to.target.region.clone(), copy))
             });
         }

@@ -150,21 +150,62 @@ pub async fn copy(
         .ok_or_else(|| BuildError::Config("CopyImage returned no image id".into()))
 }
 
-/// Gives `accounts` launch permission on the image and create-volume
-/// permission on its snapshots.
+/// Who an image is shared with: accounts, organizations, organizational
+/// units, everyone.
+#[derive(Debug, Clone, Default)]
+pub struct Sharing {
+    pub accounts: Vec<String>,
+    pub orgs: Vec<String>,
+    pub ous: Vec<String>,
+    pub public: bool,
+}
+
+impl Sharing {
+    pub fn of(s: &super::AmiSettings) -> Sharing {
+        Sharing {
+            accounts: s.share_with.clone(),
+            orgs: s.share_with_orgs.clone(),
+            ous: s.share_with_ous.clone(),
+            public: s.public,
+        }
+    }
+}
+
+/// Shares the image: a launch permission for each account, organization
+/// and organizational unit (and the group `all` when public), and the
+/// snapshots' create-volume permission for each account (EC2 has no
+/// organization form of it: organizations launch through the image).
 pub async fn share(
     aws: &Clients,
     id: &str,
     snapshots: &[String],
-    accounts: &[String],
+    to: &Sharing,
 ) -> Result<(), BuildError> {
-    if accounts.is_empty() {
-        return Ok(());
-    }
-    let launch = accounts
+    let mut launch: Vec<LaunchPermission> = to
+        .accounts
         .iter()
         .map(|a| LaunchPermission::builder().user_id(a).build())
         .collect();
+    launch.extend(
+        to.orgs
+            .iter()
+            .map(|o| LaunchPermission::builder().organization_arn(o).build()),
+    );
+    launch.extend(
+        to.ous
+            .iter()
+            .map(|o| LaunchPermission::builder().organizational_unit_arn(o).build()),
+    );
+    if to.public {
+        launch.push(
+            LaunchPermission::builder()
+                .group(aws_sdk_ec2::types::PermissionGroup::All)
+                .build(),
+        );
+    }
+    if launch.is_empty() {
+        return Ok(());
+    }
     aws.ec2
         .modify_image_attribute()
         .image_id(id)
@@ -176,8 +217,12 @@ pub async fn share(
         .send()
         .await
         .map_err(|e| BuildError::Config(format!("cannot share {id}: {}", describe(&e))))?;
+    if to.accounts.is_empty() {
+        return Ok(());
+    }
     for snap in snapshots {
-        let perms = accounts
+        let perms = to
+            .accounts
             .iter()
             .map(|a| CreateVolumePermission::builder().user_id(a).build())
             .collect();

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    ResourceType, Tag, TagSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
+    TagSpecification,
 };
 
 use super::aws::{describe, wait_for, Clients};
@@ -116,16 +117,23 @@ pub async fn security_group(
         .ok_or_else(|| BuildError::Config("CreateSecurityGroup returned no group id".into()))
 }
 
-/// Starts the instance and waits until it runs.
+/// Starts the instance and waits until it runs. `user_data` is sent as
+/// given (base64-encoded here, as EC2 wants it).
 pub async fn instance(
     aws: &Clients,
     s: &AmiSettings,
     source: &SourceImage,
     group: &str,
     tags: &RunTags,
+    user_data: Option<&[u8]>,
     limit: Duration,
 ) -> Result<String, BuildError> {
     let name = tag("Name", &format!("kiln {}", tags.job));
+    let extra = |m: &std::collections::BTreeMap<String, String>| -> Vec<Tag> {
+        std::iter::once(name.clone())
+            .chain(m.iter().map(|(k, v)| tag(k, v)))
+            .collect()
+    };
     let mut ebs = EbsBlockDevice::builder()
         .delete_on_termination(true)
         .encrypted(s.encrypted())
@@ -144,8 +152,6 @@ pub async fn instance(
         ))
         .min_count(1)
         .max_count(1)
-        .security_group_ids(group)
-        .set_subnet_id(s.subnet_id.clone())
         .metadata_options(
             InstanceMetadataOptionsRequest::builder()
                 .http_tokens(HttpTokensState::Required)
@@ -153,10 +159,30 @@ pub async fn instance(
                 .http_endpoint(InstanceMetadataEndpointState::Enabled)
                 .build(),
         )
-        .tag_specifications(tags.spec(ResourceType::Instance, std::slice::from_ref(&name)))
-        .tag_specifications(tags.spec(ResourceType::Volume, &[name]))
+        .tag_specifications(tags.spec(ResourceType::Instance, &extra(&s.run_tags)))
+        .tag_specifications(tags.spec(ResourceType::Volume, &extra(&s.run_volume_tags)))
         // Idempotency: a retried RunInstances must not start a second one.
         .client_token(&tags.run);
+    req = match s.associate_public_ip_address {
+        // The public address is a property of the network interface: the
+        // subnet and the group move into its specification.
+        Some(public) => req.network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .associate_public_ip_address(public)
+                .groups(group)
+                .set_subnet_id(s.subnet_id.clone())
+                .delete_on_termination(true)
+                .build(),
+        ),
+        None => req
+            .security_group_ids(group)
+            .set_subnet_id(s.subnet_id.clone()),
+    };
+    if let Some(data) = user_data {
+        use base64::Engine as _;
+        req = req.user_data(base64::engine::general_purpose::STANDARD.encode(data));
+    }
     if let Some(root) = &source.root_device_name {
         req = req.block_device_mappings(
             BlockDeviceMapping::builder()

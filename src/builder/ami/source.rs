@@ -1,6 +1,7 @@
 //! The base AMI: by id, or the image a filter picks (owners, name pattern,
-//! architecture, newest when `most_recent`). What the build records is the
-//! resolved id.
+//! architecture, newest when `most_recent`), or the id an SSM parameter
+//! holds (`ssm:/aws/service/…`, as AWS publishes its current images).
+//! What the build records is the resolved id.
 
 use aws_sdk_ec2::types::{Filter, Image};
 
@@ -17,6 +18,8 @@ pub struct SourceImage {
     pub architecture: Option<String>,
     /// The root volume's size (GiB) as the image defines it.
     pub root_volume_size: Option<i32>,
+    /// The SSM parameter `from` named, when the id came from one.
+    pub parameter: Option<String>,
 }
 
 impl SourceImage {
@@ -32,6 +35,7 @@ impl SourceImage {
                 .find(|b| b.device_name() == img.root_device_name())
                 .and_then(|b| b.ebs())
                 .and_then(|e| e.volume_size()),
+            parameter: None,
         }
     }
 }
@@ -40,6 +44,34 @@ impl SourceImage {
 pub async fn resolve(aws: &Clients, from: &From) -> Result<SourceImage, BuildError> {
     let region = &aws.target.region;
     match from {
+        From::Id(param) if param.starts_with("ssm:") => {
+            let name = &param["ssm:".len()..];
+            let out = aws
+                .ssm
+                .get_parameter()
+                .name(name)
+                .send()
+                .await
+                .map_err(|e| {
+                    BuildError::Config(format!(
+                        "source AMI parameter `{name}` in {region}: {}",
+                        describe(&e)
+                    ))
+                })?;
+            let id = out
+                .parameter()
+                .and_then(|p| p.value())
+                .unwrap_or_default()
+                .to_string();
+            if !id.starts_with("ami-") {
+                return Err(BuildError::Config(format!(
+                    "source AMI parameter `{name}` in {region} holds `{id}`, not an AMI id"
+                )));
+            }
+            let mut img = Box::pin(resolve(aws, &From::Id(id.clone()))).await?;
+            img.parameter = Some(name.to_string());
+            Ok(img)
+        }
         From::Id(id) => {
             let out = aws
                 .ec2
