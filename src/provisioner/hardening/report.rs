@@ -136,6 +136,12 @@ pub struct ComplianceReport {
     pub skip_reason: Option<String>,
     pub summary: Summary,
     pub rules: Vec<RuleResult>,
+    /// Rules applied a second time, in order, because their checks failed
+    /// after every rule had been applied once (a later rule undid them,
+    /// e.g. a package install that created a folder with its own mode).
+    /// The results above are those of the checks after the re-apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reapplied: Vec<String>,
 }
 
 impl ComplianceReport {
@@ -150,6 +156,7 @@ impl ComplianceReport {
             skip_reason: None,
             summary: Summary::default(),
             rules: vec![],
+            reapplied: vec![],
         }
     }
 
@@ -264,6 +271,7 @@ mod tests {
             skip_reason: None,
             summary: Summary::default(),
             rules: vec![],
+            reapplied: vec![],
         };
         r.push(rule("a", Severity::High, Outcome::Pass));
         r.push(rule("b", Severity::Medium, Outcome::Fail));
