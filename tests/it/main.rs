@@ -12,6 +12,8 @@ mod checkers;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]
+mod expressions;
+#[cfg(feature = "oci")]
 mod hardening;
 mod hostile;
 mod import;
