@@ -34,7 +34,7 @@ tar -xf "$tarball" -C "$work/before"
 "$here/lynis-audit.sh" "$work/before" "$OUT/before" | tee "$OUT/before.txt"
 
 echo "== kiln build: cis-level1 + cleanup"
-"$KILN" --state-dir "$work/state" build --var rootfs="$tarball" \
+"$KILN" --state-dir "$work/state" build --json --var rootfs="$tarball" \
   --var output="$work/layout" "$repo/templates/debian-hardened.toml" >"$OUT/build.log" 2>&1 ||
   { tail -n 40 "$OUT/build.log"; echo "error: the kiln build failed (log: $OUT/build.log)" >&2; exit 1; }
 umoci unpack --image "$work/layout:12.0.0" "$work/after" >/dev/null

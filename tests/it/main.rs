@@ -27,6 +27,8 @@ mod pipeline;
 mod qemu;
 mod readme;
 #[cfg(feature = "oci")]
+mod registry_auth;
+#[cfg(feature = "oci")]
 mod sign;
 mod templates;
 mod vault;
