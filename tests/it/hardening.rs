@@ -621,3 +621,91 @@ fn dir_digest(dir: &Path) -> String {
         .unwrap();
     text(&o).0
 }
+
+/// The cached Debian bookworm base of `flavour` (debian-rootfs.sh).
+fn debian_flavour(flavour: &str) -> PathBuf {
+    let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
+        .arg(flavour)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "debian-rootfs.sh {flavour}: {}",
+        text(&o).1
+    );
+    PathBuf::from(text(&o).0.trim())
+}
+
+/// `cis-level1` holds on stock Debian bases other than the one above: a
+/// plain minbase (no cron: `/etc/cron.weekly` and `/etc/cron.monthly` are
+/// created 755 by packages later rules install, after `cron-permissions`
+/// ran, so it is applied again) and a cloud base (cloud-init,
+/// openssh-server, cron). Every applicable rule passes after all applied.
+#[test]
+fn cis_level1_holds_on_stock_debian_bases() {
+    if !ready()
+        || !crate::require(
+            "Debian hardening",
+            &["mmdebstrap", "unshare", "chroot"],
+            true,
+        )
+    {
+        return;
+    }
+    let shipped =
+        std::fs::read_to_string(crate::repo().join("templates/debian-hardened.toml")).unwrap();
+    for (flavour, reapplied) in [("minbase", Some("cron-permissions")), ("cloud", None)] {
+        let s = Scratch::new();
+        let rootfs = debian_flavour(flavour);
+        let t = s.write("debian.toml", &shipped);
+        let o = s
+            .kiln()
+            .args(["build", "--json", "--var"])
+            .arg(format!("rootfs={}", rootfs.display()))
+            .args(["--var", "output=out/debian"])
+            .arg(&t)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{flavour}: {err}");
+        let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                summary["jobs"][0]["artifacts"][0]["manifest"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let report = &manifest["hardening"][0];
+        assert_eq!(report["profile"], "cis-level1");
+        assert_eq!(report["summary"]["fail"], 0, "{flavour}: {report:#}");
+        assert!(
+            report["summary"]["pass"].as_u64().unwrap() >= 39,
+            "{flavour}: {report:#}"
+        );
+        if let Some(rule) = reapplied {
+            assert!(
+                report["reapplied"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|r| r == rule)),
+                "{flavour}: `{rule}` was undone by a later rule and applied again: {report:#}"
+            );
+        }
+        let cron = report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "cron-permissions")
+            .unwrap();
+        assert_eq!(cron["result"], "pass", "{flavour}: {cron:#}");
+        assert!(
+            cron["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("/etc/cron.weekly: mode 700"),
+            "{flavour}: {cron:#}"
+        );
+    }
+}
