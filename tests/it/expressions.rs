@@ -170,3 +170,29 @@ fn a_secret_through_merge_lookup_or_templatefile_is_refused_outside_env() {
         assert!(!err.contains(SECRET), "{err}");
     }
 }
+
+#[test]
+fn lists_computed_by_expressions_are_checked_item_by_item() {
+    let s = Scratch::new();
+    s.write("a.sh", "echo a\n");
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"x\"\nversion = \"1.0.0\"\n\n[variables.full]\ntype = \"bool\"\ndefault = false\n\n[locals]\nscripts = \"${var.full ? [\\\"a.sh\\\", \\\"b.sh\\\"] : [\\\"a.sh\\\"]}\"\n\n[source.oci.img]\nfrom = \"scratch\"\nto = [\"oci-layout:out/x:1\"]\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\nscripts = \"${local.scripts}\"\n",
+    );
+    let o = s.kiln().arg("validate").arg(&t).output().unwrap();
+    assert_exit(&o, 0);
+    // The other branch names a file that does not exist: an error at the
+    // field, naming the file.
+    let o = s
+        .kiln()
+        .args(["validate", "--var", "full=true"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    assert!(
+        err.contains("t.toml:21:11") && err.contains("b.sh` does not exist"),
+        "{err}"
+    );
+}

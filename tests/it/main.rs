@@ -23,6 +23,7 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
+mod ported;
 #[cfg(feature = "qemu")]
 mod qemu;
 mod readme;
