@@ -224,6 +224,12 @@ pub fn render(report: &ComplianceReport) -> String {
             }
         }
     }
+    if !report.reapplied.is_empty() {
+        out.push_str(&format!(
+            "  applied again after all rules (a later rule had undone them, or made them relevant): {}\n",
+            report.reapplied.join(", ")
+        ));
+    }
     out
 }
 
@@ -303,6 +309,15 @@ mod tests {
         assert!(text.contains("FAIL"));
         assert!(text.contains("| evidence of c"));
         assert!(!text.contains("evidence of a"), "{text}");
+        assert!(!text.contains("applied again"), "{text}");
+        let mut r = report();
+        r.reapplied = vec!["a".into()];
+        assert!(render(&r).contains("applied again after all rules"));
+        // Reports from before `reapplied` existed still parse.
+        let mut old = serde_json::to_value(report()).unwrap();
+        old.as_object_mut().unwrap().remove("reapplied");
+        let back: ComplianceReport = serde_json::from_value(old).unwrap();
+        assert!(back.reapplied.is_empty());
     }
 
     #[test]
