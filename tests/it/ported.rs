@@ -135,3 +135,52 @@ fn the_docker_ports_build_from_a_local_debian_base() {
         .iter()
         .any(|e| e == "HOSTNAME=www.example.com"));
 }
+
+/// chef/bento's Debian port builds on the QEMU builder from the Debian
+/// disk scripts/qemu/debian-image.sh makes; its script lists, chosen by a
+/// conditional, run in order with the environment map.
+#[cfg(feature = "qemu")]
+#[test]
+fn the_bento_port_builds_on_qemu() {
+    if !crate::require(
+        "ported QEMU template",
+        &["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4"],
+        true,
+    ) {
+        return;
+    }
+    let o = std::process::Command::new(repo().join("scripts/qemu/debian-image.sh"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "debian-image.sh: {}", text(&o).1);
+    let base = text(&o).0.trim().to_string();
+    let s = Scratch::new();
+    let o = s
+        .kiln()
+        .args(["build", "--json", "--var"])
+        .arg(format!("base_dir={base}"))
+        .arg("--var")
+        .arg(format!("output_dir={}", s.path().join("out").display()))
+        .arg(repo().join("templates/ported/bento-debian-qemu.toml"))
+        .output()
+        .unwrap();
+    let out = text(&o).0;
+    assert_exit(&o, 0);
+    let order: Vec<usize> = [
+        "update_packages ran (HOME_DIR=/home/vagrant)",
+        "motd ran",
+        "sshd ran",
+        "networking_debian ran",
+        "cleanup_debian ran",
+        "minimize ran",
+    ]
+    .iter()
+    .map(|l| {
+        out.find(l)
+            .unwrap_or_else(|| panic!("`{l}` not in the output: {out}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+    assert!(!out.contains("cleanup_dnf ran"), "the other branch: {out}");
+    assert!(s.path().join("out/debian-12-amd64.qcow2").is_file());
+}
