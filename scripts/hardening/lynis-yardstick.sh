@@ -7,6 +7,8 @@
 #
 #   scripts/hardening/lynis-yardstick.sh            # uses `kiln` on PATH
 #   KILN=target/debug/kiln scripts/hardening/lynis-yardstick.sh
+#   scripts/hardening/lynis-yardstick.sh cloud      # another base (debian-rootfs.sh flavours:
+#                                                   # ssh (default), minbase, cloud)
 #
 # Needs root, lynis, mmdebstrap, runc, umoci and the Debian mirror.
 # Results (reports, logs) are left in $OUT (default: a temporary folder).
@@ -21,7 +23,7 @@ for tool in lynis mmdebstrap runc umoci unshare; do
 done
 [ "$(id -u)" = 0 ] || { echo "error: needs root (chroot, mounts, runc)" >&2; exit 1; }
 
-tarball=$("$here/debian-rootfs.sh")
+tarball=$("$here/debian-rootfs.sh" "${1:-ssh}")
 work=$(mktemp -d /tmp/kiln-lynis-work.XXXXXX)
 # Never follow a mount (lynis-audit.sh bind-mounts /proc while it runs).
 trap 'rm -rf --one-file-system "$work"' EXIT
@@ -32,7 +34,7 @@ tar -xf "$tarball" -C "$work/before"
 "$here/lynis-audit.sh" "$work/before" "$OUT/before" | tee "$OUT/before.txt"
 
 echo "== kiln build: cis-level1 + cleanup"
-"$KILN" --state-dir "$work/state" build --var rootfs="$tarball" \
+"$KILN" --state-dir "$work/state" build --json --var rootfs="$tarball" \
   --var output="$work/layout" "$repo/templates/debian-hardened.toml" >"$OUT/build.log" 2>&1 ||
   { tail -n 40 "$OUT/build.log"; echo "error: the kiln build failed (log: $OUT/build.log)" >&2; exit 1; }
 umoci unpack --image "$work/layout:12.0.0" "$work/after" >/dev/null
@@ -41,6 +43,8 @@ echo "== after"
 "$here/lynis-audit.sh" "$work/after/rootfs" "$OUT/after" | tee "$OUT/after.txt"
 
 echo "== summary"
+# Rules kiln applied a second time (a later rule undid them) or late.
+echo "re-applied: $(grep -o '\[[a-z0-9-]*\] applying[ :][^,]*' "$OUT/build.log" | cut -d']' -f1 | tr -d '[' | sort -u | tr '\n' ' ')"
 val() { sed -n "s/^$1=//p" "$2"; }
 printf '%-8s %-15s %-7s %-9s %s\n' "" hardening_index tests warnings suggestions
 for s in before after; do

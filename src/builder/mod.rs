@@ -216,3 +216,25 @@ pub(crate) fn unavailable(ty: &str, feature_enabled: bool, issue: &str) -> Arc<d
     };
     Arc::new(Unavailable { reason })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::template::schema::{templates_doc, undocumented};
+
+    /// Every field a source or provisioner accepts is named in
+    /// docs/templates.md (as `` `key` `` or `key =`).
+    #[test]
+    fn every_source_and_provisioner_field_is_documented() {
+        let docs = templates_doc();
+        let schema = super::Builders::standard().schema();
+        let mut missing = vec![];
+        for (ty, fields) in schema.sources.iter().chain(&schema.provisioners) {
+            missing.extend(undocumented(&format!("{ty}: "), fields, &docs));
+        }
+        assert!(
+            missing.is_empty(),
+            "fields missing from docs/templates.md:\n{}",
+            missing.join("\n")
+        );
+    }
+}

@@ -93,7 +93,11 @@ pub fn node(file: &Arc<SourceFile>, e: &Expression) -> Node {
         Expression::HeredocTemplate(h) => template(file, h.template.iter(), &here),
         Expression::Parenthesis(p) => return node(file, p.inner()),
         Expression::Variable(v) => Expr::Ref(vec![v.value().to_string()]),
-        Expression::Conditional(_) => Expr::Other("a conditional (`… ? … : …`)".into()),
+        Expression::Conditional(c) => Expr::Cond(
+            Box::new(node(file, &c.cond_expr)),
+            Box::new(node(file, &c.true_expr)),
+            Box::new(node(file, &c.false_expr)),
+        ),
         Expression::FuncCall(f) => {
             if f.name.is_namespaced() {
                 Expr::Other(format!(
@@ -212,7 +216,7 @@ mod tests {
     fn what_kiln_cannot_say_is_named() {
         let f = file("a = var.x == \"\" ? 1 : 2\nb = var.l[0]\nc = \"{{ .Path }}\"\n");
         let h = read(&f).unwrap();
-        assert!(matches!(&h.attrs[0].value.expr, Expr::Other(w) if w.contains("conditional")));
+        assert!(matches!(&h.attrs[0].value.expr, Expr::Cond(..)));
         assert!(matches!(&h.attrs[1].value.expr, Expr::Other(w) if w.contains("index")));
         let Expr::Template(parts) = &h.attrs[2].value.expr else {
             panic!()

@@ -39,8 +39,10 @@ pub enum Expr {
     Call(String, Vec<Node>),
     /// `a OP b`, kept for `validation` conditions (`==`, `>=`, `&&`, …).
     BinOp(String, Box<Node>, Box<Node>),
+    /// `cond ? a : b`.
+    Cond(Box<Node>, Box<Node>, Box<Node>),
     /// Something kiln's `${…}` cannot express, named for the report
-    /// ("a conditional", "a for expression", "the build variable `{{ .Path }}`").
+    /// ("a for expression", "the build variable `{{ .Path }}`").
     Other(String),
 }
 

@@ -60,6 +60,16 @@ const SAME_FUNCTIONS: &[&str] = &[
     "format",
     "trimspace",
     "base64encode",
+    "length",
+    "merge",
+    "lookup",
+    "contains",
+    "keys",
+    "values",
+    "formatdate",
+    "try",
+    "can",
+    "templatefile",
 ];
 
 enum Piece {
@@ -186,11 +196,50 @@ impl Names {
                 Ok(Piece::Expr(format!("{kiln_name}({})", out.join(", "))))
             }
             Expr::Template(_) => Err(gap("a string template inside an expression".into())),
-            Expr::List(_) | Expr::Map(_) => Err(gap("a list or map inside an expression".into())),
+            Expr::List(items) => {
+                let mut out = vec![];
+                for i in items {
+                    out.push(self.operand(i, sens)?);
+                }
+                Ok(Piece::Expr(format!("[{}]", out.join(", "))))
+            }
+            Expr::Map(entries) => {
+                let mut out = vec![];
+                for (k, v) in entries {
+                    out.push(format!("{} = {}", quote(k), self.operand(v, sens)?));
+                }
+                Ok(Piece::Expr(format!("{{ {} }}", out.join(", "))))
+            }
             Expr::Null => Err(gap("`null`".into())),
+            Expr::Cond(c, a, b) => Ok(Piece::Expr(format!(
+                "({} ? {} : {})",
+                self.operand(c, sens)?,
+                self.operand(a, sens)?,
+                self.operand(b, sens)?
+            ))),
+            Expr::BinOp(op, a, b)
+                if matches!(
+                    op.as_str(),
+                    "==" | "!=" | "<" | "<=" | ">" | ">=" | "&&" | "||"
+                ) =>
+            {
+                Ok(Piece::Expr(format!(
+                    "({} {op} {})",
+                    self.operand(a, sens)?,
+                    self.operand(b, sens)?
+                )))
+            }
             Expr::BinOp(op, _, _) => Err(gap(format!("the operator `{op}`"))),
             Expr::Other(what) => Err(gap(what.clone())),
         }
+    }
+
+    /// A node as a kiln expression operand (literal text quoted).
+    fn operand(&self, n: &Node, sens: &mut bool) -> Result<String, Gap> {
+        Ok(match self.piece(n, sens)? {
+            Piece::Expr(e) => e,
+            Piece::Lit(l) => quote(&l),
+        })
     }
 
     /// `regex_replace(x, "[- TZ:]", "")` (the usual timestamp idiom) and
@@ -382,5 +431,32 @@ mod tests {
         assert!(s("var.nope").unwrap_err().contains("not declared"));
         assert!(s("build.ID").unwrap_err().contains("build variable"));
         assert!(s("\"{{ .Path }}\"").unwrap_err().contains("{{ .Path }}"));
+    }
+
+    #[test]
+    fn conditionals_operators_collections_and_new_functions_translate() {
+        assert_eq!(
+            s("var.region == \"us-east-1\" ? \"east\" : \"other\"")
+                .unwrap()
+                .0,
+            "${((var.region == \"us-east-1\") ? \"east\" : \"other\")}"
+        );
+        assert_eq!(
+            s("formatdate(\"YYYYMMDD\", timestamp())").unwrap().0,
+            "${formatdate(\"YYYYMMDD\", timestamp())}"
+        );
+        assert_eq!(
+            s("templatefile(\"motd.tpl\", { name = var.region, n = 2 })")
+                .unwrap()
+                .0,
+            "${templatefile(\"motd.tpl\", { \"name\" = var.region, \"n\" = 2 })}"
+        );
+        assert_eq!(
+            s("length(merge({ a = 1 }, { b = [1, 2] }))").unwrap().0,
+            "${length(merge({ \"a\" = 1 }, { \"b\" = [1, 2] }))}"
+        );
+        assert!(s("var.region + 1")
+            .unwrap_err()
+            .contains("the operator `+`"));
     }
 }

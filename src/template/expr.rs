@@ -1,7 +1,8 @@
 //! The `${…}` interpolation language: parsing a TOML string into literal
-//! parts and expressions (references, function calls, literals). Spans are
-//! absolute byte offsets in the template file, so evaluation errors point
-//! at the exact reference.
+//! parts and expressions (references, function calls, literals, list and
+//! map literals, indexing `a[i]`/`a.key`, `!`, comparisons, `&&`/`||` and
+//! conditionals `c ? a : b`). Spans are absolute byte offsets in the
+//! template file, so evaluation errors point at the exact reference.
 
 use super::diagnostic::Span;
 
@@ -34,9 +35,51 @@ pub enum ExprKind {
     Str(String),
     Num(f64),
     Bool(bool),
+    /// `[a, b]`
+    List(Vec<Expr>),
+    /// `{ key = value, "other key" = value }` (`:` works too)
+    Map(Vec<(String, Expr)>),
+    /// `list[0]`, `map["key"]`
+    Index(Box<Expr>, Box<Expr>),
+    /// `expr.key` after a call or an index (`merge(a, b).key`)
+    Attr(Box<Expr>, String),
+    /// `!expr`
+    Not(Box<Expr>),
+    /// `a == b`, `a && b`, …
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `cond ? then : else`
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Stands in for a string whose `${…}` did not parse (already reported);
     /// evaluates to an unknown value so it causes no follow-on errors.
     Invalid,
+}
+
+/// A binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+impl BinOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::And => "&&",
+            BinOp::Or => "||",
+        }
+    }
 }
 
 /// A syntax error inside a string.
@@ -92,8 +135,21 @@ impl Interpolated {
         fn walk<'a>(e: &'a Expr, out: &mut Vec<(&'a [String], &'a Span)>) {
             match &e.kind {
                 ExprKind::Ref(path) => out.push((path, &e.span)),
-                ExprKind::Call(_, args) => args.iter().for_each(|a| walk(a, out)),
-                _ => {}
+                ExprKind::Call(_, args) | ExprKind::List(args) => {
+                    args.iter().for_each(|a| walk(a, out))
+                }
+                ExprKind::Map(items) => items.iter().for_each(|(_, a)| walk(a, out)),
+                ExprKind::Index(a, b) | ExprKind::Binary(_, a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                ExprKind::Attr(a, _) | ExprKind::Not(a) => walk(a, out),
+                ExprKind::Cond(c, a, b) => {
+                    walk(c, out);
+                    walk(a, out);
+                    walk(b, out);
+                }
+                ExprKind::Str(_) | ExprKind::Num(_) | ExprKind::Bool(_) | ExprKind::Invalid => {}
             }
         }
         let mut out = vec![];
@@ -200,11 +256,221 @@ impl ExprParser<'_> {
         }
     }
 
+    /// `or ? expr : expr`, the lowest precedence.
     fn expr(&mut self) -> Result<Expr, SyntaxError> {
+        self.skip_ws();
+        let start = self.pos;
+        let cond = self.binary(0)?;
+        self.skip_ws();
+        if self.peek() != Some('?') {
+            return Ok(cond);
+        }
+        self.pos += 1;
+        let then = self.expr()?;
+        self.skip_ws();
+        if self.peek() != Some(':') {
+            return Err(self.error(
+                self.pos.min(self.text.len().saturating_sub(1)),
+                "expected `:` in the conditional `cond ? a : b`",
+            ));
+        }
+        self.pos += 1;
+        let otherwise = self.expr()?;
+        Ok(Expr {
+            span: self.span(start, self.pos),
+            kind: ExprKind::Cond(Box::new(cond), Box::new(then), Box::new(otherwise)),
+        })
+    }
+
+    /// The operator at the cursor of precedence `level` (0: `||`, 1: `&&`,
+    /// 2: comparisons), with its length.
+    fn operator(&self, level: u8) -> Option<(BinOp, usize)> {
+        let rest = &self.text[self.pos..];
+        let ops: &[(&str, BinOp)] = match level {
+            0 => &[("||", BinOp::Or)],
+            1 => &[("&&", BinOp::And)],
+            _ => &[
+                ("==", BinOp::Eq),
+                ("!=", BinOp::Ne),
+                ("<=", BinOp::Le),
+                (">=", BinOp::Ge),
+                ("<", BinOp::Lt),
+                (">", BinOp::Gt),
+            ],
+        };
+        ops.iter()
+            .find(|(sym, _)| rest.starts_with(sym))
+            .map(|(sym, op)| (*op, sym.len()))
+    }
+
+    /// Left-associative binary operators, `||` binding loosest.
+    fn binary(&mut self, level: u8) -> Result<Expr, SyntaxError> {
+        self.skip_ws();
+        let start = self.pos;
+        let mut lhs = if level == 2 {
+            self.unary()?
+        } else {
+            self.binary(level + 1)?
+        };
+        loop {
+            self.skip_ws();
+            let Some((op, len)) = self.operator(level) else {
+                return Ok(lhs);
+            };
+            self.pos += len;
+            let rhs = if level == 2 {
+                self.unary()?
+            } else {
+                self.binary(level + 1)?
+            };
+            lhs = Expr {
+                span: self.span(start, self.pos),
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+            };
+            if level == 2 {
+                // Comparisons do not chain (`a < b < c` is a mistake).
+                self.skip_ws();
+                if self.operator(2).is_some() {
+                    return Err(self.error(self.pos, "comparisons do not chain: use `&&`"));
+                }
+                return Ok(lhs);
+            }
+        }
+    }
+
+    /// `!x` or a postfix expression.
+    fn unary(&mut self) -> Result<Expr, SyntaxError> {
+        self.skip_ws();
+        let start = self.pos;
+        if self.peek() == Some('!') && !self.text[self.pos..].starts_with("!=") {
+            self.pos += 1;
+            let inner = self.unary()?;
+            return Ok(Expr {
+                span: self.span(start, self.pos),
+                kind: ExprKind::Not(Box::new(inner)),
+            });
+        }
+        let mut e = self.primary()?;
+        loop {
+            match self.peek() {
+                Some('[') => {
+                    self.pos += 1;
+                    let index = self.expr()?;
+                    self.skip_ws();
+                    if self.peek() != Some(']') {
+                        return Err(self.error(
+                            self.pos.min(self.text.len().saturating_sub(1)),
+                            "expected `]` to close the index",
+                        ));
+                    }
+                    self.pos += 1;
+                    e = Expr {
+                        span: self.span(start, self.pos),
+                        kind: ExprKind::Index(Box::new(e), Box::new(index)),
+                    };
+                }
+                Some('.') if !matches!(e.kind, ExprKind::Ref(_)) => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(c) if c.is_alphanumeric() || c == '_' => {
+                            let key = self.ident();
+                            e = Expr {
+                                span: self.span(start, self.pos),
+                                kind: ExprKind::Attr(Box::new(e), key),
+                            };
+                        }
+                        _ => return Err(self.error(self.pos, "expected a name after `.`")),
+                    }
+                }
+                _ => return Ok(e),
+            }
+        }
+    }
+
+    /// `[a, b]` or `{ k = v, … }`.
+    fn collection(&mut self, close: char) -> Result<Expr, SyntaxError> {
+        let start = self.pos;
+        self.pos += 1;
+        let (mut items, mut pairs) = (vec![], vec![]);
+        loop {
+            self.skip_ws();
+            if self.peek() == Some(close) {
+                self.pos += 1;
+                break;
+            }
+            if close == ']' {
+                items.push(self.expr()?);
+            } else {
+                let key = match self.peek() {
+                    Some('"') => match self.string_lit()?.kind {
+                        ExprKind::Str(k) => k,
+                        _ => unreachable!("string_lit returns a string"),
+                    },
+                    Some(c) if c.is_alphanumeric() || c == '_' => self.ident(),
+                    _ => {
+                        return Err(self.error(
+                            self.pos.min(self.text.len().saturating_sub(1)),
+                            "expected a key (a name or a string) in the map",
+                        ))
+                    }
+                };
+                self.skip_ws();
+                match self.peek() {
+                    Some('=') | Some(':') => self.pos += 1,
+                    _ => {
+                        return Err(self.error(
+                            self.pos.min(self.text.len().saturating_sub(1)),
+                            &format!("expected `=` after the map key `{key}`"),
+                        ))
+                    }
+                }
+                pairs.push((key, self.expr()?));
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(',') => self.pos += 1,
+                Some(c) if c == close => {}
+                Some(c) => {
+                    return Err(
+                        self.error(self.pos, &format!("expected `,` or `{close}`, found `{c}`"))
+                    )
+                }
+                None => {
+                    return Err(self.error(
+                        start,
+                        &format!("unclosed `{}`", &self.text[start..start + 1]),
+                    ))
+                }
+            }
+        }
+        let kind = if close == ']' {
+            ExprKind::List(items)
+        } else {
+            ExprKind::Map(pairs)
+        };
+        Ok(Expr {
+            kind,
+            span: self.span(start, self.pos),
+        })
+    }
+
+    fn primary(&mut self) -> Result<Expr, SyntaxError> {
         self.skip_ws();
         let start = self.pos;
         match self.peek() {
             Some('"') => self.string_lit(),
+            Some('[') => self.collection(']'),
+            Some('{') => self.collection('}'),
+            Some('(') => {
+                self.pos += 1;
+                let inner = self.expr()?;
+                self.skip_ws();
+                if self.peek() != Some(')') {
+                    return Err(self.error(start, "unclosed `(`: expected `)`"));
+                }
+                self.pos += 1;
+                Ok(inner)
+            }
             Some(c) if c.is_ascii_digit() || c == '-' => {
                 let mut end = self.pos + 1;
                 while end < self.text.len() && matches!(self.text.as_bytes()[end], b'0'..=b'9' | b'.') {

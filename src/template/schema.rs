@@ -176,6 +176,42 @@ impl Default for TemplateSchema {
     }
 }
 
+/// The keys under `fields` (nested tables included, as `parent.key`) that
+/// `docs` never names as `` `key` `` or `key =`: the test that every field
+/// the schema accepts is documented in docs/templates.md.
+#[cfg(test)]
+pub(crate) fn undocumented(prefix: &str, fields: &[Field], docs: &str) -> Vec<String> {
+    fn nested(k: &Kind) -> Option<&'static [Field]> {
+        match k {
+            Kind::Table(f) | Kind::StrOrTable(f) => Some(f),
+            Kind::List(inner) | Kind::Map(inner) => nested(inner),
+            _ => None,
+        }
+    }
+    let mut out = vec![];
+    for f in fields {
+        let named = docs.contains(&format!("`{}`", f.name))
+            || docs.contains(&format!("`{} =", f.name))
+            || docs
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{} =", f.name)));
+        if !named {
+            out.push(format!("{prefix}{}", f.name));
+        }
+        if let Some(inner) = nested(&f.kind) {
+            out.extend(undocumented(&format!("{prefix}{}.", f.name), inner, docs));
+        }
+    }
+    out
+}
+
+/// docs/templates.md, for [`undocumented`].
+#[cfg(test)]
+pub(crate) fn templates_doc() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/templates.md");
+    std::fs::read_to_string(&path).expect("docs/templates.md")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

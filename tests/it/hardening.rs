@@ -173,6 +173,79 @@ fn fail_on_and_skip_decide_the_build_and_are_recorded() {
         .contains("SEC-42"));
 }
 
+/// A profile file from raw TOML rule tables (for `kilntest`).
+fn raw_profile(s: &Scratch, rules: &str) -> PathBuf {
+    s.write("p.toml", &format!("description = \"test rules\"\n{rules}"))
+}
+
+/// One `kilntest` rule as TOML (`applies_if` is a whole line or empty).
+fn raw_rule(id: &str, applies_if: &str, apply: &str, check: &str) -> String {
+    format!("\n[[rule]]\nid = \"{id}\"\ntitle = \"rule {id}\"\nrationale = \"test\"\nseverity = \"medium\"\ndistros = [\"kilntest\"]\n{applies_if}apply = '''{apply}'''\ncheck = '''{check}'''\n")
+}
+
+#[test]
+fn checks_hold_after_all_rules_whatever_their_order() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[("etc/os-release", "ID=kilntest\n")]);
+    // `tight` sets a folder 700; `installer`, later, re-creates it 755 as a
+    // package install does (cloud-init's dependencies and Debian's
+    // /etc/cron.weekly). `late` configures what `installer` brings, so it
+    // is not applicable when its turn comes in the first pass.
+    raw_profile(
+        &s,
+        &[
+            raw_rule(
+                "tight",
+                "",
+                "mkdir -p /etc/cronish && chmod 700 /etc/cronish",
+                "kiln_expect_mode /etc/cronish 700",
+            ),
+            raw_rule(
+                "late",
+                "applies_if = \"test -e /etc/installed\"\n",
+                "chmod 600 /etc/installed",
+                "kiln_expect_mode /etc/installed 600",
+            ),
+            raw_rule(
+                "installer",
+                "",
+                "rm -rf /etc/cronish && mkdir -m 755 /etc/cronish && echo x > /etc/installed && chmod 644 /etc/installed",
+                "test -d /etc/cronish && echo installed",
+            ),
+        ]
+        .concat(),
+    );
+    let hardening = "[[build.provisioner]]\ntype = \"hardening\"\nprofile = \"p.toml\"\n";
+    let (code, manifest, log) = build(&s, &template(&s, hardening));
+    assert_eq!(code, 0, "{log}");
+    let report = manifest.unwrap()["hardening"][0].clone();
+    assert_eq!(
+        results(&report),
+        [
+            ("tight".to_string(), "pass".to_string()),
+            ("late".into(), "pass".into()),
+            ("installer".into(), "pass".into())
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["reapplied"], serde_json::json!(["tight", "late"]));
+    assert!(
+        log.contains("[tight] applying again: its check failed after all rules were applied"),
+        "{log}"
+    );
+    // A rule that still fails after the re-apply fails the build.
+    raw_profile(
+        &s,
+        &raw_rule("never", "", "true", "echo still wrong; exit 1"),
+    );
+    let (code, _, log) = build(&s, &template(&s, hardening));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("never"), "{log}");
+}
+
 #[test]
 fn verify_policy_refuses_a_signed_manifest_with_a_failed_high_rule() {
     if !ready() {
@@ -547,4 +620,92 @@ fn dir_digest(dir: &Path) -> String {
         .output()
         .unwrap();
     text(&o).0
+}
+
+/// The cached Debian bookworm base of `flavour` (debian-rootfs.sh).
+fn debian_flavour(flavour: &str) -> PathBuf {
+    let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
+        .arg(flavour)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "debian-rootfs.sh {flavour}: {}",
+        text(&o).1
+    );
+    PathBuf::from(text(&o).0.trim())
+}
+
+/// `cis-level1` holds on stock Debian bases other than the one above: a
+/// plain minbase (no cron: `/etc/cron.weekly` and `/etc/cron.monthly` are
+/// created 755 by packages later rules install, after `cron-permissions`
+/// ran, so it is applied again) and a cloud base (cloud-init,
+/// openssh-server, cron). Every applicable rule passes after all applied.
+#[test]
+fn cis_level1_holds_on_stock_debian_bases() {
+    if !ready()
+        || !crate::require(
+            "Debian hardening",
+            &["mmdebstrap", "unshare", "chroot"],
+            true,
+        )
+    {
+        return;
+    }
+    let shipped =
+        std::fs::read_to_string(crate::repo().join("templates/debian-hardened.toml")).unwrap();
+    for (flavour, reapplied) in [("minbase", Some("cron-permissions")), ("cloud", None)] {
+        let s = Scratch::new();
+        let rootfs = debian_flavour(flavour);
+        let t = s.write("debian.toml", &shipped);
+        let o = s
+            .kiln()
+            .args(["build", "--json", "--var"])
+            .arg(format!("rootfs={}", rootfs.display()))
+            .args(["--var", "output=out/debian"])
+            .arg(&t)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{flavour}: {err}");
+        let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                summary["jobs"][0]["artifacts"][0]["manifest"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let report = &manifest["hardening"][0];
+        assert_eq!(report["profile"], "cis-level1");
+        assert_eq!(report["summary"]["fail"], 0, "{flavour}: {report:#}");
+        assert!(
+            report["summary"]["pass"].as_u64().unwrap() >= 39,
+            "{flavour}: {report:#}"
+        );
+        if let Some(rule) = reapplied {
+            assert!(
+                report["reapplied"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|r| r == rule)),
+                "{flavour}: `{rule}` was undone by a later rule and applied again: {report:#}"
+            );
+        }
+        let cron = report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "cron-permissions")
+            .unwrap();
+        assert_eq!(cron["result"], "pass", "{flavour}: {cron:#}");
+        assert!(
+            cron["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("/etc/cron.weekly: mode 700"),
+            "{flavour}: {cron:#}"
+        );
+    }
 }

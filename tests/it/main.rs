@@ -12,6 +12,8 @@ mod checkers;
 mod cli;
 mod engine;
 #[cfg(feature = "oci")]
+mod expressions;
+#[cfg(feature = "oci")]
 mod hardening;
 mod hostile;
 mod import;
@@ -21,9 +23,12 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
+mod ported;
 #[cfg(feature = "qemu")]
 mod qemu;
 mod readme;
+#[cfg(feature = "oci")]
+mod registry_auth;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

@@ -29,6 +29,17 @@ struct ImageOverrides {
     workdir: Option<String>,
     user: Option<String>,
     exposed_ports: Option<Vec<String>>,
+    volumes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RegistryAuthSettings {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    token: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,10 +55,67 @@ struct OciSettings {
     #[serde(default)]
     config: ImageOverrides,
     limits: Option<super::unpack::LimitSettings>,
+    #[serde(default)]
+    auth: BTreeMap<String, RegistryAuthSettings>,
 }
 
+/// The job's settings; the template's registry credentials are checked
+/// and handed to the registry client (in memory) on the way.
 fn settings(job: &JobPlan) -> Result<OciSettings, BuildError> {
-    crate::builder::source_settings(job)
+    let s: OciSettings = crate::builder::source_settings(job)?;
+    let values = match job.source.get("auth") {
+        Some(crate::template::value::Value::Map(m)) => m.clone(),
+        _ => Default::default(),
+    };
+    for (registry, a) in &s.auth {
+        let at = format!("`auth.\"{registry}\"` of source `{}`", job.source_name);
+        let secret_ok = |key: &str| {
+            values
+                .get(registry)
+                .and_then(|v| match v {
+                    crate::template::value::Value::Map(m) => m.get(key),
+                    _ => None,
+                })
+                .is_none_or(|v| v.is_sensitive())
+        };
+        for key in ["password", "token"] {
+            if !secret_ok(key) {
+                return Err(BuildError::Config(format!(
+                    "{at}: `{key}` must come from `[secrets]` or a `sensitive` variable, not be written in the template (it would be recorded with the build's settings)"
+                )));
+            }
+        }
+        match (
+            a.username.is_empty(),
+            a.password.is_empty(),
+            a.token.is_empty(),
+        ) {
+            (false, false, true) | (false, true, false) | (true, true, false) => {}
+            (_, false, false) => {
+                return Err(BuildError::Config(format!(
+                    "{at}: give `password` or `token`, not both"
+                )))
+            }
+            (false, true, true) => {
+                return Err(BuildError::Config(format!(
+                    "{at}: `username` needs a `password` or a `token`"
+                )))
+            }
+            (true, false, true) => {
+                return Err(BuildError::Config(format!(
+                    "{at}: `password` needs a `username`"
+                )))
+            }
+            (true, true, true) => {
+                return Err(BuildError::Config(format!(
+                    "{at}: give `username` with `password` or `token`, or a bearer `token`"
+                )))
+            }
+        }
+        image::use_template_auth(registry, &a.username, &a.password, &a.token)
+            .map_err(BuildError::Config)?;
+    }
+    Ok(s)
 }
 
 /// Every registry of `from` and `to`, and the credentials for each, are
@@ -253,7 +321,10 @@ impl Builder for OciBuilder {
             .and_then(|c| c.working_dir().clone())
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
-        let (uid, gid) = numeric_user(image_cfg.as_ref().and_then(|c| c.user().clone()).as_deref());
+        let (uid, gid) = resolve_user(
+            &merged,
+            image_cfg.as_ref().and_then(|c| c.user().clone()).as_deref(),
+        )?;
         let short: String = ctx
             .build_id
             .chars()
@@ -308,12 +379,68 @@ pub(crate) fn tmpfs_dir() -> Result<PathBuf, BuildError> {
 }
 
 /// `USER` as `uid[:gid]`; names are not resolved yet (root is used).
-fn numeric_user(user: Option<&str>) -> (u32, u32) {
+/// A `USER` (`uid`, `uid:gid`, `name`, `name:group`, or a mix) as numeric
+/// ids, names looked up in the image's own `/etc/passwd` and `/etc/group`
+/// (`rootfs` is untrusted: symlinks and oversized files are refused). An
+/// unknown name is an error, never root.
+fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<(u32, u32), BuildError> {
     let Some(u) = user.filter(|u| !u.is_empty()) else {
-        return (0, 0);
+        return Ok((0, 0));
     };
-    let (a, b) = u.split_once(':').unwrap_or((u, u));
-    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    let (name, group) = match u.split_once(':') {
+        Some((n, g)) => (n, Some(g)),
+        None => (u, None),
+    };
+    let read = |file: &str| -> Result<String, BuildError> {
+        let bad = |why: &str| {
+            BuildError::Config(format!(
+                "USER `{u}`: cannot look names up in the image's /etc/{file}: {why}"
+            ))
+        };
+        let etc = rootfs.join("etc");
+        let path = etc.join(file);
+        for p in [&etc, &path] {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.file_type().is_symlink() => return Err(bad("it is a symbolic link")),
+                Ok(m) if p == &path && (!m.is_file() || m.len() > 4 << 20) => {
+                    return Err(bad("not a regular file of at most 4 MiB"))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(bad(&e.to_string())),
+            }
+        }
+        std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))
+    };
+    // `name:x:uid:gid:…` lines: (uid or gid, primary gid) of `key`.
+    let find = |text: &str, key: &str| -> Option<(u32, u32)> {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 3 && f[0] == key).then(|| {
+                let id = f[2].parse().ok()?;
+                Some((id, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id)))
+            })?
+        })
+    };
+    let (uid, primary_gid) = match name.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => find(&read("passwd")?, name).ok_or_else(|| {
+            BuildError::Config(format!(
+                "USER `{u}`: there is no user `{name}` in the image's /etc/passwd"
+            ))
+        })?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => find(&read("group")?, g).map(|(id, _)| id).ok_or_else(|| {
+                BuildError::Config(format!(
+                    "USER `{u}`: there is no group `{g}` in the image's /etc/group"
+                ))
+            })?,
+        },
+    };
+    Ok((uid, gid))
 }
 
 /// How artifacts record their base: `SOURCE@MANIFEST_DIGEST`, or `scratch`.
@@ -555,6 +682,14 @@ impl OciInstance {
         if let Some(u) = &o.user {
             c["User"] = u.clone().into();
         }
+        if let Some(volumes) = &o.volumes {
+            c["Volumes"] = serde_json::Value::Object(
+                volumes
+                    .iter()
+                    .map(|v| (v.clone(), serde_json::json!({})))
+                    .collect(),
+            );
+        }
         if let Some(ports) = &o.exposed_ports {
             c["ExposedPorts"] = serde_json::Value::Object(
                 ports
@@ -650,6 +785,10 @@ impl Instance for OciInstance {
                 what: "diff".into(),
                 source: std::io::Error::other(e),
             })??;
+        }
+        // The image's USER by name must exist in what was built.
+        if let Some(user) = &self.settings.config.user {
+            resolve_user(&self.comm.rootfs, Some(user))?;
         }
         self.leak_scan(ctx).await?;
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -3,7 +3,9 @@
 //! a rootfs tarball or scratch, into the blob store; pushing the result to
 //! registries and writing OCI layouts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -108,12 +110,22 @@ pub async fn check_registry(registry: &str) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut req = client.get(&url);
+    let from_template = template_auth(registry).is_some();
     let basic = match docker_auth(registry) {
         Some(RegistryAuth::Basic(u, p)) => {
             req = req.basic_auth(u, Some(p));
             true
         }
+        Some(RegistryAuth::Bearer(t)) => {
+            req = req.bearer_auth(t);
+            true
+        }
         _ => false,
+    };
+    let hint = if from_template {
+        "the credentials come from the template's `auth` table"
+    } else {
+        CREDENTIALS_HINT
     };
     let resp = match req.send().await {
         Ok(r) => r,
@@ -140,7 +152,7 @@ pub async fn check_registry(registry: &str) -> Result<(), String> {
         200..=299 => Ok(()),
         401 if challenge.to_ascii_lowercase().starts_with("bearer") => Ok(()),
         401 if basic => Err(format!(
-            "401 Unauthorized: `{registry}` refused the credentials configured for it{realm}; {CREDENTIALS_HINT}"
+            "401 Unauthorized: `{registry}` refused the credentials configured for it{realm}; {hint}"
         )),
         401 => Err(format!(
             "401 Unauthorized: `{registry}` wants credentials{realm} and none are configured for it; {CREDENTIALS_HINT}"
@@ -186,7 +198,52 @@ fn reg_err(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError
     }
 }
 
-/// A registry client for `registry` with credentials from the docker config.
+/// Credentials that templates gave for registries (`[source.oci.*] auth`),
+/// by registry host: held in memory only, for this process, and looked up
+/// before the docker config files.
+static TEMPLATE_AUTH: Mutex<BTreeMap<String, (String, String, String)>> =
+    Mutex::new(BTreeMap::new());
+
+/// Registers a template's credentials for `registry`: `username` with
+/// `password` (or an access `token` used as the password), or a bearer
+/// `token` alone. Two templates in one run giving different credentials
+/// for one registry is an error (which would win is not obvious).
+pub fn use_template_auth(
+    registry: &str,
+    username: &str,
+    password: &str,
+    token: &str,
+) -> Result<(), String> {
+    let entry = (
+        username.to_string(),
+        password.to_string(),
+        token.to_string(),
+    );
+    let mut table = TEMPLATE_AUTH.lock().unwrap_or_else(|e| e.into_inner());
+    match table.get(registry) {
+        Some(have) if *have != entry => Err(format!(
+            "two templates of this run give different credentials for registry `{registry}`; build them separately"
+        )),
+        _ => {
+            table.insert(registry.to_string(), entry);
+            Ok(())
+        }
+    }
+}
+
+/// The credentials a template gave for `registry`, if any.
+fn template_auth(registry: &str) -> Option<RegistryAuth> {
+    let table = TEMPLATE_AUTH.lock().unwrap_or_else(|e| e.into_inner());
+    let (user, password, token) = table.get(registry)?;
+    Some(match (user.is_empty(), password.is_empty()) {
+        (false, false) => RegistryAuth::Basic(user.clone(), password.clone()),
+        (false, true) => RegistryAuth::Basic(user.clone(), token.clone()),
+        (true, _) => RegistryAuth::Bearer(token.clone()),
+    })
+}
+
+/// A registry client for `registry` with credentials from the template or
+/// the docker config.
 pub fn client_for(registry: &str) -> (Client, RegistryAuth) {
     let protocol = if is_local_registry(registry) {
         ClientProtocol::Http
@@ -203,9 +260,13 @@ pub fn client_for(registry: &str) -> (Client, RegistryAuth) {
     )
 }
 
-/// Basic credentials for `registry` from `REGISTRY_AUTH_FILE`,
-/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+/// Credentials for `registry`: the template's (`auth`), else basic
+/// credentials from `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json`.
 pub fn docker_auth(registry: &str) -> Option<RegistryAuth> {
+    if let Some(auth) = template_auth(registry) {
+        return Some(auth);
+    }
     let mut files: Vec<PathBuf> = vec![];
     if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
         files.push(f.into());
@@ -682,8 +743,10 @@ pub async fn delete_manifest(image: &Reference, digest: &str) -> Result<bool, Bu
         image.repository()
     );
     let mut req = reqwest::Client::new().delete(&url);
-    if let Some(RegistryAuth::Basic(user, password)) = docker_auth(image.registry()) {
-        req = req.basic_auth(user, Some(password));
+    match docker_auth(image.registry()) {
+        Some(RegistryAuth::Basic(user, password)) => req = req.basic_auth(user, Some(password)),
+        Some(RegistryAuth::Bearer(token)) => req = req.bearer_auth(token),
+        _ => {}
     }
     let io = |msg: String| BuildError::Io {
         what: format!("cannot delete `{}@{digest}`", image.repository()),

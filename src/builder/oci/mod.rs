@@ -40,6 +40,16 @@ const CONFIG_FIELDS: &[Field] = &[
     Field::opt("workdir", Kind::Str),
     Field::opt("user", Kind::Str),
     Field::opt("exposed_ports", STR_LIST),
+    // Mount points recorded as the image's `Volumes`.
+    Field::opt("volumes", STR_LIST),
+];
+
+/// Credentials for one registry; the secret parts may (and must) be
+/// sensitive: they only reach the registry's HTTP API, in memory.
+const AUTH_FIELDS: &[Field] = &[
+    Field::opt("username", Kind::Str).sensitive_ok(),
+    Field::opt("password", Kind::Str).sensitive_ok(),
+    Field::opt("token", Kind::Str).sensitive_ok(),
 ];
 
 /// The settings of an OCI source (see `../shared/spec/template.md`).
@@ -56,6 +66,8 @@ pub const FIELDS: &[Field] = &[
     Field::opt("config", Kind::Table(CONFIG_FIELDS)),
     // Bounds on unpacking the (untrusted) base: decompression bombs.
     Field::opt("limits", Kind::Table(LIMIT_FIELDS)),
+    // Credentials per registry host of `from` and `to`, before config.json.
+    Field::opt("auth", Kind::Map(&Kind::Table(AUTH_FIELDS))),
 ];
 
 const LIMIT_FIELDS: &[Field] = &[

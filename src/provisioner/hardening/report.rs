@@ -136,6 +136,12 @@ pub struct ComplianceReport {
     pub skip_reason: Option<String>,
     pub summary: Summary,
     pub rules: Vec<RuleResult>,
+    /// Rules applied a second time, in order, because their checks failed
+    /// after every rule had been applied once (a later rule undid them,
+    /// e.g. a package install that created a folder with its own mode).
+    /// The results above are those of the checks after the re-apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reapplied: Vec<String>,
 }
 
 impl ComplianceReport {
@@ -150,6 +156,7 @@ impl ComplianceReport {
             skip_reason: None,
             summary: Summary::default(),
             rules: vec![],
+            reapplied: vec![],
         }
     }
 
@@ -217,6 +224,12 @@ pub fn render(report: &ComplianceReport) -> String {
             }
         }
     }
+    if !report.reapplied.is_empty() {
+        out.push_str(&format!(
+            "  applied again after all rules (a later rule had undone them, or made them relevant): {}\n",
+            report.reapplied.join(", ")
+        ));
+    }
     out
 }
 
@@ -264,6 +277,7 @@ mod tests {
             skip_reason: None,
             summary: Summary::default(),
             rules: vec![],
+            reapplied: vec![],
         };
         r.push(rule("a", Severity::High, Outcome::Pass));
         r.push(rule("b", Severity::Medium, Outcome::Fail));
@@ -295,6 +309,15 @@ mod tests {
         assert!(text.contains("FAIL"));
         assert!(text.contains("| evidence of c"));
         assert!(!text.contains("evidence of a"), "{text}");
+        assert!(!text.contains("applied again"), "{text}");
+        let mut r = report();
+        r.reapplied = vec!["a".into()];
+        assert!(render(&r).contains("applied again after all rules"));
+        // Reports from before `reapplied` existed still parse.
+        let mut old = serde_json::to_value(report()).unwrap();
+        old.as_object_mut().unwrap().remove("reapplied");
+        let back: ComplianceReport = serde_json::from_value(old).unwrap();
+        assert!(back.reapplied.is_empty());
     }
 
     #[test]

@@ -84,45 +84,54 @@ pub async fn run_profile(
             }
         })
         .collect();
+    // Rules found not applicable by their `applies_if` during the apply
+    // pass: a later rule may make them relevant (install cron).
+    let mut by_condition = vec![false; profile.rules.len()];
     if mode == Mode::ApplyAndCheck {
-        for (rule, slot) in profile.rules.iter().zip(decided.iter_mut()) {
+        for (i, (rule, slot)) in profile.rules.iter().zip(decided.iter_mut()).enumerate() {
             if slot.is_some() {
                 continue;
             }
             if let Some(why) = not_applicable(comm, rule, &env).await? {
                 *slot = Some((Outcome::NotApplicable, why));
+                by_condition[i] = true;
                 continue;
             }
-            let cmd = command(&rule.apply, true, &env, APPLY_TIMEOUT);
-            let id = rule.id.clone();
-            let code = comm
-                .exec(&cmd, &mut |stream, line| {
-                    output(stream, format!("[{id}] {line}"))
-                })
-                .await?;
-            if code != 0 {
-                return Err(RunError::Apply {
-                    rule: rule.id.clone(),
-                    code,
-                });
-            }
+            apply(comm, rule, &env, "", output).await?;
         }
     }
-    for (rule, slot) in profile.rules.iter().zip(decided) {
-        let (result, evidence) = match slot {
-            Some(decided) => decided,
-            None => {
-                // In a build, applicability was decided before applying.
-                let skip = match mode {
-                    Mode::CheckOnly => not_applicable(comm, rule, &env).await?,
-                    Mode::ApplyAndCheck => None,
-                };
-                match skip {
-                    Some(why) => (Outcome::NotApplicable, why),
-                    None => check(comm, rule, &env).await?,
-                }
+    let mut results = check_all(profile, comm, mode, &env, &decided).await?;
+    if mode == Mode::ApplyAndCheck {
+        // The checks must hold after *all* rules applied, whatever their
+        // order: a rule that a later one undid (a package install creating
+        // `/etc/cron.weekly` 755 after `cron-permissions`) is applied once
+        // more, in profile order, and then every check runs again (so a
+        // re-apply that breaks another rule is caught too). Apply scripts
+        // are idempotent, which the profile format asks of them.
+        // A rule whose `applies_if` became true (a later rule installed
+        // what it configures) is applied now, in the same pass.
+        let mut again = false;
+        for (i, rule) in profile.rules.iter().enumerate() {
+            let failed = decided[i].is_none() && results[i].0 == Outcome::Fail;
+            let now_relevant = by_condition[i] && not_applicable(comm, rule, &env).await?.is_none();
+            if !(failed || now_relevant) {
+                continue;
             }
-        };
+            let note = if failed {
+                " again: its check failed after all rules were applied"
+            } else {
+                ": a later rule made its `applies_if` true"
+            };
+            apply(comm, rule, &env, note, output).await?;
+            decided[i] = None;
+            report.reapplied.push(rule.id.clone());
+            again = true;
+        }
+        if again {
+            results = check_all(profile, comm, mode, &env, &decided).await?;
+        }
+    }
+    for (rule, (result, evidence)) in profile.rules.iter().zip(results) {
         report.push(RuleResult {
             id: rule.id.clone(),
             title: rule.title.clone(),
@@ -132,6 +141,62 @@ pub async fn run_profile(
         });
     }
     Ok(report)
+}
+
+/// Runs one rule's apply script; a non-zero exit stops the run.
+async fn apply(
+    comm: &dyn Communicator,
+    rule: &Rule,
+    env: &[(String, String)],
+    note: &str,
+    output: &mut OutputFn<'_>,
+) -> Result<(), RunError> {
+    let cmd = command(&rule.apply, true, env, APPLY_TIMEOUT);
+    let id = rule.id.clone();
+    if !note.is_empty() {
+        output(Stream::Stdout, format!("[{id}] applying{note}"));
+    }
+    let code = comm
+        .exec(&cmd, &mut |stream, line| {
+            output(stream, format!("[{id}] {line}"))
+        })
+        .await?;
+    if code != 0 {
+        return Err(RunError::Apply {
+            rule: rule.id.clone(),
+            code,
+        });
+    }
+    Ok(())
+}
+
+/// Every rule's outcome and evidence: decided ones as decided, the others
+/// by their check.
+async fn check_all(
+    profile: &Profile,
+    comm: &dyn Communicator,
+    mode: Mode,
+    env: &[(String, String)],
+    decided: &[Option<(Outcome, String)>],
+) -> Result<Vec<(Outcome, String)>, CommError> {
+    let mut out = Vec::with_capacity(profile.rules.len());
+    for (rule, slot) in profile.rules.iter().zip(decided) {
+        out.push(match slot {
+            Some(decided) => decided.clone(),
+            None => {
+                // In a build, applicability was decided before applying.
+                let skip = match mode {
+                    Mode::CheckOnly => not_applicable(comm, rule, env).await?,
+                    Mode::ApplyAndCheck => None,
+                };
+                match skip {
+                    Some(why) => (Outcome::NotApplicable, why),
+                    None => check(comm, rule, env).await?,
+                }
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Reads `/etc/os-release` (or `/usr/lib/os-release`).

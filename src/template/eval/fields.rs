@@ -143,6 +143,31 @@ impl Scope<'_> {
                 }
                 other => bad(format!("found a {}", other.type_name())),
             },
+            // A list or map computed by an expression: each item is
+            // checked (and paths resolved) as if it were written out.
+            Kind::List(elem) if matches!(plain, Value::List(_)) => {
+                let Value::List(items) = plain else {
+                    unreachable!()
+                };
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(self.check_scalar(item.clone(), node, elem, sensitive_ok, key)?);
+                }
+                Some(wrap(Value::List(out)))
+            }
+            Kind::Map(elem) if matches!(plain, Value::Map(_)) => {
+                let Value::Map(items) = plain else {
+                    unreachable!()
+                };
+                let mut out = BTreeMap::new();
+                for (k, item) in items {
+                    out.insert(
+                        k.clone(),
+                        self.check_scalar(item.clone(), node, elem, sensitive_ok, k)?,
+                    );
+                }
+                Some(wrap(Value::Map(out)))
+            }
             Kind::List(_) | Kind::Map(_) | Kind::Table(_) => {
                 let want = if matches!(kind, Kind::List(_)) {
                     "list"

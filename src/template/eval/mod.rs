@@ -1,10 +1,15 @@
 //! Evaluation of `${…}` against a [`Scope`]: references (`var.*`,
 //! `local.*`, `secret.*`, `image.*`, `build.*`, `source.*`) and lazy locals
-//! with cycle detection. The function library is in `functions`; checking
-//! a node against its schema [`Kind`] while evaluating it in `fields`.
+//! with cycle detection. The function library is in `functions`; operators,
+//! indexing and conditionals in `operators`; dates in `dates`; checking a
+//! node against its schema [`Kind`] while evaluating it in `fields`.
 
+mod dates;
 mod fields;
 mod functions;
+mod operators;
+#[cfg(test)]
+mod tests;
 
 pub use fields::missing;
 
@@ -41,6 +46,10 @@ pub struct Scope<'a> {
     stack: RefCell<Vec<String>>,
     diags: RefCell<Diagnostics>,
     seen: RefCell<HashSet<(usize, usize, String)>>,
+    /// Inside a `templatefile()` template: the only names it can refer to
+    /// (bare, `${name}`), and how deep templates nest.
+    bare: Option<BTreeMap<String, Value>>,
+    depth: usize,
 }
 
 impl<'a> Scope<'a> {
@@ -67,6 +76,8 @@ impl<'a> Scope<'a> {
             stack: Default::default(),
             diags: Default::default(),
             seen: Default::default(),
+            bare: None,
+            depth: 0,
         }
     }
 
@@ -157,7 +168,47 @@ impl<'a> Scope<'a> {
             ExprKind::Num(n) => Some(Value::Num(*n)),
             ExprKind::Bool(b) => Some(Value::Bool(*b)),
             ExprKind::Invalid => Some(Value::Unknown),
+            ExprKind::Ref(path) if self.bare.is_some() => self.eval_bare(path, &e.span),
+            ExprKind::Ref(path)
+                if path.len() > 2 && matches!(path[0].as_str(), "var" | "local" | "secret") =>
+            {
+                // `var.map.key.inner`: the variable, then its keys.
+                let mut v = self.eval_ref(&path[..2], &e.span)?;
+                for key in &path[2..] {
+                    v = self.index(v, Value::Str(key.clone()), &e.span)?;
+                }
+                Some(v)
+            }
             ExprKind::Ref(path) => self.eval_ref(path, &e.span),
+            ExprKind::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(self.eval_expr(i)?);
+                }
+                Some(Value::List(out))
+            }
+            ExprKind::Map(pairs) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in pairs {
+                    out.insert(k.clone(), self.eval_expr(v)?);
+                }
+                Some(Value::Map(out))
+            }
+            ExprKind::Index(c, i) => {
+                let c = self.eval_expr(c)?;
+                let i = self.eval_expr(i)?;
+                self.index(c, i, &e.span)
+            }
+            ExprKind::Attr(c, key) => {
+                let c = self.eval_expr(c)?;
+                self.index(c, Value::Str(key.clone()), &e.span)
+            }
+            ExprKind::Not(inner) => self.not(inner, &e.span),
+            ExprKind::Binary(op, a, b) => self.binary(*op, a, b, &e.span),
+            ExprKind::Cond(c, a, b) => self.conditional(c, a, b),
+            ExprKind::Call(name, args) if name == "try" || name == "can" => {
+                self.try_call(name, args, &e.span)
+            }
             ExprKind::Call(name, args) => {
                 let mut vals = Vec::with_capacity(args.len());
                 for a in args {

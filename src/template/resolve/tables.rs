@@ -52,3 +52,44 @@ pub(super) const BUILD_KEYS: &[&str] = &[
     "rebuild",
 ];
 pub(super) const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::schema::{templates_doc, undocumented};
+
+    /// Every key of kiln's own tables is named in docs/templates.md.
+    #[test]
+    fn every_own_table_field_is_documented() {
+        let docs = templates_doc();
+        let mut missing = vec![];
+        for (table, fields) in [
+            ("vault", VAULT_FIELDS),
+            ("image", IMAGE_FIELDS),
+            ("build.rebuild", REBUILD_FIELDS),
+            ("secrets.*", SECRET_FIELDS),
+            ("build.sign", SIGN_FIELDS),
+            ("build.register", REGISTER_FIELDS),
+        ] {
+            missing.extend(undocumented(&format!("[{table}] "), fields, &docs));
+        }
+        for key in TOP_KEYS.iter().chain(BUILD_KEYS).chain(PROVISIONER_COMMON) {
+            if !docs.contains(&format!("`{key}`"))
+                && !docs.contains(&format!("[{key}"))
+                && !docs.contains(&format!("[[{key}"))
+                && !docs.contains(&format!("[build.{key}"))
+                && !docs.contains(&format!("[[build.{key}"))
+                && !docs
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} =")))
+            {
+                missing.push(key.to_string());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "keys missing from docs/templates.md:\n{}",
+            missing.join("\n")
+        );
+    }
+}
