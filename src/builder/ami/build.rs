@@ -82,16 +82,8 @@ impl Builder for AmiBuilder {
         ));
         let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-        let instance = launch::instance(
-            &aws,
-            &s,
-            &base,
-            &group,
-            &tags,
-            user_data.as_deref(),
-            limit,
-        )
-        .await?;
+        let instance =
+            launch::instance(&aws, &s, &base, &group, &tags, user_data.as_deref(), limit).await?;
         ctx.message(format!(
             "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
         ));
@@ -134,7 +126,10 @@ fn user_data(s: &AmiSettings, ctx: &JobContext) -> Result<Option<Vec<u8>>, Build
         (None, Some(file)) => {
             let path = ctx.template_dir.join(file);
             std::fs::read(&path).map_err(|e| {
-                BuildError::Config(format!("`user_data_file`: cannot read `{}`: {e}", path.display()))
+                BuildError::Config(format!(
+                    "`user_data_file`: cannot read `{}`: {e}",
+                    path.display()
+                ))
             })?
         }
         (None, None) => return Ok(None),
@@ -145,8 +140,7 @@ fn user_data(s: &AmiSettings, ctx: &JobContext) -> Result<Option<Vec<u8>>, Build
             data.len()
         )));
     }
-    let redactor =
-        crate::ui::redact::Redactor::new(ctx.secrets.iter().map(|(_, v)| v.clone()));
+    let redactor = crate::ui::redact::Redactor::new(ctx.secrets.iter().map(|(_, v)| v.clone()));
     let text = String::from_utf8_lossy(&data);
     if !redactor.is_empty() && redactor.redact(&text) != text {
         return Err(BuildError::Config(

@@ -191,11 +191,11 @@ pub async fn share(
             .iter()
             .map(|o| LaunchPermission::builder().organization_arn(o).build()),
     );
-    launch.extend(
-        to.ous
-            .iter()
-            .map(|o| LaunchPermission::builder().organizational_unit_arn(o).build()),
-    );
+    launch.extend(to.ous.iter().map(|o| {
+        LaunchPermission::builder()
+            .organizational_unit_arn(o)
+            .build()
+    }));
     if to.public {
         launch.push(
             LaunchPermission::builder()

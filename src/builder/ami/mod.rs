@@ -302,7 +302,9 @@ impl AmiSettings {
     /// Whether the image is shared with anyone (accounts, organizations,
     /// organizational units).
     pub fn shares(&self) -> bool {
-        !(self.share_with.is_empty() && self.share_with_orgs.is_empty() && self.share_with_ous.is_empty())
+        !(self.share_with.is_empty()
+            && self.share_with_orgs.is_empty()
+            && self.share_with_ous.is_empty())
     }
 
     #[cfg(feature = "ami")]
