@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use sigstore::crypto::{CosignVerificationKey, Signature};
 
 use super::{SignError, SigningKey};
-use crate::builder::oci::image::{client_for, MANIFEST_V1};
+use crate::builder::oci::image::{client_for, not_found, MANIFEST_V1};
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -134,15 +134,7 @@ pub async fn get_tagged(
         .await
     {
         Ok((b, _)) => b,
-        Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
-            return Ok(None)
-        }
-        Err(e)
-            if e.to_string().contains("MANIFEST_UNKNOWN")
-                || e.to_string().contains("NAME_UNKNOWN") =>
-        {
-            return Ok(None)
-        }
+        Err(e) if not_found(&e) => return Ok(None),
         Err(e) => return Err(reg(format!("cannot read `{tagged}`"))(e)),
     };
     let m: serde_json::Value = serde_json::from_slice(&bytes)

@@ -706,23 +706,26 @@ pub async fn digest_of(tagged: &Reference) -> Result<Option<String>, BuildError>
     let (client, auth) = client_for(tagged.registry());
     match client.fetch_manifest_digest(tagged, &auth).await {
         Ok(d) => Ok(Some(d)),
-        Err(e) => {
-            use oci_client::errors::{OciDistributionError as E, OciErrorCode};
-            let missing = match &e {
-                E::ImageManifestNotFoundError(_) => true,
-                E::RegistryError { envelope, .. } => envelope
-                    .errors
-                    .iter()
-                    .any(|x| matches!(x.code, OciErrorCode::ManifestUnknown)),
-                E::ServerError { code, .. } => *code == 404,
-                _ => false,
-            };
-            if missing {
-                Ok(None)
-            } else {
-                Err(reg_err(format!("cannot resolve `{tagged}`"))(e))
-            }
-        }
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(reg_err(format!("cannot resolve `{tagged}`"))(e)),
+    }
+}
+
+/// Whether a registry answered that the manifest (or the whole
+/// repository) does not exist, however it phrased it: a 404, or an error
+/// envelope with `MANIFEST_UNKNOWN` / `NAME_UNKNOWN`.
+pub fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+            matches!(
+                x.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+            )
+        }),
+        E::ServerError { code, .. } => *code == 404,
+        _ => false,
     }
 }
 
