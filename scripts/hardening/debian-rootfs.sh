@@ -10,6 +10,7 @@
 #   debian-rootfs.sh            minbase + openssh-server, cron, procps, iproute2, ca-certificates
 #   debian-rootfs.sh minbase    plain minbase (nothing added)
 #   debian-rootfs.sh cloud      minbase + cloud-init, openssh-server, cron (a cloud image's base)
+#   debian-rootfs.sh ansible    minbase + ansible-core (the ansible-local provisioner's tests)
 set -euo pipefail
 
 SUITE="${KILN_DEBIAN_SUITE:-bookworm}"
@@ -19,7 +20,8 @@ case "$FLAVOUR" in
   ssh) INCLUDE="openssh-server,cron,procps,iproute2,ca-certificates" ;;
   minbase) INCLUDE="" ;;
   cloud) INCLUDE="cloud-init,openssh-server,cron" ;;
-  *) echo "error: unknown flavour \`$FLAVOUR\` (ssh, minbase, cloud)" >&2; exit 2 ;;
+  ansible) INCLUDE="ansible-core" ;;
+  *) echo "error: unknown flavour \`$FLAVOUR\` (ssh, minbase, cloud, ansible)" >&2; exit 2 ;;
 esac
 CACHE="${KILN_CACHE_DIR:-$HOME/.cache/kiln}/debian-rootfs"
 

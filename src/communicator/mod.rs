@@ -61,6 +61,11 @@ pub enum CommError {
     },
     #[error("{0}")]
     Refused(String),
+    /// The connection to the instance was lost (it rebooted, or its
+    /// network or SSH server went away): the command may or may not have
+    /// finished. A provisioner with `expect_disconnect` tolerates it.
+    #[error("the connection to the instance was lost: {0}")]
+    Disconnected(String),
 }
 
 impl CommError {
@@ -81,6 +86,37 @@ pub trait Communicator: Send + Sync {
     async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError>;
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError>;
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError>;
+
+    /// Waits, up to `limit`, until the instance answers again after the
+    /// connection was lost (a reboot). Communicators whose instance
+    /// cannot drop the connection (a container, the host) return at once.
+    async fn reconnect(&self, _limit: Duration) -> Result<(), CommError> {
+        Ok(())
+    }
+
+    /// Whether the instance can reboot and come back (a VM, a cloud
+    /// instance), so `expect_disconnect` waits for it.
+    fn can_reboot(&self) -> bool {
+        false
+    }
+
+    /// How a tool on the host reaches the instance over SSH (the Ansible
+    /// provisioner), when the communicator is SSH.
+    fn ssh_endpoint(&self) -> Option<SshEndpoint> {
+        None
+    }
+}
+
+/// What a host tool needs to connect to the instance as the build does.
+#[derive(Clone)]
+pub struct SshEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    /// The private key in OpenSSH format (never written outside a tmpfs).
+    pub private_key: Option<String>,
+    /// The host key the build pinned, as an `authorized_keys`-style line.
+    pub host_key: Option<String>,
 }
 
 /// Copies `from` to `to` for communicators that reach the instance's

@@ -175,17 +175,21 @@ impl SshCommunicator {
     async fn channel(&self) -> Result<russh::Channel<client::Msg>, CommError> {
         let mut guard = self.session.lock().await;
         if guard.as_ref().is_none_or(|h| h.is_closed()) {
-            let handle = self
-                .attempt()
-                .await
-                .map_err(|e| CommError::Refused(format!("cannot reconnect over SSH: {e:?}")))?;
+            let handle = self.attempt().await.map_err(|e| match e {
+                Attempt::NotReady(why) => {
+                    CommError::Disconnected(format!("cannot reconnect over SSH: {why}"))
+                }
+                Attempt::Rejected(why) => {
+                    CommError::Refused(format!("cannot reconnect over SSH: {why}"))
+                }
+            })?;
             *guard = Some(handle);
         }
         let handle = guard.as_ref().expect("connected above");
         handle
             .channel_open_session()
             .await
-            .map_err(|e| CommError::Refused(format!("cannot open an SSH channel: {e}")))
+            .map_err(|e| CommError::Disconnected(format!("cannot open an SSH channel: {e}")))
     }
 
     async fn sftp(&self) -> Result<russh_sftp::client::SftpSession, CommError> {
@@ -258,7 +262,7 @@ impl SshCommunicator {
             None => run.await,
         };
         code.ok_or_else(|| {
-            CommError::Refused("the SSH channel closed without an exit status".into())
+            CommError::Disconnected("the SSH channel closed without an exit status".into())
         })
     }
 }
@@ -375,6 +379,38 @@ impl Communicator for SshCommunicator {
         let result = write_remote(&sftp, remote, &data, mode.unwrap_or(0o644)).await;
         let _ = sftp.close().await;
         result
+    }
+
+    async fn reconnect(&self, limit: Duration) -> Result<(), CommError> {
+        if let Some(h) = self.session.lock().await.take() {
+            let _ = h
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        self.wait_ready(limit, &mut || Ok(())).await
+    }
+
+    fn can_reboot(&self) -> bool {
+        true
+    }
+
+    fn ssh_endpoint(&self) -> Option<super::SshEndpoint> {
+        let private_key = match &self.target.auth {
+            SshAuth::Key(k) => Some(
+                k.to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                    .ok()?
+                    .to_string(),
+            ),
+            SshAuth::Password(_) => None,
+        };
+        let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        Some(super::SshEndpoint {
+            host: self.target.addr.ip().to_string(),
+            port: self.target.addr.port(),
+            username: self.target.username.clone(),
+            private_key,
+            host_key: pinned.as_ref().and_then(|k| k.to_openssh().ok()),
+        })
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {

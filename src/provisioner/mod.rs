@@ -1,16 +1,19 @@
 //! Provisioners change a running instance through its communicator:
-//! `shell`, `file`, `breakpoint`, and `hardening` (profiles of rules with
-//! apply and check scripts, and a compliance report). Each is
+//! `shell`, `file`, `breakpoint`, `hardening` (profiles of rules with
+//! apply and check scripts, and a compliance report), `ansible-local`;
+//! `shell-local` runs on the build host instead. Each is
 //! a peer behind [`Provisioner`]; [`for_plan`] builds one from a resolved
 //! `[[build.provisioner]]`.
 //!
 //! Architecture invariant: a provisioner only touches the instance through
 //! the [`Communicator`]; secrets reach it only as environment values.
 
+pub mod ansible_local;
 pub mod breakpoint;
 pub mod file;
 pub mod hardening;
 pub mod shell;
+pub mod shell_local;
 
 use async_trait::async_trait;
 
@@ -56,6 +59,8 @@ pub trait Provisioner: Send + Sync {
 /// Every provisioner type and its fields (besides `type`, `only`, `except`).
 pub const SCHEMAS: &[(&str, &[Field])] = &[
     ("shell", shell::FIELDS),
+    ("shell-local", shell_local::FIELDS),
+    ("ansible-local", ansible_local::FIELDS),
     ("file", file::FIELDS),
     ("breakpoint", breakpoint::FIELDS),
     ("hardening", hardening::FIELDS),
@@ -69,7 +74,12 @@ pub fn for_plan(
 ) -> Result<Box<dyn Provisioner>, ProvisionError> {
     match plan.kind.as_str() {
         "shell" => Ok(Box::new(shell::Shell::from_plan(plan)?)),
+        "shell-local" => Ok(Box::new(shell_local::ShellLocal::from_plan(plan)?)),
         "file" => Ok(Box::new(file::FileCopy::from_plan(plan, template_dir)?)),
+        "ansible-local" => Ok(Box::new(ansible_local::AnsibleLocal::from_plan(
+            plan,
+            template_dir,
+        )?)),
         "breakpoint" => Ok(Box::new(breakpoint::Breakpoint::from_plan(plan))),
         "hardening" => Ok(Box::new(hardening::Hardening::from_plan(
             plan,
@@ -89,6 +99,8 @@ pub fn settings_problems(
 ) -> Vec<(&'static str, String)> {
     match kind {
         "hardening" => hardening::settings_problems(config),
+        "shell" | "shell-local" => shell::settings_problems(config),
+        "file" => file::settings_problems(config),
         _ => vec![],
     }
 }

@@ -24,6 +24,7 @@ mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
 mod ported;
+mod provisioners;
 #[cfg(feature = "qemu")]
 mod qemu;
 mod readme;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use crate::{assert_exit, text, Scratch};
 
-const SECRET: &str = "oci-test-secret-4711";
+pub(crate) const SECRET: &str = "oci-test-secret-4711";
 
 /// True when everything the OCI tests need is here.
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     crate::require(
         "OCI",
         &[
@@ -141,7 +141,7 @@ pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
 }
 
 /// Runs `kiln build --json` and returns (exit code, summary event, stdout).
-fn build(s: &Scratch, template: &Path) -> (i32, serde_json::Value, String) {
+pub(crate) fn build(s: &Scratch, template: &Path) -> (i32, serde_json::Value, String) {
     let o = s
         .kiln()
         .args(["build", "--json"])
@@ -177,7 +177,7 @@ fn skopeo_layers(reference: &str) -> Vec<String> {
 }
 
 /// Nothing of a build is left: mounts, containers, work and tmpfs folders, journal.
-fn assert_nothing_left(s: &Scratch) {
+pub(crate) fn assert_nothing_left(s: &Scratch) {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let state = s.state().display().to_string();
     assert!(!mounts.contains(&state), "a mount is left under {state}");
@@ -209,7 +209,7 @@ fn assert_nothing_left(s: &Scratch) {
     );
 }
 
-fn template(from: &str, to: &str, provisioners: &str) -> String {
+pub(crate) fn template(from: &str, to: &str, provisioners: &str) -> String {
     format!(
         "[image]\nname = \"web\"\nversion = \"1.2.3\"\n\n[source.oci.img]\nfrom = \"{from}\"\nto = [{to}]\n\n[source.oci.img.config]\ncmd = [\"/bin/sh\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n{provisioners}\n"
     )
