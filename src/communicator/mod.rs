@@ -100,11 +100,25 @@ pub trait Communicator: Send + Sync {
         false
     }
 
-    /// How a tool on the host reaches the instance over SSH (the Ansible
-    /// provisioner), when the communicator is SSH.
-    fn ssh_endpoint(&self) -> Option<SshEndpoint> {
-        None
+    /// Opens a way for a tool on the host (the `ansible` provisioner) to
+    /// reach the instance; `None` when this communicator has none.
+    /// [`Communicator::close_host_access`] ends it.
+    async fn host_access(&self) -> Result<Option<HostAccess>, CommError> {
+        Ok(None)
     }
+
+    /// Ends what [`Communicator::host_access`] opened.
+    async fn close_host_access(&self) {}
+}
+
+/// How a tool on the host reaches the instance.
+#[derive(Clone)]
+pub enum HostAccess {
+    /// Over SSH, as the build does.
+    Ssh(SshEndpoint),
+    /// By running a command inside it: the command's words follow these
+    /// (a container runtime's `exec` into a session container).
+    Exec(Vec<String>),
 }
 
 /// What a host tool needs to connect to the instance as the build does.

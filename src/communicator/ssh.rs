@@ -394,23 +394,23 @@ impl Communicator for SshCommunicator {
         true
     }
 
-    fn ssh_endpoint(&self) -> Option<super::SshEndpoint> {
+    async fn host_access(&self) -> Result<Option<super::HostAccess>, CommError> {
         let private_key = match &self.target.auth {
             SshAuth::Key(k) => Some(
                 k.to_openssh(russh::keys::ssh_key::LineEnding::LF)
-                    .ok()?
+                    .map_err(|e| CommError::Refused(format!("cannot encode the SSH key: {e}")))?
                     .to_string(),
             ),
             SshAuth::Password(_) => None,
         };
         let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
-        Some(super::SshEndpoint {
+        Ok(Some(super::HostAccess::Ssh(super::SshEndpoint {
             host: self.target.addr.ip().to_string(),
             port: self.target.addr.port(),
             username: self.target.username.clone(),
             private_key,
             host_key: pinned.as_ref().and_then(|k| k.to_openssh().ok()),
-        })
+        })))
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {

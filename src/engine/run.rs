@@ -270,6 +270,10 @@ fn preflight(
         .iter()
         .map(|p| {
             provisioner::for_plan(p, template_dir)
+                .and_then(|prov| {
+                    prov.check_source(&job.source_type)?;
+                    Ok(prov)
+                })
                 .map(|prov| (p.index, p.kind.clone(), prov))
                 .map_err(|source| JobError::Provision {
                     index: p.index,

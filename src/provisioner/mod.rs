@@ -1,14 +1,14 @@
 //! Provisioners change a running instance through its communicator:
 //! `shell`, `file`, `breakpoint`, `hardening` (profiles of rules with
 //! apply and check scripts, and a compliance report), `ansible-local`;
-//! `shell-local` runs on the build host instead. Each is
+//! `shell-local` and `ansible` run on the build host instead. Each is
 //! a peer behind [`Provisioner`]; [`for_plan`] builds one from a resolved
 //! `[[build.provisioner]]`.
 //!
 //! Architecture invariant: a provisioner only touches the instance through
 //! the [`Communicator`]; secrets reach it only as environment values.
 
-pub mod ansible_local;
+pub mod ansible;
 pub mod breakpoint;
 pub mod file;
 pub mod hardening;
@@ -48,6 +48,12 @@ pub enum ProvisionError {
 /// One provisioning step.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
+    /// Refuses, before anything launches, a source type this provisioner
+    /// cannot work with.
+    fn check_source(&self, _source_type: &str) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+
     /// Runs against the instance; streams output as events through `ctx`.
     async fn provision(
         &self,
@@ -60,7 +66,8 @@ pub trait Provisioner: Send + Sync {
 pub const SCHEMAS: &[(&str, &[Field])] = &[
     ("shell", shell::FIELDS),
     ("shell-local", shell_local::FIELDS),
-    ("ansible-local", ansible_local::FIELDS),
+    ("ansible", ansible::FIELDS),
+    ("ansible-local", ansible::local::FIELDS),
     ("file", file::FIELDS),
     ("breakpoint", breakpoint::FIELDS),
     ("hardening", hardening::FIELDS),
@@ -76,7 +83,8 @@ pub fn for_plan(
         "shell" => Ok(Box::new(shell::Shell::from_plan(plan)?)),
         "shell-local" => Ok(Box::new(shell_local::ShellLocal::from_plan(plan)?)),
         "file" => Ok(Box::new(file::FileCopy::from_plan(plan, template_dir)?)),
-        "ansible-local" => Ok(Box::new(ansible_local::AnsibleLocal::from_plan(
+        "ansible" => Ok(Box::new(ansible::Ansible::from_plan(plan, template_dir)?)),
+        "ansible-local" => Ok(Box::new(ansible::local::AnsibleLocal::from_plan(
             plan,
             template_dir,
         )?)),
@@ -101,6 +109,7 @@ pub fn settings_problems(
         "hardening" => hardening::settings_problems(config),
         "shell" | "shell-local" => shell::settings_problems(config),
         "file" => file::settings_problems(config),
+        "ansible" => ansible::settings_problems(config),
         _ => vec![],
     }
 }

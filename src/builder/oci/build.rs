@@ -346,6 +346,7 @@ impl Builder for OciBuilder {
             undo: ctx.undo.clone(),
             counter: AtomicU64::new(0),
             readonly_root: false,
+            session: Default::default(),
         };
         Ok(Box::new(OciInstance {
             settings: s,

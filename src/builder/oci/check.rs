@@ -168,6 +168,7 @@ async fn check_unpacked(
         undo: undo.clone(),
         counter: AtomicU64::new(0),
         readonly_root: true,
+        session: Default::default(),
     };
     let mut report = run_profile(
         profile,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::container::{resolve_in_root, runtime_spec, write_bundle, ProcessSpec, SCRIPT_PATH};
 use super::reap::Container;
-use crate::communicator::{process, CommError, Communicator, OutputFn, RemoteCommand};
+use crate::communicator::{process, CommError, Communicator, HostAccess, OutputFn, RemoteCommand};
 use crate::job::{Resource, ResourceKind as _, Undo};
 
 /// Runs scripts in containers on one rootfs.
@@ -35,6 +35,17 @@ pub struct RuncCommunicator {
     pub counter: AtomicU64,
     /// Mount the rootfs read-only (`kiln check`: look, never change).
     pub readonly_root: bool,
+    /// The long-lived container a host tool execs into
+    /// ([`Communicator::host_access`]), while it is open.
+    pub session: tokio::sync::Mutex<Option<Session>>,
+}
+
+/// A session container and what the undo stack holds for it.
+pub struct Session {
+    id: String,
+    bundle: PathBuf,
+    container_undo: crate::job::UndoHandle,
+    bundle_undo: crate::job::UndoHandle,
 }
 
 /// Kills and deletes the container if the exec future is dropped early.
@@ -75,13 +86,11 @@ fn merge_env(image: &[String], extra: &[(String, String)]) -> Vec<String> {
     env
 }
 
-#[async_trait]
-impl Communicator for RuncCommunicator {
-    async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n}", self.id_prefix);
-        let bundle = self.secret_dir.join(&id);
-        let bundle_undo = self
+impl RuncCommunicator {
+    /// A fresh bundle folder on the tmpfs, registered for undo.
+    async fn bundle(&self, id: &str) -> Result<(PathBuf, crate::job::UndoHandle), CommError> {
+        let bundle = self.secret_dir.join(id);
+        let handle = self
             .undo
             .register(
                 Resource::TempDir {
@@ -91,13 +100,101 @@ impl Communicator for RuncCommunicator {
             )
             .await
             .map_err(CommError::io("journal"))?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&bundle)
-                .map_err(CommError::io("cannot create bundle"))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&bundle)
+            .map_err(CommError::io("cannot create bundle"))?;
+        Ok((bundle, handle))
+    }
+
+    /// Starts a detached container on the rootfs that only sleeps, for
+    /// `runc exec` from the host; journaled like every container.
+    async fn start_session(&self) -> Result<Session, CommError> {
+        let id = format!("{}-session", self.id_prefix);
+        let (bundle, bundle_undo) = self.bundle(&id).await?;
+        let spec = runtime_spec(
+            &self.rootfs,
+            &self.hostname,
+            self.host_network,
+            &ProcessSpec {
+                args: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "while :; do sleep 3600; done".into(),
+                ],
+                env: self.image_env.clone(),
+                cwd: &self.image_workdir,
+                uid: self.uid,
+                gid: self.gid,
+                script: None,
+            },
+        )
+        .map_err(|e| CommError::Refused(e.to_string()))?;
+        write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
+        let container_undo = self
+            .undo
+            .register(
+                Container {
+                    runtime: self.runtime.clone(),
+                    root: self.state_root.clone(),
+                    id: id.clone(),
+                }
+                .resource(),
+                "session container (host tools)",
+            )
+            .await
+            .map_err(CommError::io("journal"))?;
+        // The detached container inherits runc's stdio, so a pipe here would
+        // never reach end-of-file: runc's errors go to a file in the bundle.
+        let err_path = bundle.join("runc-run.err");
+        let err_file =
+            std::fs::File::create(&err_path).map_err(CommError::io("session error file"))?;
+        let status = tokio::process::Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["run", "--detach", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err_file))
+            .status()
+            .await
+            .map_err(CommError::io(format!("cannot start `{}`", self.runtime)))?;
+        let session = Session {
+            id,
+            bundle,
+            container_undo,
+            bundle_undo,
+        };
+        if !status.success() {
+            let why = std::fs::read_to_string(&err_path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            self.end_session(session).await;
+            return Err(CommError::Refused(format!(
+                "cannot start a session container for host tools: {why}"
+            )));
         }
+        Ok(session)
+    }
+
+    async fn end_session(&self, s: Session) {
+        force_delete(&self.runtime, &self.state_root, &s.id);
+        self.undo.release(s.container_undo).await;
+        let _ = tokio::fs::remove_dir_all(&s.bundle).await;
+        self.undo.release(s.bundle_undo).await;
+    }
+}
+
+#[async_trait]
+impl Communicator for RuncCommunicator {
+    async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", self.id_prefix);
+        let (bundle, bundle_undo) = self.bundle(&id).await?;
         // A `#!` script runs from a read-only file bound under the
         // container's /dev tmpfs (stdin stays the process's own); anything
         // else is one `sh -e -c`.
@@ -228,6 +325,31 @@ impl Communicator for RuncCommunicator {
         })
         .await
         .map_err(|e| CommError::io("upload")(std::io::Error::other(e)))?
+    }
+
+    async fn host_access(&self) -> Result<Option<HostAccess>, CommError> {
+        if self.readonly_root {
+            return Ok(None);
+        }
+        let mut session = self.session.lock().await;
+        if session.is_none() {
+            *session = Some(self.start_session().await?);
+        }
+        let id = session.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        Ok(Some(HostAccess::Exec(vec![
+            self.runtime.clone(),
+            "--root".into(),
+            self.state_root.display().to_string(),
+            "exec".into(),
+            id,
+        ])))
+    }
+
+    async fn close_host_access(&self) {
+        let session = self.session.lock().await.take();
+        if let Some(s) = session {
+            self.end_session(s).await;
+        }
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::file::{run_quiet, sh_quote, upload_folder};
-use super::{text, ProvisionError, Provisioner};
 use crate::communicator::{Communicator, RemoteCommand};
 use crate::job::JobContext;
+use crate::provisioner::file::{run_quiet, sh_quote, upload_folder};
+use crate::provisioner::{text, ProvisionError, Provisioner};
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
 use crate::template::Value;
