@@ -15,6 +15,7 @@ mod records;
 mod register;
 mod run;
 mod steps;
+mod test;
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::JobError;

@@ -84,8 +84,18 @@ pub async fn attach_attestation(
     digest: &str,
     envelope: &[u8],
 ) -> Result<Reference, SignError> {
-    let annotations =
-        json!({ SIG_ANNOTATION: "", "predicateType": super::provenance::PREDICATE_TYPE });
+    attach_attestation_of(target, digest, envelope, super::provenance::PREDICATE_TYPE).await
+}
+
+/// Attaches a DSSE envelope of a statement with `predicate_type` (the
+/// test result, …) to the image's `.att` sidecar, beside the others.
+pub async fn attach_attestation_of(
+    target: &Reference,
+    digest: &str,
+    envelope: &[u8],
+    predicate_type: &str,
+) -> Result<Reference, SignError> {
+    let annotations = json!({ SIG_ANNOTATION: "", "predicateType": predicate_type });
     push_sidecar(
         target,
         digest,

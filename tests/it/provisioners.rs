@@ -121,11 +121,18 @@ env = "KILN_OCI_TEST_TOKEN"
     assert!(!out.contains(SECRET), "the secret is redacted");
 
     let root = unpack(&s.path().join("out/p"), "1", &s.path().join("bundle"));
-    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     // execute_command ran the script with the environment passed on by name.
-    assert_eq!(read("etc/greeting"), "hello world/through-execute-command\n");
+    assert_eq!(
+        read("etc/greeting"),
+        "hello world/through-execute-command\n"
+    );
     assert_eq!(read("etc/token-length"), format!("{}\n", SECRET.len()));
-    assert!(read("etc/tmp-during").contains("kiln-script-"), "the script was uploaded to /tmp");
+    assert!(
+        read("etc/tmp-during").contains("kiln-script-"),
+        "the script was uploaded to /tmp"
+    );
     assert!(
         !std::fs::read_dir(root.join("tmp")).unwrap().any(|e| e
             .unwrap()
@@ -152,7 +159,10 @@ env = "KILN_OCI_TEST_TOKEN"
     assert_eq!(std::fs::read_to_string(fetched.join("a")).unwrap(), "a\n");
     assert_eq!(mode(&fetched.join("a")), 0o755);
     assert_eq!(mode(&fetched.join("sub")), 0o751);
-    assert_eq!(std::fs::read_to_string(fetched.join("sub/b")).unwrap(), "b\n");
+    assert_eq!(
+        std::fs::read_to_string(fetched.join("sub/b")).unwrap(),
+        "b\n"
+    );
     assert!(fetched.join("empty").is_dir());
     // shell-local: the build's names, a listed secret, not kiln's own
     // environment.
@@ -194,16 +204,16 @@ fn bad_exit_codes_hostile_listings_and_links_are_refused() {
         "[[build.provisioner]]\ntype = \"shell\"\nvalid_exit_codes = [0, 3]\ninline = [\"exit 4\"]\n",
     );
     assert_eq!(code, 1, "{summary}");
-    assert!(summary.to_string().contains("exited with code 4"), "{summary}");
+    assert!(
+        summary.to_string().contains("exited with code 4"),
+        "{summary}"
+    );
 
     // The instance lies about a folder's content: its shell answers the
     // listing with a path outside the destination. Nothing is written
     // outside it.
     let liar = "#!/bin/busybox ash\nfor a; do f=$a; done\ncase \"$f\" in *-mindepth*) echo 'regular file|644|./../../escaped'; exit 0;; esac\nexec /bin/busybox ash \"$@\"\n";
-    let write_liar = format!(
-        "printf '%s' '{}' > /bin/sh",
-        liar.replace('\'', "'\\''")
-    );
+    let write_liar = format!("printf '%s' '{}' > /bin/sh", liar.replace('\'', "'\\''"));
     let (code, summary, _) = run(
         "liar",
         &format!(
@@ -212,7 +222,10 @@ fn bad_exit_codes_hostile_listings_and_links_are_refused() {
         ),
     );
     assert_eq!(code, 1, "{summary}");
-    assert!(summary.to_string().contains("not a path kiln copies out"), "{summary}");
+    assert!(
+        summary.to_string().contains("not a path kiln copies out"),
+        "{summary}"
+    );
     assert!(!s.path().join("escaped").exists());
     assert!(!s.path().join("deep/escaped").exists());
 
@@ -222,7 +235,12 @@ fn bad_exit_codes_hostile_listings_and_links_are_refused() {
         "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"/bin/busybox --install -s /bin\", \"mkdir -p /srv/l\", \"ln -s /etc/passwd /srv/l/pw\"]\n\n[[build.provisioner]]\ntype = \"file\"\ndirection = \"download\"\nsource = \"/srv/l\"\ndestination = \"links/\"\n",
     );
     assert_eq!(code, 1, "{summary}");
-    assert!(summary.to_string().contains("`/srv/l/pw` in the instance is a symbolic link"), "{summary}");
+    assert!(
+        summary
+            .to_string()
+            .contains("`/srv/l/pw` in the instance is a symbolic link"),
+        "{summary}"
+    );
     assert!(!s.path().join("links/l/pw").exists());
 
     // execute_command must run the script; one error, at its line.
@@ -239,7 +257,10 @@ fn bad_exit_codes_hostile_listings_and_links_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("write `{path}` where its path goes"), "{err}");
     assert!(err.contains("1 error found"), "{err}");
-    assert!(err.contains("exec.toml:17:1"), "the error is at the key: {err}");
+    assert!(
+        err.contains("exec.toml:17:1"),
+        "the error is at the key: {err}"
+    );
     assert_nothing_left(&s);
 }
 
@@ -261,7 +282,11 @@ fn ansible_local_runs_a_playbook_with_a_role_inside_a_debian_instance() {
         .arg("ansible")
         .output()
         .unwrap();
-    assert!(o.status.success(), "debian-rootfs.sh ansible: {}", text(&o).1);
+    assert!(
+        o.status.success(),
+        "debian-rootfs.sh ansible: {}",
+        text(&o).1
+    );
     let rootfs = text(&o).0.trim().to_string();
     let s = Scratch::new();
     s.write(
@@ -300,28 +325,45 @@ env = "KILN_OCI_TEST_TOKEN"
 "#;
     let t = s.write(
         "a.toml",
-        &template(&format!("rootfs:{rootfs}"), "\"oci-layout:out/a:1\"", provisioners),
+        &template(
+            &format!("rootfs:{rootfs}"),
+            "\"oci-layout:out/a:1\"",
+            provisioners,
+        ),
     );
     let (code, summary, out) = build(&s, &t);
     assert_eq!(code, 0, "{summary}\n{out}");
     assert!(out.contains("TASK [motd : motd]"), "{out}");
     assert!(!out.contains(SECRET), "the secret is never shown");
     let root = unpack(&s.path().join("out/a"), "1", &s.path().join("bundle"));
-    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).unwrap(), "from-ansible\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/greeting")).unwrap(),
+        "from-ansible\n"
+    );
     assert_eq!(mode(&root.join("etc/greeting")), 0o640);
-    assert_eq!(std::fs::read_to_string(root.join("etc/motd-kiln")).unwrap(), "baked by kiln\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/motd-kiln")).unwrap(),
+        "baked by kiln\n"
+    );
     let tmp: Vec<String> = std::fs::read_dir(root.join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!tmp.iter().any(|n| n.starts_with("kiln-ansible")), "staging left: {tmp:?}");
-    assert!(!root.join("root/.ansible").exists(), "Ansible's home is left");
+    assert!(
+        !tmp.iter().any(|n| n.starts_with("kiln-ansible")),
+        "staging left: {tmp:?}"
+    );
+    assert!(
+        !root.join("root/.ansible").exists(),
+        "Ansible's home is left"
+    );
     // The secret is nowhere in the image's blobs.
     for blob in walk(&s.path().join("out/a")) {
         let bytes = std::fs::read(&blob).unwrap();
         let plain = if bytes.starts_with(&[0x1f, 0x8b]) {
             let mut v = vec![];
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut v).unwrap();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut v)
+                .unwrap();
             v
         } else {
             bytes
