@@ -80,6 +80,60 @@ pub fn result_for(statement: &serde_json::Value, digest: &str) -> Result<String,
         .ok_or_else(|| "no `result` in the predicate".into())
 }
 
+/// A passing result: `PASSED`, or `WARNED` (nothing failed, something
+/// could not be checked in that kind of instance).
+pub fn is_passing(result: &str) -> bool {
+    result == "PASSED" || result == "WARNED"
+}
+
+/// Verifies a test attestation's DSSE envelope with `key` and returns its
+/// result for `digest`; `Err` when the signature, the subject or the
+/// result (not passing) is wrong.
+pub fn verify_passing(
+    envelope: &[u8],
+    key: &sigstore::crypto::CosignVerificationKey,
+    digest: &str,
+) -> Result<String, String> {
+    let body = super::dsse::verify_bytes(envelope, super::provenance::PAYLOAD_TYPE, key)
+        .map_err(|e| e.to_string())?;
+    let st: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("not a statement: {e}"))?;
+    let result = result_for(&st, digest)?;
+    if !is_passing(&result) {
+        return Err(format!(
+            "the tests did not pass: {result} ({})",
+            st["predicate"]["failedTests"]
+        ));
+    }
+    Ok(result)
+}
+
+/// The manifest digest of an OCI layout's image (`tag`, or its only one),
+/// from its `index.json`.
+pub fn layout_digest(dir: &std::path::Path, tag: Option<&str>) -> Result<String, String> {
+    let path = dir.join("index.json");
+    let index: serde_json::Value = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let pick = match tag {
+        Some(t) => manifests
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == t),
+        None if manifests.len() == 1 => manifests.first(),
+        None => None,
+    };
+    pick.and_then(|m| m["digest"].as_str().map(String::from))
+        .ok_or_else(|| {
+            format!(
+                "`{}` has no image{}",
+                dir.display(),
+                tag.map(|t| format!(" tagged `{t}`")).unwrap_or_default()
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
