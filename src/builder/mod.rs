@@ -153,6 +153,12 @@ pub trait Builder: Send + Sync {
 pub trait ArtifactInstance: Send + Sync {
     /// How the tests reach the instance.
     fn communicator(&self) -> &dyn Communicator;
+
+    /// The content digest of what was started (`sha256:…`), when the
+    /// builder resolved it (a tag given to `kiln test`).
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A running throw-away instance.

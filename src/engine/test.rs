@@ -5,11 +5,13 @@
 //! published; `--keep-on-failure` leaves the failed test instance,
 //! journaled, for inspection and `kiln cleanup`.
 
-use crate::builder::Builder;
+use std::path::Path;
+
+use crate::builder::{Builder, Builders};
 use crate::imagetest::{run_tests, TestReport};
-use crate::job::{sanitize, scratch::build_work_dir, JobContext, Resource, Undo};
-use crate::template::plan::TestPlan;
-use crate::ui::ArtifactInfo;
+use crate::job::{sanitize, scratch::build_work_dir, JobContext, Journal, Resource, Undo};
+use crate::template::plan::{BuildPlan, JobPlan, TestPlan};
+use crate::ui::{ArtifactInfo, EventBus};
 
 /// Tests every artifact (once per digest) and records the reports on
 /// them; `Err` when a test could not run, or failed.
@@ -90,7 +92,74 @@ pub async fn test_artifact(
     .await;
     Ok(TestReport {
         artifact: artifact.id.clone(),
-        digest: artifact.digest.clone(),
+        digest: instance.digest().or_else(|| artifact.digest.clone()),
         tests,
     })
+}
+
+/// `kiln test`: `job`'s tests against an existing artifact, in a fresh
+/// instance journaled like a build's (`kiln cleanup` reaps what a killed
+/// run leaves), removed afterwards unless `keep_on_failure` and a test
+/// failed. Messages go to `bus`.
+pub async fn test_existing(
+    plan: &BuildPlan,
+    job: &JobPlan,
+    builders: &Builders,
+    state_dir: &Path,
+    artifact: &ArtifactInfo,
+    keep_on_failure: bool,
+    bus: std::sync::Arc<EventBus>,
+) -> Result<TestReport, String> {
+    let builder = builders
+        .get(&job.source_type)
+        .ok_or_else(|| format!("no builder for source type `{}`", job.source_type))?;
+    if !builder.can_test() {
+        return Err(format!(
+            "testing `{}` artifacts is not supported yet (OCI images only)",
+            job.source_type
+        ));
+    }
+    let build_id = format!("test-{}", uuid::Uuid::new_v4());
+    let name = job.name();
+    let ctx = JobContext {
+        undo: Undo::new(
+            Journal::new(state_dir),
+            builders.reapers(),
+            &build_id,
+            &name,
+        ),
+        name,
+        plan: job.clone(),
+        build_id: build_id.clone(),
+        image: plan.image.clone(),
+        template_digest: plan.template_digest.clone(),
+        secrets: std::sync::Arc::new(vec![]),
+        template_dir: plan.template_dir(),
+        state_dir: state_dir.to_path_buf(),
+        cancel: tokio_util::sync::CancellationToken::new(),
+        interactive: false,
+        vault: plan.vault.clone(),
+        hardening_reports: Default::default(),
+        bus,
+    };
+    let undo = ctx.undo.sibling("test").await;
+    let result = test_artifact(&ctx, builder.as_ref(), &undo, artifact, &job.tests).await;
+    let keep = keep_on_failure && result.as_ref().is_ok_and(TestReport::failed);
+    if keep {
+        let kept = undo.abandon().await;
+        ctx.message(format!(
+            "kept the failed test instance for inspection: {}; remove with `kiln cleanup`",
+            kept.join(", ")
+        ));
+        return result;
+    }
+    let unwound = undo.unwind().await;
+    let _ = std::fs::remove_dir_all(build_work_dir(state_dir, &build_id));
+    if !unwound.failed.is_empty() {
+        return Err(format!(
+            "cleanup failed: {}; `kiln cleanup` will retry",
+            unwound.failed.join("; ")
+        ));
+    }
+    result
 }

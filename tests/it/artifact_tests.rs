@@ -201,6 +201,29 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         "{kinds:?}"
     );
 
+    // `kiln verify --require-tests` accepts the registry image, the layout
+    // and the build manifest with the build's key, and refuses them with
+    // another key.
+    let layout = format!("oci-layout:{}:1", s.path().join("out/img").display());
+    let manifest_arg = manifest_file.display().to_string();
+    for artifact in [format!("registry:{image}"), layout.clone(), manifest_arg] {
+        let o = s
+            .kiln()
+            .args(["verify", "--require-tests", "--key", "cosign.pub"])
+            .arg(&artifact)
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert!(text(&o).0.contains("PASSED"), "{artifact}: {}", text(&o).0);
+        let o = s
+            .kiln()
+            .args(["verify", "--require-tests", "--key", "other.pub"])
+            .arg(&artifact)
+            .output()
+            .unwrap();
+        assert_exit(&o, 1);
+    }
+
     // Registered and promoted: the tests passed.
     let o = s
         .kiln()
@@ -209,6 +232,30 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         .unwrap();
     assert_exit(&o, 0);
     assert!(text(&o).0.contains("\"deb\""), "{}", text(&o).0);
+    let o = s.kiln().arg("audit").output().unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        text(&o)
+            .0
+            .contains("tests: PASSED (10 passed, 0 warned, 0 failed)"),
+        "{}",
+        text(&o).0
+    );
+
+    // `kiln test` re-tests the pushed image by its tag.
+    let o = s
+        .kiln()
+        .arg("test")
+        .arg(&t)
+        .args(["--artifact", &format!("registry:{image}")])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).0.contains(&format!("PASSED ({digest})")),
+        "{}",
+        text(&o).0
+    );
     assert_nothing_left(&s);
 }
 
@@ -293,6 +340,22 @@ fn failing_test_fails_the_build_and_nothing_is_registered_or_published() {
     assert_eq!(tags(&format!("{}/t/bb", reg.addr)), vec!["1".to_string()]);
     assert_nothing_left(&s);
 
+    // `kiln test` of the pushed (untested) image fails the same way.
+    let o = s
+        .kiln()
+        .arg("test")
+        .arg(&t)
+        .args(["--artifact", &format!("registry:{image}"), "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let report: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(report["result"], "FAILED");
+    assert_eq!(report["tests"][0]["outcome"], "fail");
+    assert_eq!(report["tests"][1]["outcome"], "pass");
+    assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_nothing_left(&s);
+
     // --keep-on-failure: the test instance stays for inspection, journaled.
     let o = s
         .kiln()
@@ -324,6 +387,39 @@ fn failing_test_fails_the_build_and_nothing_is_registered_or_published() {
     let o = s.kiln().arg("cleanup").output().unwrap();
     assert_exit(&o, 0);
     assert_nothing_left(&s);
+
+    // A signed image that was never tested: `kiln verify` accepts its
+    // signature, `--require-tests` refuses it.
+    s.keygen("cosign", "pw");
+    let untested = format!("{}/t/untested:1", reg.addr);
+    let t = s.write(
+        "u.toml",
+        &format!("[image]\nname = \"u\"\nversion = \"1.0.0\"\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{untested}\"]\n[[build]]\nsources = [\"oci.img\"]\n[build.sign]\nkey = \"cosign.key\"\n"),
+    );
+    let o = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let verify = |extra: &[&str]| {
+        s.kiln()
+            .args(["verify", "--key", "cosign.pub"])
+            .args(extra)
+            .arg(format!("registry:{untested}"))
+            .output()
+            .unwrap()
+    };
+    assert_exit(&verify(&[]), 0);
+    let o = verify(&["--require-tests"]);
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).1.contains("no passing test attestation"),
+        "{}",
+        text(&o).1
+    );
 }
 
 /// SIGKILL while a test command runs in the test container, then

@@ -19,11 +19,16 @@ use crate::ui::ArtifactInfo;
 /// The test container's rootfs and how commands reach it.
 pub struct TestContainer {
     comm: RuncCommunicator,
+    digest: String,
 }
 
 impl ArtifactInstance for TestContainer {
     fn communicator(&self) -> &dyn Communicator {
         &self.comm
+    }
+
+    fn digest(&self) -> Option<String> {
+        Some(self.digest.clone())
     }
 }
 
@@ -36,7 +41,10 @@ async fn load_artifact(
     if let Some(d) = artifact.id.strip_prefix("kiln-cache:") {
         return from_cache(d, store);
     }
-    let mut base = BaseRef::parse(&artifact.id, Path::new("/"))?;
+    // Relative layouts (`kiln test --artifact oci-layout:out/img`) are the
+    // caller's; a build's artifact ids are absolute.
+    let cwd = std::env::current_dir().map_err(BuildError::io("current folder"))?;
+    let mut base = BaseRef::parse(&artifact.id, &cwd)?;
     if let (BaseRef::Registry(r), Some(d)) = (&base, artifact.digest.as_deref()) {
         base = BaseRef::Registry(oci_client::Reference::with_digest(
             r.registry().to_string(),
@@ -87,5 +95,8 @@ pub async fn launch_artifact(
     let image = load_artifact(artifact, &store).await?;
     let id = format!("test-{}", uuid::Uuid::new_v4());
     let comm = readonly_instance(&image, &store, state_dir, &id, undo, "kiln-test").await?;
-    Ok(Box::new(TestContainer { comm }))
+    Ok(Box::new(TestContainer {
+        comm,
+        digest: image.manifest_digest,
+    }))
 }
