@@ -625,3 +625,135 @@ async fn shell(
     );
     Ok(vec![check("exit_status", 0, observed, r.code == 0)])
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each check evaluated for real through the local communicator, on
+    //! files and commands of the host (the same reads an instance gets).
+    use super::*;
+    use crate::communicator::local::LocalCommunicator;
+    use crate::job::{Journal, Reapers, Undo};
+
+    fn plan(kind: &str, fields: &[(&str, Value)]) -> TestPlan {
+        TestPlan {
+            kind: kind.into(),
+            index: 1,
+            config: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            at: "t.toml:1:1".into(),
+            inline_at: vec![],
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.into())
+    }
+
+    fn list(v: &[&str]) -> Value {
+        Value::List(v.iter().map(|x| s(x)).collect())
+    }
+
+    async fn outcomes(t: &TestPlan, dir: &Path) -> Vec<(String, Outcome, String)> {
+        let undo = Undo::new(Journal::new(dir), Reapers::default(), "b", "j");
+        // Relative paths resolve in `dir` (the local communicator copies
+        // files out of its workspace only).
+        let comm = LocalCommunicator::new(dir.into(), dir.join("scripts"), undo.clone());
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let (_, checks) = run(t, &comm, &scratch).await;
+        undo.unwind().await;
+        checks
+            .into_iter()
+            .map(|c| (c.property, c.outcome, c.observed))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn file_checks_report_what_they_observe() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("motd");
+        std::fs::write(&f, "hello world\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"hello world\n"));
+        let t = plan(
+            "file",
+            &[
+                ("path", s("motd")),
+                ("mode", s("0600")),
+                ("contains", list(&["world", "nope"])),
+                ("sha256", s(&sha)),
+            ],
+        );
+        let got = outcomes(&t, tmp.path()).await;
+        let find = |p: &str, o: &str| {
+            got.iter()
+                .find(|(prop, _, obs)| prop == p && (o.is_empty() || obs == o))
+                .map(|(_, out, _)| *out)
+        };
+        assert_eq!(find("exists", "true"), Some(Outcome::Pass), "{got:?}");
+        assert_eq!(find("mode", "0640"), Some(Outcome::Fail), "{got:?}");
+        assert_eq!(find("contains", "found"), Some(Outcome::Pass), "{got:?}");
+        assert_eq!(
+            find("contains", "not found"),
+            Some(Outcome::Fail),
+            "{got:?}"
+        );
+        assert_eq!(find("sha256", &sha), Some(Outcome::Pass), "{got:?}");
+        let t = plan(
+            "file",
+            &[("path", s("absent")), ("exists", Value::Bool(false))],
+        );
+        let got = outcomes(&t, tmp.path()).await;
+        assert_eq!(got, vec![("exists".into(), Outcome::Pass, "false".into())]);
+    }
+
+    #[tokio::test]
+    async fn commands_and_shell_tests_compare_exit_and_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = plan(
+            "command",
+            &[
+                ("run", s("echo 42; echo oops >&2; exit 3")),
+                ("exit_status", Value::Num(3.0)),
+                ("stdout_matches", s("^42$")),
+                ("stdout_contains", list(&["43"])),
+                ("stderr_contains", list(&["oops"])),
+            ],
+        );
+        let got = outcomes(&t, tmp.path()).await;
+        let by = |p: &str| got.iter().find(|(x, _, _)| x == p).unwrap().1;
+        assert_eq!(by("exit_status"), Outcome::Pass, "{got:?}");
+        assert_eq!(by("stdout_matches"), Outcome::Pass, "{got:?}");
+        assert_eq!(by("stdout_contains"), Outcome::Fail, "{got:?}");
+        assert_eq!(by("stderr_contains"), Outcome::Pass, "{got:?}");
+        let t = plan("shell", &[("inline", list(&["echo checking", "false"]))]);
+        let got = outcomes(&t, tmp.path()).await;
+        assert_eq!(got[0].1, Outcome::Fail);
+        assert!(got[0].2.starts_with("exit 1: checking"), "{got:?}");
+        // A bad regex is the template's error, named with its value.
+        let t = plan("command", &[("run", s("true")), ("stdout_matches", s("("))]);
+        let got = outcomes(&t, tmp.path()).await;
+        assert_eq!(got[0].1, Outcome::Fail);
+        assert!(got[0].2.contains("`(`"), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn users_and_kernel_params_are_read_from_the_instance() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = plan("user", &[("name", s("root")), ("uid", Value::Num(0.0))]);
+        let got = outcomes(&t, tmp.path()).await;
+        assert!(got.iter().all(|(_, o, _)| *o == Outcome::Pass), "{got:?}");
+        let t = plan("user", &[("name", s("no-such-user-4711"))]);
+        assert_eq!(outcomes(&t, tmp.path()).await[0].1, Outcome::Fail);
+        let t = plan(
+            "kernel_param",
+            &[("key", s("../etc/passwd")), ("value", s("x"))],
+        );
+        let got = outcomes(&t, tmp.path()).await;
+        assert_eq!(got[0].1, Outcome::Fail);
+        assert!(got[0].2.contains("not a sysctl key"), "{got:?}");
+    }
+}
