@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod communicator;
 pub mod engine;
+pub mod imagetest;
 pub mod import;
 pub mod job;
 pub mod lifecycle;

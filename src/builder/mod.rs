@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::communicator::{CommError, Communicator};
-use crate::job::{JobContext, Reap, Reapers, Resource, UndoHandle};
+use crate::job::{JobContext, Reap, Reapers, Resource, Undo, UndoHandle};
 use crate::template::plan::JobPlan;
 use crate::template::schema::Field;
 use crate::template::TemplateSchema;
@@ -88,6 +88,17 @@ pub(crate) async fn register(
         .map_err(BuildError::io("journal"))
 }
 
+/// [`register`] on an undo stack of its own (a test instance's).
+pub(crate) async fn register_on(
+    undo: &Undo,
+    r: Resource,
+    what: &str,
+) -> Result<UndoHandle, BuildError> {
+    undo.register(r, what)
+        .await
+        .map_err(BuildError::io("journal"))
+}
+
 /// One source type.
 #[async_trait]
 pub trait Builder: Send + Sync {
@@ -112,6 +123,42 @@ pub trait Builder: Send + Sync {
 
     /// Starts a throw-away instance from `ctx.plan.source`.
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError>;
+
+    /// Whether [`Builder::launch_artifact`] can start its artifacts:
+    /// preflight refuses `[[build.test]]` otherwise, before anything runs.
+    fn can_test(&self) -> bool {
+        false
+    }
+
+    /// Starts a fresh instance from an artifact this builder produced (or
+    /// one named like it), for `[[build.test]]` and `kiln test`: never the
+    /// build instance. Its resources go on `undo` — a stack of their own,
+    /// journaled under the job, so the test instance can be kept alone
+    /// (`--keep-on-failure`) and `kiln cleanup` reaps it after a crash.
+    async fn launch_artifact(
+        &self,
+        _ctx: &JobContext,
+        _undo: &Undo,
+        artifact: &ArtifactInfo,
+    ) -> Result<Box<dyn ArtifactInstance>, BuildError> {
+        Err(BuildError::NotSupported(format!(
+            "`[[build.test]]` on a `{}` artifact is not supported yet (OCI images only)",
+            artifact.kind
+        )))
+    }
+}
+
+/// A fresh instance of an artifact, for its tests: looked at, never
+/// snapshotted; removed by its undo stack.
+pub trait ArtifactInstance: Send + Sync {
+    /// How the tests reach the instance.
+    fn communicator(&self) -> &dyn Communicator;
+
+    /// The content digest of what was started (`sha256:…`), when the
+    /// builder resolved it (a tag given to `kiln test`).
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A running throw-away instance.
@@ -198,6 +245,7 @@ impl Builders {
         TemplateSchema {
             sources: self.entries.iter().map(|(t, f, _)| (*t, *f)).collect(),
             provisioners: crate::provisioner::SCHEMAS.to_vec(),
+            tests: crate::imagetest::SCHEMAS.to_vec(),
             provisioner_checks: crate::provisioner::settings_problems,
         }
     }
@@ -228,7 +276,8 @@ mod tests {
         let docs = templates_doc();
         let schema = super::Builders::standard().schema();
         let mut missing = vec![];
-        for (ty, fields) in schema.sources.iter().chain(&schema.provisioners) {
+        let all = schema.sources.iter().chain(&schema.provisioners);
+        for (ty, fields) in all.chain(&schema.tests) {
             missing.extend(undocumented(&format!("{ty}: "), fields, &docs));
         }
         assert!(

@@ -34,6 +34,10 @@ pub struct BuildArgs {
     /// On failure: undo everything, or leave the failed instance for inspection.
     #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
     pub on_error: OnError,
+    /// When a `[[build.test]]` fails, keep its test instance for
+    /// inspection (listed; removed with `kiln cleanup`).
+    #[arg(long)]
+    pub keep_on_failure: bool,
     /// Let the other jobs finish when one fails.
     #[arg(long)]
     pub no_fail_fast: bool,
@@ -226,6 +230,7 @@ async fn build_one(
             args.parallel
         },
         on_error: args.on_error,
+        keep_on_failure: args.keep_on_failure,
         fail_fast: !args.no_fail_fast,
         state_dir: state_dir.to_path_buf(),
         interactive: !args.json && std::io::stdin().is_terminal(),

@@ -19,6 +19,7 @@ mod keygen;
 mod plan;
 mod prune;
 mod show_manifest;
+mod test;
 mod validate;
 mod verify;
 
@@ -104,6 +105,8 @@ pub enum Command {
     Console(console::ConsoleArgs),
     /// Verify the catalog's signed log; show what was built, signed, promoted and revoked.
     Audit(audit::AuditArgs),
+    /// Run a template's `[[build.test]]` against an existing image.
+    Test(test::TestArgs),
     /// Say, per template, whether a build is due and why (nothing built).
     Plan(plan::PlanArgs),
     /// Retire old versions per `[image.retention]`: deprecate, then delete.
@@ -200,7 +203,10 @@ async fn run(cli: Cli) -> Exit {
     }
     // The state folder holds unpacked images (setuid files, device nodes):
     // root-only. Commands that write there create it; any command tightens it.
-    let creates = matches!(cli.command, Command::Build(_) | Command::Check(_));
+    let creates = matches!(
+        cli.command,
+        Command::Build(_) | Command::Check(_) | Command::Test(_)
+    );
     match crate::builder::cache::secure_state(&cli.state_dir, creates) {
         Ok(notes) => {
             for n in notes {
@@ -232,6 +238,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Console(args) => console::exec(args),
         Command::Audit(args) => audit::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Plan(args) => plan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Test(args) => test::exec(args, &cli.state_dir).await,
         Command::Prune(args) => prune::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Ci(args) => ci::exec(args),
         Command::Import(args) => import::exec(args),

@@ -218,6 +218,35 @@ pub(crate) fn render(m: &serde_json::Value) -> Vec<String> {
             out.push(format!("compliance: {}", r.headline()));
         }
     }
+    out.extend(tests(&m["tests"]));
     out.push(format!("fingerprint: {}", s(&m["fingerprint"])));
+    out
+}
+
+/// `[[build.test]]` results: the verdict, the counts, where the signed
+/// attestation is, and each test not passed with what it observed.
+fn tests(t: &serde_json::Value) -> Vec<String> {
+    use crate::imagetest::{Outcome, TestReport};
+    let Ok(r) = serde_json::from_value::<TestReport>(t.clone()) else {
+        return vec![];
+    };
+    let count = |o| r.tests.iter().filter(|t| t.outcome == o).count();
+    let mut out = vec![format!(
+        "tests: {} ({} passed, {} warned, {} failed) in a fresh instance of {}{}",
+        r.result(),
+        count(Outcome::Pass),
+        count(Outcome::Skip),
+        count(Outcome::Fail),
+        short(r.digest.as_deref().unwrap_or("?")),
+        match t["attestation"]["file"].as_str() {
+            Some(f) => format!("; signed attestation `{f}`"),
+            None => "; no signed attestation".into(),
+        }
+    )];
+    for line in r.render().lines() {
+        if !line.starts_with("pass") {
+            out.push(format!("  {}", line.trim_end()));
+        }
+    }
     out
 }

@@ -28,6 +28,13 @@ pub struct VerifyArgs {
     /// whose tail was cut (a `revoke` removed) is refused.
     #[arg(long, value_name = "SEQ:HASH")]
     pub expect_head: Option<String>,
+    /// Also require a passing `[[build.test]]` attestation (in-toto
+    /// test-result, `PASSED` or `WARNED`) signed by the key about the
+    /// artifact's digest: in the image's `.att` for registry images,
+    /// beside an OCI layout (`DIR.tests.intoto.json`), or named by a build
+    /// manifest.
+    #[arg(long)]
+    pub require_tests: bool,
     /// `registry:REF` or `REF` of an OCI image.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
@@ -93,6 +100,15 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
         .strip_prefix("registry:")
         .unwrap_or(&args.artifact);
     let pem = std::fs::read_to_string(key_path).unwrap_or_default();
+    if let (Some(layout), true) = (
+        args.artifact.strip_prefix("oci-layout:"),
+        args.require_tests,
+    ) {
+        return match layout_tests(layout, &key) {
+            Ok(text) => report(true, serde_json::Value::Null, text),
+            Err(e) => report(false, serde_json::Value::String(e.clone()), e),
+        };
+    }
     if let Some(layout) = args.artifact.strip_prefix("oci-layout:") {
         return report(
             false,
@@ -110,6 +126,13 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                     Some(Ok(ok)) => format!("\n{ok}"),
                     None => String::new(),
                 };
+                let policy = match (args.require_tests, file_tests(&detail, digest, &key)) {
+                    (false, _) => policy,
+                    (true, Ok(t)) => format!("{policy}\n{t}"),
+                    (true, Err(e)) => {
+                        return report(false, serde_json::Value::String(e.clone()), e)
+                    }
+                };
                 let held = match crate::catalog::head::fetch_for_file(as_file) {
                     Ok(found) => published_head(found, &key, state_dir, catalog).await,
                     Err(e) => Err(e),
@@ -125,6 +148,13 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             }
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
+    }
+    if let (Some(_), true) = (ami_of(&args.artifact), args.require_tests) {
+        return report(
+            false,
+            serde_json::Value::Null,
+            "`--require-tests` on AMIs is not supported yet: `[[build.test]]` runs on OCI images only".into(),
+        );
     }
     if let Some(ami) = ami_of(&args.artifact) {
         return match verify_ami(&args.artifact, ami, &key, state_dir, catalog).await {
@@ -165,6 +195,30 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                     v.provenance,
                     key_path.display()
                 );
+                if args.require_tests
+                    && !v
+                        .tests
+                        .iter()
+                        .any(|r| crate::sign::testresult::is_passing(r))
+                {
+                    let e = format!(
+                        "{} ({}): no passing test attestation signed by `{}`{}",
+                        v.reference,
+                        v.digest,
+                        key_path.display(),
+                        if v.tests.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (found: {})", v.tests.join(", "))
+                        }
+                    );
+                    return report(false, serde_json::Value::String(e.clone()), e);
+                }
+                let text = if args.require_tests {
+                    format!("{text}; tests: {}", v.tests.join(", "))
+                } else {
+                    text
+                };
                 let held = match crate::catalog::head::fetch_for_image(&image).await {
                     Ok(found) => published_head(found, &key, state_dir, catalog).await,
                     Err(e) => Err(e),
@@ -647,4 +701,68 @@ async fn not_revoked(
         ),
         None => "; not in the catalog".into(),
     })
+}
+
+/// `--require-tests` for a verified file: a test attestation itself, or a
+/// build manifest naming one (`tests.attestation.file`).
+fn file_tests(
+    detail: &serde_json::Value,
+    digest: &str,
+    key: &sigstore::crypto::CosignVerificationKey,
+) -> Result<String, String> {
+    use crate::sign::testresult;
+    if detail["predicateType"] == testresult::PREDICATE_TYPE {
+        let subject = format!(
+            "sha256:{}",
+            detail["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        let r = testresult::result_for(detail, &subject)?;
+        return if testresult::is_passing(&r) {
+            Ok(format!("tests: {r}"))
+        } else {
+            Err(format!("the tests did not pass: {r}"))
+        };
+    }
+    let Some(file) = detail["tests"]["attestation"]["file"].as_str() else {
+        return Err(format!(
+            "no signed test attestation for {}: its build ran no `[[build.test]]`, or did not sign",
+            if digest.is_empty() {
+                "the artifact"
+            } else {
+                digest
+            }
+        ));
+    };
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+    let r =
+        testresult::verify_passing(&bytes, key, digest).map_err(|e| format!("`{file}`: {e}"))?;
+    Ok(format!("tests: {r} (`{file}`)"))
+}
+
+/// `--require-tests` for `oci-layout:DIR[:TAG]`: the attestation beside
+/// the layout, signed by the key, about the layout's image, passing.
+/// (Layouts carry no cosign signature; the attestation is their evidence.)
+fn layout_tests(
+    layout: &str,
+    key: &sigstore::crypto::CosignVerificationKey,
+) -> Result<String, String> {
+    use crate::sign::testresult;
+    let dir = testresult::layout_dir(layout);
+    let tag = layout.strip_prefix(dir).and_then(|t| t.strip_prefix(':'));
+    let digest = testresult::layout_digest(std::path::Path::new(dir), tag)?;
+    let beside = testresult::beside_layout(std::path::Path::new(dir));
+    let bytes = std::fs::read(&beside).map_err(|e| {
+        format!(
+            "`oci-layout:{layout}` ({digest}): no test attestation: cannot read `{}`: {e}",
+            beside.display()
+        )
+    })?;
+    let r = testresult::verify_passing(&bytes, key, &digest)
+        .map_err(|e| format!("`{}`: {e}", beside.display()))?;
+    Ok(format!(
+        "verified the test attestation of `oci-layout:{layout}` ({digest}): {r} (`{}`); an OCI layout has no image signature to verify",
+        beside.display()
+    ))
 }

@@ -18,6 +18,12 @@ pub enum JobError {
     },
     #[error("snapshot: {0}")]
     Snapshot(BuildError),
+    /// The artifact's tests could not run (no instance, not supported).
+    #[error("test: {0}")]
+    Test(String),
+    /// A `[[build.test]]` failed: the artifact is not registered.
+    #[error("test failed: {0}")]
+    TestFailed(String),
     #[error("sign: {0}")]
     Sign(String),
     #[error("cancelled")]

@@ -15,12 +15,14 @@ mod records;
 mod register;
 mod run;
 mod steps;
+mod test;
 
 pub use cleanup::{cleanup, CleanupReport};
 pub use error::JobError;
 pub use options::{OnError, RunOptions};
 pub use probe::{probe, ProbeOutput};
 pub use run::run;
+pub use test::test_existing;
 
 // A test or an embedder drives the engine with its own builder, which
 // needs the job runtime's types.

@@ -18,6 +18,9 @@ pub enum OnError {
 pub struct RunOptions {
     pub parallel: usize,
     pub on_error: OnError,
+    /// Keep a failed `[[build.test]]` instance for inspection (journaled;
+    /// `kiln cleanup` reaps it).
+    pub keep_on_failure: bool,
     /// Cancel the other jobs when one fails.
     pub fail_fast: bool,
     pub state_dir: PathBuf,

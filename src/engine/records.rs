@@ -94,6 +94,12 @@ pub(super) async fn write_artifact_records(
         say(format!("provenance `{}`", path.display()));
         provenance = serde_json::json!({ "file": path, "attestation": attached, "predicateType": crate::sign::provenance::PREDICATE_TYPE });
     }
+    if artifact.tests.is_some() {
+        let tests = write_test_attestation(dir, &stem, plan, artifact, signer, &say).await?;
+        if let Some(paths_of) = tests {
+            paths.extend(paths_of);
+        }
+    }
     let (path, bytes) = manifest::write(
         dir,
         plan,
@@ -130,4 +136,92 @@ pub(super) async fn write_artifact_records(
         manifest_digest: manifest::sha256_hex(&bytes),
         signed_manifest_digest,
     })
+}
+
+/// The signed test-result statement of a tested artifact: beside the
+/// manifest, attached to registry images, beside OCI layouts (`DIR` →
+/// `DIR.tests.intoto.json`); recorded in `artifact.tests` (`attestation`)
+/// for the manifest. Without a signing key the report is only recorded.
+async fn write_test_attestation(
+    dir: &Path,
+    stem: &str,
+    plan: &BuildPlan,
+    artifact: &mut ArtifactInfo,
+    signer: Option<&SigningKey>,
+    say: &dyn Fn(String),
+) -> Result<Option<Vec<PathBuf>>, String> {
+    let Some(report) = artifact
+        .tests
+        .clone()
+        .and_then(|t| serde_json::from_value::<crate::imagetest::TestReport>(t).ok())
+    else {
+        return Ok(None);
+    };
+    let template = plan.template.display().to_string();
+    let config = crate::sign::testresult::TestConfiguration {
+        template: &template,
+        template_digest: &plan.template_digest,
+        url: format!("kiln:build/{}", plan.build_id),
+    };
+    let (Some(key), Some(statement)) =
+        (signer, crate::sign::testresult::statement(&report, &config))
+    else {
+        say(format!(
+            "test results of `{}` recorded in its manifest, unsigned: no `[build.sign]` key or no content digest",
+            artifact.id
+        ));
+        return Ok(None);
+    };
+    let body = serde_json::to_vec(&statement).expect("JSON serializes");
+    let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+    let path = dir.join(format!("{stem}.tests.intoto.json"));
+    manifest::write_atomic(&path, &env_bytes)
+        .map_err(|e| format!("cannot write the test attestation: {e}"))?;
+    let mut paths = vec![path.clone()];
+    #[allow(unused_mut)]
+    let mut attached = serde_json::Value::Null;
+    #[cfg(feature = "oci")]
+    if let (Some(r), Some(digest)) = (
+        artifact.id.strip_prefix("registry:"),
+        artifact.digest.as_deref(),
+    ) {
+        let target: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
+        let att = crate::sign::cosign::attach_attestation_of(
+            &target,
+            digest,
+            &env_bytes,
+            crate::sign::testresult::PREDICATE_TYPE,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        say(format!("test attestation attached: `{att}`"));
+        attached = format!("registry:{att}").into();
+    }
+    if let Some(layout) = artifact.id.strip_prefix("oci-layout:") {
+        let layout_dir = crate::sign::testresult::layout_dir(layout);
+        let beside = crate::sign::testresult::beside_layout(Path::new(layout_dir));
+        manifest::write_atomic(&beside, &env_bytes)
+            .map_err(|e| format!("cannot write the test attestation: {e}"))?;
+        say(format!(
+            "test attestation beside the layout: `{}`",
+            beside.display()
+        ));
+        paths.push(beside.clone());
+        attached = format!("file:{}", beside.display()).into();
+    }
+    say(format!(
+        "test attestation `{}` ({})",
+        path.display(),
+        report.result()
+    ));
+    if let Some(t) = artifact.tests.as_mut().and_then(|t| t.as_object_mut()) {
+        t.insert(
+            "attestation".into(),
+            serde_json::json!({ "file": path, "attached": attached, "predicateType": crate::sign::testresult::PREDICATE_TYPE, "result": report.result() }),
+        );
+    }
+    Ok(Some(paths))
 }

@@ -158,7 +158,7 @@ pub async fn run(
                         builder.as_ref(),
                         &provisioners,
                         signer.as_deref(),
-                        opts.on_error,
+                        (opts.on_error, opts.keep_on_failure),
                     );
                     match std::panic::AssertUnwindSafe(job).catch_unwind().await {
                         Ok(summary) => summary,
@@ -266,6 +266,12 @@ fn preflight(
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
     builder.preflight(job).map_err(JobError::Launch)?;
+    if let (Some(t), false) = (job.tests.first(), builder.can_test()) {
+        return Err(JobError::NotSupported(format!(
+            "{}: `[[build.test]]` on `{}` sources is not supported yet (OCI images only)",
+            t.at, job.source_type
+        )));
+    }
     job.provisioners
         .iter()
         .map(|p| {

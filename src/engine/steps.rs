@@ -18,9 +18,11 @@ pub(super) async fn run_job(
     builder: &dyn crate::builder::Builder,
     provisioners: &Provisioners,
     signer: Option<&SigningKey>,
-    on_error: OnError,
+    (on_error, keep_on_failure): (OnError, bool),
 ) -> JobSummary {
     let started = Instant::now();
+    // The test instance has a stack of its own, so it can be kept alone.
+    let test_undo = ctx.undo.sibling("test").await;
     ctx.bus.emit(Event::JobStarted {
         job: ctx.name.clone(),
     });
@@ -55,6 +57,14 @@ pub(super) async fn run_job(
         let mut artifacts = step(ctx, "snapshot", instance.snapshot(ctx))
             .await
             .map_err(JobError::Snapshot)?;
+        if !ctx.plan.tests.is_empty() {
+            step(
+                ctx,
+                "test",
+                super::test::test_artifacts(ctx, builder, &test_undo, &mut artifacts),
+            )
+            .await?;
+        }
         let reports = ctx.hardening_reports();
         for a in &mut artifacts {
             a.hardening = reports.clone();
@@ -79,6 +89,28 @@ pub(super) async fn run_job(
     };
     let keep = matches!(result, Err(ref e) if !matches!(e, JobError::Cancelled))
         && on_error == OnError::Abort;
+    let keep_test = keep || (keep_on_failure && matches!(result, Err(JobError::TestFailed(_))));
+    if keep_test {
+        let kept = test_undo.abandon().await;
+        if !kept.is_empty() {
+            ctx.message(format!(
+                "kept the failed test instance for inspection: {}; remove with `kiln cleanup`",
+                kept.join(", ")
+            ));
+        }
+    } else {
+        for f in test_undo.unwind().await.failed {
+            ctx.bus.emit(Event::Error {
+                job: Some(ctx.name.clone()),
+                message: format!(
+                    "cleanup of the test instance failed: {f}; `kiln cleanup` will retry"
+                ),
+                file: None,
+                line: None,
+                column: None,
+            });
+        }
+    }
     if let (Err(JobError::Provision { index, .. }), OnError::Cleanup) = (&result, on_error) {
         ctx.message(format!(
             "hint: `kiln build --on-error=abort` keeps the instance as provisioner {index} left it (then listed here, and removed with `kiln cleanup`); a `type = \"breakpoint\"` provisioner before it pauses the build there so you can enter the instance"

@@ -66,6 +66,19 @@ impl Undo {
         }
     }
 
+    /// A separate stack for part of the same job (`JOB.test`: the test
+    /// instance), journaled beside it with the same reapers, so it can be
+    /// unwound or kept on its own.
+    pub async fn sibling(&self, job_suffix: &str) -> Undo {
+        let inner = self.inner.lock().await;
+        Undo::new(
+            inner.journal.clone(),
+            inner.reapers.clone(),
+            &inner.build_id,
+            &format!("{}.{job_suffix}", inner.job),
+        )
+    }
+
     /// Registers a resource that is about to be created; its undo is the
     /// reaper of its kind. Call this *before* creating it.
     pub async fn register(

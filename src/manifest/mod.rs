@@ -58,6 +58,7 @@ pub fn write(
         "signatures": artifact.signatures,
         "provenance": provenance,
         "hardening": artifact.hardening,
+        "tests": artifact.tests,
         "catalog": catalog,
         "started": started,
         "finished": finished,

@@ -84,8 +84,18 @@ pub async fn attach_attestation(
     digest: &str,
     envelope: &[u8],
 ) -> Result<Reference, SignError> {
-    let annotations =
-        json!({ SIG_ANNOTATION: "", "predicateType": super::provenance::PREDICATE_TYPE });
+    attach_attestation_of(target, digest, envelope, super::provenance::PREDICATE_TYPE).await
+}
+
+/// Attaches a DSSE envelope of a statement with `predicate_type` (the
+/// test result, …) to the image's `.att` sidecar, beside the others.
+pub async fn attach_attestation_of(
+    target: &Reference,
+    digest: &str,
+    envelope: &[u8],
+    predicate_type: &str,
+) -> Result<Reference, SignError> {
+    let annotations = json!({ SIG_ANNOTATION: "", "predicateType": predicate_type });
     push_sidecar(
         target,
         digest,
@@ -228,6 +238,8 @@ pub struct Verified {
     pub signatures: usize,
     /// Signed SLSA provenance statements whose subject is this image.
     pub provenance: usize,
+    /// The results of signed test-result statements about this image.
+    pub tests: Vec<String>,
 }
 
 /// Verifies that `image` (tag or digest) has a cosign signature by `key`
@@ -338,23 +350,25 @@ pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Ve
             }
         )));
     }
-    let provenance = verify_attestations(&client, image, &digest, key).await?;
+    let (provenance, tests) = verify_attestations(&client, image, &digest, key).await?;
     Ok(Verified {
         reference: image.to_string(),
         digest,
         signatures: good,
         provenance,
+        tests,
     })
 }
 
-/// Checks every provenance attestation of the image, if there are any: each
-/// must be signed by `key` and name the image's digest as its subject.
+/// Checks every attestation of the image, if there are any: each must be
+/// signed by `key` and name the image's digest as its subject. Returns the
+/// number of provenance statements and the test results.
 async fn verify_attestations(
     client: &oci_client::Client,
     image: &Reference,
     digest: &str,
     key: &CosignVerificationKey,
-) -> Result<usize, SignError> {
+) -> Result<(usize, Vec<String>), SignError> {
     let att_ref = sidecar_ref(image, digest, "att");
     let auth = crate::builder::oci::image::docker_auth(image.registry())
         .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous);
@@ -362,11 +376,12 @@ async fn verify_attestations(
         .pull_manifest_raw(&att_ref, &auth, &[MANIFEST_V1])
         .await
     else {
-        return Ok(0);
+        return Ok((0, vec![]));
     };
     let m: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| SignError::Verify(format!("`{att_ref}`: bad manifest: {e}")))?;
     let mut count = 0;
+    let mut tests = vec![];
     for layer in m["layers"].as_array().cloned().unwrap_or_default() {
         if layer["mediaType"] != DSSE_LAYER {
             continue;
@@ -398,9 +413,14 @@ async fn verify_attestations(
                 "provenance {d} is about sha256:{subject}, not {digest}"
             )));
         }
-        count += 1;
+        if s["predicateType"] == super::testresult::PREDICATE_TYPE {
+            let result = super::testresult::result_for(&s, digest).map_err(SignError::Verify)?;
+            tests.push(result);
+        } else {
+            count += 1;
+        }
     }
-    Ok(count)
+    Ok((count, tests))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.kiln.build-manifest+json";
 pub const BUILD_TYPE: &str = "https://github.com/kiln-build/kiln/build-types/template/v1";
 
-fn sha256_map(digest: Option<&str>) -> serde_json::Value {
+pub(crate) fn sha256_map(digest: Option<&str>) -> serde_json::Value {
     match digest.and_then(|d| d.strip_prefix("sha256:")) {
         Some(hex) => json!({ "sha256": hex }),
         None => json!({}),

@@ -178,6 +178,11 @@ pub struct ProvisionerPlan {
     pub inline_at: Vec<String>,
 }
 
+/// One `[[build.test]]` of a job, resolved: the same shape as a
+/// provisioner (`kind` is the test type: `file`, `command`, `shell`, …),
+/// run against a fresh instance of each artifact after `snapshot`.
+pub type TestPlan = ProvisionerPlan;
+
 /// One build × source: what the engine runs.
 #[derive(Debug, Clone)]
 pub struct JobPlan {
@@ -186,6 +191,8 @@ pub struct JobPlan {
     pub source_name: String,
     pub source: BTreeMap<String, Value>,
     pub provisioners: Vec<ProvisionerPlan>,
+    /// `[[build.test]]`: checks of the produced artifact.
+    pub tests: Vec<TestPlan>,
     pub sign: Option<BTreeMap<String, Value>>,
     pub register: Option<BTreeMap<String, Value>>,
     /// `[build.rebuild] when`; empty: the default, `["inputs", "base"]`.
@@ -241,6 +248,7 @@ impl BuildPlan {
         for j in &self.jobs {
             let maps = std::iter::once(&j.source)
                 .chain(j.provisioners.iter().map(|p| &p.config))
+                .chain(j.tests.iter().map(|p| &p.config))
                 .chain(j.sign.iter())
                 .chain(j.register.iter());
             for m in maps {

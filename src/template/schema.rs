@@ -158,6 +158,8 @@ pub fn is_valid_name(name: &str) -> bool {
 pub struct TemplateSchema {
     pub sources: Vec<(&'static str, &'static [Field])>,
     pub provisioners: Vec<(&'static str, &'static [Field])>,
+    /// The `[[build.test]]` types (`file`, `package`, `command`, …).
+    pub tests: Vec<(&'static str, &'static [Field])>,
     /// The provisioners' own checks of their settings beyond the types.
     pub provisioner_checks: ProvisionerCheck,
 }
@@ -171,6 +173,7 @@ impl Default for TemplateSchema {
         TemplateSchema {
             sources: vec![],
             provisioners: vec![],
+            tests: vec![],
             provisioner_checks: |_, _| vec![],
         }
     }

@@ -59,6 +59,11 @@ pub struct ArtifactInfo {
     /// status): written to the build manifest, not into events.
     #[serde(skip)]
     pub runs: Vec<serde_json::Value>,
+    /// The `[[build.test]]` report of a fresh instance of it
+    /// (`imagetest::TestReport`), for the manifest and the test
+    /// attestation; not in events.
+    #[serde(skip)]
+    pub tests: Option<serde_json::Value>,
 }
 
 /// One job's line in the final summary.

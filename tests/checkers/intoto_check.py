@@ -11,7 +11,9 @@ Statement and pass `Statement.validate()`; every resource descriptor
 byproduct) must parse strictly and pass `ResourceDescriptor.validate()`,
 with lowercase hex digests of the right length for the algorithms the
 spec names; a SLSA v1 predicate must parse strictly as the bindings'
-Provenance message and carry the fields the SLSA spec requires.
+Provenance message and carry the fields the SLSA spec requires; a
+test-result v0.1 predicate must parse strictly as the bindings' TestResult
+message, with a known `result` and valid `configuration` descriptors.
 Exit 0 and "ok PATH" for each, else exit 1 naming the problem.
 """
 import json
@@ -24,8 +26,10 @@ from in_toto_attestation.v1 import statement_pb2, resource_descriptor_pb2
 from in_toto_attestation.v1.statement import Statement
 from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.predicates.test_result.v0 import test_result_pb2
 
 SLSA_V1 = "https://slsa.dev/provenance/v1"
+TEST_RESULT_V01 = "https://in-toto.io/attestation/test-result/v0.1"
 HEX_LEN = {"sha256": 64, "sha512": 128, "sha1": 40, "sha384": 96}
 
 
@@ -61,6 +65,15 @@ def check(path):
             check_rd(d, f"resolvedDependencies[{i}]")
         for i, b in enumerate(rd.get("byproducts", [])):
             check_rd(b, f"byproducts[{i}]")
+    if doc["predicateType"] == TEST_RESULT_V01:
+        tr = test_result_pb2.TestResult()
+        pb_json.Parse(json.dumps(doc["predicate"]), tr, ignore_unknown_fields=False)
+        if tr.result not in ("PASSED", "WARNED", "FAILED"):
+            raise ValueError(f"result {tr.result!r} is not PASSED, WARNED or FAILED")
+        if not tr.configuration:
+            raise ValueError("configuration is required")
+        for i, c in enumerate(doc["predicate"]["configuration"]):
+            check_rd(c, f"configuration[{i}]")
 
 
 def main():

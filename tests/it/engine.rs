@@ -111,6 +111,7 @@ impl Instance for TestInstance {
             manifest: None,
             hardening: vec![],
             runs: vec![],
+            tests: None,
             signatures: vec![],
             kind: "test".into(),
             id: self.job.clone(),
@@ -178,6 +179,7 @@ impl Run {
         let opts = RunOptions {
             parallel,
             on_error: OnError::Cleanup,
+            keep_on_failure: false,
             fail_fast,
             state_dir: self.state.clone(),
             interactive: false,

@@ -623,7 +623,7 @@ fn dir_digest(dir: &Path) -> String {
 }
 
 /// The cached Debian bookworm base of `flavour` (debian-rootfs.sh).
-fn debian_flavour(flavour: &str) -> PathBuf {
+pub(crate) fn debian_flavour(flavour: &str) -> PathBuf {
     let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
         .arg(flavour)
         .output()

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "ami")]
 mod ami;
+mod artifact_tests;
 #[cfg(feature = "ami")]
 mod aws;
 mod build;

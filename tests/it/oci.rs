@@ -110,7 +110,7 @@ pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
         None,
     );
     for applet in [
-        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id",
+        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id", "stat",
     ] {
         add(
             &format!("bin/{applet}"),

@@ -261,7 +261,7 @@ fn signed_build_verifies_and_tampering_is_detected() {
 
 /// `skopeo copy docker://REF dir:DIR` (skopeo checks every blob's digest on
 /// the way): the manifest and blobs of a `.sig`/`.att` image, as files.
-fn skopeo_fetch(reference: &str, dir: &std::path::Path) -> serde_json::Value {
+pub(crate) fn skopeo_fetch(reference: &str, dir: &std::path::Path) -> serde_json::Value {
     let o = Command::new("skopeo")
         .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
         .arg(format!("docker://{reference}"))
@@ -276,7 +276,7 @@ fn skopeo_fetch(reference: &str, dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
-fn blob_path(dir: &std::path::Path, digest: &str) -> std::path::PathBuf {
+pub(crate) fn blob_path(dir: &std::path::Path, digest: &str) -> std::path::PathBuf {
     dir.join(digest.strip_prefix("sha256:").unwrap())
 }
 

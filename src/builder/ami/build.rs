@@ -306,6 +306,7 @@ impl Instance for AmiInstance {
                     manifest: None,
                     hardening: vec![],
                     runs: vec![],
+                    tests: None,
                 }
             })
             .collect())

@@ -202,6 +202,19 @@ impl Builder for OciBuilder {
         Ok(Some(base_label(base.as_ref())))
     }
 
+    fn can_test(&self) -> bool {
+        true
+    }
+
+    async fn launch_artifact(
+        &self,
+        ctx: &JobContext,
+        undo: &crate::job::Undo,
+        artifact: &ArtifactInfo,
+    ) -> Result<Box<dyn crate::builder::ArtifactInstance>, BuildError> {
+        super::tester::launch_artifact(&ctx.state_dir, undo, artifact).await
+    }
+
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = settings(&ctx.plan)?;
         let base_ref = BaseRef::parse(&s.from, &ctx.template_dir)?;
@@ -856,6 +869,7 @@ impl Instance for OciInstance {
                         manifest: None,
                         hardening: vec![],
                         runs: vec![],
+                        tests: None,
                         signatures: vec![],
                         kind: "oci".into(),
                         id: format!("registry:{r}"),
@@ -889,6 +903,7 @@ impl Instance for OciInstance {
                         manifest: None,
                         hardening: vec![],
                         runs: vec![],
+                        tests: None,
                         signatures: vec![],
                         kind: "oci".into(),
                         id,
@@ -907,6 +922,7 @@ impl Instance for OciInstance {
                 manifest: None,
                 hardening: vec![],
                 runs: vec![],
+                tests: None,
                 signatures: vec![],
                 kind: "oci".into(),
                 id: format!("kiln-cache:{manifest_digest}"),

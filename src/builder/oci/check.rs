@@ -38,13 +38,6 @@ pub enum CheckImageError {
     Cleanup(String),
 }
 
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> CheckImageError + '_ {
-    move |source| CheckImageError::Io {
-        what: what.to_string(),
-        source,
-    }
-}
-
 /// Disk image formats `kiln check` recognises but cannot open yet.
 const DISK_SUFFIXES: &[&str] = &[".qcow2", ".raw", ".img", ".vmdk", ".vhd", ".vhdx"];
 
@@ -106,12 +99,41 @@ async fn check_unpacked(
     id: &str,
     undo: &Undo,
 ) -> Result<ComplianceReport, CheckImageError> {
+    let comm = readonly_instance(image, store, state_dir, id, undo, "kiln-check").await?;
+    let mut report = run_profile(
+        profile,
+        &comm,
+        Mode::CheckOnly,
+        &Skips::default(),
+        &mut |_, _| {},
+    )
+    .await?;
+    // The digest names what was checked even when the source was a tag.
+    report.image = Some(format!("{}@{}", image.source, image.manifest_digest));
+    Ok(report)
+}
+
+/// An image unpacked into a journaled scratch folder and the communicator
+/// that runs each command in a runc container on it, root read-only, no
+/// network: how `kiln check` and `[[build.test]]` look at an image
+/// without changing it. Everything is registered on `undo` first.
+pub(crate) async fn readonly_instance(
+    image: &super::image::StoredImage,
+    store: &BlobStore,
+    state_dir: &Path,
+    id: &str,
+    undo: &Undo,
+    prefix: &str,
+) -> Result<RuncCommunicator, BuildError> {
     let work = state_dir.join("work").join(sanitize(id));
-    undo.register(Resource::TempDir { path: work.clone() }, "unpacked image")
-        .await
-        .map_err(io("journal"))?;
+    crate::builder::register_on(
+        undo,
+        Resource::TempDir { path: work.clone() },
+        "unpacked image",
+    )
+    .await?;
     let rootfs = work.join("rootfs");
-    fs_err::create_dir_all(&rootfs).map_err(io("cannot create the unpack folder"))?;
+    fs_err::create_dir_all(&rootfs).map_err(BuildError::io("cannot create the unpack folder"))?;
     let layers: Vec<(String, PathBuf)> = image
         .manifest
         .layers()
@@ -123,23 +145,23 @@ async fn check_unpacked(
     let limits = Limits::resolve(None)?;
     tokio::task::spawn_blocking(move || unpack_image(&root, &layers, limits, &|| false))
         .await
-        .map_err(|e| io("unpack")(std::io::Error::other(e)))??;
+        .map_err(|e| BuildError::io("unpack")(std::io::Error::other(e)))??;
 
     let secret_dir = super::build::tmpfs_dir()?.join(format!("kiln-{id}"));
-    undo.register(
+    crate::builder::register_on(
+        undo,
         Resource::TempDir {
             path: secret_dir.clone(),
         },
         "runtime configs (tmpfs)",
     )
-    .await
-    .map_err(io("journal"))?;
+    .await?;
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&secret_dir)
-            .map_err(io("cannot create the runtime folder"))?;
+            .map_err(BuildError::io("cannot create the runtime folder"))?;
     }
     let short: String = id
         .chars()
@@ -153,32 +175,21 @@ async fn check_unpacked(
         .as_ref()
         .and_then(|c| c.env().clone())
         .unwrap_or_default();
-    let comm = RuncCommunicator {
+    Ok(RuncCommunicator {
         runtime: "runc".into(),
         state_root: state_dir.join("oci").join("runtime"),
         secret_dir,
         rootfs,
-        hostname: format!("kiln-check-{short}"),
+        hostname: format!("{prefix}-{short}"),
         host_network: false,
         image_env,
         image_workdir: "/".into(),
         uid: 0,
         gid: 0,
-        id_prefix: format!("kiln-check-{short}"),
+        id_prefix: format!("{prefix}-{short}"),
         undo: undo.clone(),
         counter: AtomicU64::new(0),
         readonly_root: true,
         session: Default::default(),
-    };
-    let mut report = run_profile(
-        profile,
-        &comm,
-        Mode::CheckOnly,
-        &Skips::default(),
-        &mut |_, _| {},
-    )
-    .await?;
-    // The digest names what was checked even when the source was a tag.
-    report.image = Some(format!("{}@{}", image.source, image.manifest_digest));
-    Ok(report)
+    })
 }

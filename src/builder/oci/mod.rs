@@ -23,6 +23,8 @@ pub mod runc;
 #[cfg(feature = "oci")]
 pub mod store;
 #[cfg(feature = "oci")]
+pub mod tester;
+#[cfg(feature = "oci")]
 pub mod unpack;
 
 use std::sync::Arc;

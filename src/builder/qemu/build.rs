@@ -559,6 +559,7 @@ impl Instance for QemuInstance {
             manifest: None,
             hardening: vec![],
             runs: vec![],
+            tests: None,
         }])
     }
 }

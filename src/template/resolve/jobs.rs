@@ -193,6 +193,21 @@ impl Template {
                     vec![]
                 }
             };
+            let tests: Vec<&Node> = match b.get("test").map(|e| &e.value) {
+                None => vec![],
+                Some(Node {
+                    kind: NodeKind::List(items),
+                    ..
+                }) => items.iter().collect(),
+                Some(n) => {
+                    scope.error(
+                        n.span.clone(),
+                        "`test` must be an array of tables",
+                        Some("write `[[build.test]]`".into()),
+                    );
+                    vec![]
+                }
+            };
             for idx in picked {
                 let s = &sources[idx];
                 let job_scope_refs = JobRefs {
@@ -206,7 +221,7 @@ impl Template {
                     s,
                     job_scope_refs,
                     b,
-                    &provisioners,
+                    (&provisioners, &tests),
                     &source_names,
                 ) {
                     jobs.push(job);
@@ -239,7 +254,7 @@ impl Template {
         s: &SourceDecl,
         refs: JobRefs,
         build: &Node,
-        provisioners: &[&Node],
+        (provisioners, tests): (&[&Node], &[&Node]),
         source_names: &[String],
     ) -> Option<JobPlan> {
         let bname = refs.build_name.clone();
@@ -251,6 +266,14 @@ impl Template {
             for (i, p) in provisioners.iter().enumerate() {
                 match self.provisioner(sc, schema, p, i + 1, &job_source, source_names) {
                     Some(Some(plan)) => plans.push(plan),
+                    Some(None) => {}
+                    None => ok = false,
+                }
+            }
+            let mut test_plans = vec![];
+            for (i, t) in tests.iter().enumerate() {
+                match self.test(sc, schema, t, i + 1, &job_source, source_names) {
+                    Some(Some(plan)) => test_plans.push(plan),
                     Some(None) => {}
                     None => ok = false,
                 }
@@ -319,6 +342,7 @@ impl Template {
                 source_name: s.name.clone(),
                 source,
                 provisioners: plans,
+                tests: test_plans,
                 sign: sign?,
                 register: register?,
                 rebuild: rebuild?,

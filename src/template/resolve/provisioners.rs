@@ -1,13 +1,14 @@
-//! `[[build.provisioner]]`: each entry's type, `only`/`except`, settings
-//! checked against the type's fields and the provisioner's own checks.
+//! `[[build.provisioner]]` and `[[build.test]]`: each entry's type,
+//! `only`/`except`, settings checked against the type's fields and (for
+//! provisioners) the provisioner's own checks.
 
 use super::tables::PROVISIONER_COMMON;
 use super::Template;
 use crate::template::diagnostic::did_you_mean;
 use crate::template::eval::Scope;
 use crate::template::node::{Node, NodeKind};
-use crate::template::plan::ProvisionerPlan;
-use crate::template::schema::{TemplateSchema, STR_LIST};
+use crate::template::plan::{ProvisionerPlan, TestPlan};
+use crate::template::schema::{Field, ProvisionerCheck, TemplateSchema, STR_LIST};
 use crate::template::value::Value;
 
 impl Template {
@@ -22,18 +23,55 @@ impl Template {
         job_source: &str,
         source_names: &[String],
     ) -> Option<Option<ProvisionerPlan>> {
-        let ctx = format!("build.provisioner[{index}]");
+        let block = Block {
+            what: "provisioner",
+            types: &schema.provisioners,
+            checks: schema.provisioner_checks,
+        };
+        self.typed_block(sc, &block, p, index, job_source, source_names)
+    }
+
+    /// A `[[build.test]]`, resolved like a provisioner against the test
+    /// types' fields.
+    pub(super) fn test(
+        &self,
+        sc: &Scope,
+        schema: &TemplateSchema,
+        p: &Node,
+        index: usize,
+        job_source: &str,
+        source_names: &[String],
+    ) -> Option<Option<TestPlan>> {
+        let block = Block {
+            what: "test",
+            types: &schema.tests,
+            checks: |_, _| vec![],
+        };
+        self.typed_block(sc, &block, p, index, job_source, source_names)
+    }
+
+    fn typed_block(
+        &self,
+        sc: &Scope,
+        block: &Block,
+        p: &Node,
+        index: usize,
+        job_source: &str,
+        source_names: &[String],
+    ) -> Option<Option<ProvisionerPlan>> {
+        let what = block.what;
+        let ctx = format!("build.{what}[{index}]");
         let Some(entries) = p.entries() else {
             sc.error(p.span.clone(), format!("`{ctx}` must be a table"), None);
             return None;
         };
-        let kinds = || schema.provisioners.iter().map(|(k, _)| *k);
+        let kinds = || block.types.iter().map(|(k, _)| *k);
         let Some(ty) = p.get("type") else {
             sc.error(
                 p.span.clone(),
                 format!("`{ctx}` is missing the required key `type`"),
                 Some(format!(
-                    "provisioner types: {}",
+                    "{what} types: {}",
                     kinds().collect::<Vec<_>>().join(", ")
                 )),
             );
@@ -43,12 +81,12 @@ impl Template {
             sc.error(ty.value.span.clone(), "`type` must be a plain string", None);
             return None;
         };
-        let Some((_, fields)) = schema.provisioners.iter().find(|(k, _)| *k == kind) else {
+        let Some((_, fields)) = block.types.iter().find(|(k, _)| *k == kind) else {
             sc.error(
                 ty.value.span.clone(),
-                format!("unknown provisioner type `{kind}`"),
+                format!("unknown {what} type `{kind}`"),
                 did_you_mean(&kind, kinds()).or(Some(format!(
-                    "provisioner types: {}",
+                    "{what} types: {}",
                     kinds().collect::<Vec<_>>().join(", ")
                 ))),
             );
@@ -114,7 +152,7 @@ impl Template {
         let Some(Value::Map(config)) = sc.eval_table(&known_node, fields, &ctx) else {
             return None;
         };
-        let problems = (schema.provisioner_checks)(&kind, &config);
+        let problems = (block.checks)(&kind, &config);
         for (key, message) in &problems {
             let span = p.get(key).map_or(p.span.clone(), |e| e.key_span.clone());
             sc.error(span, format!("`{ctx}`: {message}"), None);
@@ -138,4 +176,12 @@ impl Template {
             inline_at,
         }))
     }
+}
+
+/// A kind of typed block: its name in messages, its types and their
+/// fields, and the checks beyond the types.
+struct Block<'a> {
+    what: &'static str,
+    types: &'a [(&'static str, &'static [Field])],
+    checks: ProvisionerCheck,
 }

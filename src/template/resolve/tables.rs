@@ -47,6 +47,7 @@ pub(super) const BUILD_KEYS: &[&str] = &[
     "description",
     "sources",
     "provisioner",
+    "test",
     "sign",
     "register",
     "rebuild",

@@ -1,0 +1,137 @@
+//! `kiln test TEMPLATE --artifact REF`: runs a template's `[[build.test]]`
+//! against an existing artifact (a nightly re-test of a channel's image)
+//! in a fresh instance, prints each result, and exits 0 when nothing
+//! failed, 1 when a test failed or could not run, 2 on bad input.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{load_plan, print_diagnostics, Exit, VarArgs};
+use crate::builder::Builders;
+use crate::ui::ArtifactInfo;
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// The image to test: `registry:REF`, `oci-layout:DIR[:TAG]`.
+    #[arg(long, value_name = "REF")]
+    pub artifact: String,
+    /// The job whose tests run (`TYPE.NAME` or `BUILD.TYPE.NAME`), when
+    /// several have tests.
+    #[arg(long, value_name = "SRC")]
+    pub only: Vec<String>,
+    /// Keep the test instance when a test fails (`kiln cleanup` removes it).
+    #[arg(long)]
+    pub keep_on_failure: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "TEMPLATE")]
+    pub template: PathBuf,
+}
+
+pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
+    let plan = match load_plan(
+        &args.template,
+        &args.vars,
+        &args.only,
+        &[],
+        &crate::secrets::fetch,
+    ) {
+        Ok(p) => p,
+        Err(d) => {
+            print_diagnostics(&d);
+            return Exit::BadInput;
+        }
+    };
+    let jobs: Vec<_> = plan.jobs.iter().filter(|j| !j.tests.is_empty()).collect();
+    let job = match jobs.as_slice() {
+        [job] => *job,
+        [] => {
+            eprintln!(
+                "error: `{}` has no `[[build.test]]` for {}",
+                args.template.display(),
+                if args.only.is_empty() {
+                    "any source".to_string()
+                } else {
+                    format!("`{}`", args.only.join("`, `"))
+                }
+            );
+            return Exit::BadInput;
+        }
+        many => {
+            eprintln!(
+                "error: several jobs have tests ({}); pick one with `--only`",
+                many.iter().map(|j| j.name()).collect::<Vec<_>>().join(", ")
+            );
+            return Exit::BadInput;
+        }
+    };
+    let id = if args.artifact.starts_with("registry:") || args.artifact.starts_with("oci-layout:") {
+        args.artifact.clone()
+    } else {
+        eprintln!(
+            "error: `{}`: expected `registry:REF` or `oci-layout:DIR[:TAG]`",
+            args.artifact
+        );
+        return Exit::BadInput;
+    };
+    let artifact = ArtifactInfo {
+        kind: job.source_type.clone(),
+        id,
+        digest: None,
+        base: None,
+        endpoint: None,
+        signatures: vec![],
+        manifest: None,
+        hardening: vec![],
+        runs: vec![],
+        tests: None,
+    };
+    let redactor = std::sync::Arc::new(std::sync::RwLock::new(crate::ui::Redactor::new(
+        plan.sensitive_strings(),
+    )));
+    let sinks: Vec<Box<dyn crate::ui::Sink>> = if args.json {
+        vec![]
+    } else {
+        vec![Box::new(crate::ui::sinks::HumanSink::new())]
+    };
+    let bus = crate::ui::EventBus::new(redactor, sinks);
+    let result = crate::engine::test_existing(
+        &plan,
+        job,
+        &Builders::standard(),
+        state_dir,
+        &artifact,
+        args.keep_on_failure,
+        bus,
+    )
+    .await;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Failure;
+        }
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&report).expect("serializes");
+        v["result"] = report.result().into();
+        println!("{v}");
+    } else {
+        print!("{}", report.render());
+        println!(
+            "{}: {} ({})",
+            report.artifact,
+            report.result(),
+            report.digest.as_deref().unwrap_or("no digest")
+        );
+    }
+    if report.failed() {
+        Exit::Failure
+    } else {
+        Exit::Success
+    }
+}
