@@ -19,9 +19,6 @@ const QEMU_COSMETIC: &[&str] = &[
     "vnc_use_password",
     "use_default_display",
     "display",
-    "disk_cache",
-    "disk_discard",
-    "disk_detect_zeroes",
     "skip_compaction",
 ];
 
@@ -342,17 +339,38 @@ impl Converter<'_> {
                 "disk_compression" => {
                     self.put(&mut t, "compress", &a.value, &c, false);
                 }
-                "qemuargs" | "qemu_binary" | "machine_type" | "cpu_model" | "net_device"
-                | "disk_interface" | "firmware" | "efi_boot" | "efi_firmware_code"
-                | "efi_firmware_vars" | "efi_drop_efivars" | "use_pflash" => {
-                    self.report.push(
+                "machine_type" | "cpu_model" | "net_device" | "qemu_binary" | "sockets"
+                | "cores" | "disk_cache" | "disk_discard" | "disk_detect_zeroes" | "qemuargs" => {
+                    self.put(&mut t, key, &a.value, &c, false);
+                }
+                "disk_interface" => match a.value.as_str() {
+                    Some(x @ ("virtio" | "virtio-scsi" | "ide" | "nvme")) => {
+                        t.insert(key, toml_edit::value(x));
+                    }
+                    Some("scsi") => {
+                        t.insert(key, toml_edit::value("virtio-scsi"));
+                    }
+                    _ => self.report.push(
                         Level::NotConverted,
                         c,
                         Some(&a.loc),
-                        "kiln builds QEMU's command line itself (virtio disk and network, `-cpu max` under TCG, BIOS boot; UEFI not yet)",
-                        "check the image boots that way, or build it another way",
-                    )
+                        "kiln attaches the disk as `virtio`, `virtio-scsi`, `ide` or `nvme`",
+                        "set `disk_interface` to one of them",
+                    ),
+                },
+                "efi_boot" => {
+                    if a.value.as_bool() == Some(true) {
+                        t.insert("firmware", toml_edit::value("uefi"));
+                    }
                 }
+                "firmware" | "efi_firmware_code" | "efi_firmware_vars" | "efi_drop_efivars"
+                | "use_pflash" => self.report.push(
+                    Level::NotConverted,
+                    c,
+                    Some(&a.loc),
+                    "kiln picks the firmware files itself: Debian's OVMF with `firmware = \"uefi\"` (`secure_boot = true` for Microsoft's keys)",
+                    "set `firmware = \"uefi\"` if the image boots UEFI",
+                ),
                 k if QEMU_COSMETIC.contains(&k) => {}
                 _ => self.unknown_setting(construct, "qemu", a),
             }

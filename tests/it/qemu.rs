@@ -475,3 +475,90 @@ fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
     );
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// The Debian test image booted on a non-default machine: virtio-scsi
+/// disk, a vmxnet3 NIC (Debian's cloud kernel has no e1000), a QEMU CPU model with 2 sockets × 1 core, unsafe
+/// caching with zero detection, and a virtio RNG from `qemuargs`. The
+/// guest sees each of them.
+#[test]
+fn qemu_machine_settings_reach_the_guest() {
+    if !ready() {
+        return;
+    }
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let source = boot_source(&img, &base, &sha256(&base), "out/m.qcow2")
+        .replace("root=/dev/vda", "root=LABEL=root")
+        + r#"machine_type = "q35"
+cpu_model = "qemu64"
+sockets = 2
+cores = 1
+disk_interface = "virtio-scsi"
+disk_cache = "unsafe"
+disk_detect_zeroes = "unmap"
+net_device = "vmxnet3"
+qemuargs = [["-device", "virtio-rng-pci"]]
+"#;
+    let check = r#"
+[[build.provisioner]]
+type = "shell"
+inline = [
+  "echo disks: $(ls /sys/block | grep -v loop | tr '\n' ' ')",
+  "echo root: $(findmnt -n -o SOURCE /)",
+  "echo nic: $(basename $(readlink /sys/class/net/$(ls /sys/class/net | grep -v lo | head -1)/device/driver))",
+  "echo cpus: $(nproc) sockets: $(grep 'physical id' /proc/cpuinfo | sort -u | wc -l)",
+  "echo cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)",
+  "echo rng: $(cat /sys/class/misc/hw_random/rng_available)",
+]
+"#;
+    let t = s.write("m.toml", &template(&source, check));
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(
+        out.contains("disks: sda sdb"),
+        "virtio-scsi disk and seed: {out}"
+    );
+    assert!(!out.contains("vda"), "{out}");
+    assert!(out.contains("root: /dev/sda"), "{out}");
+    assert!(out.contains("nic: vmxnet3"), "{out}");
+    assert!(out.contains("cpus: 2 sockets: 2"), "{out}");
+    assert!(out.contains("cpu: QEMU Virtual CPU"), "{out}");
+    assert!(out.contains("rng: virtio_rng"), "{out}");
+    assert!(s.path().join("out/m.qcow2").exists());
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// A bad machine setting and a `qemuargs` entry that would break kiln's
+/// network fail before anything is created, naming the offender.
+#[test]
+fn qemu_bad_machine_settings_are_refused_before_launch() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    for (extra, want) in [
+        (
+            "qemuargs = [[\"-netdev\", \"user,id=n0\"]]\n",
+            "`-netdev` is not allowed",
+        ),
+        (
+            "net_device = \"virtio-nett\"\n",
+            "`net_device = \"virtio-nett\"`",
+        ),
+        (
+            "cpus = 8\nsockets = 1\ncores = 4\n",
+            "`cpus = 8` does not fit",
+        ),
+    ] {
+        let t = s.write("t.toml", &template(&(no_os_source(&s, "4s") + extra), ""));
+        let (code, summary, out) = build(&s, &tmpfs, &t);
+        assert_ne!(code, 0, "{summary}\n{out}");
+        let error = summary["jobs"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{want} not in {error}");
+        assert!(!out.contains("booting"), "{out}");
+        assert_nothing_left(&s, &tmpfs);
+    }
+}

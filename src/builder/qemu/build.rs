@@ -10,7 +10,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use super::launch::{self, Accel, Arch, VmSpec};
+use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
+use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
 use super::{disk, seed};
 use crate::builder::{BuildError, Builder, Instance};
@@ -52,9 +53,44 @@ struct QemuSettings {
     format: Option<String>,
     #[serde(default)]
     compress: bool,
+    machine_type: Option<String>,
+    cpu_model: Option<String>,
+    sockets: Option<u32>,
+    cores: Option<u32>,
+    disk_interface: Option<String>,
+    disk_cache: Option<String>,
+    disk_discard: Option<String>,
+    disk_detect_zeroes: Option<String>,
+    net_device: Option<String>,
+    #[serde(default)]
+    qemuargs: Vec<Vec<String>>,
+    qemu_binary: Option<String>,
+    firmware: Option<String>,
+    #[serde(default)]
+    secure_boot: bool,
 }
 
 impl QemuSettings {
+    /// The machine settings, checked.
+    fn machine(&self) -> Result<Machine, BuildError> {
+        Machine::from_settings(&MachineSettings {
+            machine_type: self.machine_type.as_deref(),
+            cpu_model: self.cpu_model.as_deref(),
+            cpus: self.cpus,
+            sockets: self.sockets,
+            cores: self.cores,
+            disk_interface: self.disk_interface.as_deref(),
+            disk_cache: self.disk_cache.as_deref(),
+            disk_discard: self.disk_discard.as_deref(),
+            disk_detect_zeroes: self.disk_detect_zeroes.as_deref(),
+            net_device: self.net_device.as_deref(),
+            qemuargs: &self.qemuargs,
+            qemu_binary: self.qemu_binary.as_deref(),
+            firmware: self.firmware.as_deref(),
+            secure_boot: self.secure_boot,
+        })
+    }
+
     fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
         let s: QemuSettings = crate::builder::source_settings(job)?;
         if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
@@ -71,6 +107,14 @@ impl QemuSettings {
                     .into(),
             ));
         }
+        let machine = s.machine()?;
+        if Arch::parse(s.arch.as_deref()) == Arch::Aarch64
+            && matches!(machine.firmware, Firmware::Uefi { .. })
+        {
+            return Err(BuildError::NotSupported(
+                "`firmware = \"uefi\"` is not supported yet for aarch64 guests (AAVMF)".into(),
+            ));
+        }
         if Arch::parse(s.arch.as_deref()) == Arch::Aarch64 && s.kernel.is_none() {
             return Err(BuildError::NotSupported(
                 "aarch64 guests are not supported yet without `kernel` (direct kernel boot): kiln does not pick UEFI firmware for them".into(),
@@ -81,6 +125,9 @@ impl QemuSettings {
 }
 
 fn which(bin: &str) -> bool {
+    if bin.contains('/') {
+        return Path::new(bin).is_file();
+    }
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
@@ -91,16 +138,27 @@ pub struct QemuBuilder;
 impl Builder for QemuBuilder {
     fn preflight(&self, job: &JobPlan) -> Result<(), BuildError> {
         let s = QemuSettings::from_plan(job)?;
+        let machine = s.machine()?;
+        if let Some(bin) = &machine.qemu_binary {
+            if !which(bin) {
+                return Err(BuildError::Config(format!(
+                    "`qemu_binary = \"{bin}\"` is not an executable file or a program on PATH"
+                )));
+            }
+        }
         let emulator = Arch::parse(s.arch.as_deref()).emulator();
         for (bin, package) in [
             (emulator, "qemu-system-x86 or qemu-system-arm"),
             ("qemu-img", "qemu-utils"),
         ] {
-            if !which(bin) {
+            if !which(bin) && (bin == "qemu-img" || machine.qemu_binary.is_none()) {
                 return Err(BuildError::NotSupported(format!(
                     "`{bin}` is not installed (on Debian: `apt-get install {package}`)"
                 )));
             }
+        }
+        if let Firmware::Uefi { secure_boot } = machine.firmware {
+            ovmf_files(secure_boot)?;
         }
         launch::tmpfs_root()?;
         Ok(())
@@ -124,6 +182,7 @@ impl Builder for QemuBuilder {
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = QemuSettings::from_plan(&ctx.plan)?;
+        let machine = s.machine()?;
         let resolve = |p: &str| ctx.template_dir.join(p);
         let base = resolve(&s.disk);
         let base_digest = match &s.disk_checksum {
@@ -236,10 +295,32 @@ impl Builder for QemuBuilder {
             s.kernel.as_deref().map(resolve),
             s.initrd.as_deref().map(resolve),
         );
+        // UEFI: OVMF's code read-only, its variable store copied into the
+        // work directory (on the undo stack) so the guest may write to it.
+        let uefi = match machine.firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi { secure_boot } => {
+                let (code, vars_template) = ovmf_files(secure_boot)?;
+                let vars = work.join("efivars.fd");
+                fs_err::tokio::copy(&vars_template, &vars)
+                    .await
+                    .map_err(BuildError::io("cannot copy the UEFI variable store"))?;
+                ctx.message(format!(
+                    "firmware: UEFI (`{}`{})",
+                    code.display(),
+                    if secure_boot {
+                        ", secure boot with Microsoft's keys enrolled"
+                    } else {
+                        ""
+                    }
+                ));
+                Some((code, vars, secure_boot))
+            }
+        };
         let spec = VmSpec {
             arch,
             accel,
-            cpus: s.cpus.unwrap_or(2),
+            machine: &machine,
             memory_mib: s
                 .memory
                 .as_deref()
@@ -253,12 +334,17 @@ impl Builder for QemuBuilder {
             kernel: kernel.as_deref(),
             initrd: initrd.as_deref(),
             append: s.append.as_deref(),
+            uefi: uefi.as_ref().map(|(code, vars, secure_boot)| UefiFiles {
+                code,
+                vars,
+                secure_boot: *secure_boot,
+            }),
         };
         let mut child = launch::command(&spec)
             .spawn()
             .map_err(BuildError::io(format!(
                 "cannot start `{}`",
-                arch.emulator()
+                spec.emulator()
             )))?;
         // The pid exists only now; `kill_on_drop` covers the moment until
         // the journal has it.
@@ -277,7 +363,7 @@ impl Builder for QemuBuilder {
         ctx.message(format!(
             "booting `{}` ({} vCPU, {} MiB, {}); SSH on 127.0.0.1:{ssh_port}",
             base.display(),
-            spec.cpus,
+            machine.cpus,
             spec.memory_mib,
             if accel == Accel::Kvm { "kvm" } else { "tcg" }
         ));
@@ -321,6 +407,28 @@ impl Builder for QemuBuilder {
             comm,
         }))
     }
+}
+
+/// Debian's `ovmf` package: the firmware code and the variable store to
+/// copy, secure boot's with Microsoft's keys enrolled.
+const OVMF_DIR: &str = "/usr/share/OVMF";
+
+fn ovmf_files(secure_boot: bool) -> Result<(PathBuf, PathBuf), BuildError> {
+    let (code, vars) = if secure_boot {
+        ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+    } else {
+        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
+    };
+    let dir = Path::new(OVMF_DIR);
+    for f in [code, vars] {
+        if !dir.join(f).is_file() {
+            return Err(BuildError::NotSupported(format!(
+                "`firmware = \"uefi\"` needs `{}` (on Debian: `apt-get install ovmf`)",
+                dir.join(f).display()
+            )));
+        }
+    }
+    Ok((dir.join(code), dir.join(vars)))
 }
 
 /// Registers a resource for undo before it is created.
