@@ -562,3 +562,141 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
         assert_nothing_left(&s, &tmpfs);
     }
 }
+
+/// What the UEFI tests need beyond `ready()`: OVMF and the tools of
+/// `scripts/qemu/debian-uefi-image.sh`.
+fn uefi_ready() -> bool {
+    if !ready()
+        || !crate::require(
+            "QEMU UEFI",
+            &["sfdisk", "mkfs.vfat", "mcopy", "mmd", "objcopy"],
+            true,
+        )
+    {
+        return false;
+    }
+    let missing: Vec<&str> = [
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    ]
+    .into_iter()
+    .filter(|f| !Path::new(f).is_file())
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "QEMU UEFI tests need {} (ovmf and systemd-boot-efi, installed by .ci/run)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// The cached UEFI test image (`disk.qcow2`: ESP with a unified kernel
+/// image, ext4 root).
+fn debian_uefi_image() -> PathBuf {
+    let o = Command::new(repo().join("scripts/qemu/debian-uefi-image.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/qemu/debian-uefi-image.sh");
+    assert!(o.status.success(), "building the UEFI test image failed");
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+fn uefi_source(disk: &Path, extra: &str, ssh_timeout: &str) -> String {
+    format!(
+        "disk = \"{}\"\ndisk_checksum = \"sha256:{}\"\nfirmware = \"uefi\"\ndisk_interface = \"nvme\"\nssh_timeout = \"{ssh_timeout}\"\noutput = \"out/uefi.qcow2\"\n{extra}",
+        disk.display(),
+        sha256(disk),
+    )
+}
+
+/// UEFI end to end under TCG: OVMF boots the disk's own loader (no kernel
+/// from the host) from an NVMe disk; the guest runs on EFI with writable
+/// variables, and OVMF's shipped variable store is not written to.
+#[test]
+fn qemu_uefi_boots_the_disk_through_ovmf() {
+    if !uefi_ready() {
+        return;
+    }
+    let img = debian_uefi_image();
+    let vars = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    let vars_digest = sha256(vars);
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let check = r#"
+[[build.provisioner]]
+type = "shell"
+inline = [
+  "test -d /sys/firmware/efi && echo firmware: efi",
+  "echo root: $(findmnt -n -o SOURCE /)",
+  "echo efivars: $(ls /sys/firmware/efi/efivars | grep -c '^Boot0')",
+]
+"#;
+    let t = s.write(
+        "u.toml",
+        &template(&uefi_source(&img.join("disk.qcow2"), "", "8m"), check),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(
+        out.contains("firmware: UEFI (`/usr/share/OVMF/OVMF_CODE_4M.fd`)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("BdsDxe: starting Boot"),
+        "OVMF chose the disk: {out}"
+    );
+    assert!(out.contains("firmware: efi"), "{out}");
+    assert!(out.contains("root: /dev/nvme0n1p2"), "{out}");
+    assert!(
+        !out.contains("efivars: 0"),
+        "boot entries in the variable store: {out}"
+    );
+    assert_eq!(
+        sha256(vars),
+        vars_digest,
+        "OVMF's own variable store changed"
+    );
+    assert!(s.path().join("out/uefi.qcow2").exists());
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// Secure boot with Microsoft's keys enrolled: the test image's loader is
+/// unsigned, so the firmware refuses it and SSH never comes; a BIOS boot
+/// setting is refused before launch.
+#[test]
+fn qemu_secure_boot_refuses_an_unsigned_loader() {
+    if !uefi_ready() {
+        return;
+    }
+    let img = debian_uefi_image();
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let t = s.write(
+        "sb.toml",
+        &template(
+            &uefi_source(&img.join("disk.qcow2"), "secure_boot = true\n", "90s"),
+            "",
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    assert!(
+        out.contains("secure boot with Microsoft's keys enrolled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Access Denied") || out.contains("Security Violation"),
+        "the firmware refused the unsigned loader: {out}"
+    );
+    assert!(!out.contains("Linux version"), "{out}");
+    assert_nothing_left(&s, &tmpfs);
+}
