@@ -322,4 +322,33 @@ build {
     assert!(!err.contains("machine_type"), "{err}");
     let o = s.kiln().args(["validate", "kiln.toml"]).output().unwrap();
     assert_exit(&o, 0);
+
+    // A downloaded base: mirrors and a checksum file.
+    s.write(
+        "u.pkr.hcl",
+        r#"source "qemu" "u" {
+  disk_image = true
+  iso_urls = ["https://a.example/debian.qcow2", "https://b.example/debian.qcow2"]
+  iso_checksum = "file:https://a.example/SHA512SUMS"
+}
+build {
+  name = "u"
+  sources = ["source.qemu.u"]
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "u.pkr.hcl", "-o", "u.toml"])
+        .output()
+        .unwrap();
+    let out = std::fs::read_to_string(s.path().join("u.toml")).expect("u.toml");
+    assert!(
+        out.contains(
+            "disk_urls = [\"https://a.example/debian.qcow2\", \"https://b.example/debian.qcow2\"]"
+        ) && out.contains("disk_checksum = \"file:https://a.example/SHA512SUMS\""),
+        "{out}\n{}",
+        text(&o).1
+    );
+    assert!(!out.contains("disk = "), "{out}");
 }

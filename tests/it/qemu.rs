@@ -700,3 +700,160 @@ fn qemu_secure_boot_refuses_an_unsigned_loader() {
     assert!(!out.contains("Linux version"), "{out}");
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// `python3 -m http.server` on a free loopback port serving `dir`, its
+/// request log in `log`; stopped when dropped.
+struct HttpServer {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl HttpServer {
+    fn start(dir: &Path, log: PathBuf) -> HttpServer {
+        let addr = crate::free_addr();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port,
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3");
+        crate::wait_listening(&addr, "python3 -m http.server");
+        HttpServer { child, addr, log }
+    }
+
+    /// How many times `path` was fetched.
+    fn gets(&self, path: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .matches(&format!("\"GET {path} HTTP"))
+            .count()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A base by URL: a dead mirror is skipped, the checksum comes from a
+/// SHA256SUMS file by URL (matched by file name among other lines), two
+/// jobs that start together download it once into the content-addressed
+/// cache (0700), a later build reuses it without a request, and a wrong
+/// checksum is refused before anything boots, leaving nothing in the
+/// cache.
+#[test]
+fn qemu_url_base_is_downloaded_once_verified_and_shared() {
+    if !ready() || !crate::require("QEMU URL bases", &["python3"], true) {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    no_os_source(&s, "4s");
+    let www = s.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(s.path().join("empty.qcow2"), www.join("empty.qcow2")).unwrap();
+    let digest = sha256(&www.join("empty.qcow2"));
+    std::fs::write(
+        www.join("SHA256SUMS"),
+        format!("{}  other.qcow2\n{digest} *empty.qcow2\n", "1".repeat(64)),
+    )
+    .unwrap();
+    std::fs::write(www.join("other.qcow2"), b"not the base").unwrap();
+    let server = HttpServer::start(&www, s.path().join("http.log"));
+    let dead = crate::free_addr();
+    let addr = &server.addr;
+    let source = |name: &str| {
+        format!(
+            "[source.qemu.{name}]\naccelerator = \"tcg\"\nmemory = \"256MiB\"\ndisk_urls = [\"http://{dead}/empty.qcow2\", \"http://{addr}/empty.qcow2\"]\ndisk_checksum = \"file:http://{addr}/SHA256SUMS\"\nssh_timeout = \"4s\"\noutput = \"out/{name}.qcow2\"\n\n"
+        )
+    };
+    let t = s.write(
+        "url.toml",
+        &format!(
+            "[image]\nname = \"url\"\nversion = \"1.0.0\"\n\n{}{}[[build]]\nname = \"b\"\nsources = [\"qemu.a\", \"qemu.b\"]\n",
+            source("a"),
+            source("b")
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    // No OS on the disk: both boot, neither gets SSH.
+    assert_eq!(code, 1, "{summary}\n{out}");
+    assert_eq!(out.matches("booting `").count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("`http://{dead}/empty.qcow2`: ")),
+        "dead mirror named: {out}"
+    );
+    assert!(out.contains(&format!("sha256:{digest} verified")), "{out}");
+    assert_eq!(server.gets("/empty.qcow2"), 1, "one download for two jobs");
+    let cache = s.state().join("qemu/bases");
+    let cached = cache.join(format!("sha256-{digest}"));
+    assert_eq!(sha256(&cached), digest);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(
+        summary["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("was not ready within 4s")),
+        "{summary}"
+    );
+    assert_nothing_left(&s, &tmpfs);
+
+    // Again: from the cache, no request for the disk.
+    let (code, _, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1);
+    assert!(out.contains("is cached"), "{out}");
+    assert_eq!(server.gets("/empty.qcow2"), 1, "served from the cache");
+    assert_nothing_left(&s, &tmpfs);
+
+    // A wrong checksum: refused before anything boots, nothing cached.
+    let wrong = s.write(
+        "wrong.toml",
+        &format!(
+            "[image]\nname = \"w\"\nversion = \"1.0.0\"\n\n[source.qemu.w]\naccelerator = \"tcg\"\ndisk_url = \"http://{addr}/other.qcow2\"\ndisk_checksum = \"sha256:{}\"\nssh_timeout = \"4s\"\noutput = \"out/w.qcow2\"\n\n[[build]]\nname = \"b\"\nsources = [\"qemu.w\"]\n",
+            "0".repeat(64)
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &wrong);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    let error = summary["jobs"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no mirror served")
+            && error.contains("nothing was launched")
+            && error.contains(&sha256(&www.join("other.qcow2"))),
+        "{error}"
+    );
+    assert!(!out.contains("booting"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(
+        left,
+        vec![format!("sha256-{digest}")],
+        "only the good base is cached"
+    );
+    assert_nothing_left(&s, &tmpfs);
+}

@@ -13,7 +13,7 @@ use tokio::process::Child;
 use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{disk, seed};
+use super::{disk, fetch, seed};
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
 use crate::communicator::{Communicator, RemoteCommand};
@@ -30,7 +30,9 @@ const QMP_CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 struct QemuSettings {
-    disk: String,
+    disk: Option<String>,
+    disk_url: Option<String>,
+    disk_urls: Option<Vec<String>>,
     disk_checksum: Option<String>,
     #[serde(default)]
     insecure_skip_checksum: bool,
@@ -91,6 +93,30 @@ impl QemuSettings {
         })
     }
 
+    /// `disk`, or `disk_url`/`disk_urls`: exactly one.
+    fn base_source(&self) -> Result<BaseSource, BuildError> {
+        let urls = match (&self.disk, &self.disk_url, &self.disk_urls) {
+            (Some(d), None, None) => return Ok(BaseSource::Path(d.clone())),
+            (None, Some(u), None) => vec![u.clone()],
+            (None, None, Some(us)) if !us.is_empty() => us.clone(),
+            _ => {
+                return Err(BuildError::Config(
+                    "set exactly one of `disk` (a local image), `disk_url` or `disk_urls` (a non-empty list of mirrors)".into(),
+                ))
+            }
+        };
+        if let Some(bad) = urls.iter().find(|u| {
+            !["http://", "https://", "file://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        }) {
+            return Err(BuildError::Config(format!(
+                "`{bad}` is not an `http://`, `https://` or `file://` URL\nhint: a local image goes in `disk`"
+            )));
+        }
+        Ok(BaseSource::Urls(urls))
+    }
+
     fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
         let s: QemuSettings = crate::builder::source_settings(job)?;
         if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
@@ -99,7 +125,15 @@ impl QemuSettings {
             ));
         }
         if let Some(c) = &s.disk_checksum {
-            disk::expected_sha256(c)?;
+            fetch::Checksum::literal(c)?;
+        }
+        if let BaseSource::Urls(urls) = s.base_source()? {
+            if s.disk_checksum.is_none() {
+                return Err(BuildError::Config(format!(
+                    "`{}` needs `disk_checksum`: a downloaded base is always verified (and cached by its digest)",
+                    urls[0]
+                )));
+            }
         }
         if s.compress && s.format.as_deref() == Some("raw") {
             return Err(BuildError::Config(
@@ -171,35 +205,44 @@ impl Builder for QemuBuilder {
         _state_dir: &Path,
     ) -> Result<Option<String>, BuildError> {
         let s = QemuSettings::from_plan(job)?;
-        let Some(c) = &s.disk_checksum else {
+        let Some(spec) = &s.disk_checksum else {
             return Ok(None);
         };
-        Ok(Some(base_label(
-            &template_dir.join(&s.disk),
-            &disk::expected_sha256(c)?,
-        )))
+        let (name, file) = s.base_source()?.names(template_dir);
+        let want = fetch::checksum(spec, &file, template_dir).await?;
+        Ok(Some(base_label(&name, &want)))
     }
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = QemuSettings::from_plan(&ctx.plan)?;
         let machine = s.machine()?;
         let resolve = |p: &str| ctx.template_dir.join(p);
-        let base = resolve(&s.disk);
-        let base_digest = match &s.disk_checksum {
-            Some(c) => {
-                let expected = disk::expected_sha256(c)?;
-                ctx.message(format!("verifying `{}`", base.display()));
-                disk::verify_base(&base, &expected).await?;
-                Some(expected)
-            }
-            None => {
-                ctx.message(format!(
-                    "warning: `insecure_skip_checksum = true`: `{}` is not verified",
-                    base.display()
-                ));
-                None
-            }
+        let source = s.base_source()?;
+        let (base_name, file) = source.names(&ctx.template_dir);
+        let want = match &s.disk_checksum {
+            Some(spec) => Some(fetch::checksum(spec, &file, &ctx.template_dir).await?),
+            None => None,
         };
+        let (base, verified) = match (&source, &want) {
+            (BaseSource::Path(d), _) => (resolve(d), false),
+            (BaseSource::Urls(urls), Some(want)) => {
+                let say = |m: String| ctx.message(m);
+                fetch::cached_base(urls, want, &ctx.state_dir, &say).await?
+            }
+            (BaseSource::Urls(_), None) => unreachable!("checked in from_plan"),
+        };
+        match &want {
+            Some(want) if !verified => {
+                ctx.message(format!("verifying `{}`", base.display()));
+                fetch::verify(&base, want).await?;
+            }
+            Some(_) => {}
+            None => ctx.message(format!(
+                "warning: `insecure_skip_checksum = true`: `{}` is not verified",
+                base.display()
+            )),
+        }
+        let base_digest = want.map(|w| base_label(&base_name, &w));
         let base_info = disk::info(&base).await?;
 
         let work = ctx
@@ -399,7 +442,6 @@ impl Builder for QemuBuilder {
         ));
         Ok(Box::new(QemuInstance {
             settings: s,
-            base,
             base_digest,
             overlay,
             vm,
@@ -444,9 +486,29 @@ fn short_id(build_id: &str) -> String {
         .collect()
 }
 
-/// How artifacts record their base: `PATH@sha256:HEX`.
-fn base_label(path: &Path, hex: &str) -> String {
-    format!("{}@sha256:{hex}", path.display())
+/// How artifacts record their base: `PATH@sha256:HEX` (or the first URL).
+fn base_label(name: &str, want: &fetch::Checksum) -> String {
+    format!("{name}@{want}")
+}
+
+/// Where the base image comes from.
+enum BaseSource {
+    Path(String),
+    Urls(Vec<String>),
+}
+
+impl BaseSource {
+    /// How artifacts name the base, and the file name a checksum file
+    /// lists it under.
+    fn names(&self, template_dir: &Path) -> (String, String) {
+        match self {
+            BaseSource::Path(d) => (
+                template_dir.join(d).display().to_string(),
+                fetch::file_name(d),
+            ),
+            BaseSource::Urls(urls) => (urls[0].clone(), fetch::file_name(&urls[0])),
+        }
+    }
 }
 
 /// The last console lines, kept for error messages.
@@ -530,7 +592,6 @@ async fn died_or(
 
 struct QemuInstance {
     settings: QemuSettings,
-    base: PathBuf,
     base_digest: Option<String>,
     overlay: PathBuf,
     vm: Arc<tokio::sync::Mutex<Child>>,
@@ -658,10 +719,7 @@ impl Instance for QemuInstance {
             kind: format,
             id: output.display().to_string(),
             digest: Some(format!("sha256:{digest}")),
-            base: self
-                .base_digest
-                .as_deref()
-                .map(|d| base_label(&self.base, d)),
+            base: self.base_digest.clone(),
             endpoint: None,
             signatures: vec![],
             manifest: None,

@@ -9,6 +9,8 @@ mod build;
 #[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
+mod fetch;
+#[cfg(feature = "qemu")]
 mod launch;
 #[cfg(feature = "qemu")]
 mod machine;
@@ -30,7 +32,9 @@ const DISK_DETECT_ZEROES: &[&str] = &["off", "on", "unmap"];
 
 /// The settings of a QEMU source (see `../shared/spec/template.md`).
 pub const FIELDS: &[Field] = &[
-    Field::req("disk", Kind::InputFile),
+    Field::opt("disk", Kind::InputFile),
+    Field::opt("disk_url", Kind::Str),
+    Field::opt("disk_urls", STR_LIST),
     Field::opt("disk_checksum", Kind::Str),
     Field::opt("insecure_skip_checksum", Kind::Bool),
     Field::opt("disk_size", Kind::Size),
