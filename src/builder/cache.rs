@@ -7,7 +7,8 @@
 //! (verified against their digests); `oci/rootfs/<manifest hex>` holds
 //! each base unpacked as the image says — ownership, modes (setuid
 //! included) and device nodes — because the build's overlay shows it to
-//! the provisioners as it is. It is safe on the host because the state
+//! the provisioners as it is. `qemu/bases/<algo>-<hex>` holds QEMU base
+//! disks downloaded from `disk_url`, named by their verified digest. It is safe on the host because the state
 //! folder is 0700 (no other user reaches a setuid file or a node), every
 //! mount kiln makes over it is `nodev,nosuid`, and files are copied in and
 //! out of an instance only as regular files (`communicator::inroot`).
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 const CACHES: &[(&str, &str)] = &[
     ("unpacked base images", "oci/rootfs"),
     ("image blobs", "oci/blobs"),
+    ("downloaded base disks", "qemu/bases"),
 ];
 
 /// Makes `dir` (and its missing parents) with mode 0700, or tightens it
@@ -57,7 +59,7 @@ pub fn secure_state(state: &Path, create: bool) -> std::io::Result<Vec<String>> 
     }
     let mut tightened = vec![];
     let dirs = std::iter::once(state.to_path_buf()).chain(
-        ["oci", "oci/rootfs", "oci/blobs"]
+        ["oci", "oci/rootfs", "oci/blobs", "qemu", "qemu/bases"]
             .iter()
             .map(|d| state.join(d))
             .filter(|d| d.is_dir()),

@@ -16,7 +16,8 @@ pub struct CleanupArgs {
     /// List what would be reaped without touching it.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also remove the caches (unpacked base images, image blobs); builds
+    /// Also remove the caches (unpacked base images, image blobs,
+    /// downloaded QEMU base disks); builds
     /// fetch and unpack again what they need.
     #[arg(long)]
     pub caches: bool,

@@ -19,9 +19,6 @@ const QEMU_COSMETIC: &[&str] = &[
     "vnc_use_password",
     "use_default_display",
     "display",
-    "disk_cache",
-    "disk_discard",
-    "disk_detect_zeroes",
     "skip_compaction",
 ];
 
@@ -244,36 +241,50 @@ impl Converter<'_> {
             match key {
                 "disk_image" => {}
                 "iso_url" | "iso_urls" if disk_image => {
-                    let n = match &a.value.expr {
-                        Expr::List(items) => items.first().cloned(),
-                        _ => Some(a.value.clone()),
+                    let nodes = match &a.value.expr {
+                        Expr::List(items) => items.clone(),
+                        _ => vec![a.value.clone()],
                     };
-                    if let Some(s) = n.and_then(|n| self.text(&n, &c, false)) {
-                        if s.contains("://") {
-                            self.report.push(
-                                Level::NotConverted,
-                                c,
-                                Some(&a.loc),
-                                "kiln boots a local disk image; it does not download it",
-                                "download the image and point `disk` at the file",
-                            );
+                    let texts: Vec<String> = nodes
+                        .iter()
+                        .filter_map(|n| self.text(n, &c, false))
+                        .collect();
+                    if texts.iter().any(|s| s.contains("://")) {
+                        // Downloaded into kiln's cache by digest.
+                        let mut list = Array::new();
+                        for s in &texts {
+                            list.push(s.as_str());
                         }
-                        let p = self.path(&s, construct, &a.loc, false);
+                        if list.len() == 1 {
+                            t.insert("disk_url", toml_edit::value(texts[0].as_str()));
+                        } else {
+                            t.insert("disk_urls", toml_edit::value(list));
+                        }
+                    } else if let Some(s) = texts.first() {
+                        let p = self.path(s, construct, &a.loc, false);
                         t.insert("disk", toml_edit::value(p));
                     }
                 }
                 "iso_checksum" if disk_image => match a.value.as_str() {
-                    Some(s) if s.starts_with("sha256:") => {
+                    Some(s)
+                        if s.starts_with("sha256:")
+                            || s.starts_with("sha512:")
+                            || s.starts_with("file:") =>
+                    {
                         t.insert("disk_checksum", toml_edit::value(s));
                     }
-                    Some(s) if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
-                        t.insert("disk_checksum", toml_edit::value(format!("sha256:{s}")));
+                    Some(s)
+                        if (s.len() == 64 || s.len() == 128)
+                            && s.chars().all(|c| c.is_ascii_hexdigit()) =>
+                    {
+                        let algo = if s.len() == 64 { "sha256" } else { "sha512" };
+                        t.insert("disk_checksum", toml_edit::value(format!("{algo}:{s}")));
                     }
                     _ => self.report.push(
                         Level::NotConverted,
                         c,
                         Some(&a.loc),
-                        "kiln checks the base disk against a literal `sha256:HEX`",
+                        "kiln checks the base disk against `sha256:`/`sha512:` digests or a `file:` checksum file",
                         "set `disk_checksum = \"sha256:…\"` (sha256sum of the disk)",
                     ),
                 },
@@ -342,17 +353,38 @@ impl Converter<'_> {
                 "disk_compression" => {
                     self.put(&mut t, "compress", &a.value, &c, false);
                 }
-                "qemuargs" | "qemu_binary" | "machine_type" | "cpu_model" | "net_device"
-                | "disk_interface" | "firmware" | "efi_boot" | "efi_firmware_code"
-                | "efi_firmware_vars" | "efi_drop_efivars" | "use_pflash" => {
-                    self.report.push(
+                "machine_type" | "cpu_model" | "net_device" | "qemu_binary" | "sockets"
+                | "cores" | "disk_cache" | "disk_discard" | "disk_detect_zeroes" | "qemuargs" => {
+                    self.put(&mut t, key, &a.value, &c, false);
+                }
+                "disk_interface" => match a.value.as_str() {
+                    Some(x @ ("virtio" | "virtio-scsi" | "ide" | "nvme")) => {
+                        t.insert(key, toml_edit::value(x));
+                    }
+                    Some("scsi") => {
+                        t.insert(key, toml_edit::value("virtio-scsi"));
+                    }
+                    _ => self.report.push(
                         Level::NotConverted,
                         c,
                         Some(&a.loc),
-                        "kiln builds QEMU's command line itself (virtio disk and network, `-cpu max` under TCG, BIOS boot; UEFI not yet)",
-                        "check the image boots that way, or build it another way",
-                    )
+                        "kiln attaches the disk as `virtio`, `virtio-scsi`, `ide` or `nvme`",
+                        "set `disk_interface` to one of them",
+                    ),
+                },
+                "efi_boot" => {
+                    if a.value.as_bool() == Some(true) {
+                        t.insert("firmware", toml_edit::value("uefi"));
+                    }
                 }
+                "firmware" | "efi_firmware_code" | "efi_firmware_vars" | "efi_drop_efivars"
+                | "use_pflash" => self.report.push(
+                    Level::NotConverted,
+                    c,
+                    Some(&a.loc),
+                    "kiln picks the firmware files itself: Debian's OVMF with `firmware = \"uefi\"` (`secure_boot = true` for Microsoft's keys)",
+                    "set `firmware = \"uefi\"` if the image boots UEFI",
+                ),
                 k if QEMU_COSMETIC.contains(&k) => {}
                 _ => self.unknown_setting(construct, "qemu", a),
             }
@@ -368,7 +400,10 @@ impl Converter<'_> {
                 "start from a cloud image (or build the base disk once), set `disk` and `disk_checksum`, and keep the provisioners",
             );
         }
-        if !t.contains_key("disk") {
+        let has_base = ["disk", "disk_url", "disk_urls"]
+            .iter()
+            .any(|k| t.contains_key(k));
+        if !has_base {
             t.insert("disk", toml_edit::value("base.qcow2"));
             t.insert("insecure_skip_checksum", toml_edit::value(true));
             self.report.push(

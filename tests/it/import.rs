@@ -261,3 +261,94 @@ fn template_on_stdout_exit_0_when_all_converted() {
         "{err}"
     );
 }
+
+/// A Packer QEMU source's machine settings become kiln's, and the result
+/// validates; firmware files kiln picks itself are reported.
+#[test]
+fn qemu_machine_settings_are_translated() {
+    let s = Scratch::new();
+    s.write("base.qcow2", "not really a disk");
+    s.write(
+        "t.pkr.hcl",
+        r#"source "qemu" "m" {
+  disk_image = true
+  iso_url = "base.qcow2"
+  iso_checksum = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+  machine_type = "q35"
+  cpu_model = "host"
+  sockets = 1
+  cores = 2
+  disk_interface = "virtio-scsi"
+  disk_cache = "unsafe"
+  disk_discard = "unmap"
+  disk_detect_zeroes = "unmap"
+  net_device = "virtio-net"
+  qemuargs = [["-device", "virtio-rng-pci"]]
+  qemu_binary = "qemu-system-x86_64"
+  efi_boot = true
+  efi_firmware_code = "/usr/share/OVMF/OVMF_CODE.fd"
+  ssh_username = "root"
+}
+build {
+  name = "m"
+  sources = ["source.qemu.m"]
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "t.pkr.hcl", "-o", "kiln.toml"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    let out = std::fs::read_to_string(s.path().join("kiln.toml")).expect("kiln.toml");
+    for want in [
+        "machine_type = \"q35\"",
+        "cpu_model = \"host\"",
+        "sockets = 1",
+        "cores = 2",
+        "disk_interface = \"virtio-scsi\"",
+        "disk_cache = \"unsafe\"",
+        "disk_discard = \"unmap\"",
+        "disk_detect_zeroes = \"unmap\"",
+        "net_device = \"virtio-net\"",
+        "qemuargs = [[\"-device\", \"virtio-rng-pci\"]]",
+        "qemu_binary = \"qemu-system-x86_64\"",
+        "firmware = \"uefi\"",
+    ] {
+        assert!(out.contains(want), "{want} not in {out}");
+    }
+    assert!(err.contains("efi_firmware_code"), "{err}");
+    assert!(!err.contains("machine_type"), "{err}");
+    let o = s.kiln().args(["validate", "kiln.toml"]).output().unwrap();
+    assert_exit(&o, 0);
+
+    // A downloaded base: mirrors and a checksum file.
+    s.write(
+        "u.pkr.hcl",
+        r#"source "qemu" "u" {
+  disk_image = true
+  iso_urls = ["https://a.example/debian.qcow2", "https://b.example/debian.qcow2"]
+  iso_checksum = "file:https://a.example/SHA512SUMS"
+}
+build {
+  name = "u"
+  sources = ["source.qemu.u"]
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "u.pkr.hcl", "-o", "u.toml"])
+        .output()
+        .unwrap();
+    let out = std::fs::read_to_string(s.path().join("u.toml")).expect("u.toml");
+    assert!(
+        out.contains(
+            "disk_urls = [\"https://a.example/debian.qcow2\", \"https://b.example/debian.qcow2\"]"
+        ) && out.contains("disk_checksum = \"file:https://a.example/SHA512SUMS\""),
+        "{out}\n{}",
+        text(&o).1
+    );
+    assert!(!out.contains("disk = "), "{out}");
+}

@@ -475,3 +475,385 @@ fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
     );
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// The Debian test image booted on a non-default machine: virtio-scsi
+/// disk, a vmxnet3 NIC (Debian's cloud kernel has no e1000), a QEMU CPU model with 2 sockets × 1 core, unsafe
+/// caching with zero detection, and a virtio RNG from `qemuargs`. The
+/// guest sees each of them.
+#[test]
+fn qemu_machine_settings_reach_the_guest() {
+    if !ready() {
+        return;
+    }
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let source = boot_source(&img, &base, &sha256(&base), "out/m.qcow2")
+        .replace("root=/dev/vda", "root=LABEL=root")
+        + r#"machine_type = "q35"
+cpu_model = "qemu64"
+sockets = 2
+cores = 1
+disk_interface = "virtio-scsi"
+disk_cache = "unsafe"
+disk_detect_zeroes = "unmap"
+net_device = "vmxnet3"
+qemuargs = [["-device", "virtio-rng-pci"]]
+"#;
+    let check = r#"
+[[build.provisioner]]
+type = "shell"
+inline = [
+  "echo disks: $(ls /sys/block | grep -v loop | tr '\n' ' ')",
+  "echo root: $(findmnt -n -o SOURCE /)",
+  "echo nic: $(basename $(readlink /sys/class/net/$(ls /sys/class/net | grep -v lo | head -1)/device/driver))",
+  "echo cpus: $(nproc) sockets: $(grep 'physical id' /proc/cpuinfo | sort -u | wc -l)",
+  "echo cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)",
+  "echo rng: $(cat /sys/class/misc/hw_random/rng_available)",
+]
+"#;
+    let t = s.write("m.toml", &template(&source, check));
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(
+        out.contains("disks: sda sdb"),
+        "virtio-scsi disk and seed: {out}"
+    );
+    assert!(!out.contains("vda"), "{out}");
+    assert!(out.contains("root: /dev/sda"), "{out}");
+    assert!(out.contains("nic: vmxnet3"), "{out}");
+    assert!(out.contains("cpus: 2 sockets: 2"), "{out}");
+    assert!(out.contains("cpu: QEMU Virtual CPU"), "{out}");
+    assert!(out.contains("rng: virtio_rng"), "{out}");
+    assert!(s.path().join("out/m.qcow2").exists());
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// A bad machine setting and a `qemuargs` entry that would break kiln's
+/// network fail before anything is created, naming the offender.
+#[test]
+fn qemu_bad_machine_settings_are_refused_before_launch() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    for (extra, want) in [
+        (
+            "qemuargs = [[\"-netdev\", \"user,id=n0\"]]\n",
+            "`-netdev` is not allowed",
+        ),
+        (
+            "net_device = \"virtio-nett\"\n",
+            "`net_device = \"virtio-nett\"`",
+        ),
+        (
+            "cpus = 8\nsockets = 1\ncores = 4\n",
+            "`cpus = 8` does not fit",
+        ),
+    ] {
+        let t = s.write("t.toml", &template(&(no_os_source(&s, "4s") + extra), ""));
+        let (code, summary, out) = build(&s, &tmpfs, &t);
+        assert_ne!(code, 0, "{summary}\n{out}");
+        let error = summary["jobs"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(want), "{want} not in {error}");
+        assert!(!out.contains("booting"), "{out}");
+        assert_nothing_left(&s, &tmpfs);
+    }
+}
+
+/// What the UEFI tests need beyond `ready()`: OVMF and the tools of
+/// `scripts/qemu/debian-uefi-image.sh`.
+fn uefi_ready() -> bool {
+    if !ready()
+        || !crate::require(
+            "QEMU UEFI",
+            &["sfdisk", "mkfs.vfat", "mcopy", "mmd", "objcopy"],
+            true,
+        )
+    {
+        return false;
+    }
+    let missing: Vec<&str> = [
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    ]
+    .into_iter()
+    .filter(|f| !Path::new(f).is_file())
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "QEMU UEFI tests need {} (ovmf and systemd-boot-efi, installed by .ci/run)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// The cached UEFI test image (`disk.qcow2`: ESP with a unified kernel
+/// image, ext4 root).
+fn debian_uefi_image() -> PathBuf {
+    let o = Command::new(repo().join("scripts/qemu/debian-uefi-image.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/qemu/debian-uefi-image.sh");
+    assert!(o.status.success(), "building the UEFI test image failed");
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+fn uefi_source(disk: &Path, extra: &str, ssh_timeout: &str) -> String {
+    format!(
+        "disk = \"{}\"\ndisk_checksum = \"sha256:{}\"\nfirmware = \"uefi\"\ndisk_interface = \"nvme\"\nssh_timeout = \"{ssh_timeout}\"\noutput = \"out/uefi.qcow2\"\n{extra}",
+        disk.display(),
+        sha256(disk),
+    )
+}
+
+/// UEFI end to end under TCG: OVMF boots the disk's own loader (no kernel
+/// from the host) from an NVMe disk; the guest runs on EFI with writable
+/// variables, and OVMF's shipped variable store is not written to.
+#[test]
+fn qemu_uefi_boots_the_disk_through_ovmf() {
+    if !uefi_ready() {
+        return;
+    }
+    let img = debian_uefi_image();
+    let vars = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+    let vars_digest = sha256(vars);
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let check = r#"
+[[build.provisioner]]
+type = "shell"
+inline = [
+  "test -d /sys/firmware/efi && echo firmware: efi",
+  "echo root: $(findmnt -n -o SOURCE /)",
+  "echo efivars: $(ls /sys/firmware/efi/efivars | grep -c '^Boot0')",
+]
+"#;
+    let t = s.write(
+        "u.toml",
+        &template(&uefi_source(&img.join("disk.qcow2"), "", "8m"), check),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(
+        out.contains("firmware: UEFI (`/usr/share/OVMF/OVMF_CODE_4M.fd`)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("BdsDxe: starting Boot"),
+        "OVMF chose the disk: {out}"
+    );
+    assert!(out.contains("firmware: efi"), "{out}");
+    assert!(out.contains("root: /dev/nvme0n1p2"), "{out}");
+    assert!(
+        !out.contains("efivars: 0"),
+        "boot entries in the variable store: {out}"
+    );
+    assert_eq!(
+        sha256(vars),
+        vars_digest,
+        "OVMF's own variable store changed"
+    );
+    assert!(s.path().join("out/uefi.qcow2").exists());
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// Secure boot with Microsoft's keys enrolled: the test image's loader is
+/// unsigned, so the firmware refuses it and SSH never comes; a BIOS boot
+/// setting is refused before launch.
+#[test]
+fn qemu_secure_boot_refuses_an_unsigned_loader() {
+    if !uefi_ready() {
+        return;
+    }
+    let img = debian_uefi_image();
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let t = s.write(
+        "sb.toml",
+        &template(
+            &uefi_source(&img.join("disk.qcow2"), "secure_boot = true\n", "90s"),
+            "",
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    assert!(
+        out.contains("secure boot with Microsoft's keys enrolled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Access Denied") || out.contains("Security Violation"),
+        "the firmware refused the unsigned loader: {out}"
+    );
+    assert!(!out.contains("Linux version"), "{out}");
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// `python3 -m http.server` on a free loopback port serving `dir`, its
+/// request log in `log`; stopped when dropped.
+struct HttpServer {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl HttpServer {
+    fn start(dir: &Path, log: PathBuf) -> HttpServer {
+        let addr = crate::free_addr();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port,
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3");
+        crate::wait_listening(&addr, "python3 -m http.server");
+        HttpServer { child, addr, log }
+    }
+
+    /// How many times `path` was fetched.
+    fn gets(&self, path: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .matches(&format!("\"GET {path} HTTP"))
+            .count()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A base by URL: a dead mirror is skipped, the checksum comes from a
+/// SHA256SUMS file by URL (matched by file name among other lines), two
+/// jobs that start together download it once into the content-addressed
+/// cache (0700), a later build reuses it without a request, and a wrong
+/// checksum is refused before anything boots, leaving nothing in the
+/// cache.
+#[test]
+fn qemu_url_base_is_downloaded_once_verified_and_shared() {
+    if !ready() || !crate::require("QEMU URL bases", &["python3"], true) {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    no_os_source(&s, "4s");
+    let www = s.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::copy(s.path().join("empty.qcow2"), www.join("empty.qcow2")).unwrap();
+    let digest = sha256(&www.join("empty.qcow2"));
+    std::fs::write(
+        www.join("SHA256SUMS"),
+        format!("{}  other.qcow2\n{digest} *empty.qcow2\n", "1".repeat(64)),
+    )
+    .unwrap();
+    std::fs::write(www.join("other.qcow2"), b"not the base").unwrap();
+    let server = HttpServer::start(&www, s.path().join("http.log"));
+    let dead = crate::free_addr();
+    let addr = &server.addr;
+    let source = |name: &str| {
+        format!(
+            "[source.qemu.{name}]\naccelerator = \"tcg\"\nmemory = \"256MiB\"\ndisk_urls = [\"http://{dead}/empty.qcow2\", \"http://{addr}/empty.qcow2\"]\ndisk_checksum = \"file:http://{addr}/SHA256SUMS\"\nssh_timeout = \"4s\"\noutput = \"out/{name}.qcow2\"\n\n"
+        )
+    };
+    let t = s.write(
+        "url.toml",
+        &format!(
+            "[image]\nname = \"url\"\nversion = \"1.0.0\"\n\n{}{}[[build]]\nname = \"b\"\nsources = [\"qemu.a\", \"qemu.b\"]\n",
+            source("a"),
+            source("b")
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    // No OS on the disk: both boot, neither gets SSH.
+    assert_eq!(code, 1, "{summary}\n{out}");
+    assert_eq!(out.matches("booting `").count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("`http://{dead}/empty.qcow2`: ")),
+        "dead mirror named: {out}"
+    );
+    assert!(out.contains(&format!("sha256:{digest} verified")), "{out}");
+    assert_eq!(server.gets("/empty.qcow2"), 1, "one download for two jobs");
+    let cache = s.state().join("qemu/bases");
+    let cached = cache.join(format!("sha256-{digest}"));
+    assert_eq!(sha256(&cached), digest);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(
+        summary["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("was not ready within 4s")),
+        "{summary}"
+    );
+    assert_nothing_left(&s, &tmpfs);
+
+    // Again: from the cache, no request for the disk.
+    let (code, _, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1);
+    assert!(out.contains("is cached"), "{out}");
+    assert_eq!(server.gets("/empty.qcow2"), 1, "served from the cache");
+    assert_nothing_left(&s, &tmpfs);
+
+    // A wrong checksum: refused before anything boots, nothing cached.
+    let wrong = s.write(
+        "wrong.toml",
+        &format!(
+            "[image]\nname = \"w\"\nversion = \"1.0.0\"\n\n[source.qemu.w]\naccelerator = \"tcg\"\ndisk_url = \"http://{addr}/other.qcow2\"\ndisk_checksum = \"sha256:{}\"\nssh_timeout = \"4s\"\noutput = \"out/w.qcow2\"\n\n[[build]]\nname = \"b\"\nsources = [\"qemu.w\"]\n",
+            "0".repeat(64)
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &wrong);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    let error = summary["jobs"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no mirror served")
+            && error.contains("nothing was launched")
+            && error.contains(&sha256(&www.join("other.qcow2"))),
+        "{error}"
+    );
+    assert!(!out.contains("booting"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(
+        left,
+        vec![format!("sha256-{digest}")],
+        "only the good base is cached"
+    );
+    assert_nothing_left(&s, &tmpfs);
+}

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use super::launch::{self, Accel, Arch, VmSpec};
+use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
+use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{disk, seed};
+use super::{disk, fetch, seed};
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
 use crate::communicator::{Communicator, RemoteCommand};
@@ -29,7 +30,9 @@ const QMP_CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 struct QemuSettings {
-    disk: String,
+    disk: Option<String>,
+    disk_url: Option<String>,
+    disk_urls: Option<Vec<String>>,
     disk_checksum: Option<String>,
     #[serde(default)]
     insecure_skip_checksum: bool,
@@ -52,9 +55,68 @@ struct QemuSettings {
     format: Option<String>,
     #[serde(default)]
     compress: bool,
+    machine_type: Option<String>,
+    cpu_model: Option<String>,
+    sockets: Option<u32>,
+    cores: Option<u32>,
+    disk_interface: Option<String>,
+    disk_cache: Option<String>,
+    disk_discard: Option<String>,
+    disk_detect_zeroes: Option<String>,
+    net_device: Option<String>,
+    #[serde(default)]
+    qemuargs: Vec<Vec<String>>,
+    qemu_binary: Option<String>,
+    firmware: Option<String>,
+    #[serde(default)]
+    secure_boot: bool,
 }
 
 impl QemuSettings {
+    /// The machine settings, checked.
+    fn machine(&self) -> Result<Machine, BuildError> {
+        Machine::from_settings(&MachineSettings {
+            machine_type: self.machine_type.as_deref(),
+            cpu_model: self.cpu_model.as_deref(),
+            cpus: self.cpus,
+            sockets: self.sockets,
+            cores: self.cores,
+            disk_interface: self.disk_interface.as_deref(),
+            disk_cache: self.disk_cache.as_deref(),
+            disk_discard: self.disk_discard.as_deref(),
+            disk_detect_zeroes: self.disk_detect_zeroes.as_deref(),
+            net_device: self.net_device.as_deref(),
+            qemuargs: &self.qemuargs,
+            qemu_binary: self.qemu_binary.as_deref(),
+            firmware: self.firmware.as_deref(),
+            secure_boot: self.secure_boot,
+        })
+    }
+
+    /// `disk`, or `disk_url`/`disk_urls`: exactly one.
+    fn base_source(&self) -> Result<BaseSource, BuildError> {
+        let urls = match (&self.disk, &self.disk_url, &self.disk_urls) {
+            (Some(d), None, None) => return Ok(BaseSource::Path(d.clone())),
+            (None, Some(u), None) => vec![u.clone()],
+            (None, None, Some(us)) if !us.is_empty() => us.clone(),
+            _ => {
+                return Err(BuildError::Config(
+                    "set exactly one of `disk` (a local image), `disk_url` or `disk_urls` (a non-empty list of mirrors)".into(),
+                ))
+            }
+        };
+        if let Some(bad) = urls.iter().find(|u| {
+            !["http://", "https://", "file://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        }) {
+            return Err(BuildError::Config(format!(
+                "`{bad}` is not an `http://`, `https://` or `file://` URL\nhint: a local image goes in `disk`"
+            )));
+        }
+        Ok(BaseSource::Urls(urls))
+    }
+
     fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
         let s: QemuSettings = crate::builder::source_settings(job)?;
         if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
@@ -63,12 +125,28 @@ impl QemuSettings {
             ));
         }
         if let Some(c) = &s.disk_checksum {
-            disk::expected_sha256(c)?;
+            fetch::Checksum::literal(c)?;
+        }
+        if let BaseSource::Urls(urls) = s.base_source()? {
+            if s.disk_checksum.is_none() {
+                return Err(BuildError::Config(format!(
+                    "`{}` needs `disk_checksum`: a downloaded base is always verified (and cached by its digest)",
+                    urls[0]
+                )));
+            }
         }
         if s.compress && s.format.as_deref() == Some("raw") {
             return Err(BuildError::Config(
                 "`compress = true` needs `format = \"qcow2\"`: raw images cannot be compressed"
                     .into(),
+            ));
+        }
+        let machine = s.machine()?;
+        if Arch::parse(s.arch.as_deref()) == Arch::Aarch64
+            && matches!(machine.firmware, Firmware::Uefi { .. })
+        {
+            return Err(BuildError::NotSupported(
+                "`firmware = \"uefi\"` is not supported yet for aarch64 guests (AAVMF)".into(),
             ));
         }
         if Arch::parse(s.arch.as_deref()) == Arch::Aarch64 && s.kernel.is_none() {
@@ -81,6 +159,9 @@ impl QemuSettings {
 }
 
 fn which(bin: &str) -> bool {
+    if bin.contains('/') {
+        return Path::new(bin).is_file();
+    }
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
@@ -91,16 +172,27 @@ pub struct QemuBuilder;
 impl Builder for QemuBuilder {
     fn preflight(&self, job: &JobPlan) -> Result<(), BuildError> {
         let s = QemuSettings::from_plan(job)?;
+        let machine = s.machine()?;
+        if let Some(bin) = &machine.qemu_binary {
+            if !which(bin) {
+                return Err(BuildError::Config(format!(
+                    "`qemu_binary = \"{bin}\"` is not an executable file or a program on PATH"
+                )));
+            }
+        }
         let emulator = Arch::parse(s.arch.as_deref()).emulator();
         for (bin, package) in [
             (emulator, "qemu-system-x86 or qemu-system-arm"),
             ("qemu-img", "qemu-utils"),
         ] {
-            if !which(bin) {
+            if !which(bin) && (bin == "qemu-img" || machine.qemu_binary.is_none()) {
                 return Err(BuildError::NotSupported(format!(
                     "`{bin}` is not installed (on Debian: `apt-get install {package}`)"
                 )));
             }
+        }
+        if let Firmware::Uefi { secure_boot } = machine.firmware {
+            ovmf_files(secure_boot)?;
         }
         launch::tmpfs_root()?;
         Ok(())
@@ -113,34 +205,44 @@ impl Builder for QemuBuilder {
         _state_dir: &Path,
     ) -> Result<Option<String>, BuildError> {
         let s = QemuSettings::from_plan(job)?;
-        let Some(c) = &s.disk_checksum else {
+        let Some(spec) = &s.disk_checksum else {
             return Ok(None);
         };
-        Ok(Some(base_label(
-            &template_dir.join(&s.disk),
-            &disk::expected_sha256(c)?,
-        )))
+        let (name, file) = s.base_source()?.names(template_dir);
+        let want = fetch::checksum(spec, &file, template_dir).await?;
+        Ok(Some(base_label(&name, &want)))
     }
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = QemuSettings::from_plan(&ctx.plan)?;
+        let machine = s.machine()?;
         let resolve = |p: &str| ctx.template_dir.join(p);
-        let base = resolve(&s.disk);
-        let base_digest = match &s.disk_checksum {
-            Some(c) => {
-                let expected = disk::expected_sha256(c)?;
-                ctx.message(format!("verifying `{}`", base.display()));
-                disk::verify_base(&base, &expected).await?;
-                Some(expected)
-            }
-            None => {
-                ctx.message(format!(
-                    "warning: `insecure_skip_checksum = true`: `{}` is not verified",
-                    base.display()
-                ));
-                None
-            }
+        let source = s.base_source()?;
+        let (base_name, file) = source.names(&ctx.template_dir);
+        let want = match &s.disk_checksum {
+            Some(spec) => Some(fetch::checksum(spec, &file, &ctx.template_dir).await?),
+            None => None,
         };
+        let (base, verified) = match (&source, &want) {
+            (BaseSource::Path(d), _) => (resolve(d), false),
+            (BaseSource::Urls(urls), Some(want)) => {
+                let say = |m: String| ctx.message(m);
+                fetch::cached_base(urls, want, &ctx.state_dir, &say).await?
+            }
+            (BaseSource::Urls(_), None) => unreachable!("checked in from_plan"),
+        };
+        match &want {
+            Some(want) if !verified => {
+                ctx.message(format!("verifying `{}`", base.display()));
+                fetch::verify(&base, want).await?;
+            }
+            Some(_) => {}
+            None => ctx.message(format!(
+                "warning: `insecure_skip_checksum = true`: `{}` is not verified",
+                base.display()
+            )),
+        }
+        let base_digest = want.map(|w| base_label(&base_name, &w));
         let base_info = disk::info(&base).await?;
 
         let work = ctx
@@ -236,10 +338,32 @@ impl Builder for QemuBuilder {
             s.kernel.as_deref().map(resolve),
             s.initrd.as_deref().map(resolve),
         );
+        // UEFI: OVMF's code read-only, its variable store copied into the
+        // work directory (on the undo stack) so the guest may write to it.
+        let uefi = match machine.firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi { secure_boot } => {
+                let (code, vars_template) = ovmf_files(secure_boot)?;
+                let vars = work.join("efivars.fd");
+                fs_err::tokio::copy(&vars_template, &vars)
+                    .await
+                    .map_err(BuildError::io("cannot copy the UEFI variable store"))?;
+                ctx.message(format!(
+                    "firmware: UEFI (`{}`{})",
+                    code.display(),
+                    if secure_boot {
+                        ", secure boot with Microsoft's keys enrolled"
+                    } else {
+                        ""
+                    }
+                ));
+                Some((code, vars, secure_boot))
+            }
+        };
         let spec = VmSpec {
             arch,
             accel,
-            cpus: s.cpus.unwrap_or(2),
+            machine: &machine,
             memory_mib: s
                 .memory
                 .as_deref()
@@ -253,12 +377,17 @@ impl Builder for QemuBuilder {
             kernel: kernel.as_deref(),
             initrd: initrd.as_deref(),
             append: s.append.as_deref(),
+            uefi: uefi.as_ref().map(|(code, vars, secure_boot)| UefiFiles {
+                code,
+                vars,
+                secure_boot: *secure_boot,
+            }),
         };
         let mut child = launch::command(&spec)
             .spawn()
             .map_err(BuildError::io(format!(
                 "cannot start `{}`",
-                arch.emulator()
+                spec.emulator()
             )))?;
         // The pid exists only now; `kill_on_drop` covers the moment until
         // the journal has it.
@@ -277,7 +406,7 @@ impl Builder for QemuBuilder {
         ctx.message(format!(
             "booting `{}` ({} vCPU, {} MiB, {}); SSH on 127.0.0.1:{ssh_port}",
             base.display(),
-            spec.cpus,
+            machine.cpus,
             spec.memory_mib,
             if accel == Accel::Kvm { "kvm" } else { "tcg" }
         ));
@@ -313,7 +442,6 @@ impl Builder for QemuBuilder {
         ));
         Ok(Box::new(QemuInstance {
             settings: s,
-            base,
             base_digest,
             overlay,
             vm,
@@ -321,6 +449,28 @@ impl Builder for QemuBuilder {
             comm,
         }))
     }
+}
+
+/// Debian's `ovmf` package: the firmware code and the variable store to
+/// copy, secure boot's with Microsoft's keys enrolled.
+const OVMF_DIR: &str = "/usr/share/OVMF";
+
+fn ovmf_files(secure_boot: bool) -> Result<(PathBuf, PathBuf), BuildError> {
+    let (code, vars) = if secure_boot {
+        ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
+    } else {
+        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
+    };
+    let dir = Path::new(OVMF_DIR);
+    for f in [code, vars] {
+        if !dir.join(f).is_file() {
+            return Err(BuildError::NotSupported(format!(
+                "`firmware = \"uefi\"` needs `{}` (on Debian: `apt-get install ovmf`)",
+                dir.join(f).display()
+            )));
+        }
+    }
+    Ok((dir.join(code), dir.join(vars)))
 }
 
 /// Registers a resource for undo before it is created.
@@ -336,9 +486,29 @@ fn short_id(build_id: &str) -> String {
         .collect()
 }
 
-/// How artifacts record their base: `PATH@sha256:HEX`.
-fn base_label(path: &Path, hex: &str) -> String {
-    format!("{}@sha256:{hex}", path.display())
+/// How artifacts record their base: `PATH@sha256:HEX` (or the first URL).
+fn base_label(name: &str, want: &fetch::Checksum) -> String {
+    format!("{name}@{want}")
+}
+
+/// Where the base image comes from.
+enum BaseSource {
+    Path(String),
+    Urls(Vec<String>),
+}
+
+impl BaseSource {
+    /// How artifacts name the base, and the file name a checksum file
+    /// lists it under.
+    fn names(&self, template_dir: &Path) -> (String, String) {
+        match self {
+            BaseSource::Path(d) => (
+                template_dir.join(d).display().to_string(),
+                fetch::file_name(d),
+            ),
+            BaseSource::Urls(urls) => (urls[0].clone(), fetch::file_name(&urls[0])),
+        }
+    }
 }
 
 /// The last console lines, kept for error messages.
@@ -422,7 +592,6 @@ async fn died_or(
 
 struct QemuInstance {
     settings: QemuSettings,
-    base: PathBuf,
     base_digest: Option<String>,
     overlay: PathBuf,
     vm: Arc<tokio::sync::Mutex<Child>>,
@@ -550,10 +719,7 @@ impl Instance for QemuInstance {
             kind: format,
             id: output.display().to_string(),
             digest: Some(format!("sha256:{digest}")),
-            base: self
-                .base_digest
-                .as_deref()
-                .map(|d| base_label(&self.base, d)),
+            base: self.base_digest.clone(),
             endpoint: None,
             signatures: vec![],
             manifest: None,

@@ -1,5 +1,4 @@
-//! Disk images through `qemu-img`: the base's checksum, the copy-on-write
-//! overlay the VM writes to (the base is never opened for writing), and
+//! Disk images through `qemu-img`: the copy-on-write overlay the VM writes to (the base is never opened for writing), and
 //! the standalone export with its streaming sha256.
 
 use std::path::Path;
@@ -28,29 +27,6 @@ pub async fn sha256_file(path: &Path) -> Result<String, BuildError> {
     .await
     .map_err(|e| BuildError::io("hashing")(std::io::Error::other(e)))?
     .map_err(BuildError::io(format!("cannot hash `{}`", path.display())))
-}
-
-/// The hex digest `disk_checksum` asks for (`sha256:HEX` or bare `HEX`).
-pub fn expected_sha256(checksum: &str) -> Result<String, BuildError> {
-    let hex = checksum.strip_prefix("sha256:").unwrap_or(checksum).trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(BuildError::Config(format!(
-            "`disk_checksum` `{checksum}` is not `sha256:` followed by 64 hex digits"
-        )));
-    }
-    Ok(hex.to_ascii_lowercase())
-}
-
-/// Fails unless the base image hashes to `expected` (hex).
-pub async fn verify_base(path: &Path, expected: &str) -> Result<(), BuildError> {
-    let actual = sha256_file(path).await?;
-    if actual != expected {
-        return Err(BuildError::Config(format!(
-            "the base image `{}` has sha256:{actual}, but `disk_checksum` says sha256:{expected}\nhint: the file changed or the checksum is wrong; nothing was launched",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// What `qemu-img info` says about an image.
@@ -140,31 +116,4 @@ pub async fn export(
     }
     args.extend([overlay.as_os_str(), output.as_os_str()]);
     qemu_img(&args, "export the disk").await.map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qemu_checksum_forms() {
-        let hex = "AB".repeat(32);
-        assert_eq!(
-            expected_sha256(&format!("sha256:{hex}")).unwrap(),
-            hex.to_lowercase()
-        );
-        assert!(expected_sha256("md5:abc").is_err());
-        assert!(expected_sha256("sha256:1234").is_err());
-    }
-
-    #[tokio::test]
-    async fn qemu_base_with_wrong_checksum_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("base.img");
-        std::fs::write(&p, b"abc").unwrap();
-        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        verify_base(&p, good).await.unwrap();
-        let err = verify_base(&p, &"0".repeat(64)).await.unwrap_err();
-        assert!(err.to_string().contains(good), "{err}");
-    }
 }

@@ -3,10 +3,12 @@
 //! network forwarding a loopback port to the guest's SSH, serial console on
 //! stdout) and the private tmpfs folder for sockets and the seed.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::machine::{DiskInterface, Machine, CONSOLE_ID, DISK_ID, NET_ID, SCSI_ID, SEED_ID};
 use crate::builder::BuildError;
 
 /// How long the KVM probe guest may take: it runs a few instructions.
@@ -136,7 +138,7 @@ pub fn tmpfs_root() -> Result<PathBuf, BuildError> {
 pub struct VmSpec<'a> {
     pub arch: Arch,
     pub accel: Accel,
-    pub cpus: u32,
+    pub machine: &'a Machine,
     pub memory_mib: u64,
     pub overlay: &'a Path,
     pub seed: Option<&'a Path>,
@@ -145,59 +147,183 @@ pub struct VmSpec<'a> {
     pub kernel: Option<&'a Path>,
     pub initrd: Option<&'a Path>,
     pub append: Option<&'a str>,
+    /// UEFI firmware in pflash (`firmware = "uefi"`).
+    pub uefi: Option<UefiFiles<'a>>,
 }
 
-fn path_opt(prefix: &str, path: &Path, suffix: &str) -> std::ffi::OsString {
-    let mut s = std::ffi::OsString::from(prefix);
+/// OVMF's code (read-only) and this build's copy of its variable store.
+pub struct UefiFiles<'a> {
+    pub code: &'a Path,
+    pub vars: &'a Path,
+    pub secure_boot: bool,
+}
+
+impl VmSpec<'_> {
+    /// The emulator: `qemu_binary`, or the architecture's.
+    pub fn emulator(&self) -> &str {
+        self.machine
+            .qemu_binary
+            .as_deref()
+            .unwrap_or(self.arch.emulator())
+    }
+}
+
+fn path_opt(prefix: &str, path: &Path, suffix: &str) -> OsString {
+    let mut s = OsString::from(prefix);
     s.push(path);
     s.push(suffix);
     s
 }
 
-/// The `qemu-system-*` command for `spec`, serial console on stdout.
-pub fn command(spec: &VmSpec<'_>) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(spec.arch.emulator());
-    let (accel, cpu) = match spec.accel {
+/// The build disk and the seed on `machine.disk_interface`. The seed is
+/// read-only except on IDE, whose hard disks cannot be (it is a per-build
+/// copy on tmpfs).
+fn disk_args(spec: &VmSpec<'_>, a: &mut Vec<OsString>) {
+    let m = spec.machine;
+    let disk_opts = m.disk_options();
+    let mut drive = |file: &Path, opts: String| {
+        a.push("-drive".into());
+        a.push(path_opt("file=", file, &opts));
+    };
+    match m.disk_interface {
+        DiskInterface::Virtio => {
+            drive(spec.overlay, format!(",if=virtio,format=qcow2{disk_opts}"));
+            if let Some(seed) = spec.seed {
+                drive(seed, ",if=virtio,format=raw,readonly=on".into());
+            }
+        }
+        DiskInterface::Ide => {
+            drive(
+                spec.overlay,
+                format!(",if=ide,index=0,media=disk,format=qcow2{disk_opts}"),
+            );
+            if let Some(seed) = spec.seed {
+                drive(seed, ",if=ide,index=1,media=disk,format=raw".into());
+            }
+        }
+        DiskInterface::VirtioScsi => {
+            drive(
+                spec.overlay,
+                format!(",if=none,id={DISK_ID},format=qcow2{disk_opts}"),
+            );
+            if let Some(seed) = spec.seed {
+                drive(
+                    seed,
+                    format!(",if=none,id={SEED_ID},format=raw,readonly=on"),
+                );
+            }
+            a.push("-device".into());
+            a.push(format!("virtio-scsi-pci,id={SCSI_ID}").into());
+            a.push("-device".into());
+            a.push(format!("scsi-hd,drive={DISK_ID},bus={SCSI_ID}.0").into());
+            if spec.seed.is_some() {
+                a.push("-device".into());
+                a.push(format!("scsi-hd,drive={SEED_ID},bus={SCSI_ID}.0").into());
+            }
+        }
+        DiskInterface::Nvme => {
+            drive(
+                spec.overlay,
+                format!(",if=none,id={DISK_ID},format=qcow2{disk_opts}"),
+            );
+            if let Some(seed) = spec.seed {
+                drive(
+                    seed,
+                    format!(",if=none,id={SEED_ID},format=raw,readonly=on"),
+                );
+            }
+            a.push("-device".into());
+            a.push(format!("nvme,drive={DISK_ID},serial={DISK_ID}").into());
+            if spec.seed.is_some() {
+                a.push("-device".into());
+                a.push(format!("nvme,drive={SEED_ID},serial={SEED_ID}").into());
+            }
+        }
+    }
+}
+
+/// The arguments of the `qemu-system-*` command for `spec` (serial console
+/// on stdout), without the program: a pure function of the spec.
+pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
+    let m = spec.machine;
+    let (accel, default_cpu) = match spec.accel {
         Accel::Kvm => ("kvm", "host"),
         Accel::Tcg => ("tcg", "max"),
     };
-    let machine = match spec.arch {
-        Arch::X86_64 => "q35",
-        Arch::Aarch64 => "virt",
-    };
-    c.args(["-machine", machine, "-accel", accel, "-cpu", cpu])
-        .args(["-smp", &spec.cpus.to_string()])
-        .args(["-m", &format!("{}M", spec.memory_mib)])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-chardev", "stdio,id=console,signal=off"])
-        .args(["-serial", "chardev:console"])
-        .arg("-qmp")
-        .arg(path_opt("unix:", spec.qmp_socket, ",server=on,wait=off"))
-        .arg("-drive")
-        .arg(path_opt(
-            "file=",
-            spec.overlay,
-            ",if=virtio,format=qcow2,discard=unmap",
-        ));
-    if let Some(seed) = spec.seed {
-        c.arg("-drive")
-            .arg(path_opt("file=", seed, ",if=virtio,format=raw,readonly=on"));
+    let mut machine = m.machine_type.clone().unwrap_or_else(|| match spec.arch {
+        Arch::X86_64 => "q35".into(),
+        Arch::Aarch64 => "virt".into(),
+    });
+    if matches!(
+        spec.uefi,
+        Some(UefiFiles {
+            secure_boot: true,
+            ..
+        })
+    ) {
+        // Secure boot's variable store is only safe behind SMM.
+        machine.push_str(",smm=on");
     }
-    c.args([
-        "-netdev",
-        &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", spec.ssh_port),
-    ])
-    .args(["-device", "virtio-net-pci,netdev=net0"]);
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(OsString::from));
+    push(&["-machine", &machine, "-accel", accel]);
+    push(&["-cpu", m.cpu_model.as_deref().unwrap_or(default_cpu)]);
+    push(&["-smp", &m.smp()]);
+    push(&["-m", &format!("{}M", spec.memory_mib)]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    push(&["-chardev", &format!("stdio,id={CONSOLE_ID},signal=off")]);
+    push(&["-serial", &format!("chardev:{CONSOLE_ID}")]);
+    a.push("-qmp".into());
+    a.push(path_opt("unix:", spec.qmp_socket, ",server=on,wait=off"));
+    if let Some(uefi) = &spec.uefi {
+        if uefi.secure_boot {
+            a.extend(
+                ["-global", "driver=cfi.pflash01,property=secure,value=on"].map(OsString::from),
+            );
+        }
+        a.push("-drive".into());
+        a.push(path_opt(
+            "if=pflash,unit=0,format=raw,readonly=on,file=",
+            uefi.code,
+            "",
+        ));
+        a.push("-drive".into());
+        a.push(path_opt("if=pflash,unit=1,format=raw,file=", uefi.vars, ""));
+    }
+    disk_args(spec, &mut a);
+    a.push("-netdev".into());
+    a.push(
+        format!(
+            "user,id={NET_ID},hostfwd=tcp:127.0.0.1:{}-:22",
+            spec.ssh_port
+        )
+        .into(),
+    );
+    a.push("-device".into());
+    a.push(format!("{},netdev={NET_ID}", m.net_device).into());
     if let Some(k) = spec.kernel {
-        c.arg("-kernel").arg(k);
+        a.push("-kernel".into());
+        a.push(k.into());
     }
     if let Some(i) = spec.initrd {
-        c.arg("-initrd").arg(i);
+        a.push("-initrd".into());
+        a.push(i.into());
     }
-    if let Some(a) = spec.append {
-        c.args(["-append", a]);
+    if let Some(ap) = spec.append {
+        a.push("-append".into());
+        a.push(ap.into());
     }
-    c.stdin(Stdio::null())
+    for extra in &m.qemuargs {
+        a.extend(extra.iter().map(OsString::from));
+    }
+    a
+}
+
+/// The `qemu-system-*` command for `spec`.
+pub fn command(spec: &VmSpec<'_>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(spec.emulator());
+    c.args(args(spec))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -217,37 +343,64 @@ pub fn free_port() -> Result<u16, BuildError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn qemu_command_line_has_qmp_hostfwd_and_serial() {
-        let spec = VmSpec {
+    use crate::builder::qemu::machine::MachineSettings;
+
+    fn machine(s: MachineSettings<'_>) -> Machine {
+        Machine::from_settings(&s).unwrap()
+    }
+
+    fn spec<'a>(m: &'a Machine) -> VmSpec<'a> {
+        VmSpec {
             arch: Arch::X86_64,
             accel: Accel::Tcg,
-            cpus: 2,
+            machine: m,
             memory_mib: 1024,
             overlay: Path::new("/w/overlay.qcow2"),
             seed: Some(Path::new("/s/seed.img")),
             qmp_socket: Path::new("/s/qmp.sock"),
             ssh_port: 2222,
-            kernel: Some(Path::new("/k/vmlinuz")),
+            kernel: None,
             initrd: None,
-            append: Some("root=/dev/vda console=ttyS0"),
-        };
-        let cmd = command(&spec);
-        let args: Vec<String> = cmd
-            .as_std()
-            .get_args()
+            append: None,
+            uefi: None,
+        }
+    }
+
+    fn line(spec: &VmSpec<'_>) -> String {
+        args(spec)
+            .iter()
             .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let line = args.join(" ");
-        assert!(line.contains("-accel tcg -cpu max"), "{line}");
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn qemu_command_line_has_qmp_hostfwd_and_serial() {
+        let m = machine(MachineSettings::default());
+        let mut spec = spec(&m);
+        spec.kernel = Some(Path::new("/k/vmlinuz"));
+        spec.append = Some("root=/dev/vda console=ttyS0");
+        let line = line(&spec);
+        assert!(
+            line.starts_with("-machine q35 -accel tcg -cpu max -smp 2 -m 1024M"),
+            "{line}"
+        );
         assert!(
             line.contains("-qmp unix:/s/qmp.sock,server=on,wait=off"),
             "{line}"
         );
         assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
-        assert!(line.contains("-serial chardev:console"), "{line}");
+        assert!(line.contains("-serial chardev:kiln-console"), "{line}");
+        assert!(
+            line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2,discard=unmap"),
+            "{line}"
+        );
         assert!(
             line.contains("file=/s/seed.img,if=virtio,format=raw,readonly=on"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-device virtio-net-pci,netdev=kiln-net"),
             "{line}"
         );
         assert!(
@@ -255,6 +408,159 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("-initrd"), "{line}");
+        assert!(!line.contains("pflash"), "{line}");
+        assert_eq!(spec.emulator(), "qemu-system-x86_64");
+        let kvm = VmSpec {
+            accel: Accel::Kvm,
+            ..spec
+        };
+        assert!(line_of(&kvm).contains("-accel kvm -cpu host"));
+    }
+
+    fn line_of(spec: &VmSpec<'_>) -> String {
+        line(spec)
+    }
+
+    #[test]
+    fn qemu_machine_type_cpu_model_and_topology_reach_the_command_line() {
+        let m = machine(MachineSettings {
+            machine_type: Some("pc-i440fx-7.2"),
+            cpu_model: Some("Haswell,-hle"),
+            sockets: Some(2),
+            cores: Some(3),
+            cpus: Some(4),
+            ..Default::default()
+        });
+        let line = line(&spec(&m));
+        assert!(
+            line.starts_with(
+                "-machine pc-i440fx-7.2 -accel tcg -cpu Haswell,-hle -smp 4,sockets=2,cores=3 "
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn qemu_disk_settings_reach_the_command_line() {
+        let m = machine(MachineSettings {
+            disk_cache: Some("none"),
+            disk_discard: Some("ignore"),
+            disk_detect_zeroes: Some("on"),
+            ..Default::default()
+        });
+        let line = line(&spec(&m));
+        assert!(
+            line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2,discard=ignore,cache=none,detect-zeroes=on "),
+            "{line}"
+        );
+        // The seed is not the build disk: none of them apply to it.
+        assert!(
+            line.contains("-drive file=/s/seed.img,if=virtio,format=raw,readonly=on "),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn qemu_disk_interfaces_reach_the_command_line() {
+        let iface = |name| {
+            let m = machine(MachineSettings {
+                disk_interface: Some(name),
+                disk_detect_zeroes: Some("unmap"),
+                ..Default::default()
+            });
+            line(&spec(&m))
+        };
+        let scsi = iface("virtio-scsi");
+        for want in [
+            "-drive file=/w/overlay.qcow2,if=none,id=kiln-disk,format=qcow2,discard=unmap,detect-zeroes=unmap",
+            "-drive file=/s/seed.img,if=none,id=kiln-seed,format=raw,readonly=on",
+            "-device virtio-scsi-pci,id=kiln-scsi",
+            "-device scsi-hd,drive=kiln-disk,bus=kiln-scsi.0",
+            "-device scsi-hd,drive=kiln-seed,bus=kiln-scsi.0",
+        ] {
+            assert!(scsi.contains(want), "{want} not in {scsi}");
+        }
+        assert!(!scsi.contains("if=virtio"), "{scsi}");
+        let nvme = iface("nvme");
+        for want in [
+            "-drive file=/w/overlay.qcow2,if=none,id=kiln-disk,format=qcow2",
+            "-device nvme,drive=kiln-disk,serial=kiln-disk",
+            "-device nvme,drive=kiln-seed,serial=kiln-seed",
+        ] {
+            assert!(nvme.contains(want), "{want} not in {nvme}");
+        }
+        let ide = iface("ide");
+        assert!(
+            ide.contains(
+                "-drive file=/w/overlay.qcow2,if=ide,index=0,media=disk,format=qcow2,discard=unmap"
+            ),
+            "{ide}"
+        );
+        assert!(
+            ide.contains("-drive file=/s/seed.img,if=ide,index=1,media=disk,format=raw"),
+            "{ide}"
+        );
+        assert!(!ide.contains("if=virtio"), "{ide}");
+    }
+
+    #[test]
+    fn qemu_net_device_qemuargs_and_binary_reach_the_command_line() {
+        let extra = vec![
+            vec!["-device".to_string(), "virtio-rng-pci".to_string()],
+            vec!["-boot".to_string(), "menu=on".to_string()],
+        ];
+        let m = machine(MachineSettings {
+            net_device: Some("e1000"),
+            qemuargs: &extra,
+            qemu_binary: Some("/opt/qemu/bin/qemu-system-x86_64"),
+            ..Default::default()
+        });
+        let spec = spec(&m);
+        let line = line(&spec);
+        assert!(line.contains("-device e1000,netdev=kiln-net"), "{line}");
+        assert!(!line.contains("virtio-net"), "{line}");
+        assert!(
+            line.ends_with("-device virtio-rng-pci -boot menu=on"),
+            "appended last: {line}"
+        );
+        assert_eq!(spec.emulator(), "/opt/qemu/bin/qemu-system-x86_64");
+        let cmd = command(&spec);
+        assert_eq!(
+            cmd.as_std().get_program(),
+            "/opt/qemu/bin/qemu-system-x86_64"
+        );
+    }
+
+    #[test]
+    fn qemu_uefi_firmware_reaches_the_command_line() {
+        let m = machine(MachineSettings {
+            firmware: Some("uefi"),
+            ..Default::default()
+        });
+        let mut spec = spec(&m);
+        spec.uefi = Some(UefiFiles {
+            code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            vars: Path::new("/w/efivars.fd"),
+            secure_boot: false,
+        });
+        let line = line(&spec);
+        assert!(line.starts_with("-machine q35 "), "{line}");
+        assert!(
+            line.contains("-drive if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,unit=1,format=raw,file=/w/efivars.fd"),
+            "{line}"
+        );
+        assert!(!line.contains("smm"), "{line}");
+        spec.uefi = Some(UefiFiles {
+            code: Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd"),
+            vars: Path::new("/w/efivars.fd"),
+            secure_boot: true,
+        });
+        let line = line_of(&spec);
+        assert!(line.starts_with("-machine q35,smm=on "), "{line}");
+        assert!(
+            line.contains("-global driver=cfi.pflash01,property=secure,value=on"),
+            "{line}"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,11 @@ mod build;
 #[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
+mod fetch;
+#[cfg(feature = "qemu")]
 mod launch;
+#[cfg(feature = "qemu")]
+mod machine;
 #[cfg(feature = "qemu")]
 mod qmp;
 #[cfg(feature = "qemu")]
@@ -18,11 +22,19 @@ mod seed;
 use std::sync::Arc;
 
 use super::Builder;
-use crate::template::schema::{Field, Kind};
+use crate::template::schema::{Field, Kind, STR_LIST};
+
+const QEMUARGS: Kind = Kind::List(&STR_LIST);
+const DISK_INTERFACES: &[&str] = &["virtio", "virtio-scsi", "ide", "nvme"];
+const DISK_CACHES: &[&str] = &["writeback", "writethrough", "none", "unsafe", "directsync"];
+const DISK_DISCARDS: &[&str] = &["unmap", "ignore"];
+const DISK_DETECT_ZEROES: &[&str] = &["off", "on", "unmap"];
 
 /// The settings of a QEMU source (see `../shared/spec/template.md`).
 pub const FIELDS: &[Field] = &[
-    Field::req("disk", Kind::InputFile),
+    Field::opt("disk", Kind::InputFile),
+    Field::opt("disk_url", Kind::Str),
+    Field::opt("disk_urls", STR_LIST),
     Field::opt("disk_checksum", Kind::Str),
     Field::opt("insecure_skip_checksum", Kind::Bool),
     Field::opt("disk_size", Kind::Size),
@@ -43,6 +55,19 @@ pub const FIELDS: &[Field] = &[
     Field::req("output", Kind::Path),
     Field::opt("format", Kind::Enum(&["qcow2", "raw"])),
     Field::opt("compress", Kind::Bool),
+    Field::opt("machine_type", Kind::Str),
+    Field::opt("cpu_model", Kind::Str),
+    Field::opt("sockets", Kind::Int),
+    Field::opt("cores", Kind::Int),
+    Field::opt("disk_interface", Kind::Enum(DISK_INTERFACES)),
+    Field::opt("disk_cache", Kind::Enum(DISK_CACHES)),
+    Field::opt("disk_discard", Kind::Enum(DISK_DISCARDS)),
+    Field::opt("disk_detect_zeroes", Kind::Enum(DISK_DETECT_ZEROES)),
+    Field::opt("net_device", Kind::Str),
+    Field::opt("qemuargs", QEMUARGS),
+    Field::opt("qemu_binary", Kind::Str),
+    Field::opt("firmware", Kind::Enum(&["bios", "uefi"])),
+    Field::opt("secure_boot", Kind::Bool),
 ];
 
 pub(super) fn builder() -> Arc<dyn Builder> {
