@@ -294,7 +294,7 @@ mod tests {
         assert!(!s.contains("hunter2"), "{s}");
         assert!(s.contains("-e \"@$kiln_vars\""), "{s}");
         assert!(s.contains("/dev/shm"), "{s}");
-        assert!(s.contains("--tags 'web x'"), "{s}");
+        assert!(s.contains("'--tags' 'web x'"), "{s}");
         assert_eq!(
             a.inventory(),
             "[web]\n127.0.0.1 ansible_connection=local\n[db]\n127.0.0.1 ansible_connection=local\n"
