@@ -762,7 +762,7 @@ impl<'a> Converter<'a> {
         for p in b.blocks.iter() {
             match p.kind.as_str() {
                 "provisioner" => {
-                    for step in self.provisioner(p) {
+                    for step in self.provisioner(p, &kiln_sources) {
                         provisioners.push(step);
                     }
                 }

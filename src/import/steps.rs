@@ -1,22 +1,23 @@
-//! Packer provisioners and post-processors as kiln steps: `shell`, `file`
-//! and `breakpoint` map one to one, `ansible-local` approximately (upload
-//! the playbook, run `ansible-playbook -c local`), `docker-tag` +
-//! `docker-push` become the `to` of the build's OCI sources, `manifest`
-//! and `checksum` are what kiln does anyway; everything else is reported.
+//! Packer provisioners and post-processors as kiln steps: `shell`,
+//! `shell-local`, `file`, `breakpoint`, `ansible` and `ansible-local` map
+//! one to one (`execute_command`'s `{{ .Path }}`/`{{ .Vars }}` become
+//! kiln's `{path}`/`{vars}`), `docker-tag` + `docker-push` become the `to`
+//! of the build's OCI sources, `manifest` and `checksum` are what kiln does
+//! anyway; everything else is reported.
 
 use toml_edit::{Array, InlineTable, Item, Table, Value};
 
 use super::convert::Converter;
-use super::model::{Attr, Block, Expr, Node};
+use super::model::{Attr, Block, Expr, Node, Part};
 use super::report::Level;
 
 impl Converter<'_> {
     /// One Packer provisioner as kiln provisioner tables (usually one).
-    pub(super) fn provisioner(&mut self, p: &Block) -> Vec<Table> {
+    pub(super) fn provisioner(&mut self, p: &Block, sources: &[String]) -> Vec<Table> {
         let ty = p.labels.first().cloned().unwrap_or_default();
         let construct = format!("provisioner \"{ty}\"");
         let mut steps = match ty.as_str() {
-            "shell" => self.shell(p, &construct).into_iter().collect(),
+            "shell" | "shell-local" => self.shell(p, &ty, &construct).into_iter().collect(),
             "file" => self.file(p, &construct),
             "breakpoint" => {
                 let mut t = Table::new();
@@ -31,33 +32,28 @@ impl Converter<'_> {
                 }
                 vec![t]
             }
-            "ansible-local" => self.ansible_local(p, &construct),
-            "shell-local" => {
-                self.report.push(
-                    Level::NotConverted,
-                    construct.clone(),
-                    Some(&p.loc),
-                    "kiln has no provisioner that runs on the build host during a build yet",
-                    "run the commands before `kiln build` (in CI), or as a `shell` step of a build with a `null` source",
-                );
-                vec![]
-            }
-            "ansible" => {
-                self.report.push(
-                    Level::NotConverted,
-                    construct.clone(),
-                    Some(&p.loc),
-                    "kiln has no `ansible` provisioner yet (Packer runs ansible-playbook on the host against the instance over SSH; kiln reaches AMIs over SSM and containers through runc)",
-                    "install Ansible in the image and run the playbook there: a `file` step uploading it and a `shell` step running `ansible-playbook -c local -i localhost,` (what `ansible-local` becomes)",
-                );
-                vec![]
+            "ansible-local" | "ansible" => {
+                let amis: Vec<&String> = sources.iter().filter(|s| s.starts_with("ami.")).collect();
+                if ty == "ansible" && !amis.is_empty() {
+                    self.report.push(
+                        Level::Approximate,
+                        construct.clone(),
+                        Some(&p.loc),
+                        format!(
+                            "kiln runs `ansible` from the host against QEMU and OCI instances; a build refuses it on AMI sources ({})",
+                            amis.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        "use `type = \"ansible-local\"` there (Ansible installed in the image first), or `except` the AMI sources",
+                    );
+                }
+                self.ansible(p, &ty, &construct).into_iter().collect()
             }
             _ => {
                 self.report.push(
                     Level::NotConverted,
                     construct.clone(),
                     Some(&p.loc),
-                    "kiln has no such provisioner (it has shell, file, breakpoint and hardening)",
+                    "kiln has no such provisioner (it has shell, shell-local, file, ansible, ansible-local, breakpoint and hardening)",
                     "rewrite the step as a `shell` script",
                 );
                 vec![]
@@ -120,14 +116,22 @@ impl Converter<'_> {
         }
     }
 
-    fn shell(&mut self, p: &Block, construct: &str) -> Option<Table> {
+    /// `shell` (in the instance) or `shell-local` (on the build host).
+    fn shell(&mut self, p: &Block, ty: &str, construct: &str) -> Option<Table> {
+        let local = ty == "shell-local";
         let mut t = Table::new();
-        t.insert("type", toml_edit::value("shell"));
+        t.insert("type", toml_edit::value(ty));
         for a in &p.attrs {
             let c = format!("{construct}.{}", a.key);
             match a.key.as_str() {
                 "inline" => {
                     self.put(&mut t, "inline", &a.value, &c, false);
+                }
+                "command" if local => {
+                    if let Some(s) = self.text(&a.value, &c, false) {
+                        let one: Array = [s].into_iter().collect();
+                        t.insert("inline", toml_edit::value(one));
+                    }
                 }
                 "script" => {
                     if let Some(s) = self.text(&a.value, &c, false) {
@@ -158,38 +162,50 @@ impl Converter<'_> {
                 "env" => {
                     self.put(&mut t, "env", &a.value, &c, true);
                 }
-                "timeout" => {
-                    self.put(&mut t, "timeout", &a.value, &c, false);
+                "timeout" | "valid_exit_codes" | "pause_before" | "max_retries" => {
+                    self.put(&mut t, &a.key, &a.value, &c, false);
                 }
-                "execute_command" => self.report.push(
+                "remote_folder" | "expect_disconnect" | "start_retry_timeout" if !local => {
+                    self.put(&mut t, &a.key, &a.value, &c, false);
+                }
+                "execute_command" if !local => {
+                    if let Some(cmd) = self.execute_command(&a.value, &c) {
+                        // `NAME="$NAME"` quoted for a later shell (`sudo sh -c '{vars} …'`)
+                        // is expanded after sudo dropped the environment.
+                        let quoted = cmd
+                            .find("{vars}")
+                            .is_some_and(|i| cmd[..i].matches('\'').count() % 2 == 1);
+                        if cmd.contains("sudo") && !cmd.contains("-E") && quoted {
+                            self.report.push(
+                                Level::Approximate,
+                                c.clone(),
+                                Some(&a.loc),
+                                "kiln's `{vars}` is `NAME=\"$NAME\"` (the values stay in the environment, out of the command text); here it is expanded by a shell that `sudo` without `-E` started with a cleared environment",
+                                "use `sudo -E`, or pass the names through `--preserve-env`",
+                            );
+                        }
+                        t.insert("execute_command", toml_edit::value(cmd));
+                    }
+                }
+                "execute_command" | "only_on" | "use_linux_pathing" | "env_var_format"
+                | "inline_shebang" | "tempfile_extension"
+                    if local =>
+                {
+                    self.report.push(
+                        Level::Approximate,
+                        c,
+                        Some(&a.loc),
+                        "kiln runs host commands itself (`/bin/sh -e` for inline commands, scripts by their `#!` line), in the template's folder with a clean environment plus `env`",
+                        "drop it unless the commands depend on it",
+                    )
+                }
+                "inline_shebang" | "remote_path" | "remote_file" | "skip_clean"
+                | "use_env_var_file" | "env_var_format" | "binary" => self.report.push(
                     Level::Approximate,
                     c,
                     Some(&a.loc),
-                    "kiln runs each script itself (inline commands with `/bin/sh -e -c`, scripts by their `#!` line) as the communicator's user, with `env` in its environment; the command wrapper (sudo, env, chmod) was dropped",
-                    "check the steps run with the privileges they need (e.g. `ssh_username = \"root\"`, or `sudo` inside the script)",
-                ),
-                "inline_shebang" | "remote_folder" | "remote_path" | "remote_file"
-                | "skip_clean" | "use_env_var_file" | "env_var_format" | "binary"
-                | "start_retry_timeout" => self.report.push(
-                    Level::Approximate,
-                    c,
-                    Some(&a.loc),
-                    "kiln decides how scripts are uploaded, run and removed (`/tmp/kiln-script-*`, removed after running, env never in a file)",
+                    "kiln decides how scripts are named, run and removed (`REMOTE_FOLDER/kiln-script-*.sh`, removed after running, env never in a file)",
                     "drop it unless the script depends on it",
-                ),
-                "expect_disconnect" => self.report.push(
-                    Level::NotConverted,
-                    c,
-                    Some(&a.loc),
-                    "kiln does not reconnect after a step reboots the instance yet",
-                    "avoid rebooting during the build, or split the build",
-                ),
-                "valid_exit_codes" => self.report.push(
-                    Level::NotConverted,
-                    c,
-                    Some(&a.loc),
-                    "kiln fails a step on any non-zero exit code",
-                    "end the script with `|| true` (or map the codes) where another code is fine",
                 ),
                 _ => self.common(construct, a),
             }
@@ -208,6 +224,35 @@ impl Converter<'_> {
             return None;
         }
         Some(t)
+    }
+
+    /// Packer's `execute_command` with `{{ .Path }}` and `{{ .Vars }}` as
+    /// kiln's `{path}` and `{vars}`; any other build variable is reported.
+    fn execute_command(&mut self, n: &Node, construct: &str) -> Option<String> {
+        let parts = match &n.expr {
+            Expr::Str(s) if s.contains("{{") => super::gotmpl::parts(s, &n.loc),
+            Expr::Template(parts) => parts.clone(),
+            _ => return self.text(n, construct, false),
+        };
+        let parts = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Interp(Node {
+                    expr: Expr::Other(w),
+                    ..
+                }) if w.contains("{{ .Path }}") => Part::Lit("{path}".into()),
+                Part::Interp(Node {
+                    expr: Expr::Other(w),
+                    ..
+                }) if w.contains("{{ .Vars }}") => Part::Lit("{vars}".into()),
+                p => p,
+            })
+            .collect();
+        let node = Node {
+            expr: Expr::Template(parts),
+            loc: n.loc.clone(),
+        };
+        self.text(&node, construct, false)
     }
 
     /// `["K=V", …]` as kiln's `env = { K = "V" }`.
@@ -312,36 +357,66 @@ impl Converter<'_> {
             .collect()
     }
 
-    /// `ansible-local`: upload the playbook, run it on the instance.
-    fn ansible_local(&mut self, p: &Block, construct: &str) -> Vec<Table> {
-        let mut playbook = None;
-        let mut args: Vec<String> = vec![];
+    /// `ansible-local` (in the instance) or `ansible` (on the build host).
+    fn ansible(&mut self, p: &Block, ty: &str, construct: &str) -> Option<Table> {
+        let local = ty == "ansible-local";
+        let mut t = Table::new();
+        t.insert("type", toml_edit::value(ty));
         for a in &p.attrs {
             let c = format!("{construct}.{}", a.key);
             match a.key.as_str() {
-                "playbook_file" => {
+                "playbook_file" | "galaxy_file" => {
                     if let Some(s) = self.text(&a.value, &c, false) {
-                        playbook = Some((self.path(&s, &c, &a.loc, true), s, a.loc.clone()));
+                        let path = self.path(&s, &c, &a.loc, true);
+                        t.insert(&a.key, toml_edit::value(path));
+                    }
+                }
+                "playbook_dir" if local => {
+                    if let Some(s) = self.text(&a.value, &c, false) {
+                        let path = self.path(&s, &c, &a.loc, true);
+                        t.insert("playbook_dir", toml_edit::value(path));
                     }
                 }
                 "extra_arguments" => {
+                    let mut list = Array::new();
                     for item in a.value.as_list().unwrap_or_default() {
                         if let Some(s) = self.text(item, &c, false) {
-                            args.push(s);
+                            // ansible-local's arguments went through a shell
+                            // in Packer; kiln passes each one as it is.
+                            list.push(if local { unquote(&s) } else { s });
                         }
                     }
+                    t.insert("extra_arguments", toml_edit::value(list));
                 }
-                "only" | "except" => {}
-                _ => self.report.push(
-                    Level::NotConverted,
-                    c,
-                    Some(&a.loc),
-                    "the importer turns `ansible-local` into a playbook upload and one `ansible-playbook` run; this setting has no place there",
-                    "add what it does to the `shell` step by hand",
-                ),
+                "inventory_groups" | "staging_directory" | "clean_staging_directory"
+                | "galaxy_command"
+                    if local =>
+                {
+                    self.put(&mut t, &a.key, &a.value, &c, false);
+                }
+                "user" | "groups" | "ansible_env_vars" if !local => {
+                    self.put(&mut t, &a.key, &a.value, &c, false);
+                }
+                "command" => {
+                    self.put(&mut t, "command", &a.value, &c, false);
+                }
+                "use_proxy" | "use_sftp" | "sftp_command" | "local_port"
+                | "ssh_host_key_file" | "ssh_authorized_key_file" | "skip_version_check"
+                | "keep_inventory_file" | "host_alias"
+                    if !local =>
+                {
+                    self.report.push(
+                        Level::Approximate,
+                        c,
+                        Some(&a.loc),
+                        "kiln connects Ansible to the instance itself (SSH with the build's key and pinned host key, or its exec connection for containers; no proxy), as the inventory host `default`",
+                        "drop it unless the playbook depends on it",
+                    )
+                }
+                _ => self.common(construct, a),
             }
         }
-        let Some((local, original, loc)) = playbook else {
+        if !t.contains_key("playbook_file") {
             self.report.push(
                 Level::NotConverted,
                 construct,
@@ -349,36 +424,9 @@ impl Converter<'_> {
                 "there is no `playbook_file` to run",
                 "write the step by hand",
             );
-            return vec![];
-        };
-        let base = std::path::Path::new(&original)
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_else(|| "playbook.yml".into());
-        let remote = format!("/tmp/kiln-ansible/{base}");
-        let mut upload = Table::new();
-        upload.insert("type", toml_edit::value("file"));
-        upload.insert("source", toml_edit::value(local));
-        upload.insert("destination", toml_edit::value(remote.clone()));
-        let mut run = Table::new();
-        run.insert("type", toml_edit::value("shell"));
-        let mut cmd = format!("ansible-playbook -c local -i localhost, {remote}");
-        for a in &args {
-            cmd.push(' ');
-            cmd.push_str(a);
+            return None;
         }
-        let inline: Array = [cmd, "rm -rf /tmp/kiln-ansible".to_string()]
-            .into_iter()
-            .collect();
-        run.insert("inline", toml_edit::value(inline));
-        self.report.push(
-            Level::Approximate,
-            construct,
-            Some(&loc),
-            "kiln has no `ansible-local` provisioner yet; it became a `file` step uploading the playbook and a `shell` step running `ansible-playbook -c local` (Ansible must be installed in the image)",
-            "check the playbook needs no other files (roles, group_vars) and that Ansible is installed first",
-        );
-        vec![upload, run]
+        Some(t)
     }
 
     /// A post-processor chain of a build.
@@ -538,4 +586,14 @@ impl Converter<'_> {
             }
         }
     }
+}
+
+/// One argument without the shell quotes around it (`"a=b"` → `a=b`).
+fn unquote(s: &str) -> String {
+    for q in ['"', '\''] {
+        if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
+            return s[1..s.len() - 1].to_string();
+        }
+    }
+    s.to_string()
 }

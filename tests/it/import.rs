@@ -352,3 +352,144 @@ build {
     );
     assert!(!out.contains("disk = "), "{out}");
 }
+
+/// Packer's provisioner options (shell reboots, exit codes, retries,
+/// `execute_command` placeholders, shell-local, both Ansible provisioners)
+/// become kiln's own settings, from HCL and from legacy JSON, and the
+/// result validates.
+#[test]
+fn provisioner_options_are_translated() {
+    let s = Scratch::new();
+    s.write("setup.sh", "#!/bin/sh\necho setup\n");
+    s.write("site.yml", "- hosts: all\n  tasks: []\n");
+    s.write(
+        "t.pkr.hcl",
+        r#"source "docker" "d" {
+  image = "debian:12"
+  commit = true
+}
+build {
+  name = "p"
+  sources = ["source.docker.d"]
+  provisioner "shell" {
+    script = "setup.sh"
+    execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh -eux '{{.Path}}'"
+    environment_vars = ["MODE=prod"]
+    expect_disconnect = true
+    start_retry_timeout = "10m"
+    valid_exit_codes = [0, 100]
+    pause_before = "10s"
+    max_retries = 3
+    remote_folder = "/var/tmp"
+  }
+  provisioner "shell" {
+    inline = ["echo $MODE"]
+    execute_command = "echo 'packer' | sudo -S sh -c '{{ .Vars }} {{ .Path }}'"
+    environment_vars = ["MODE=prod"]
+  }
+  provisioner "shell-local" {
+    inline = ["echo built"]
+    valid_exit_codes = [0, 1]
+  }
+  provisioner "shell-local" {
+    command = "echo one command"
+  }
+  provisioner "ansible-local" {
+    playbook_file = "site.yml"
+    extra_arguments = ["--extra-vars", "\"role=web\""]
+    inventory_groups = ["web"]
+    clean_staging_directory = true
+  }
+  provisioner "ansible" {
+    playbook_file = "site.yml"
+    user = "admin"
+    groups = ["web"]
+    ansible_env_vars = ["ANSIBLE_HOST_KEY_CHECKING=False"]
+    extra_arguments = ["--extra-vars", "role=web"]
+    use_proxy = false
+  }
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "t.pkr.hcl", "-o", "kiln.toml"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    let out = std::fs::read_to_string(s.path().join("kiln.toml")).expect("kiln.toml");
+    for want in [
+        "execute_command = \"chmod +x {path}; {vars} sudo -E sh -eux '{path}'\"",
+        "expect_disconnect = true",
+        "start_retry_timeout = \"10m\"",
+        "valid_exit_codes = [0, 100]",
+        "pause_before = \"10s\"",
+        "max_retries = 3",
+        "remote_folder = \"/var/tmp\"",
+        "type = \"shell-local\"\ninline = [\"echo built\"]\nvalid_exit_codes = [0, 1]",
+        "inline = [\"echo one command\"]",
+        "type = \"ansible-local\"",
+        // Packer passed ansible-local's arguments through a shell.
+        "extra_arguments = [\"--extra-vars\", \"role=web\"]",
+        "inventory_groups = [\"web\"]",
+        "type = \"ansible\"",
+        "user = \"admin\"",
+        "ansible_env_vars = [\"ANSIBLE_HOST_KEY_CHECKING=False\"]",
+    ] {
+        assert!(out.contains(want), "{want} not in {out}");
+    }
+    // Only the `sudo -S sh -c '{vars} …'` form loses the environment.
+    let warned = |what: &str| {
+        err.lines()
+            .filter(|l| l.starts_with("warning:") && l.contains(what))
+            .count()
+    };
+    assert_eq!(warned("provisioner \"shell\".execute_command"), 1, "{err}");
+    assert!(err.contains("use_proxy"), "{err}");
+    for key in [
+        "\"ansible\":",
+        "expect_disconnect",
+        "valid_exit_codes",
+        "max_retries",
+    ] {
+        assert!(!err.contains(key), "{key} reported: {err}");
+    }
+    let o = s.kiln().args(["validate", "kiln.toml"]).output().unwrap();
+    assert_exit(&o, 0);
+
+    // Legacy JSON: the placeholders are Go template actions there.
+    s.write(
+        "t.json",
+        r#"{
+  "builders": [{"type": "docker", "image": "debian:12", "commit": true}],
+  "provisioners": [{
+    "type": "shell",
+    "inline": ["reboot"],
+    "execute_command": "{{ .Vars }} sudo -E '{{ .Path }}'",
+    "expect_disconnect": true
+  }, {
+    "type": "shell",
+    "inline": ["true"],
+    "execute_command": "{{ .Path }} {{ .EnvVarFile }}"
+  }]
+}
+"#,
+    );
+    let o = s
+        .kiln()
+        .args(["import", "packer", "t.json", "-o", "j.toml"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    let out = std::fs::read_to_string(s.path().join("j.toml")).expect("j.toml");
+    assert!(
+        out.contains("execute_command = \"{vars} sudo -E '{path}'\""),
+        "{out}"
+    );
+    assert!(
+        err.contains(".EnvVarFile"),
+        "an unknown variable is named: {err}"
+    );
+    let o = s.kiln().args(["validate", "j.toml"]).output().unwrap();
+    assert_exit(&o, 0);
+}
