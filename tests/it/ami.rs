@@ -997,3 +997,104 @@ async fn refused_before_launch_user_data_secrets_public_encrypted_and_unbuilt_se
         );
     }
 }
+
+/// `ansible-local` on an AMI, as far as moto allows (it runs no command):
+/// the commands kiln sends upload the playbook, run `ansible-playbook`
+/// with `extra_vars` only through the tmpfs file, and remove the staging
+/// folder; the Vault secret in `extra_vars` is in none of them, plain or
+/// base64. `ansible` (host side) is refused before anything launches.
+#[tokio::test]
+async fn ansible_local_commands_on_an_ami_and_host_ansible_refused() {
+    if !crate::vault::ready(&[]) {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let bao = Bao::start();
+    let s = Scratch::new();
+    s.write(
+        "site.yml",
+        "- hosts: all\n  tasks:\n    - ansible.builtin.debug: msg=kiln-ami-playbook\n",
+    );
+    let provisioners = r#"
+[[build.provisioner]]
+type = "ansible-local"
+playbook_file = "site.yml"
+inventory_groups = ["web"]
+extra_vars = { db_password = "${secret.db}", tier = "gold" }
+"#;
+    let t = template(
+        &moto.endpoint(),
+        provisioners,
+        &format!("vault_address = \"{}\"\nvault_wrap_ttl = \"10m\"", bao.addr),
+    )
+    .replace(
+        "[source.ami.base]",
+        "[secrets.db]\nvault = \"secret/data/ci/db#password\"\n\n[source.ami.base]",
+    );
+    s.write("t.toml", &t);
+    let out = build(
+        &s,
+        &[("VAULT_ADDR", &bao.addr), ("VAULT_TOKEN", ROOT_TOKEN)],
+    );
+    assert_exit(&out, 0);
+    let history = aws::command_history(&aws::ssm(&moto.endpoint(), REGION)).await;
+    let all = history.join("\n");
+    use base64::Engine as _;
+    for needle in [
+        KV2_SECRET.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(KV2_SECRET),
+    ] {
+        assert!(!all.contains(&needle), "secret in SSM history: {all}");
+    }
+    let scripts = scripts_of(&history);
+    assert!(
+        !scripts.contains(KV2_SECRET),
+        "secret in a script: {scripts}"
+    );
+    let playbook = base64::engine::general_purpose::STANDARD
+        .encode("- hosts: all\n  tasks:\n    - ansible.builtin.debug: msg=kiln-ami-playbook\n");
+    assert!(
+        scripts.contains(&playbook),
+        "the playbook was uploaded: {scripts}"
+    );
+    let run = scripts
+        .lines()
+        .find(|l| l.starts_with("ansible-playbook "))
+        .unwrap_or_else(|| panic!("no ansible-playbook run: {scripts}"));
+    assert!(run.contains("-e \"@$kiln_vars\""), "{run}");
+    assert!(
+        scripts.contains("/dev/shm"),
+        "extra_vars through tmpfs: {scripts}"
+    );
+    assert!(
+        scripts.contains("rm -rf '/tmp/kiln-ansible-"),
+        "the staging folder is removed: {scripts}"
+    );
+    assert!(
+        all.contains("KILN_WRAPPED_TOKEN="),
+        "extra_vars travel wrapped: {all}"
+    );
+    assert_nothing_left(&moto.endpoint()).await;
+
+    // Host-side `ansible` cannot reach an instance over SSM.
+    let s = Scratch::new();
+    s.write("site.yml", "- hosts: all\n  tasks: []\n");
+    s.write(
+        "t.toml",
+        &template(
+            &moto.endpoint(),
+            "\n[[build.provisioner]]\ntype = \"ansible\"\nplaybook_file = \"site.yml\"\n",
+            "",
+        ),
+    );
+    let out = build(&s, &[]);
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert!(format!("{o}{e}").contains("ansible-local"), "{o}{e}");
+    assert!(
+        aws::live_instances(&aws::ec2(&moto.endpoint(), REGION))
+            .await
+            .is_empty(),
+        "nothing launched"
+    );
+}

@@ -168,7 +168,9 @@ fn the_bento_port_builds_on_qemu() {
     assert_exit(&o, 0);
     let order: Vec<usize> = [
         "update_packages ran (HOME_DIR=/home/vagrant)",
+        "rebooting",
         "motd ran",
+        "motd runs after the update's reboot",
         "sshd ran",
         "networking_debian ran",
         "cleanup_debian ran",
