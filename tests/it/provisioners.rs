@@ -494,12 +494,12 @@ env = "KILN_OCI_TEST_TOKEN"
     );
 }
 
-/// The `kiln-ansible-*` folders on /dev/shm.
+/// The `kiln-ans-*` (ansible) and `kiln-ansible-*` folders on /dev/shm.
 fn shm_entries() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("kiln-ansible-"))
+        .filter(|n| n.starts_with("kiln-ans"))
         .collect();
     v.sort();
     v

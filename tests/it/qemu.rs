@@ -169,6 +169,10 @@ mode = "0640"
     );
     assert!(out.contains("SSH ready after"), "{out}");
     assert!(
+        out.contains("guest powered off from inside (`poweroff`)"),
+        "no shutdown_command: powered off from inside, not by ACPI: {out}"
+    );
+    assert!(
         out.contains("console: "),
         "the serial console is in the log"
     );
@@ -250,12 +254,18 @@ fn qemu_ssh_timeout_fails_and_leaves_nothing() {
     }
     let s = Scratch::new();
     let tmpfs = TmpfsDir::new();
-    let t = s.write("t.toml", &template(&no_os_source(&s, "4s"), ""));
+    let t = s.write("t.toml", &template(&no_os_source(&s, "25s"), ""));
     let started = std::time::Instant::now();
     let (code, summary, out) = build(&s, &tmpfs, &t);
     assert_eq!(code, 1, "{summary}\n{out}");
     let error = summary["jobs"][0]["error"].as_str().unwrap();
-    assert!(error.contains("was not ready within 4s"), "{error}");
+    assert!(error.contains("was not ready within 25s"), "{error}");
+    // The wait says how it goes, and the timeout what usually causes it.
+    assert!(out.contains("waiting for SSH on 127.0.0.1:"), "{out}");
+    assert!(
+        error.contains("likely causes: the guest got no network address"),
+        "{error}"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "the SSH wait is bounded"
@@ -855,5 +865,93 @@ fn qemu_url_base_is_downloaded_once_verified_and_shared() {
         vec![format!("sha256-{digest}")],
         "only the good base is cached"
     );
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// A script reboots the guest (`expect_disconnect`); the next provisioner
+/// runs after the reboot, in a new boot. Then Ansible on the host
+/// (`type = "ansible"`, a real ansible-core) reaches the guest over SSH
+/// with the build's key and the pinned host key, with a secret in
+/// `extra_vars`. The checks run in the guest: the build fails if any does.
+#[test]
+fn qemu_reboot_then_ansible_from_the_host() {
+    if !ready() || !crate::require("ansible", &["ansible-playbook", "ssh"], true) {
+        return;
+    }
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    s.write(
+        "site.yml",
+        r#"- hosts: web
+  gather_facts: false
+  tasks:
+    - name: greeting
+      ansible.builtin.copy:
+        content: "{{ greeting }}\n"
+        dest: /etc/greeting
+        mode: "0644"
+    - name: the secret arrived
+      ansible.builtin.assert:
+        that: ["token | length == 21"]
+      no_log: true
+"#,
+    );
+    let provisioners = r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["cat /proc/sys/kernel/random/boot_id > /var/tmp/boot-before", "sync", "systemctl reboot"]
+expect_disconnect = true
+start_retry_timeout = "8m"
+
+[[build.provisioner]]
+type = "shell"
+inline = [
+  "before=$(cat /var/tmp/boot-before)",
+  "now=$(cat /proc/sys/kernel/random/boot_id)",
+  "echo boots: $before then $now",
+  "test \"$before\" != \"$now\"",
+]
+
+[[build.provisioner]]
+type = "ansible"
+playbook_file = "site.yml"
+groups = ["web"]
+extra_vars = { greeting = "from-the-host", token = "${secret.token}" }
+ansible_env_vars = ["ANSIBLE_FORKS=1"]
+
+[[build.provisioner]]
+type = "shell"
+inline = ["grep -qx from-the-host /etc/greeting", "echo greeting checked", "! ls -d /root/.ansible/tmp/ansible-tmp-* 2>/dev/null"]
+"#;
+    let t = s.write(
+        "reboot.toml",
+        &template(
+            &boot_source(&img, &base, &sha256(&base), "out/deb.qcow2"),
+            provisioners,
+        ),
+    );
+    let shm_before: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(
+        out.contains("expect_disconnect"),
+        "the disconnect is reported: {out}"
+    );
+    assert!(out.contains("boots: "), "{out}");
+    assert!(out.contains("TASK [greeting]"), "{out}");
+    assert!(out.contains("greeting checked"), "{out}");
+    assert!(!out.contains(SECRET), "the secret is redacted from the log");
+    let mut shm_after: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with("kiln-it-"))
+        .collect();
+    shm_after.retain(|n| !shm_before.contains(n));
+    assert!(shm_after.is_empty(), "left on /dev/shm: {shm_after:?}");
     assert_nothing_left(&s, &tmpfs);
 }

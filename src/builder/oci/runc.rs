@@ -108,6 +108,27 @@ impl RuncCommunicator {
         Ok((bundle, handle))
     }
 
+    /// Journals the container `id` before it is created, so a crash
+    /// leaves it to `kiln cleanup`.
+    async fn journal_container(
+        &self,
+        id: &str,
+        what: &str,
+    ) -> Result<crate::job::UndoHandle, CommError> {
+        self.undo
+            .register(
+                Container {
+                    runtime: self.runtime.clone(),
+                    root: self.state_root.clone(),
+                    id: id.to_string(),
+                }
+                .resource(),
+                what,
+            )
+            .await
+            .map_err(CommError::io("journal"))
+    }
+
     /// Starts a detached container on the rootfs that only sleeps, for
     /// `runc exec` from the host; journaled like every container.
     async fn start_session(&self) -> Result<Session, CommError> {
@@ -133,18 +154,8 @@ impl RuncCommunicator {
         .map_err(|e| CommError::Refused(e.to_string()))?;
         write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
         let container_undo = self
-            .undo
-            .register(
-                Container {
-                    runtime: self.runtime.clone(),
-                    root: self.state_root.clone(),
-                    id: id.clone(),
-                }
-                .resource(),
-                "session container (host tools)",
-            )
-            .await
-            .map_err(CommError::io("journal"))?;
+            .journal_container(&id, "session container (host tools)")
+            .await?;
         // The detached container inherits runc's stdio, so a pipe here would
         // never reach end-of-file: runc's errors go to a file in the bundle.
         let err_path = bundle.join("runc-run.err");
@@ -264,19 +275,7 @@ impl Communicator for RuncCommunicator {
             root.set_readonly(Some(self.readonly_root));
         }
         write_bundle(&bundle, &spec).map_err(|e| CommError::Refused(e.to_string()))?;
-        let container_undo = self
-            .undo
-            .register(
-                Container {
-                    runtime: self.runtime.clone(),
-                    root: self.state_root.clone(),
-                    id: id.clone(),
-                }
-                .resource(),
-                "provisioner container",
-            )
-            .await
-            .map_err(CommError::io("journal"))?;
+        let container_undo = self.journal_container(&id, "provisioner container").await?;
         let mut guard = ContainerGuard {
             runtime: self.runtime.clone(),
             root: self.state_root.clone(),

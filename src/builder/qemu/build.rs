@@ -16,7 +16,7 @@ use super::qmp::Qmp;
 use super::{disk, fetch, seed};
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
-use crate::communicator::{Communicator, RemoteCommand};
+use crate::communicator::{CommError, Communicator, RemoteCommand};
 use crate::job::process::process_start_time;
 use crate::job::{sanitize, JobContext, Resource};
 use crate::template::plan::JobPlan;
@@ -25,6 +25,14 @@ use crate::ui::{ArtifactInfo, Stream};
 
 const DEFAULT_SSH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How often the wait for SSH says how long it has waited.
+const SSH_PROGRESS: Duration = Duration::from_secs(20);
+/// What usually keeps a guest's SSH from answering.
+const SSH_TIMEOUT_CAUSES: &str = "likely causes: the guest got no network address (its network configuration names another NIC than QEMU gives it: see `net_device` and `machine_type`, or let cloud-init configure it), sshd is not installed or not started, the image has no cloud-init with the NoCloud datasource (kiln's key never arrived: set `ssh_private_key_file` or `ssh_password`), or the boot is slower than `ssh_timeout` (TCG is much slower than KVM)";
+/// How long a guest asked to power off from inside may take before ACPI.
+const POWEROFF_GRACE: Duration = Duration::from_secs(60);
+/// How soon kiln says that a guest ignores ACPI power-down.
+const ACPI_NOTICE: Duration = Duration::from_secs(10);
 /// After this, a guest that ignored the power-down is killed.
 const QMP_CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -426,15 +434,41 @@ impl Builder for QemuBuilder {
         let ssh_timeout = crate::builder::duration_or(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
         let mut alive = {
             let (vm, console) = (vm.clone(), console.clone());
+            let mut reported = Instant::now();
             move || match vm.try_lock().map(|mut c| c.try_wait()) {
                 Ok(Ok(Some(status))) => Err(format!(
                     "QEMU exited ({status}) before SSH was ready{}",
                     console_tail(&console)
                 )),
-                _ => Ok(()),
+                _ => {
+                    if reported.elapsed() >= SSH_PROGRESS {
+                        reported = Instant::now();
+                        let last = console
+                            .lock()
+                            .ok()
+                            .and_then(|l| l.back().cloned())
+                            .unwrap_or_else(|| "(nothing yet)".into());
+                        ctx.message(format!(
+                            "waiting for SSH on 127.0.0.1:{ssh_port}: {}s of {}; console: {last}",
+                            started.elapsed().as_secs(),
+                            humantime::format_duration(ssh_timeout)
+                        ));
+                    }
+                    Ok(())
+                }
             }
         };
-        comm.wait_ready(ssh_timeout, &mut alive).await?;
+        if let Err(e) = comm.wait_ready(ssh_timeout, &mut alive).await {
+            return Err(match e {
+                CommError::Refused(why) if why.contains("was not ready within") => {
+                    BuildError::Comm(CommError::Refused(format!(
+                        "{why}{}\n{SSH_TIMEOUT_CAUSES}",
+                        console_tail(&console)
+                    )))
+                }
+                e => e.into(),
+            });
+        }
         ctx.message(format!(
             "SSH ready after {:.1}s (host key {})",
             started.elapsed().as_secs_f64(),
@@ -605,6 +639,7 @@ impl QemuInstance {
     async fn shut_down(&mut self, ctx: &JobContext) -> Result<(), BuildError> {
         let limit =
             crate::builder::duration_or(&self.settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        let started = Instant::now();
         match self.settings.shutdown_command.clone() {
             Some(command) => {
                 ctx.message(format!("shutting down: `{command}`"));
@@ -618,13 +653,34 @@ impl QemuInstance {
                 let _ = self.comm.exec(&cmd, &mut out).await;
             }
             None => {
+                // From inside first: minimal images (no acpid, no logind)
+                // ignore ACPI, and Packer habits leave `shutdown_command` out.
+                let user = self.settings.ssh_username.as_deref().unwrap_or("root");
+                if self.power_off_inside(ctx, user).await
+                    && self.exited_within(POWEROFF_GRACE).await?
+                {
+                    ctx.message(format!(
+                        "guest powered off from inside (`{}`) in {:.1}s",
+                        poweroff_command(user),
+                        started.elapsed().as_secs_f64()
+                    ));
+                    return Ok(());
+                }
                 ctx.message("shutting down: ACPI power-down over QMP".into());
                 self.comm.disconnect().await;
                 self.qmp.execute("system_powerdown").await?;
+                if !self.exited_within(ACPI_NOTICE).await? {
+                    ctx.message(format!(
+                        "the guest has not reacted to ACPI power-down in {}s: images without acpid or systemd-logind ignore it (set `shutdown_command`); waiting up to {}",
+                        ACPI_NOTICE.as_secs(),
+                        humantime::format_duration(limit)
+                    ));
+                }
             }
         }
         let mut vm = self.vm.lock().await;
-        match tokio::time::timeout(limit, vm.wait()).await {
+        let rest = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(rest, vm.wait()).await {
             Ok(status) => {
                 let status = status.map_err(BuildError::io("waiting for QEMU"))?;
                 ctx.message(format!("guest powered off ({status})"));
@@ -642,6 +698,51 @@ impl QemuInstance {
                 })
             }
         }
+    }
+
+    /// Asks the guest to power off over the connection; whether it took
+    /// the request (a dropped connection counts: the guest is going down).
+    async fn power_off_inside(&self, ctx: &JobContext, user: &str) -> bool {
+        let cmd = RemoteCommand {
+            script: poweroff_command(user),
+            timeout: Some(POWEROFF_GRACE),
+            ..Default::default()
+        };
+        let mut out = |stream, line| ctx.output(stream, line);
+        match self.comm.exec(&cmd, &mut out).await {
+            // A dropped connection or an error mid-way: the guest is
+            // probably going down; `exited_within` tells.
+            Ok(0) | Err(_) => true,
+            Ok(code) => {
+                ctx.message(format!(
+                    "`{}` exited with {code}; falling back to ACPI",
+                    poweroff_command(user)
+                ));
+                false
+            }
+        }
+    }
+
+    /// Whether QEMU exits within `wait`.
+    async fn exited_within(&self, wait: Duration) -> Result<bool, BuildError> {
+        let mut vm = self.vm.lock().await;
+        match tokio::time::timeout(wait, vm.wait()).await {
+            Ok(status) => {
+                status.map_err(BuildError::io("waiting for QEMU"))?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// How a user powers the guest off: root directly, others through sudo
+/// (never prompting).
+fn poweroff_command(user: &str) -> String {
+    if user == "root" {
+        "poweroff".into()
+    } else {
+        "sudo -n poweroff".into()
     }
 }
 

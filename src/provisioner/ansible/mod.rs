@@ -234,6 +234,11 @@ impl Ansible {
             ("ANSIBLE_NOCOLOR".into(), "1".into()),
             ("PYTHONUNBUFFERED".into(), "1".into()),
         ];
+        // Ansible's control socket is `cp/` plus a 10-character hash; when
+        // that cannot fit a Unix socket path, connections are not shared.
+        if dir.join("cp").as_os_str().len() + 12 > 107 {
+            env.push(("ANSIBLE_SSH_ARGS".into(), "-C -o ControlMaster=no".into()));
+        }
         if let HostAccess::Exec(prefix) = access {
             env.push(("ANSIBLE_CONNECTION_PLUGINS".into(), d("plugins")));
             env.push((
@@ -314,7 +319,9 @@ impl Provisioner for Ansible {
         };
         let tmpfs = crate::secrets::tmpfs_dir("the Ansible provisioner's key and variables")
             .map_err(ProvisionError::NotSupported)?;
-        let dir = tmpfs.join(format!("kiln-ansible-{}", uuid::Uuid::new_v4().simple()));
+        // Short: OpenSSH's control socket below it must fit in 108 bytes.
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = tmpfs.join(format!("kiln-ans-{}", &id[..12]));
         let undo = ctx
             .undo
             .register(
