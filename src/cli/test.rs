@@ -69,7 +69,20 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
             return Exit::BadInput;
         }
     };
-    let id = if args.artifact.starts_with("registry:") || args.artifact.starts_with("oci-layout:") {
+    let id = if job.source_type == "qemu" {
+        // A disk image made by the QEMU builder (or one like it).
+        let path = std::path::Path::new(&args.artifact);
+        match std::path::absolute(path) {
+            Ok(abs) if abs.is_file() => abs.display().to_string(),
+            _ => {
+                eprintln!(
+                    "error: `{}`: expected the path of a disk image (qcow2 or raw) for the QEMU source",
+                    args.artifact
+                );
+                return Exit::BadInput;
+            }
+        }
+    } else if args.artifact.starts_with("registry:") || args.artifact.starts_with("oci-layout:") {
         args.artifact.clone()
     } else {
         eprintln!(

@@ -955,3 +955,98 @@ inline = ["grep -qx from-the-host /etc/greeting", "echo greeting checked", "! ls
     assert!(shm_after.is_empty(), "left on /dev/shm: {shm_after:?}");
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// `[[build.test]]` on a QEMU artifact: after the export, a fresh guest
+/// boots from the exported disk (on its own overlay) and the checks run
+/// there over SSH — what the build left only in memory (`/run`) is gone,
+/// what it wrote to the disk is there, sshd runs. Then `kiln test` runs a
+/// failing expectation against the same disk: exit 1, the disk unchanged.
+#[test]
+fn qemu_artifact_tests_boot_the_exported_disk() {
+    if !ready() {
+        return;
+    }
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let body = |want: &str| {
+        format!(
+            r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo provisioned > /etc/kiln-proof", "echo build-only > /run/kiln-build-only"]
+
+[[build.test]]
+type = "file"
+path = "/etc/kiln-proof"
+contains = ["{want}"]
+
+[[build.test]]
+type = "file"
+path = "/run/kiln-build-only"
+exists = false
+
+[[build.test]]
+type = "service"
+name = "ssh"
+running = true
+
+[[build.test]]
+type = "command"
+run = "cat /proc/sys/kernel/random/boot_id"
+stdout_matches = "^[0-9a-f-]{{36}}$"
+"#
+        )
+    };
+    let t = s.write(
+        "t.toml",
+        &template(
+            &boot_source(&img, &base, &sha256(&base), "out/deb.qcow2"),
+            &body("provisioned"),
+        ),
+    );
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 0, "{summary}\n{out}");
+    assert!(out.contains("verifying the artifact"), "{out}");
+    assert!(out.contains("\"step\":\"test\""), "a test step ran: {out}");
+    let manifest = summary["jobs"][0]["artifacts"][0]["manifest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no manifest: {summary}"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let tests = manifest["tests"]["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 4, "{manifest}");
+    for t in tests {
+        assert_eq!(t["outcome"], "pass", "{t}");
+    }
+    assert_nothing_left(&s, &tmpfs);
+    let disk = s.path().join("out/deb.qcow2");
+    let digest = sha256(&disk);
+
+    // `kiln test` with an expectation the disk does not meet.
+    let t2 = s.write(
+        "t2.toml",
+        &template(
+            &boot_source(&img, &base, &sha256(&base), "out/unused.qcow2"),
+            &body("something else"),
+        ),
+    );
+    let o = s
+        .kiln()
+        .arg("test")
+        .arg(&t2)
+        .arg("--artifact")
+        .arg(&disk)
+        .env("KILN_TMPFS", &tmpfs.0)
+        .output()
+        .unwrap();
+    let (o_out, o_err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{o_out}{o_err}");
+    assert!(
+        format!("{o_out}{o_err}").contains("/etc/kiln-proof"),
+        "the failing check is named: {o_out}{o_err}"
+    );
+    assert_eq!(sha256(&disk), digest, "the artifact was not written to");
+    assert_nothing_left(&s, &tmpfs);
+}

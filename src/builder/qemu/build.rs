@@ -14,10 +14,12 @@ use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
 use super::{disk, fetch, seed};
+use crate::builder::ArtifactInstance;
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
 use crate::communicator::{CommError, Communicator, RemoteCommand};
 use crate::job::process::process_start_time;
+use crate::job::Undo;
 use crate::job::{sanitize, JobContext, Resource};
 use crate::template::plan::JobPlan;
 use crate::template::schema::parse_size;
@@ -223,8 +225,7 @@ impl Builder for QemuBuilder {
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = QemuSettings::from_plan(&ctx.plan)?;
-        let machine = s.machine()?;
-        let resolve = |p: &str| ctx.template_dir.join(p);
+        s.machine()?;
         let source = s.base_source()?;
         let (base_name, file) = source.names(&ctx.template_dir);
         let want = match &s.disk_checksum {
@@ -232,7 +233,7 @@ impl Builder for QemuBuilder {
             None => None,
         };
         let (base, verified) = match (&source, &want) {
-            (BaseSource::Path(d), _) => (resolve(d), false),
+            (BaseSource::Path(d), _) => (ctx.template_dir.join(d), false),
             (BaseSource::Urls(urls), Some(want)) => {
                 let say = |m: String| ctx.message(m);
                 fetch::cached_base(urls, want, &ctx.state_dir, &say).await?
@@ -251,238 +252,306 @@ impl Builder for QemuBuilder {
             )),
         }
         let base_digest = want.map(|w| base_label(&base_name, &w));
-        let base_info = disk::info(&base).await?;
-
-        let work = ctx
-            .state_dir
-            .join("work")
-            .join(sanitize(&ctx.build_id))
-            .join(sanitize(&ctx.name));
-        register(
-            ctx,
-            Resource::TempDir { path: work.clone() },
-            "qemu work directory",
-        )
-        .await?;
-        fs_err::tokio::create_dir_all(&work)
-            .await
-            .map_err(BuildError::io("cannot create the work directory"))?;
-        let overlay = work.join("overlay.qcow2");
-        let size = s.disk_size.as_deref().and_then(parse_size);
-        disk::create_overlay(&base, &base_info, &overlay, size).await?;
-
-        // Sockets, the seed (user-data may carry secrets) and the probe
-        // disk live in a private folder in memory.
-        // Short: the QMP socket path must fit a `sockaddr_un` (108 bytes).
-        let private = launch::tmpfs_root()?.join(format!(
-            "kiln-qemu-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..16]
-        ));
-        register(
-            ctx,
-            Resource::TempDir {
-                path: private.clone(),
-            },
-            "qemu sockets and seed (tmpfs)",
-        )
-        .await?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&private)
-                .map_err(BuildError::io(format!(
-                    "cannot create `{}`",
-                    private.display()
-                )))?;
-        }
-
-        let username = s.ssh_username.clone().unwrap_or_else(|| "root".into());
-        let (auth, public_key) = match (&s.ssh_private_key_file, &s.ssh_password) {
-            (Some(file), _) => {
-                let key = russh::keys::load_secret_key(resolve(file), None).map_err(|e| {
-                    BuildError::Config(format!("cannot read `ssh_private_key_file` `{file}`: {e}"))
-                })?;
-                (SshAuth::Key(Arc::new(key)), None)
-            }
-            (None, Some(p)) => (SshAuth::Password(p.clone()), None),
-            (None, None) => {
-                let key = seed::ephemeral_key()?;
-                let line = seed::authorized_key(&key)?;
-                (SshAuth::Key(Arc::new(key)), Some(line))
-            }
-        };
-        let seed_path = private.join("seed.img");
-        let needs_seed = public_key.is_some() || s.user_data.is_some();
-        if needs_seed {
-            let hostname = format!("kiln-{}", short_id(&ctx.build_id));
-            let instance_id = format!("kiln-{}", uuid::Uuid::new_v4().simple());
-            seed::write_seed(
-                &seed_path,
-                &seed::SeedContent {
-                    instance_id: &instance_id,
-                    hostname: &hostname,
-                    username: &username,
-                    public_key: public_key.as_deref(),
-                    extra_user_data: s.user_data.as_deref(),
-                },
-            )?;
-        }
-
-        let arch = Arch::parse(s.arch.as_deref());
-        let (accel, note) =
-            launch::choose_accel(s.accelerator.as_deref().unwrap_or("auto"), arch, &private)
-                .await?;
-        ctx.message(note);
-        let qmp_socket = private.join("qmp");
-        if qmp_socket.as_os_str().len() >= 108 {
-            return Err(BuildError::Config(format!(
-                "the control socket path `{}` is too long for a Unix socket; set KILN_TMPFS to a shorter tmpfs folder",
-                qmp_socket.display()
-            )));
-        }
-        let ssh_port = launch::free_port()?;
-        let (kernel, initrd) = (
-            s.kernel.as_deref().map(resolve),
-            s.initrd.as_deref().map(resolve),
-        );
-        // UEFI: OVMF's code read-only, its variable store copied into the
-        // work directory (on the undo stack) so the guest may write to it.
-        let uefi = match machine.firmware {
-            Firmware::Bios => None,
-            Firmware::Uefi { secure_boot } => {
-                let (code, vars_template) = ovmf_files(secure_boot)?;
-                let vars = work.join("efivars.fd");
-                fs_err::tokio::copy(&vars_template, &vars)
-                    .await
-                    .map_err(BuildError::io("cannot copy the UEFI variable store"))?;
-                ctx.message(format!(
-                    "firmware: UEFI (`{}`{})",
-                    code.display(),
-                    if secure_boot {
-                        ", secure boot with Microsoft's keys enrolled"
-                    } else {
-                        ""
-                    }
-                ));
-                Some((code, vars, secure_boot))
-            }
-        };
-        let spec = VmSpec {
-            arch,
-            accel,
-            machine: &machine,
-            memory_mib: s
-                .memory
-                .as_deref()
-                .and_then(parse_size)
-                .map(|b| b >> 20)
-                .unwrap_or(1024),
-            overlay: &overlay,
-            seed: needs_seed.then_some(seed_path.as_path()),
-            qmp_socket: &qmp_socket,
-            ssh_port,
-            kernel: kernel.as_deref(),
-            initrd: initrd.as_deref(),
-            append: s.append.as_deref(),
-            uefi: uefi.as_ref().map(|(code, vars, secure_boot)| UefiFiles {
-                code,
-                vars,
-                secure_boot: *secure_boot,
-            }),
-        };
-        let mut child = launch::command(&spec)
-            .spawn()
-            .map_err(BuildError::io(format!(
-                "cannot start `{}`",
-                spec.emulator()
-            )))?;
-        // The pid exists only now; `kill_on_drop` covers the moment until
-        // the journal has it.
-        let pid = child.id().map(|p| p as i32).unwrap_or_default();
-        register(
-            ctx,
-            Resource::Process {
-                pid,
-                start_time: process_start_time(pid).unwrap_or(0),
-                group: true,
-            },
-            "qemu process",
-        )
-        .await?;
-        let console = stream_console(ctx, &mut child);
-        ctx.message(format!(
-            "booting `{}` ({} vCPU, {} MiB, {}); SSH on 127.0.0.1:{ssh_port}",
-            base.display(),
-            machine.cpus,
-            spec.memory_mib,
-            if accel == Accel::Kvm { "kvm" } else { "tcg" }
-        ));
-        let started = Instant::now();
-        let qmp = Qmp::connect(&qmp_socket, QMP_CONNECT_LIMIT).await;
-        let vm = Arc::new(tokio::sync::Mutex::new(child));
-        let qmp = match qmp {
-            Ok(q) => q,
-            Err(e) => return Err(died_or(&vm, &console, e).await),
-        };
-
-        let comm = SshCommunicator::new(SshTarget {
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], ssh_port)),
-            username,
-            auth,
-        });
-        let ssh_timeout = crate::builder::duration_or(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
-        let mut alive = {
-            let (vm, console) = (vm.clone(), console.clone());
-            let mut reported = Instant::now();
-            move || match vm.try_lock().map(|mut c| c.try_wait()) {
-                Ok(Ok(Some(status))) => Err(format!(
-                    "QEMU exited ({status}) before SSH was ready{}",
-                    console_tail(&console)
-                )),
-                _ => {
-                    if reported.elapsed() >= SSH_PROGRESS {
-                        reported = Instant::now();
-                        let last = console
-                            .lock()
-                            .ok()
-                            .and_then(|l| l.back().cloned())
-                            .unwrap_or_else(|| "(nothing yet)".into());
-                        ctx.message(format!(
-                            "waiting for SSH on 127.0.0.1:{ssh_port}: {}s of {}; console: {last}",
-                            started.elapsed().as_secs(),
-                            humantime::format_duration(ssh_timeout)
-                        ));
-                    }
-                    Ok(())
-                }
-            }
-        };
-        if let Err(e) = comm.wait_ready(ssh_timeout, &mut alive).await {
-            return Err(match e {
-                CommError::Refused(why) if why.contains("was not ready within") => {
-                    BuildError::Comm(CommError::Refused(format!(
-                        "{why}{}\n{SSH_TIMEOUT_CAUSES}",
-                        console_tail(&console)
-                    )))
-                }
-                e => e.into(),
-            });
-        }
-        ctx.message(format!(
-            "SSH ready after {:.1}s (host key {})",
-            started.elapsed().as_secs_f64(),
-            comm.host_key_fingerprint().unwrap_or_default()
-        ));
+        let booted = boot(ctx, &ctx.undo, &s, &base, "").await?;
         Ok(Box::new(QemuInstance {
             settings: s,
             base_digest,
-            overlay,
-            vm,
-            qmp,
-            comm,
+            overlay: booted.overlay,
+            vm: booted.vm,
+            qmp: booted.qmp,
+            comm: booted.comm,
         }))
     }
+
+    fn can_test(&self) -> bool {
+        true
+    }
+
+    /// Boots the exported disk (on an overlay of its own, so the artifact
+    /// is never written) with the source's machine settings and a fresh
+    /// seed, reached over SSH like the build instance.
+    async fn launch_artifact(
+        &self,
+        ctx: &JobContext,
+        undo: &Undo,
+        artifact: &ArtifactInfo,
+    ) -> Result<Box<dyn ArtifactInstance>, BuildError> {
+        let s = QemuSettings::from_plan(&ctx.plan)?;
+        let disk = ctx.template_dir.join(&artifact.id);
+        if let Some(want) = artifact
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+        {
+            ctx.message(format!("verifying the artifact `{}`", disk.display()));
+            let got = disk::sha256_file(&disk).await?;
+            if got != want {
+                return Err(BuildError::Config(format!(
+                    "the artifact `{}` changed since it was built (sha256 {got}, built as {want})",
+                    disk.display()
+                )));
+            }
+        }
+        let booted = boot(ctx, undo, &s, &disk, "-test").await?;
+        Ok(Box::new(booted))
+    }
+}
+
+/// A booted QEMU guest: its overlay, process, QMP and SSH connection.
+struct Booted {
+    overlay: PathBuf,
+    vm: Arc<tokio::sync::Mutex<Child>>,
+    #[allow(dead_code)]
+    qmp: Qmp,
+    comm: SshCommunicator,
+}
+
+impl ArtifactInstance for Booted {
+    fn communicator(&self) -> &dyn Communicator {
+        &self.comm
+    }
+}
+
+/// Boots `base` on a new overlay with the source's settings `s`: work
+/// folder `NAME{suffix}`, private tmpfs folder, seed, QEMU, QMP, and the
+/// wait for SSH. Every resource goes on `undo` before it exists.
+async fn boot(
+    ctx: &JobContext,
+    undo: &Undo,
+    s: &QemuSettings,
+    base: &Path,
+    suffix: &str,
+) -> Result<Booted, BuildError> {
+    let resolve = |p: &str| ctx.template_dir.join(p);
+    let machine = s.machine()?;
+    let base_info = disk::info(&base).await?;
+
+    let work = ctx
+        .state_dir
+        .join("work")
+        .join(sanitize(&ctx.build_id))
+        .join(format!("{}{suffix}", sanitize(&ctx.name)));
+    register_on(
+        undo,
+        Resource::TempDir { path: work.clone() },
+        "qemu work directory",
+    )
+    .await?;
+    fs_err::tokio::create_dir_all(&work)
+        .await
+        .map_err(BuildError::io("cannot create the work directory"))?;
+    let overlay = work.join("overlay.qcow2");
+    let size = s.disk_size.as_deref().and_then(parse_size);
+    disk::create_overlay(&base, &base_info, &overlay, size).await?;
+
+    // Sockets, the seed (user-data may carry secrets) and the probe
+    // disk live in a private folder in memory.
+    // Short: the QMP socket path must fit a `sockaddr_un` (108 bytes).
+    let private = launch::tmpfs_root()?.join(format!(
+        "kiln-qemu-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    ));
+    register_on(
+        undo,
+        Resource::TempDir {
+            path: private.clone(),
+        },
+        "qemu sockets and seed (tmpfs)",
+    )
+    .await?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(BuildError::io(format!(
+                "cannot create `{}`",
+                private.display()
+            )))?;
+    }
+
+    let username = s.ssh_username.clone().unwrap_or_else(|| "root".into());
+    let (auth, public_key) = match (&s.ssh_private_key_file, &s.ssh_password) {
+        (Some(file), _) => {
+            let key = russh::keys::load_secret_key(resolve(file), None).map_err(|e| {
+                BuildError::Config(format!("cannot read `ssh_private_key_file` `{file}`: {e}"))
+            })?;
+            (SshAuth::Key(Arc::new(key)), None)
+        }
+        (None, Some(p)) => (SshAuth::Password(p.clone()), None),
+        (None, None) => {
+            let key = seed::ephemeral_key()?;
+            let line = seed::authorized_key(&key)?;
+            (SshAuth::Key(Arc::new(key)), Some(line))
+        }
+    };
+    let seed_path = private.join("seed.img");
+    let needs_seed = public_key.is_some() || s.user_data.is_some();
+    if needs_seed {
+        let hostname = format!("kiln-{}", short_id(&ctx.build_id));
+        let instance_id = format!("kiln-{}", uuid::Uuid::new_v4().simple());
+        seed::write_seed(
+            &seed_path,
+            &seed::SeedContent {
+                instance_id: &instance_id,
+                hostname: &hostname,
+                username: &username,
+                public_key: public_key.as_deref(),
+                extra_user_data: s.user_data.as_deref(),
+            },
+        )?;
+    }
+
+    let arch = Arch::parse(s.arch.as_deref());
+    let (accel, note) =
+        launch::choose_accel(s.accelerator.as_deref().unwrap_or("auto"), arch, &private).await?;
+    ctx.message(note);
+    let qmp_socket = private.join("qmp");
+    if qmp_socket.as_os_str().len() >= 108 {
+        return Err(BuildError::Config(format!(
+                "the control socket path `{}` is too long for a Unix socket; set KILN_TMPFS to a shorter tmpfs folder",
+                qmp_socket.display()
+            )));
+    }
+    let ssh_port = launch::free_port()?;
+    let (kernel, initrd) = (
+        s.kernel.as_deref().map(resolve),
+        s.initrd.as_deref().map(resolve),
+    );
+    // UEFI: OVMF's code read-only, its variable store copied into the
+    // work directory (on the undo stack) so the guest may write to it.
+    let uefi = match machine.firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi { secure_boot } => {
+            let (code, vars_template) = ovmf_files(secure_boot)?;
+            let vars = work.join("efivars.fd");
+            fs_err::tokio::copy(&vars_template, &vars)
+                .await
+                .map_err(BuildError::io("cannot copy the UEFI variable store"))?;
+            ctx.message(format!(
+                "firmware: UEFI (`{}`{})",
+                code.display(),
+                if secure_boot {
+                    ", secure boot with Microsoft's keys enrolled"
+                } else {
+                    ""
+                }
+            ));
+            Some((code, vars, secure_boot))
+        }
+    };
+    let spec = VmSpec {
+        arch,
+        accel,
+        machine: &machine,
+        memory_mib: s
+            .memory
+            .as_deref()
+            .and_then(parse_size)
+            .map(|b| b >> 20)
+            .unwrap_or(1024),
+        overlay: &overlay,
+        seed: needs_seed.then_some(seed_path.as_path()),
+        qmp_socket: &qmp_socket,
+        ssh_port,
+        kernel: kernel.as_deref(),
+        initrd: initrd.as_deref(),
+        append: s.append.as_deref(),
+        uefi: uefi.as_ref().map(|(code, vars, secure_boot)| UefiFiles {
+            code,
+            vars,
+            secure_boot: *secure_boot,
+        }),
+    };
+    let mut child = launch::command(&spec)
+        .spawn()
+        .map_err(BuildError::io(format!(
+            "cannot start `{}`",
+            spec.emulator()
+        )))?;
+    // The pid exists only now; `kill_on_drop` covers the moment until
+    // the journal has it.
+    let pid = child.id().map(|p| p as i32).unwrap_or_default();
+    register_on(
+        undo,
+        Resource::Process {
+            pid,
+            start_time: process_start_time(pid).unwrap_or(0),
+            group: true,
+        },
+        "qemu process",
+    )
+    .await?;
+    let console = stream_console(ctx, &mut child);
+    ctx.message(format!(
+        "booting `{}` ({} vCPU, {} MiB, {}); SSH on 127.0.0.1:{ssh_port}",
+        base.display(),
+        machine.cpus,
+        spec.memory_mib,
+        if accel == Accel::Kvm { "kvm" } else { "tcg" }
+    ));
+    let started = Instant::now();
+    let qmp = Qmp::connect(&qmp_socket, QMP_CONNECT_LIMIT).await;
+    let vm = Arc::new(tokio::sync::Mutex::new(child));
+    let qmp = match qmp {
+        Ok(q) => q,
+        Err(e) => return Err(died_or(&vm, &console, e).await),
+    };
+
+    let comm = SshCommunicator::new(SshTarget {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], ssh_port)),
+        username,
+        auth,
+    });
+    let ssh_timeout = crate::builder::duration_or(&s.ssh_timeout, DEFAULT_SSH_TIMEOUT);
+    let mut alive = {
+        let (vm, console) = (vm.clone(), console.clone());
+        let mut reported = Instant::now();
+        move || match vm.try_lock().map(|mut c| c.try_wait()) {
+            Ok(Ok(Some(status))) => Err(format!(
+                "QEMU exited ({status}) before SSH was ready{}",
+                console_tail(&console)
+            )),
+            _ => {
+                if reported.elapsed() >= SSH_PROGRESS {
+                    reported = Instant::now();
+                    let last = console
+                        .lock()
+                        .ok()
+                        .and_then(|l| l.back().cloned())
+                        .unwrap_or_else(|| "(nothing yet)".into());
+                    ctx.message(format!(
+                        "waiting for SSH on 127.0.0.1:{ssh_port}: {}s of {}; console: {last}",
+                        started.elapsed().as_secs(),
+                        humantime::format_duration(ssh_timeout)
+                    ));
+                }
+                Ok(())
+            }
+        }
+    };
+    if let Err(e) = comm.wait_ready(ssh_timeout, &mut alive).await {
+        return Err(match e {
+            CommError::Refused(why) if why.contains("was not ready within") => {
+                BuildError::Comm(CommError::Refused(format!(
+                    "{why}{}\n{SSH_TIMEOUT_CAUSES}",
+                    console_tail(&console)
+                )))
+            }
+            e => e.into(),
+        });
+    }
+    ctx.message(format!(
+        "SSH ready after {:.1}s (host key {})",
+        started.elapsed().as_secs_f64(),
+        comm.host_key_fingerprint().unwrap_or_default()
+    ));
+    Ok(Booted {
+        overlay,
+        vm,
+        qmp,
+        comm,
+    })
 }
 
 /// Debian's `ovmf` package: the firmware code and the variable store to
@@ -507,9 +576,9 @@ fn ovmf_files(secure_boot: bool) -> Result<(PathBuf, PathBuf), BuildError> {
     Ok((dir.join(code), dir.join(vars)))
 }
 
-/// Registers a resource for undo before it is created.
-async fn register(ctx: &JobContext, r: Resource, what: &str) -> Result<(), BuildError> {
-    crate::builder::register(ctx, r, what).await.map(drop)
+/// Registers a resource on `undo` before it is created.
+async fn register_on(undo: &Undo, r: Resource, what: &str) -> Result<(), BuildError> {
+    crate::builder::register_on(undo, r, what).await.map(drop)
 }
 
 fn short_id(build_id: &str) -> String {
