@@ -324,7 +324,7 @@ async fn boot(
 ) -> Result<Booted, BuildError> {
     let resolve = |p: &str| ctx.template_dir.join(p);
     let machine = s.machine()?;
-    let base_info = disk::info(&base).await?;
+    let base_info = disk::info(base).await?;
 
     let work = ctx
         .state_dir
@@ -342,7 +342,7 @@ async fn boot(
         .map_err(BuildError::io("cannot create the work directory"))?;
     let overlay = work.join("overlay.qcow2");
     let size = s.disk_size.as_deref().and_then(parse_size);
-    disk::create_overlay(&base, &base_info, &overlay, size).await?;
+    disk::create_overlay(base, &base_info, &overlay, size).await?;
 
     // Sockets, the seed (user-data may carry secrets) and the probe
     // disk live in a private folder in memory.
