@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
-use crate::communicator::{Communicator, RemoteCommand};
+use crate::communicator::{CommError, Communicator, RemoteCommand};
 use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
@@ -364,8 +364,15 @@ impl Shell {
         lost: bool,
     ) -> Result<(), ProvisionError> {
         let grace = tokio::time::Instant::now() + REBOOT_GRACE;
+        let deadline = tokio::time::Instant::now() + self.start_retry_timeout;
         let mut lost = lost;
         loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProvisionError::Comm(CommError::Refused(format!(
+                    "{what}: the instance did not answer with its boot id within {} after the disconnect",
+                    humantime::format_duration(self.start_retry_timeout)
+                ))));
+            }
             if lost {
                 ctx.message(format!(
                     "{what}: waiting up to {} for the instance to answer again",
@@ -418,6 +425,16 @@ fn sh_quote(s: &str) -> String {
 
 #[async_trait]
 impl Provisioner for Shell {
+    fn check_source(&self, source_type: &str) -> Result<(), ProvisionError> {
+        if self.expect_disconnect && source_type == "ami" {
+            return Err(ProvisionError::NotSupported(format!(
+                "`expect_disconnect` at {}: waiting for an AMI instance to come back after a reboot (its SSM agent) is not supported yet; reboot at the end of the build instead (the image boots anew anyway)",
+                self.at
+            )));
+        }
+        Ok(())
+    }
+
     async fn provision(
         &self,
         ctx: &JobContext,

@@ -1097,4 +1097,28 @@ extra_vars = { db_password = "${secret.db}", tier = "gold" }
             .is_empty(),
         "nothing launched"
     );
+
+    // Waiting out a reboot over SSM is not built: said before launch.
+    s.write(
+        "t.toml",
+        &template(
+            &moto.endpoint(),
+            "\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"reboot\"]\nexpect_disconnect = true\n",
+            "",
+        ),
+    );
+    let out = build(&s, &[]);
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert!(
+        format!("{o}{e}").contains("`expect_disconnect` at")
+            && format!("{o}{e}").contains("not supported yet"),
+        "{o}{e}"
+    );
+    assert!(
+        aws::live_instances(&aws::ec2(&moto.endpoint(), REGION))
+            .await
+            .is_empty(),
+        "nothing launched"
+    );
 }

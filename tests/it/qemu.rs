@@ -939,8 +939,8 @@ inline = ["grep -qx from-the-host /etc/greeting", "echo greeting checked", "! ls
     let (code, summary, out) = build(&s, &tmpfs, &t);
     assert_eq!(code, 0, "{summary}\n{out}");
     assert!(
-        out.contains("expect_disconnect"),
-        "the disconnect is reported: {out}"
+        out.contains("the instance rebooted and answers again"),
+        "the reboot is waited for: {out}"
     );
     assert!(out.contains("boots: "), "{out}");
     assert!(out.contains("TASK [greeting]"), "{out}");
