@@ -1039,6 +1039,7 @@ stdout_matches = "^[0-9a-f-]{{36}}$"
         .arg("--artifact")
         .arg(&disk)
         .env("KILN_TMPFS", &tmpfs.0)
+        .env("KILN_QEMU_TEST_TOKEN", SECRET)
         .output()
         .unwrap();
     let (o_out, o_err) = text(&o);
