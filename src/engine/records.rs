@@ -251,7 +251,10 @@ async fn write_sboms(
         return Err(format!("no package inventory of `{}`", artifact.id));
     };
     let Some(digest) = artifact.digest.clone() else {
-        return Err(format!("`{}` has no content digest to describe", artifact.id));
+        return Err(format!(
+            "`{}` has no content digest to describe",
+            artifact.id
+        ));
     };
     let subject = crate::sbom::Subject {
         name: &artifact.id,
@@ -299,8 +302,7 @@ async fn write_sboms(
             let mut attached = serde_json::Value::Null;
             #[cfg(feature = "oci")]
             if let Some(r) = artifact.id.strip_prefix("registry:") {
-                let target: oci_client::Reference =
-                    r.parse().map_err(|e| format!("`{r}`: {e}"))?;
+                let target: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
                 let at = crate::sign::cosign::attach_attestation_of(
                     &target,
                     &digest,

@@ -47,7 +47,12 @@ async fn sh(comm: &dyn Communicator, script: &str, timeout: Duration) -> Result<
 
 /// Whether `path` exists in the instance (`test -e`).
 pub async fn path_exists(comm: &dyn Communicator, path: &str) -> Result<bool, String> {
-    let r = sh(comm, &format!("test -e {}", sh_quote(path)), DEFAULT_TIMEOUT).await?;
+    let r = sh(
+        comm,
+        &format!("test -e {}", sh_quote(path)),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
     Ok(r.code == 0)
 }
 

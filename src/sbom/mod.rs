@@ -97,7 +97,10 @@ pub fn parse_dpkg(status: &str) -> Vec<Package> {
         let source = field(para, "Source").map(|s| match s.split_once(' ') {
             Some((n, v)) => (
                 n.to_string(),
-                v.trim().trim_start_matches('(').trim_end_matches(')').to_string(),
+                v.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .to_string(),
             ),
             None => (s.to_string(), version.to_string()),
         });
@@ -458,7 +461,10 @@ mod tests {
     const OS: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
 
     fn subject() -> (String, String) {
-        ("oci-layout:/out:1".into(), format!("sha256:{}", "ab".repeat(32)))
+        (
+            "oci-layout:/out:1".into(),
+            format!("sha256:{}", "ab".repeat(32)),
+        )
     }
 
     #[test]
@@ -467,10 +473,7 @@ mod tests {
         let names: Vec<_> = inv.packages.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["bsdutils", "libc6", "libstdc++6"]);
         let bsd = &inv.packages[0];
-        assert_eq!(
-            bsd.source,
-            Some(("util-linux".into(), "2.38.1-5".into()))
-        );
+        assert_eq!(bsd.source, Some(("util-linux".into(), "2.38.1-5".into())));
         assert_eq!(
             inv.purl(bsd),
             "pkg:deb/debian/bsdutils@1%3A2.38.1-5%2Bdeb12u1?arch=amd64&distro=debian-12&upstream=util-linux"
@@ -509,13 +512,22 @@ mod tests {
         assert_eq!(a, spdx(&inv, &s, "2026-12-06T20:00:00.123Z"));
         assert_eq!(a["creationInfo"]["created"], "2026-12-06T20:00:00Z");
         assert_eq!(a["documentDescribes"][0], "SPDXRef-Artifact");
-        assert_eq!(a["packages"][0]["checksums"][0]["checksumValue"], "ab".repeat(32));
+        assert_eq!(
+            a["packages"][0]["checksums"][0]["checksumValue"],
+            "ab".repeat(32)
+        );
         // artifact, OS, three packages
         assert_eq!(a["packages"].as_array().unwrap().len(), 5);
-        assert_eq!(a["packages"][2]["sourceInfo"], "built package from: util-linux 2.38.1-5");
+        assert_eq!(
+            a["packages"][2]["sourceInfo"],
+            "built package from: util-linux 2.38.1-5"
+        );
         let c = cyclonedx(&inv, &s, "2026-12-06T20:00:00Z");
         assert_eq!(c, cyclonedx(&inv, &s, "2026-12-06T20:00:00Z"));
-        assert_eq!(c["metadata"]["component"]["hashes"][0]["content"], "ab".repeat(32));
+        assert_eq!(
+            c["metadata"]["component"]["hashes"][0]["content"],
+            "ab".repeat(32)
+        );
         assert_eq!(c["components"].as_array().unwrap().len(), 4);
         assert!(c["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
     }
