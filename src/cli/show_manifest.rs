@@ -48,7 +48,7 @@ pub fn exec(args: ShowManifestArgs) -> Exit {
 }
 
 /// The manifest, from the signed envelope when a key is given.
-fn load(path: &Path, key: Option<&Path>) -> Result<(serde_json::Value, String), String> {
+pub(super) fn load(path: &Path, key: Option<&Path>) -> Result<(serde_json::Value, String), String> {
     let name = path.to_string_lossy();
     let stem = name
         .strip_suffix(".dsse.json")

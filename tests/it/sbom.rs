@@ -270,6 +270,50 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         assert_eq!(st["subject"][0]["digest"]["sha256"], hex);
         assert_eq!(&st["predicate"], doc);
     }
+
+    // `kiln sbom` prints each after verifying the manifest and the
+    // attestation; a changed document is refused.
+    let manifest_file = s
+        .path()
+        .join("state/manifests")
+        .join(manifest["build_id"].as_str().unwrap())
+        .join("b.oci.img-1.json");
+    let manifest_file = if manifest_file.is_file() {
+        manifest_file
+    } else {
+        spdx_file.with_file_name(
+            spdx_file
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".spdx.json", ".json"),
+        )
+    };
+    for (format, file) in [("spdx", &spdx_file), ("cyclonedx", &cdx_file)] {
+        let o = s
+            .kiln()
+            .args(["sbom", "--format", format, "--key", "cosign.pub"])
+            .arg(&manifest_file)
+            .current_dir(s.path())
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_exit(&o, 0);
+        assert!(err.contains("attestation") && err.contains("verified"), "{err}");
+        let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(printed, read_json(file));
+    }
+    let mut changed = read_json(&spdx_file);
+    changed["name"] = "other".into();
+    std::fs::write(&spdx_file, serde_json::to_vec_pretty(&changed).unwrap()).unwrap();
+    let o = s
+        .kiln()
+        .args(["sbom"])
+        .arg(&manifest_file)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(text(&o).1.contains("not the"), "{}", text(&o).1);
 }
 
 /// An apk database (in a busybox image, with Alpine's os-release): apk
