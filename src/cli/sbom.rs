@@ -45,7 +45,11 @@ pub fn exec(args: SbomArgs) -> Exit {
     }
 }
 
-fn document(manifest: &Path, format: Format, key: Option<&Path>) -> Result<(Vec<u8>, String), String> {
+fn document(
+    manifest: &Path,
+    format: Format,
+    key: Option<&Path>,
+) -> Result<(Vec<u8>, String), String> {
     let (m, note) = super::show_manifest::load(manifest, key)?;
     let name = match format {
         Format::Spdx => "spdx",
@@ -59,7 +63,8 @@ fn document(manifest: &Path, format: Format, key: Option<&Path>) -> Result<(Vec<
         ));
     }
     let file = PathBuf::from(rec["file"].as_str().unwrap_or_default());
-    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let bytes =
+        std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
     let digest = crate::manifest::sha256_hex(&bytes);
     if rec["digest"].as_str() != Some(digest.as_str()) {
         return Err(format!(
@@ -68,7 +73,10 @@ fn document(manifest: &Path, format: Format, key: Option<&Path>) -> Result<(Vec<
             rec["digest"]
         ));
     }
-    let mut note = format!("{name} SBOM `{}` matches its manifest ({note})", file.display());
+    let mut note = format!(
+        "{name} SBOM `{}` matches its manifest ({note})",
+        file.display()
+    );
     if let Some(k) = key {
         let att = &rec["attestation"];
         let Some(att_file) = att["file"].as_str() else {
@@ -79,13 +87,17 @@ fn document(manifest: &Path, format: Format, key: Option<&Path>) -> Result<(Vec<
         };
         let public = crate::sign::load_public_key(k).map_err(|e| e.to_string())?;
         let env = std::fs::read(att_file).map_err(|e| format!("cannot read `{att_file}`: {e}"))?;
-        let body = crate::sign::dsse::verify_bytes(&env, crate::sign::provenance::PAYLOAD_TYPE, &public)
-            .map_err(|e| format!("`{att_file}`: {e}"))?;
-        let st: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("`{att_file}`: not a statement: {e}"))?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: not JSON: {e}", file.display()))?;
-        let hex = m["artifact"]["digest"].as_str().unwrap_or_default().trim_start_matches("sha256:");
+        let body =
+            crate::sign::dsse::verify_bytes(&env, crate::sign::provenance::PAYLOAD_TYPE, &public)
+                .map_err(|e| format!("`{att_file}`: {e}"))?;
+        let st: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("`{att_file}`: not a statement: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}`: not JSON: {e}", file.display()))?;
+        let hex = m["artifact"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("sha256:");
         if st["predicate"] != doc || st["subject"][0]["digest"]["sha256"] != hex {
             return Err(format!(
                 "`{att_file}` does not attest this document for the artifact {}",

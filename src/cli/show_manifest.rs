@@ -219,6 +219,27 @@ pub(crate) fn render(m: &serde_json::Value) -> Vec<String> {
         }
     }
     out.extend(tests(&m["tests"]));
+    let sbom = &m["sbom"];
+    if !sbom.is_null() {
+        let signed = if sbom["spdx"]["attestation"].is_null() {
+            "unsigned"
+        } else {
+            "signed"
+        };
+        out.push(format!(
+            "sbom:        {} packages ({}), SPDX {} and CycloneDX {}, {signed}; `kiln sbom` prints them",
+            sbom["packages"],
+            sbom["databases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            short(s(&sbom["spdx"]["digest"])),
+            short(s(&sbom["cyclonedx"]["digest"])),
+        ));
+    }
     out.push(format!("fingerprint: {}", s(&m["fingerprint"])));
     out
 }

@@ -96,8 +96,9 @@ fn cdx_set(doc: &serde_json::Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Builds `template` and returns the manifest of its first artifact.
-fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value, String) {
+/// Builds `template` and returns the manifest of its first artifact, the
+/// build's output and the manifest's path.
+fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value, String, PathBuf) {
     let o = s
         .kiln()
         .args(["build", "--json"])
@@ -109,8 +110,8 @@ fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value,
     assert_exit(&o, 0);
     let summary = crate::json_summary(&o);
     let a = &summary["jobs"][0]["artifacts"][0];
-    let manifest = read_json(&PathBuf::from(a["manifest"].as_str().unwrap()));
-    (manifest, format!("{out}{err}"))
+    let path = PathBuf::from(a["manifest"].as_str().unwrap());
+    (read_json(&path), format!("{out}{err}"), path)
 }
 
 /// A Debian image's SBOMs: valid for both validators, the same package
@@ -133,7 +134,7 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         "t.toml",
         "[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo baked > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n",
     );
-    let (manifest, log) = build_ok(&s, &t, "pw");
+    let (manifest, log, manifest_file) = build_ok(&s, &t, "pw");
     assert!(log.contains("\"step\":\"sbom\""), "an sbom step ran: {log}");
     let digest = manifest["artifact"]["digest"].as_str().unwrap().to_string();
     let hex = digest.trim_start_matches("sha256:");
@@ -273,22 +274,6 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
 
     // `kiln sbom` prints each after verifying the manifest and the
     // attestation; a changed document is refused.
-    let manifest_file = s
-        .path()
-        .join("state/manifests")
-        .join(manifest["build_id"].as_str().unwrap())
-        .join("b.oci.img-1.json");
-    let manifest_file = if manifest_file.is_file() {
-        manifest_file
-    } else {
-        spdx_file.with_file_name(
-            spdx_file
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .replace(".spdx.json", ".json"),
-        )
-    };
     for (format, file) in [("spdx", &spdx_file), ("cyclonedx", &cdx_file)] {
         let o = s
             .kiln()
@@ -299,10 +284,26 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
             .unwrap();
         let (out, err) = text(&o);
         assert_exit(&o, 0);
-        assert!(err.contains("attestation") && err.contains("verified"), "{err}");
+        assert!(
+            err.contains("attestation") && err.contains("verified"),
+            "{err}"
+        );
         let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(printed, read_json(file));
     }
+    let o = s
+        .kiln()
+        .args(["show-manifest"])
+        .arg(&manifest_file)
+        .output()
+        .unwrap();
+    assert!(
+        text(&o)
+            .0
+            .contains(&format!("sbom:        {} packages", expected.len())),
+        "{}",
+        text(&o).0
+    );
     let mut changed = read_json(&spdx_file);
     changed["name"] = "other".into();
     std::fs::write(&spdx_file, serde_json::to_vec_pretty(&changed).unwrap()).unwrap();
@@ -335,7 +336,7 @@ fn apk_database_gives_apk_purls() {
         "t.toml",
         "[image]\nname = \"bb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n",
     );
-    let (manifest, _) = build_ok(&s, &t, "");
+    let (manifest, _, _) = build_ok(&s, &t, "");
     let rec = &manifest["sbom"];
     assert_eq!(rec["packages"], 2, "{rec}");
     assert_eq!(
