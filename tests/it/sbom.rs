@@ -122,6 +122,7 @@ fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value,
 #[test]
 fn debian_image_sboms_validate_and_match_dpkg_query() {
     if !validators_ready()
+        || !crate::oci::ready()
         || !crate::require("Debian SBOM", &["mmdebstrap", "dpkg-query", "tar"], true)
     {
         return;
@@ -130,12 +131,19 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     let s = Scratch::new();
     std::fs::copy(&rootfs, s.path().join("base.tar")).unwrap();
     s.keygen("cosign", "pw");
+    let reg = crate::oci::Registry::start();
+    let image = format!("{}/t/deb:1", reg.addr);
     let t = s.write(
         "t.toml",
-        "[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo baked > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n",
+        &format!("[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{image}\", \"oci-layout:out/img:1\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo baked > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n"),
     );
     let (manifest, log, manifest_file) = build_ok(&s, &t, "pw");
     assert!(log.contains("\"step\":\"sbom\""), "an sbom step ran: {log}");
+    assert_eq!(
+        log.matches("reading the package databases").count(),
+        1,
+        "two artifacts of one digest are read once: {log}"
+    );
     let digest = manifest["artifact"]["digest"].as_str().unwrap().to_string();
     let hex = digest.trim_start_matches("sha256:");
     let rec = &manifest["sbom"];
@@ -272,6 +280,40 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         assert_eq!(&st["predicate"], doc);
     }
 
+    // Both attestations are in the registry image's `.att` too.
+    let tag = digest.replace(':', "-");
+    let att_dir = s.path().join("att");
+    let m = crate::sign::skopeo_fetch(&format!("{}/t/deb:{tag}.att", reg.addr), &att_dir);
+    let kinds: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            use base64::Engine;
+            let env = read_json(&crate::sign::blob_path(
+                &att_dir,
+                l["digest"].as_str().unwrap(),
+            ));
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(env["payload"].as_str().unwrap())
+                .unwrap();
+            let st: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            st["predicateType"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for ty in ["https://spdx.dev/Document", "https://cyclonedx.org/bom"] {
+        assert!(
+            kinds.iter().any(|k| k == ty),
+            "{ty} not in the .att: {kinds:?}"
+        );
+    }
+    assert!(
+        rec["spdx"]["attestation"]["attached"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("registry:")),
+        "{rec}"
+    );
+
     // `kiln sbom` prints each after verifying the manifest and the
     // attestation; a changed document is refused.
     for (format, file) in [("spdx", &spdx_file), ("cyclonedx", &cdx_file)] {
@@ -315,6 +357,7 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         .unwrap();
     assert_exit(&o, 1);
     assert!(text(&o).1.contains("not the"), "{}", text(&o).1);
+    crate::oci::assert_nothing_left(&s);
 }
 
 /// An apk database (in a busybox image, with Alpine's os-release): apk
