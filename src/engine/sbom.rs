@@ -1,6 +1,7 @@
 //! The sbom step (`[build.sbom] enabled = true`), after `snapshot` (and
-//! the tests): each distinct OCI artifact of a job is started fresh by its
-//! builder, its package databases read through the instance's
+//! the tests, which read the inventory in their own instance when there
+//! are `[[build.test]]`s): each distinct OCI artifact not read yet is
+//! started fresh by its builder, its package databases read through the instance's
 //! communicator (`sbom::collect`), and the inventory kept on the artifact;
 //! `records` writes the SPDX and CycloneDX documents from it. A failure
 //! to read fails the job: an SBOM that was asked for is never silently
@@ -20,6 +21,10 @@ pub(super) async fn sbom_artifacts(
 ) -> Result<(), super::JobError> {
     let mut done: Vec<(String, serde_json::Value)> = vec![];
     for a in artifacts.iter_mut() {
+        if a.sbom.is_some() {
+            // Read in the test instance already.
+            continue;
+        }
         if a.kind != "oci" || !builder.can_test() {
             ctx.message(format!(
                 "SBOM for {} artifacts is not supported yet: `{}` has none",

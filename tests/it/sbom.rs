@@ -135,7 +135,7 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     let image = format!("{}/t/deb:1", reg.addr);
     let t = s.write(
         "t.toml",
-        &format!("[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{image}\", \"oci-layout:out/img:1\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo baked > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n"),
+        &format!("[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"registry:{image}\", \"oci-layout:out/img:1\"]\n\n[[build]]\nname = \"b\"\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo baked > /etc/motd\"]\n\n[[build.test]]\ntype = \"file\"\npath = \"/etc/motd\"\ncontains = [\"baked\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n"),
     );
     let (manifest, log, manifest_file) = build_ok(&s, &t, "pw");
     assert!(log.contains("\"step\":\"sbom\""), "an sbom step ran: {log}");
@@ -143,6 +143,12 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         log.matches("reading the package databases").count(),
         1,
         "two artifacts of one digest are read once: {log}"
+    );
+    assert!(log.contains("in the test instance"), "{log}");
+    assert_eq!(
+        log.matches("in a fresh instance").count(),
+        1,
+        "the tests' instance is the SBOM's: {log}"
     );
     let digest = manifest["artifact"]["digest"].as_str().unwrap().to_string();
     let hex = digest.trim_start_matches("sha256:");
@@ -201,13 +207,15 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     );
     assert_eq!(in_cdx, expected, "CycloneDX vs dpkg-query");
     assert_eq!(rec["packages"], expected.len());
-    let step_ms = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["step"] == "sbom" && e["duration_ms"].is_u64())
-        .map(|e| e["duration_ms"].clone());
+    let step_ms = |step: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["step"] == step && e["duration_ms"].is_u64())
+            .map(|e| e["duration_ms"].clone())
+    };
+    let step_ms = (step_ms("test"), step_ms("sbom"));
     eprintln!(
-        "MEASURED: {} packages, SPDX and CycloneDX agree with dpkg-query; sbom step {step_ms:?} ms; SPDX {} bytes, CycloneDX {} bytes",
+        "MEASURED: {} packages, SPDX and CycloneDX agree with dpkg-query; (test, sbom) steps {step_ms:?} ms; SPDX {} bytes, CycloneDX {} bytes",
         expected.len(),
         std::fs::metadata(&spdx_file).unwrap().len(),
         std::fs::metadata(&cdx_file).unwrap().len()
@@ -368,7 +376,8 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
 }
 
 /// An apk database (in a busybox image, with Alpine's os-release): apk
-/// purls, licenses and origins; valid documents.
+/// purls, licenses and origins; valid documents. No `[[build.test]]`: the
+/// sbom step starts an instance of its own.
 #[test]
 fn apk_database_gives_apk_purls() {
     if !validators_ready() {
@@ -386,7 +395,11 @@ fn apk_database_gives_apk_purls() {
         "t.toml",
         "[image]\nname = \"bb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n",
     );
-    let (manifest, _, _) = build_ok(&s, &t, "");
+    let (manifest, log, _) = build_ok(&s, &t, "");
+    assert!(
+        log.contains("reading the package databases") && log.contains("in a fresh instance"),
+        "{log}"
+    );
     let rec = &manifest["sbom"];
     assert_eq!(rec["packages"], 2, "{rec}");
     assert_eq!(
