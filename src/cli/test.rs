@@ -102,6 +102,7 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
         hardening: vec![],
         runs: vec![],
         tests: None,
+        sbom: None,
     };
     let redactor = std::sync::Arc::new(std::sync::RwLock::new(crate::ui::Redactor::new(
         plan.sensitive_strings(),

@@ -24,6 +24,9 @@ pub enum JobError {
     /// A `[[build.test]]` failed: the artifact is not registered.
     #[error("test failed: {0}")]
     TestFailed(String),
+    /// `[build.sbom]`: the artifact's package databases could not be read.
+    #[error("sbom: {0}")]
+    Sbom(String),
     #[error("sign: {0}")]
     Sign(String),
     #[error("cancelled")]

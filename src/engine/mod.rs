@@ -14,6 +14,7 @@ mod probe;
 mod records;
 mod register;
 mod run;
+mod sbom;
 mod steps;
 mod test;
 

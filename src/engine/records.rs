@@ -100,6 +100,9 @@ pub(super) async fn write_artifact_records(
             paths.extend(paths_of);
         }
     }
+    if artifact.sbom.is_some() {
+        paths.extend(write_sboms(dir, &stem, artifact, finished, signer, &say).await?);
+    }
     let (path, bytes) = manifest::write(
         dir,
         plan,
@@ -224,4 +227,107 @@ async fn write_test_attestation(
         );
     }
     Ok(Some(paths))
+}
+
+/// The SPDX and CycloneDX documents of an artifact whose inventory the
+/// sbom step read (`artifact.sbom`): `STEM.spdx.json` and `STEM.cdx.json`
+/// beside the manifest, created at the build's end; when the build signs,
+/// each as a signed in-toto statement (`STEM.spdx.intoto.json`,
+/// `STEM.cdx.intoto.json`), attached to registry images too.
+/// `artifact.sbom` becomes the record of them for the manifest.
+async fn write_sboms(
+    dir: &Path,
+    stem: &str,
+    artifact: &mut ArtifactInfo,
+    finished: &str,
+    signer: Option<&SigningKey>,
+    say: &dyn Fn(String),
+) -> Result<Vec<PathBuf>, String> {
+    let Some(inv) = artifact
+        .sbom
+        .clone()
+        .and_then(|v| serde_json::from_value::<crate::sbom::Inventory>(v).ok())
+    else {
+        return Err(format!("no package inventory of `{}`", artifact.id));
+    };
+    let Some(digest) = artifact.digest.clone() else {
+        return Err(format!(
+            "`{}` has no content digest to describe",
+            artifact.id
+        ));
+    };
+    let subject = crate::sbom::Subject {
+        name: &artifact.id,
+        digest: &digest,
+    };
+    let mut paths = vec![];
+    let mut record = serde_json::json!({
+        "packages": inv.packages.len(),
+        "databases": inv.databases,
+        "os": { "id": inv.os_id, "version_id": inv.os_version },
+    });
+    let docs = [
+        (
+            "spdx",
+            "spdx.json",
+            crate::sbom::spdx(&inv, &subject, finished),
+            crate::sign::sbom::SPDX_PREDICATE_TYPE,
+        ),
+        (
+            "cyclonedx",
+            "cdx.json",
+            crate::sbom::cyclonedx(&inv, &subject, finished),
+            crate::sign::sbom::CYCLONEDX_PREDICATE_TYPE,
+        ),
+    ];
+    for (format, ext, doc, predicate_type) in docs {
+        let bytes = serde_json::to_vec_pretty(&doc).expect("JSON serializes");
+        let path = dir.join(format!("{stem}.{ext}"));
+        manifest::write_atomic(&path, &bytes)
+            .map_err(|e| format!("cannot write the {format} SBOM: {e}"))?;
+        paths.push(path.clone());
+        let mut attestation = serde_json::Value::Null;
+        if let Some(key) = signer {
+            let st = crate::sign::sbom::statement(&artifact.id, &digest, predicate_type, &doc);
+            let body = serde_json::to_vec(&st).expect("JSON serializes");
+            let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
+                .await
+                .map_err(|e| e.to_string())?;
+            let env_bytes = serde_json::to_vec(&env).expect("JSON serializes");
+            let att = dir.join(format!("{stem}.{format}.intoto.json"));
+            manifest::write_atomic(&att, &env_bytes)
+                .map_err(|e| format!("cannot write the {format} SBOM attestation: {e}"))?;
+            paths.push(att.clone());
+            #[allow(unused_mut)]
+            let mut attached = serde_json::Value::Null;
+            #[cfg(feature = "oci")]
+            if let Some(r) = artifact.id.strip_prefix("registry:") {
+                let target: oci_client::Reference = r.parse().map_err(|e| format!("`{r}`: {e}"))?;
+                let at = crate::sign::cosign::attach_attestation_of(
+                    &target,
+                    &digest,
+                    &env_bytes,
+                    predicate_type,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                say(format!("{format} SBOM attestation attached: `{at}`"));
+                attached = format!("registry:{at}").into();
+            }
+            say(format!("{format} SBOM attestation `{}`", att.display()));
+            attestation = serde_json::json!({ "file": att, "attached": attached, "predicateType": predicate_type });
+        }
+        say(format!(
+            "{format} SBOM `{}` ({} packages)",
+            path.display(),
+            inv.packages.len()
+        ));
+        record[format] = serde_json::json!({
+            "file": path,
+            "digest": manifest::sha256_hex(&bytes),
+            "attestation": attestation,
+        });
+    }
+    artifact.sbom = Some(record);
+    Ok(paths)
 }

@@ -65,6 +65,14 @@ pub(super) async fn run_job(
             )
             .await?;
         }
+        if ctx.plan.sbom {
+            step(
+                ctx,
+                "sbom",
+                super::sbom::sbom_artifacts(ctx, builder, &test_undo, &mut artifacts),
+            )
+            .await?;
+        }
         let reports = ctx.hardening_reports();
         for a in &mut artifacts {
             a.hardening = reports.clone();

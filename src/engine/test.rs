@@ -21,22 +21,32 @@ pub(super) async fn test_artifacts(
     undo: &Undo,
     artifacts: &mut [ArtifactInfo],
 ) -> Result<(), super::JobError> {
-    let mut done: Vec<TestReport> = vec![];
+    let mut done: Vec<(TestReport, Option<serde_json::Value>)> = vec![];
     for a in artifacts.iter_mut() {
         let seen = done
             .iter()
-            .find(|r| r.digest.is_some() && r.digest == a.digest)
+            .find(|(r, _)| r.digest.is_some() && r.digest == a.digest)
             .cloned();
-        let report = match seen {
+        let (report, inventory) = match seen {
             Some(r) => r,
             None => {
-                let r = test_artifact(ctx, builder, undo, a, &ctx.plan.tests)
+                // `[build.sbom]`: the package databases are read in the
+                // same instance, after the checks (which only look).
+                let sbom = ctx.plan.sbom && a.kind == "oci";
+                let (r, inv) = test_artifact_with(ctx, builder, undo, a, &ctx.plan.tests, sbom)
                     .await
                     .map_err(super::JobError::Test)?;
-                done.push(r.clone());
-                r
+                let inv = inv
+                    .transpose()
+                    .map_err(|e| super::JobError::Sbom(format!("`{}`: {e}", a.id)))?
+                    .map(|i| serde_json::to_value(&i).expect("JSON serializes"));
+                done.push((r.clone(), inv.clone()));
+                (r, inv)
             }
         };
+        if inventory.is_some() {
+            a.sbom = inventory;
+        }
         a.tests = Some(serde_json::to_value(&report).expect("JSON serializes"));
         if report.failed() {
             let failed = report.named(crate::imagetest::Outcome::Fail);
@@ -61,6 +71,22 @@ pub async fn test_artifact(
     artifact: &ArtifactInfo,
     tests: &[TestPlan],
 ) -> Result<TestReport, String> {
+    test_artifact_with(ctx, builder, undo, artifact, tests, false)
+        .await
+        .map(|(r, _)| r)
+}
+
+/// [`test_artifact`], and with `sbom` the package inventory read from the
+/// same instance after the tests (`Some(Err)` when it cannot be read).
+#[allow(clippy::type_complexity)]
+async fn test_artifact_with(
+    ctx: &JobContext,
+    builder: &dyn Builder,
+    undo: &Undo,
+    artifact: &ArtifactInfo,
+    tests: &[TestPlan],
+    sbom: bool,
+) -> Result<(TestReport, Option<Result<crate::sbom::Inventory, String>>), String> {
     let scratch = build_work_dir(&ctx.state_dir, &ctx.build_id)
         .join(sanitize(&ctx.name))
         .join(format!("test-files-{}", uuid::Uuid::new_v4()));
@@ -90,11 +116,32 @@ pub async fn test_artifact(
         ctx.message(m)
     })
     .await;
-    Ok(TestReport {
-        artifact: artifact.id.clone(),
-        digest: instance.digest().or_else(|| artifact.digest.clone()),
-        tests,
-    })
+    let inventory = if sbom {
+        ctx.message(format!(
+            "reading the package databases of `{}` in the test instance",
+            artifact.id
+        ));
+        let inv = crate::sbom::collect(instance.communicator()).await;
+        if let Ok(i) = &inv {
+            ctx.message(format!(
+                "{} packages in `{}` ({})",
+                i.packages.len(),
+                artifact.id,
+                i.databases.join(", ")
+            ));
+        }
+        Some(inv)
+    } else {
+        None
+    };
+    Ok((
+        TestReport {
+            artifact: artifact.id.clone(),
+            digest: instance.digest().or_else(|| artifact.digest.clone()),
+            tests,
+        },
+        inventory,
+    ))
 }
 
 /// `kiln test`: `job`'s tests against an existing artifact, in a fresh

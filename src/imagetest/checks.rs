@@ -45,8 +45,19 @@ async fn sh(comm: &dyn Communicator, script: &str, timeout: Duration) -> Result<
     })
 }
 
+/// Whether `path` exists in the instance (`test -e`).
+pub async fn path_exists(comm: &dyn Communicator, path: &str) -> Result<bool, String> {
+    let r = sh(
+        comm,
+        &format!("test -e {}", sh_quote(path)),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
+    Ok(r.code == 0)
+}
+
 /// A text file of the instance, `None` when it cannot be read.
-async fn read_text(comm: &dyn Communicator, path: &str) -> Result<Option<String>, String> {
+pub async fn read_text(comm: &dyn Communicator, path: &str) -> Result<Option<String>, String> {
     let r = sh(
         comm,
         &format!("cat {} 2>/dev/null", sh_quote(path)),

@@ -202,6 +202,7 @@ pub async fn apply(
 /// The launch template versions that still name one of the version's AMIs
 /// (in any of its regions): such a version is not deleted.
 async fn amis_in_use(v: &crate::catalog::model::Version) -> Result<Vec<String>, String> {
+    #[cfg_attr(not(feature = "ami"), allow(unused_mut))]
     let mut users = vec![];
     for a in &v.registration.artifacts {
         if a.kind != "ami" {

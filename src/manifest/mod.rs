@@ -59,6 +59,7 @@ pub fn write(
         "provenance": provenance,
         "hardening": artifact.hardening,
         "tests": artifact.tests,
+        "sbom": artifact.sbom,
         "catalog": catalog,
         "started": started,
         "finished": finished,

@@ -11,6 +11,7 @@ pub mod blob;
 pub mod cosign;
 pub mod dsse;
 pub mod provenance;
+pub mod sbom;
 pub mod testresult;
 
 use std::io::Write;

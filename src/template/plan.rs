@@ -195,6 +195,9 @@ pub struct JobPlan {
     pub tests: Vec<TestPlan>,
     pub sign: Option<BTreeMap<String, Value>>,
     pub register: Option<BTreeMap<String, Value>>,
+    /// `[build.sbom] enabled`: SPDX and CycloneDX documents of each
+    /// artifact, read from a fresh instance of it after `snapshot`.
+    pub sbom: bool,
     /// `[build.rebuild] when`; empty: the default, `["inputs", "base"]`.
     pub rebuild: Vec<RebuildTrigger>,
 }

@@ -64,6 +64,12 @@ pub struct ArtifactInfo {
     /// attestation; not in events.
     #[serde(skip)]
     pub tests: Option<serde_json::Value>,
+    /// `[build.sbom]`: the artifact's package inventory
+    /// (`sbom::Inventory`) after the sbom step, replaced by the record of
+    /// the written documents (paths, digests, attestations) for the
+    /// manifest; not in events.
+    #[serde(skip)]
+    pub sbom: Option<serde_json::Value>,
 }
 
 /// One job's line in the final summary.

@@ -112,6 +112,7 @@ impl Instance for TestInstance {
             hardening: vec![],
             runs: vec![],
             tests: None,
+            sbom: None,
             signatures: vec![],
             kind: "test".into(),
             id: self.job.clone(),

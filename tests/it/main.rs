@@ -32,6 +32,8 @@ mod readme;
 #[cfg(feature = "oci")]
 mod registry_auth;
 #[cfg(feature = "oci")]
+mod sbom;
+#[cfg(feature = "oci")]
 mod sign;
 mod templates;
 mod vault;

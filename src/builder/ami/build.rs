@@ -307,6 +307,7 @@ impl Instance for AmiInstance {
                     hardening: vec![],
                     runs: vec![],
                     tests: None,
+                    sbom: None,
                 }
             })
             .collect())

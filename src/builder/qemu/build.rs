@@ -896,6 +896,7 @@ impl Instance for QemuInstance {
             hardening: vec![],
             runs: vec![],
             tests: None,
+            sbom: None,
         }])
     }
 }

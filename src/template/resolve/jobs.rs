@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tables::{BUILD_KEYS, REBUILD_FIELDS, REGISTER_FIELDS, SIGN_FIELDS};
+use super::tables::{BUILD_KEYS, REBUILD_FIELDS, REGISTER_FIELDS, SBOM_FIELDS, SIGN_FIELDS};
 use super::Template;
 use crate::template::diagnostic::{did_you_mean, Diagnostic, Span};
 use crate::template::eval::{JobRefs, Scope};
@@ -290,6 +290,12 @@ impl Template {
                 };
             let sign = sub("sign", SIGN_FIELDS);
             let register = sub("register", REGISTER_FIELDS);
+            let sbom = sub("sbom", SBOM_FIELDS).map(|m| {
+                matches!(
+                    m.as_ref().and_then(|m| m.get("enabled")),
+                    Some(Value::Bool(true))
+                )
+            });
             if let Some(Some(r)) = &register {
                 if let Some(Value::List(channels)) = r.get("channels") {
                     let span = build
@@ -345,6 +351,7 @@ impl Template {
                 tests: test_plans,
                 sign: sign?,
                 register: register?,
+                sbom: sbom?,
                 rebuild: rebuild?,
             })
         })

@@ -42,6 +42,7 @@ pub(super) const SECRET_FIELDS: &[Field] = &[
 ];
 pub(super) const SIGN_FIELDS: &[Field] = &[Field::req("key", Kind::Str)];
 pub(super) const REGISTER_FIELDS: &[Field] = &[Field::opt("channels", STR_LIST)];
+pub(super) const SBOM_FIELDS: &[Field] = &[Field::opt("enabled", Kind::Bool)];
 pub(super) const BUILD_KEYS: &[&str] = &[
     "name",
     "description",
@@ -51,6 +52,7 @@ pub(super) const BUILD_KEYS: &[&str] = &[
     "sign",
     "register",
     "rebuild",
+    "sbom",
 ];
 pub(super) const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
 
@@ -71,6 +73,7 @@ mod tests {
             ("secrets.*", SECRET_FIELDS),
             ("build.sign", SIGN_FIELDS),
             ("build.register", REGISTER_FIELDS),
+            ("build.sbom", SBOM_FIELDS),
         ] {
             missing.extend(undocumented(&format!("[{table}] "), fields, &docs));
         }

@@ -1,0 +1,110 @@
+//! `kiln sbom MANIFEST [--format spdx|cyclonedx] [--key PUB]`: prints the
+//! SBOM a build recorded for an artifact. The manifest names the document
+//! and its sha256; the document is printed only when its bytes match.
+//! With `--key` the manifest's own signature is verified first, and so is
+//! the document's signed attestation (its predicate must be the document,
+//! byte for byte as JSON).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use super::Exit;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Spdx,
+    Cyclonedx,
+}
+
+#[derive(Args, Debug)]
+pub struct SbomArgs {
+    /// Which document: SPDX 2.3 JSON or CycloneDX 1.6 JSON.
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub format: Format,
+    /// Verify the manifest's signature (`X.dsse.json`) and the SBOM's
+    /// attestation with this public key first.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
+    /// The build manifest of the artifact (`X.json` or `X.dsse.json`).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+}
+
+pub fn exec(args: SbomArgs) -> Exit {
+    match document(&args.manifest, args.format, args.key.as_deref()) {
+        Ok((bytes, note)) => {
+            eprintln!("{note}");
+            println!("{}", String::from_utf8_lossy(&bytes).trim_end());
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+fn document(
+    manifest: &Path,
+    format: Format,
+    key: Option<&Path>,
+) -> Result<(Vec<u8>, String), String> {
+    let (m, note) = super::show_manifest::load(manifest, key)?;
+    let name = match format {
+        Format::Spdx => "spdx",
+        Format::Cyclonedx => "cyclonedx",
+    };
+    let rec = &m["sbom"][name];
+    if rec.is_null() {
+        return Err(format!(
+            "`{}` records no {name} SBOM (build with `[build.sbom] enabled = true`; SBOMs of qemu/ami artifacts are not supported yet)",
+            manifest.display()
+        ));
+    }
+    let file = PathBuf::from(rec["file"].as_str().unwrap_or_default());
+    let bytes =
+        std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let digest = crate::manifest::sha256_hex(&bytes);
+    if rec["digest"].as_str() != Some(digest.as_str()) {
+        return Err(format!(
+            "`{}` is {digest}, not the {} its manifest recorded",
+            file.display(),
+            rec["digest"]
+        ));
+    }
+    let mut note = format!(
+        "{name} SBOM `{}` matches its manifest ({note})",
+        file.display()
+    );
+    if let Some(k) = key {
+        let att = &rec["attestation"];
+        let Some(att_file) = att["file"].as_str() else {
+            return Err(format!(
+                "the build did not sign the {name} SBOM: no attestation to verify with `{}`",
+                k.display()
+            ));
+        };
+        let public = crate::sign::load_public_key(k).map_err(|e| e.to_string())?;
+        let env = std::fs::read(att_file).map_err(|e| format!("cannot read `{att_file}`: {e}"))?;
+        let body =
+            crate::sign::dsse::verify_bytes(&env, crate::sign::provenance::PAYLOAD_TYPE, &public)
+                .map_err(|e| format!("`{att_file}`: {e}"))?;
+        let st: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("`{att_file}`: not a statement: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}`: not JSON: {e}", file.display()))?;
+        let hex = m["artifact"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("sha256:");
+        if st["predicate"] != doc || st["subject"][0]["digest"]["sha256"] != hex {
+            return Err(format!(
+                "`{att_file}` does not attest this document for the artifact {}",
+                m["artifact"]["digest"]
+            ));
+        }
+        note.push_str(&format!("; attestation `{att_file}` verified"));
+    }
+    Ok((bytes, note))
+}

@@ -1,0 +1,67 @@
+//! The sbom step (`[build.sbom] enabled = true`), after `snapshot` (and
+//! the tests, which read the inventory in their own instance when there
+//! are `[[build.test]]`s): each distinct OCI artifact not read yet is
+//! started fresh by its builder, its package databases read through the instance's
+//! communicator (`sbom::collect`), and the inventory kept on the artifact;
+//! `records` writes the SPDX and CycloneDX documents from it. A failure
+//! to read fails the job: an SBOM that was asked for is never silently
+//! missing. Other artifact kinds get a message: not supported yet.
+
+use crate::builder::Builder;
+use crate::job::{JobContext, Undo};
+use crate::ui::ArtifactInfo;
+
+/// Reads the inventory of every OCI artifact (once per digest) onto
+/// `artifact.sbom`; the instances stay on `undo` for the caller to unwind.
+pub(super) async fn sbom_artifacts(
+    ctx: &JobContext,
+    builder: &dyn Builder,
+    undo: &Undo,
+    artifacts: &mut [ArtifactInfo],
+) -> Result<(), super::JobError> {
+    let mut done: Vec<(String, serde_json::Value)> = vec![];
+    for a in artifacts.iter_mut() {
+        if a.sbom.is_some() {
+            // Read in the test instance already.
+            continue;
+        }
+        if a.kind != "oci" || !builder.can_test() {
+            ctx.message(format!(
+                "SBOM for {} artifacts is not supported yet: `{}` has none",
+                a.kind, a.id
+            ));
+            continue;
+        }
+        let Some(digest) = a.digest.clone() else {
+            return Err(super::JobError::Sbom(format!(
+                "`{}` has no content digest to describe",
+                a.id
+            )));
+        };
+        if let Some((_, inv)) = done.iter().find(|(d, _)| *d == digest) {
+            a.sbom = Some(inv.clone());
+            continue;
+        }
+        ctx.message(format!(
+            "reading the package databases of `{}` ({digest}) in a fresh instance",
+            a.id
+        ));
+        let instance = builder
+            .launch_artifact(ctx, undo, a)
+            .await
+            .map_err(|e| super::JobError::Sbom(e.to_string()))?;
+        let inv = crate::sbom::collect(instance.communicator())
+            .await
+            .map_err(|e| super::JobError::Sbom(format!("`{}`: {e}", a.id)))?;
+        ctx.message(format!(
+            "{} packages in `{}` ({})",
+            inv.packages.len(),
+            a.id,
+            inv.databases.join(", ")
+        ));
+        let value = serde_json::to_value(&inv).expect("JSON serializes");
+        done.push((digest, value.clone()));
+        a.sbom = Some(value);
+    }
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! Software bills of materials of a produced artifact: what its package
+//! databases say is installed (dpkg's `/var/lib/dpkg/status`, apk's
+//! `/lib/apk/db/installed`, with `/etc/os-release` for the distribution),
+//! read from a fresh instance of the artifact through a [`Communicator`],
+//! written as SPDX 2.3 JSON ([`spdx`]) and CycloneDX 1.6 JSON
+//! ([`cyclonedx`]) with the artifact's digest as the described subject.
+//!
+//! Output is deterministic: packages sorted, ids derived from the package
+//! URL, the creation time given by the caller (the build's), the document
+//! namespace and serial number derived from the artifact's digest.
+//!
+//! Not supported yet: rpm databases (an instance with one fails
+//! [`collect`] rather than giving an empty bill), licenses of dpkg
+//! packages (dpkg does not record them; `NOASSERTION`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::communicator::Communicator;
+
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+pub const APK_INSTALLED: &str = "/lib/apk/db/installed";
+pub const OS_RELEASE: &str = "/etc/os-release";
+const RPM_DBS: &[&str] = &[
+    "/var/lib/rpm/rpmdb.sqlite",
+    "/var/lib/rpm/Packages",
+    "/usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
+
+/// The package manager a package was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ecosystem {
+    Deb,
+    Apk,
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Package {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub version: String,
+    pub arch: Option<String>,
+    /// The source package (dpkg `Source:`, apk `o:`) and its version,
+    /// when the database records one.
+    pub source: Option<(String, String)>,
+    /// A license as the database records it (apk `L:`), not checked to
+    /// be an SPDX expression.
+    pub license: Option<String>,
+}
+
+/// What an artifact contains, as read from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// `/etc/os-release` `ID` (`debian`, `alpine`, …).
+    pub os_id: Option<String>,
+    /// `/etc/os-release` `VERSION_ID`.
+    pub os_version: Option<String>,
+    /// `/etc/os-release` `PRETTY_NAME`.
+    pub os_name: Option<String>,
+    /// The databases read (paths in the artifact).
+    pub databases: Vec<String>,
+    /// Sorted, without duplicates.
+    pub packages: Vec<Package>,
+}
+
+/// What the documents describe: the artifact and its content digest.
+pub struct Subject<'a> {
+    /// The artifact's id (`oci-layout:DIR:TAG`, `registry:REF`, …).
+    pub name: &'a str,
+    /// `sha256:HEX`.
+    pub digest: &'a str,
+}
+
+/// The value of one `Field:` of a dpkg paragraph.
+fn field<'a>(para: &'a str, key: &str) -> Option<&'a str> {
+    para.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// The installed packages of a dpkg status file (status `install ok
+/// installed`; half-installed and config-files entries are left out).
+pub fn parse_dpkg(status: &str) -> Vec<Package> {
+    let mut out = vec![];
+    for para in status.split("\n\n") {
+        let (Some(name), Some(version)) = (field(para, "Package"), field(para, "Version")) else {
+            continue;
+        };
+        if !field(para, "Status").is_some_and(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let source = field(para, "Source").map(|s| match s.split_once(' ') {
+            Some((n, v)) => (
+                n.to_string(),
+                v.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .to_string(),
+            ),
+            None => (s.to_string(), version.to_string()),
+        });
+        out.push(Package {
+            ecosystem: Ecosystem::Deb,
+            name: name.into(),
+            version: version.into(),
+            arch: field(para, "Architecture").map(String::from),
+            source,
+            license: None,
+        });
+    }
+    out
+}
+
+/// The installed packages of apk's database (`P:` name, `V:` version,
+/// `A:` arch, `L:` license, `o:` origin — the source package).
+pub fn parse_apk(db: &str) -> Vec<Package> {
+    let mut out = vec![];
+    for para in db.split("\n\n") {
+        let f = |k: &str| para.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+        let (Some(name), Some(version)) = (f("P:"), f("V:")) else {
+            continue;
+        };
+        out.push(Package {
+            ecosystem: Ecosystem::Apk,
+            name: name.into(),
+            version: version.into(),
+            arch: f("A:").map(String::from),
+            source: f("o:").map(|o| (o.to_string(), version.to_string())),
+            license: f("L:").filter(|l| !l.is_empty()).map(String::from),
+        });
+    }
+    out
+}
+
+/// One `KEY=value` of `/etc/os-release` (quotes removed).
+pub fn os_release_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix(key)?.strip_prefix('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+impl Inventory {
+    /// An inventory from the texts of the files (each `None` when absent).
+    pub fn from_texts(os_release: Option<&str>, dpkg: Option<&str>, apk: Option<&str>) -> Self {
+        let mut inv = Inventory::default();
+        if let Some(os) = os_release {
+            inv.os_id = os_release_value(os, "ID");
+            inv.os_version = os_release_value(os, "VERSION_ID");
+            inv.os_name = os_release_value(os, "PRETTY_NAME");
+        }
+        if let Some(s) = dpkg {
+            inv.databases.push(DPKG_STATUS.into());
+            inv.packages.extend(parse_dpkg(s));
+        }
+        if let Some(s) = apk {
+            inv.databases.push(APK_INSTALLED.into());
+            inv.packages.extend(parse_apk(s));
+        }
+        inv.packages.sort();
+        inv.packages.dedup();
+        inv
+    }
+
+    /// The package URL of `p`: `pkg:deb/debian/NAME@VERSION?arch=…&distro=debian-12`.
+    pub fn purl(&self, p: &Package) -> String {
+        let (ty, default_ns) = match p.ecosystem {
+            Ecosystem::Deb => ("deb", "debian"),
+            Ecosystem::Apk => ("apk", "alpine"),
+        };
+        let ns = self.os_id.as_deref().unwrap_or(default_ns);
+        let mut q = vec![];
+        if let Some(a) = &p.arch {
+            q.push(format!("arch={}", pct(a)));
+        }
+        if let (Some(id), Some(v)) = (&self.os_id, &self.os_version) {
+            q.push(format!("distro={}", pct(&format!("{id}-{v}"))));
+        }
+        if let Some((src, _)) = &p.source {
+            if src != &p.name {
+                q.push(format!("upstream={}", pct(src)));
+            }
+        }
+        let mut s = format!("pkg:{ty}/{}/{}@{}", pct(ns), pct(&p.name), pct(&p.version));
+        if !q.is_empty() {
+            s.push('?');
+            s.push_str(&q.join("&"));
+        }
+        s
+    }
+}
+
+/// Percent-encoding of a purl component (everything but unreserved
+/// characters).
+fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A stable id of a package: its name (in SPDX id characters) and a hash
+/// of its purl.
+fn package_id(purl: &str, p: &Package) -> String {
+    let name: String = p
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{name}-{}", &sha256_hex(purl)[..12])
+}
+
+/// An SPDX/CycloneDX timestamp (`YYYY-MM-DDThh:mm:ssZ`) from any RFC 3339
+/// time; the input unchanged when it does not parse.
+pub fn timestamp(rfc3339: &str) -> String {
+    humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+fn source_text(p: &Package) -> Option<String> {
+    p.source
+        .as_ref()
+        .map(|(n, v)| format!("built package from: {n} {v}"))
+}
+
+/// The SPDX 2.3 JSON document: the artifact as a package with its digest
+/// (`documentDescribes`), each installed package `CONTAINED_BY`… — stated
+/// as the artifact `CONTAINS` it — with its purl, and its source package
+/// in `sourceInfo` (`built package from: NAME VERSION`).
+pub fn spdx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
+    let hex = subject.digest.trim_start_matches("sha256:");
+    let mut packages = vec![json!({
+        "SPDXID": "SPDXRef-Artifact",
+        "name": subject.name,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": hex }],
+        "primaryPackagePurpose": "CONTAINER",
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })];
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-Artifact",
+    })];
+    if let Some(os) = &inv.os_id {
+        packages.push(json!({
+            "SPDXID": "SPDXRef-OperatingSystem",
+            "name": os,
+            "versionInfo": inv.os_version.clone().unwrap_or_default(),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "OPERATING-SYSTEM",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "comment": inv.os_name.clone().unwrap_or_default(),
+        }));
+        relationships.push(json!({
+            "spdxElementId": "SPDXRef-Artifact",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": "SPDXRef-OperatingSystem",
+        }));
+    }
+    for p in &inv.packages {
+        let purl = inv.purl(p);
+        let id = format!("SPDXRef-Package-{}", package_id(&purl, p));
+        let mut pkg = json!({
+            "SPDXID": id,
+            "name": p.name,
+            "versionInfo": p.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "LIBRARY",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": purl,
+            }],
+        });
+        if let Some(s) = source_text(p) {
+            pkg["sourceInfo"] = s.into();
+        }
+        if let Some(l) = &p.license {
+            pkg["licenseComments"] = format!("as recorded by the package database: {l}").into();
+        }
+        packages.push(pkg);
+        relationships.push(json!({
+            "spdxElementId": "SPDXRef-Artifact",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": subject.name,
+        "documentNamespace": format!("https://kiln.invalid/spdx/sha256/{hex}"),
+        "creationInfo": {
+            "created": timestamp(created),
+            "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
+            "comment": format!("read from {} of the artifact", inv.databases.join(", ")),
+        },
+        "documentDescribes": ["SPDXRef-Artifact"],
+        "packages": packages,
+        "relationships": relationships,
+    })
+}
+
+/// A UUID (version 5 layout) from a digest, for a stable serial number.
+fn uuid_of(hex: &str) -> String {
+    let h = Sha256::digest(format!("kiln-cyclonedx:{hex}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(b).to_string()
+}
+
+/// The CycloneDX 1.6 JSON document: the artifact as
+/// `metadata.component` (type `container`, its SHA-256), the operating
+/// system and each installed package as components with purls, the
+/// source package as `kiln:package:source` properties.
+pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
+    let hex = subject.digest.trim_start_matches("sha256:");
+    let mut components = vec![];
+    if let Some(os) = &inv.os_id {
+        let mut c = json!({
+            "type": "operating-system",
+            "bom-ref": "os",
+            "name": os,
+        });
+        if let Some(v) = &inv.os_version {
+            c["version"] = v.clone().into();
+        }
+        if let Some(n) = &inv.os_name {
+            c["description"] = n.clone().into();
+        }
+        components.push(c);
+    }
+    for p in &inv.packages {
+        let purl = inv.purl(p);
+        let mut c = json!({
+            "type": "library",
+            "bom-ref": purl,
+            "name": p.name,
+            "version": p.version,
+            "purl": purl,
+        });
+        if let Some(l) = &p.license {
+            c["licenses"] = json!([{ "license": { "name": l } }]);
+        }
+        let mut props = vec![];
+        if let Some((n, v)) = &p.source {
+            props.push(json!({ "name": "kiln:package:source", "value": n }));
+            props.push(json!({ "name": "kiln:package:source-version", "value": v }));
+        }
+        if let Some(a) = &p.arch {
+            props.push(json!({ "name": "kiln:package:arch", "value": a }));
+        }
+        if !props.is_empty() {
+            c["properties"] = props.into();
+        }
+        components.push(c);
+    }
+    json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": format!("urn:uuid:{}", uuid_of(hex)),
+        "version": 1,
+        "metadata": {
+            "timestamp": timestamp(created),
+            "tools": { "components": [{ "type": "application", "name": "kiln", "version": env!("CARGO_PKG_VERSION") }] },
+            "component": {
+                "type": "container",
+                "bom-ref": "artifact",
+                "name": subject.name,
+                "hashes": [{ "alg": "SHA-256", "content": hex }],
+            },
+            "properties": [{ "name": "kiln:databases", "value": inv.databases.join(",") }],
+        },
+        "components": components,
+    })
+}
+
+/// Reads the package databases of a running instance of the artifact;
+/// `Err` when none can be read or the instance has an rpm database (not
+/// supported yet).
+pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
+    use crate::imagetest::checks::read_text;
+    let os = read_text(comm, OS_RELEASE).await?;
+    let os = match os {
+        Some(t) => Some(t),
+        None => read_text(comm, "/usr/lib/os-release").await?,
+    };
+    let dpkg = read_text(comm, DPKG_STATUS).await?;
+    let apk = read_text(comm, APK_INSTALLED).await?;
+    for rpm in RPM_DBS {
+        if exists(comm, rpm).await {
+            return Err(format!(
+                "the artifact has an rpm database (`{rpm}`): SBOMs of rpm-based images are not supported yet"
+            ));
+        }
+    }
+    if dpkg.is_none() && apk.is_none() {
+        return Err(format!(
+            "no package database found in the artifact (`{DPKG_STATUS}`, `{APK_INSTALLED}`; rpm is not supported yet)"
+        ));
+    }
+    Ok(Inventory::from_texts(
+        os.as_deref(),
+        dpkg.as_deref(),
+        apk.as_deref(),
+    ))
+}
+
+async fn exists(comm: &dyn Communicator, path: &str) -> bool {
+    crate::imagetest::checks::path_exists(comm, path)
+        .await
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DPKG: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: glibc\nVersion: 2.36-9+deb12u4\n\nPackage: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n\nPackage: libstdc++6\nStatus: install ok installed\nArchitecture: amd64\nSource: gcc-12 (12.2.0-14)\nVersion: 12.2.0-14\n\nPackage: bsdutils\nStatus: install ok installed\nArchitecture: amd64\nSource: util-linux (2.38.1-5)\nVersion: 1:2.38.1-5+deb12u1\nDescription: basic utilities\n more\n";
+    const OS: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
+
+    fn subject() -> (String, String) {
+        (
+            "oci-layout:/out:1".into(),
+            format!("sha256:{}", "ab".repeat(32)),
+        )
+    }
+
+    #[test]
+    fn dpkg_packages_with_sources_and_purls() {
+        let inv = Inventory::from_texts(Some(OS), Some(DPKG), None);
+        let names: Vec<_> = inv.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["bsdutils", "libc6", "libstdc++6"]);
+        let bsd = &inv.packages[0];
+        assert_eq!(bsd.source, Some(("util-linux".into(), "2.38.1-5".into())));
+        assert_eq!(
+            inv.purl(bsd),
+            "pkg:deb/debian/bsdutils@1%3A2.38.1-5%2Bdeb12u1?arch=amd64&distro=debian-12&upstream=util-linux"
+        );
+        assert_eq!(
+            inv.packages[1].source,
+            Some(("glibc".into(), "2.36-9+deb12u4".into()))
+        );
+        assert_eq!(
+            inv.purl(&inv.packages[2]),
+            "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14?arch=amd64&distro=debian-12&upstream=gcc-12"
+        );
+    }
+
+    #[test]
+    fn apk_packages() {
+        let db = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r5\nA:x86_64\nL:GPL-2.0-only\no:busybox\n";
+        let inv = Inventory::from_texts(Some("ID=alpine\nVERSION_ID=3.19.1\n"), None, Some(db));
+        assert_eq!(inv.packages.len(), 2);
+        assert_eq!(
+            inv.purl(&inv.packages[0]),
+            "pkg:apk/alpine/busybox-binsh@1.36.1-r5?arch=x86_64&distro=alpine-3.19.1&upstream=busybox"
+        );
+        assert_eq!(inv.packages[1].license.as_deref(), Some("MIT"));
+    }
+
+    #[test]
+    fn documents_are_deterministic_and_describe_the_artifact() {
+        let inv = Inventory::from_texts(Some(OS), Some(DPKG), None);
+        let (name, digest) = subject();
+        let s = Subject {
+            name: &name,
+            digest: &digest,
+        };
+        let a = spdx(&inv, &s, "2026-12-06T20:00:00.123Z");
+        assert_eq!(a, spdx(&inv, &s, "2026-12-06T20:00:00.123Z"));
+        assert_eq!(a["creationInfo"]["created"], "2026-12-06T20:00:00Z");
+        assert_eq!(a["documentDescribes"][0], "SPDXRef-Artifact");
+        assert_eq!(
+            a["packages"][0]["checksums"][0]["checksumValue"],
+            "ab".repeat(32)
+        );
+        // artifact, OS, three packages
+        assert_eq!(a["packages"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            a["packages"][2]["sourceInfo"],
+            "built package from: util-linux 2.38.1-5"
+        );
+        let c = cyclonedx(&inv, &s, "2026-12-06T20:00:00Z");
+        assert_eq!(c, cyclonedx(&inv, &s, "2026-12-06T20:00:00Z"));
+        assert_eq!(
+            c["metadata"]["component"]["hashes"][0]["content"],
+            "ab".repeat(32)
+        );
+        assert_eq!(c["components"].as_array().unwrap().len(), 4);
+        assert!(c["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
+    }
+
+    #[test]
+    fn os_release_values() {
+        assert_eq!(os_release_value(OS, "ID").as_deref(), Some("debian"));
+        assert_eq!(os_release_value(OS, "VERSION_ID").as_deref(), Some("12"));
+        assert_eq!(os_release_value("ID='x'\n", "ID").as_deref(), Some("x"));
+        assert_eq!(os_release_value(OS, "VERSION"), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! SBOMs as in-toto attestations: an in-toto Statement v1 whose predicate
+//! is the whole SPDX 2.3 document (`https://spdx.dev/Document`) or
+//! CycloneDX 1.6 document (`https://cyclonedx.org/bom`), its subject the
+//! artifact's digest — what `cosign attest --type spdxjson|cyclonedx`
+//! makes. Signed into DSSE envelopes like the provenance.
+
+use serde_json::json;
+
+use super::provenance::{sha256_map, STATEMENT_TYPE};
+
+pub const SPDX_PREDICATE_TYPE: &str = "https://spdx.dev/Document";
+pub const CYCLONEDX_PREDICATE_TYPE: &str = "https://cyclonedx.org/bom";
+
+/// The statement of `document` about the artifact `name` with `digest`.
+pub fn statement(
+    name: &str,
+    digest: &str,
+    predicate_type: &str,
+    document: &serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{ "name": name, "digest": sha256_map(Some(digest)) }],
+        "predicateType": predicate_type,
+        "predicate": document,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_the_predicate() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let doc = json!({ "spdxVersion": "SPDX-2.3" });
+        let s = statement("oci-layout:/o", &d, SPDX_PREDICATE_TYPE, &doc);
+        assert_eq!(s["subject"][0]["digest"]["sha256"], "ab".repeat(32));
+        assert_eq!(s["predicate"], doc);
+        assert_eq!(s["predicateType"], SPDX_PREDICATE_TYPE);
+    }
+}
