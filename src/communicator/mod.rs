@@ -75,6 +75,12 @@ impl CommError {
     }
 }
 
+/// A single-quoted `sh` word: what scripts sent to an instance use for
+/// any path or value they name.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Talks to one instance.
 ///
 /// Contract: `exec` streams every output line to `output` before it

@@ -303,11 +303,6 @@ impl LineSplitter {
     }
 }
 
-/// A single-quoted shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The stdin that sets up the environment: `export NAME='value'` lines,
 /// read by the remote shell with `. /dev/stdin`.
 fn env_script(env: &[(String, String)]) -> Result<String, CommError> {
@@ -318,7 +313,7 @@ fn env_script(env: &[(String, String)]) -> Result<String, CommError> {
                 "`{k}` is not a valid environment variable name"
             )));
         }
-        out.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        out.push_str(&format!("export {k}={}\n", super::sh_quote(v)));
     }
     Ok(out)
 }
@@ -338,18 +333,18 @@ impl Communicator for SshCommunicator {
             let _ = sftp.close().await;
         }
         let cd = match &cmd.workdir {
-            Some(w) => format!("cd {} && ", shell_quote(w)),
+            Some(w) => format!("cd {} && ", super::sh_quote(w)),
             None => String::new(),
         };
         // The environment arrives on stdin, so no secret is ever part of
         // the command line the guest's `ps` would show.
         let command = format!(
             "{cd}. /dev/stdin; {remote}; rc=$?; rm -f {remote}; exit $rc",
-            remote = shell_quote(&remote)
+            remote = super::sh_quote(&remote)
         );
         let env = env_script(&cmd.env)?;
         self.run(
-            &format!("/bin/sh -c {}", shell_quote(&command)),
+            &format!("/bin/sh -c {}", super::sh_quote(&command)),
             env.as_bytes(),
             output,
             cmd.timeout,
@@ -366,7 +361,7 @@ impl Communicator for SshCommunicator {
             .filter(|p| !p.as_os_str().is_empty())
         {
             let mut ignore = |_: Stream, _: String| {};
-            let mkdir = format!("mkdir -p {}", shell_quote(&parent.to_string_lossy()));
+            let mkdir = format!("mkdir -p {}", super::sh_quote(&parent.to_string_lossy()));
             let code = self.run(&mkdir, b"", &mut ignore, None).await?;
             if code != 0 {
                 return Err(CommError::Refused(format!(

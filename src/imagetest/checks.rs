@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{self, sh_quote};
+use super::parse;
 use super::{CheckResult, Outcome};
-use crate::communicator::{Communicator, RemoteCommand};
+use crate::communicator::{sh_quote, Communicator, RemoteCommand};
 use crate::template::plan::TestPlan;
 use crate::template::Value;
 use crate::ui::Stream;

@@ -135,11 +135,6 @@ pub fn same_mode(expected: &str, observed: &str) -> bool {
     p(expected).is_some() && p(expected) == p(observed)
 }
 
-/// Single-quotes a string for `sh`.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +191,6 @@ mod tests {
         assert!(same_mode("0755", "755"));
         assert!(!same_mode("0644", "600"));
         assert!(!same_mode("rw", "rw"));
-        assert_eq!(sh_quote("a'b"), r"'a'\''b'");
+        assert_eq!(crate::communicator::sh_quote("a'b"), r"'a'\''b'");
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
-use crate::communicator::{CommError, Communicator, RemoteCommand};
+use crate::communicator::{sh_quote, CommError, Communicator, RemoteCommand};
 use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{Field, Kind, STR_LIST};
@@ -346,11 +346,6 @@ fn local_mode(p: &Path) -> Option<u32> {
     std::fs::metadata(p)
         .ok()
         .map(|m| m.permissions().mode() & 0o777)
-}
-
-/// A single-quoted shell word.
-pub(super) fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[async_trait]

@@ -118,3 +118,14 @@ pub fn settings_problems(
 pub(crate) fn text(plan: &ProvisionerPlan, key: &str) -> Option<String> {
     plan.config.get(key).and_then(|v| v.as_interpolated())
 }
+
+/// A list of strings setting (empty when unset).
+pub(crate) fn list(plan: &ProvisionerPlan, key: &str) -> Vec<String> {
+    match plan.config.get(key) {
+        Some(crate::template::Value::List(l)) => l
+            .iter()
+            .filter_map(crate::template::Value::as_interpolated)
+            .collect(),
+        _ => vec![],
+    }
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{text, ProvisionError, Provisioner};
-use crate::communicator::{CommError, Communicator, RemoteCommand};
+use crate::communicator::{sh_quote, CommError, Communicator, RemoteCommand};
 use crate::job::JobContext;
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
@@ -416,11 +416,6 @@ async fn boot_id(comm: &dyn Communicator) -> Option<String> {
         Ok(0) if !id.is_empty() => Some(id),
         _ => None,
     }
-}
-
-/// A single-quoted shell word.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[async_trait]

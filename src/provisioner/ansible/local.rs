@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::communicator::{Communicator, RemoteCommand};
+use crate::communicator::{sh_quote, Communicator, RemoteCommand};
 use crate::job::JobContext;
-use crate::provisioner::file::{run_quiet, sh_quote, upload_folder};
-use crate::provisioner::{text, ProvisionError, Provisioner};
+use crate::provisioner::file::{run_quiet, upload_folder};
+use crate::provisioner::{list, text, ProvisionError, Provisioner};
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
 use crate::template::Value;
@@ -50,13 +50,6 @@ pub struct AnsibleLocal {
     galaxy_command: String,
     timeout: Option<std::time::Duration>,
     at: String,
-}
-
-fn list(plan: &ProvisionerPlan, key: &str) -> Vec<String> {
-    match plan.config.get(key) {
-        Some(Value::List(l)) => l.iter().filter_map(Value::as_interpolated).collect(),
-        _ => vec![],
-    }
 }
 
 impl AnsibleLocal {

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{text, ProvisionError, Provisioner};
+use super::{list, text, ProvisionError, Provisioner};
 use crate::communicator::local::LocalCommunicator;
-use crate::communicator::{Communicator, HostAccess, RemoteCommand};
+use crate::communicator::{sh_quote, Communicator, HostAccess, RemoteCommand};
 use crate::job::{JobContext, Resource};
 use crate::template::plan::ProvisionerPlan;
 use crate::template::schema::{parse_duration, Field, Kind, STR, STR_LIST};
@@ -73,18 +73,6 @@ pub struct Ansible {
     command: String,
     timeout: Option<std::time::Duration>,
     at: String,
-}
-
-fn list(plan: &ProvisionerPlan, key: &str) -> Vec<String> {
-    match plan.config.get(key) {
-        Some(Value::List(l)) => l.iter().filter_map(Value::as_interpolated).collect(),
-        _ => vec![],
-    }
-}
-
-/// A single-quoted shell word.
-fn q(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Ansible {
@@ -211,14 +199,14 @@ impl Ansible {
     fn script(&self, dir: &Path) -> String {
         let mut args = vec![
             "-i".to_string(),
-            q(&dir.join("inventory").display().to_string()),
+            sh_quote(&dir.join("inventory").display().to_string()),
         ];
         if !self.extra_vars.is_empty() {
             args.push("-e".into());
-            args.push(q(&format!("@{}", dir.join("vars.json").display())));
+            args.push(sh_quote(&format!("@{}", dir.join("vars.json").display())));
         }
-        args.extend(self.extra_arguments.iter().map(|a| q(a)));
-        args.push(q(&self.playbook.display().to_string()));
+        args.extend(self.extra_arguments.iter().map(|a| sh_quote(a)));
+        args.push(sh_quote(&self.playbook.display().to_string()));
         format!("exec {} {}\n", self.command, args.join(" "))
     }
 
@@ -276,7 +264,7 @@ impl Ansible {
         let _ = comm
             .exec(
                 &RemoteCommand {
-                    script: format!("rm -rf {}", q(remote_tmp)),
+                    script: format!("rm -rf {}", sh_quote(remote_tmp)),
                     ..Default::default()
                 },
                 &mut |_, _| {},
