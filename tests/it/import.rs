@@ -295,13 +295,7 @@ build {
 }
 "#,
     );
-    let o = s
-        .kiln()
-        .args(["import", "packer", "t.pkr.hcl", "-o", "kiln.toml"])
-        .output()
-        .unwrap();
-    let (_, err) = text(&o);
-    let out = std::fs::read_to_string(s.path().join("kiln.toml")).expect("kiln.toml");
+    let (out, err) = import_to(&s, "t.pkr.hcl", "kiln.toml");
     for want in [
         "machine_type = \"q35\"",
         "cpu_model = \"host\"",
@@ -337,18 +331,13 @@ build {
 }
 "#,
     );
-    let o = s
-        .kiln()
-        .args(["import", "packer", "u.pkr.hcl", "-o", "u.toml"])
-        .output()
-        .unwrap();
-    let out = std::fs::read_to_string(s.path().join("u.toml")).expect("u.toml");
+    let (out, err) = import_to(&s, "u.pkr.hcl", "u.toml");
     assert!(
         out.contains(
             "disk_urls = [\"https://a.example/debian.qcow2\", \"https://b.example/debian.qcow2\"]"
         ) && out.contains("disk_checksum = \"file:https://a.example/SHA512SUMS\""),
         "{out}\n{}",
-        text(&o).1
+        err
     );
     assert!(!out.contains("disk = "), "{out}");
 }
@@ -411,13 +400,7 @@ build {
 }
 "#,
     );
-    let o = s
-        .kiln()
-        .args(["import", "packer", "t.pkr.hcl", "-o", "kiln.toml"])
-        .output()
-        .unwrap();
-    let (_, err) = text(&o);
-    let out = std::fs::read_to_string(s.path().join("kiln.toml")).expect("kiln.toml");
+    let (out, err) = import_to(&s, "t.pkr.hcl", "kiln.toml");
     for want in [
         "execute_command = \"chmod +x {path}; {vars} sudo -E sh -eux '{path}'\"",
         "expect_disconnect = true",
@@ -475,13 +458,7 @@ build {
 }
 "#,
     );
-    let o = s
-        .kiln()
-        .args(["import", "packer", "t.json", "-o", "j.toml"])
-        .output()
-        .unwrap();
-    let (_, err) = text(&o);
-    let out = std::fs::read_to_string(s.path().join("j.toml")).expect("j.toml");
+    let (out, err) = import_to(&s, "t.json", "j.toml");
     assert!(
         out.contains("execute_command = \"{vars} sudo -E '{path}'\""),
         "{out}"
@@ -492,4 +469,17 @@ build {
     );
     let o = s.kiln().args(["validate", "j.toml"]).output().unwrap();
     assert_exit(&o, 0);
+}
+
+/// `kiln import packer INPUT -o OUTPUT` in `s`: the template written, and
+/// the report on stderr.
+fn import_to(s: &Scratch, input: &str, output: &str) -> (String, String) {
+    let o = s
+        .kiln()
+        .args(["import", "packer", input, "-o", output])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    let out = std::fs::read_to_string(s.path().join(output)).expect(output);
+    (out, err)
 }

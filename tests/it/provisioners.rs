@@ -278,16 +278,7 @@ fn ansible_local_runs_a_playbook_with_a_role_inside_a_debian_instance() {
     if !ready() || !crate::require("ansible-local", &["mmdebstrap"], true) {
         return;
     }
-    let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
-        .arg("ansible")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "debian-rootfs.sh ansible: {}",
-        text(&o).1
-    );
-    let rootfs = text(&o).0.trim().to_string();
+    let rootfs = ansible_rootfs();
     let s = Scratch::new();
     s.write(
         "site.yml",
@@ -400,16 +391,7 @@ fn ansible_on_the_host_reaches_an_oci_build_container() {
     if !ready() || !crate::require("ansible", &["mmdebstrap", "ansible-playbook"], true) {
         return;
     }
-    let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
-        .arg("ansible")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "debian-rootfs.sh ansible: {}",
-        text(&o).1
-    );
-    let rootfs = text(&o).0.trim().to_string();
+    let rootfs = ansible_rootfs();
     let s = Scratch::new();
     s.write(
         "site.yml",
@@ -503,4 +485,19 @@ fn shm_entries() -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The cached Debian root file system with ansible-core and python3
+/// (`scripts/hardening/debian-rootfs.sh ansible`).
+fn ansible_rootfs() -> String {
+    let o = Command::new(crate::repo().join("scripts/hardening/debian-rootfs.sh"))
+        .arg("ansible")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "debian-rootfs.sh ansible: {}",
+        text(&o).1
+    );
+    text(&o).0.trim().to_string()
 }
