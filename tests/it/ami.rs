@@ -1094,28 +1094,69 @@ extra_vars = { db_password = "${secret.db}", tier = "gold" }
             .is_empty(),
         "nothing launched"
     );
+}
 
-    // Waiting out a reboot over SSM is not built: said before launch.
+/// `expect_disconnect` over SSM: a script reboots the instance, kiln sees
+/// the boot id change while SSM still says `InProgress`, cancels the
+/// stale command, waits for the agent, and the next provisioner runs in the
+/// new boot. moto runs no SSM commands and no SSM agent can run here, so
+/// the instance's agent is a TEST DOUBLE: `tests/fixtures/moto-ssm-agent.py`
+/// (moto whose command invocations answer as the agent of a rebooting
+/// instance would; it logs which boot each command ran in).
+#[tokio::test]
+async fn a_reboot_over_ssm_is_waited_out_and_the_next_provisioner_runs_in_the_new_boot() {
+    let s = Scratch::new();
+    let agent_log = s.path().join("agent.jsonl");
+    let Some(moto) = Moto::start_with_ssm_agent(&agent_log) else {
+        return;
+    };
     s.write(
         "t.toml",
         &template(
             &moto.endpoint(),
-            "\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"reboot\"]\nexpect_disconnect = true\n",
+            r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo updating", "sudo reboot"]
+expect_disconnect = true
+start_retry_timeout = "2m"
+
+[[build.provisioner]]
+type = "shell"
+inline = ["echo after-the-reboot"]
+"#,
             "",
         ),
     );
     let out = build(&s, &[]);
     let (o, e) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert_exit(&out, 0);
     assert!(
-        format!("{o}{e}").contains("`expect_disconnect` at")
-            && format!("{o}{e}").contains("not supported yet"),
+        format!("{o}{e}").contains("rebooted under SSM command")
+            && format!("{o}{e}").contains("rebooted and answers again"),
         "{o}{e}"
     );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&agent_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran = |needle: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "ran" && e["script"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no command with `{needle}` ran: {events:#?}"))
+            .clone()
+    };
+    let reboot = ran("sudo reboot");
+    assert_eq!(reboot["boot"], 1, "{events:#?}");
+    assert_eq!(ran("after-the-reboot")["boot"], 2, "{events:#?}");
+    // The command SSM would have kept `InProgress` was cancelled.
     assert!(
-        aws::live_instances(&aws::ec2(&moto.endpoint(), REGION))
-            .await
-            .is_empty(),
-        "nothing launched"
+        events
+            .iter()
+            .any(|e| e["event"] == "cancel" && e["command"] == reboot["command"]),
+        "{events:#?}"
     );
+    assert_nothing_left(&moto.endpoint()).await;
 }
