@@ -172,6 +172,26 @@ pub trait Instance: Send + Sync {
     /// Turns the provisioned instance into artifacts. The instance itself
     /// is released afterwards by the undo stack, not here.
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError>;
+
+    /// Keeps the instance for a person to enter (`--on-error=abort` after
+    /// a failed provisioner): makes sure it outlives kiln, and returns the
+    /// command that gives a shell in it. It stays journaled, with anything
+    /// that command needs, for `kiln cleanup`.
+    async fn keep_for_inspection(&mut self, ctx: &JobContext) -> Option<String> {
+        way_in(self.communicator(), ctx).await
+    }
+}
+
+/// The command that enters the instance `comm` reaches (its private
+/// files stay journaled under the job); problems are told, not fatal.
+pub async fn way_in(comm: &dyn Communicator, ctx: &JobContext) -> Option<String> {
+    match crate::communicator::way_in::open(comm, ctx).await {
+        Ok(way) => way.map(|w| w.command),
+        Err(e) => {
+            ctx.message(format!("no way into the kept instance: {e}"));
+            None
+        }
+    }
 }
 
 /// A builder that exists in the template schema but cannot run: not built

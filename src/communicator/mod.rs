@@ -9,6 +9,7 @@ pub mod local;
 pub mod process;
 #[cfg(feature = "qemu")]
 pub mod ssh;
+pub mod way_in;
 
 use std::path::Path;
 use std::time::Duration;

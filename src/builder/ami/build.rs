@@ -188,6 +188,15 @@ impl Instance for AmiInstance {
         &self.comm
     }
 
+    async fn keep_for_inspection(&mut self, _ctx: &JobContext) -> Option<String> {
+        // The instance lives on by itself; Session Manager is the way in
+        // that needs no ingress (the AWS CLI's session-manager-plugin).
+        Some(format!(
+            "aws ssm start-session --target {} --region {}",
+            self.instance, self.settings.region
+        ))
+    }
+
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let s = &self.settings;
         let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
