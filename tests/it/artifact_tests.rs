@@ -242,12 +242,14 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         text(&o).0
     );
 
-    // `kiln test` re-tests the pushed image by its tag.
+    // `kiln test` re-tests the pushed image by its tag, and signs the
+    // result with the template's key like a build (nightly evidence).
     let o = s
         .kiln()
         .arg("test")
         .arg(&t)
         .args(["--artifact", &format!("registry:{image}")])
+        .env("KILN_PASSWORD", "pw")
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -256,6 +258,43 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         "{}",
         text(&o).0
     );
+    assert!(
+        text(&o).1.contains("test attestation attached: `"),
+        "{}",
+        text(&o).1
+    );
+    let o = s
+        .kiln()
+        .arg("test")
+        .arg(&t)
+        .args(["--json", "--artifact", &format!("registry:{image}")])
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let report: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let file = report["attestation"][0].as_str().unwrap().to_string();
+    assert!(
+        file.contains("/manifests/test-") && file.ends_with(".tests.intoto.json"),
+        "{report}"
+    );
+    // Checked by the independent verifiers, like the build's.
+    let payload = checkers::assert_envelope(
+        &public,
+        &wrong,
+        Path::new(&file),
+        "application/vnd.in-toto+json",
+        &work,
+    );
+    let st = checkers::assert_statement(&payload, &work);
+    assert_test_statement(&st, &digest, 10);
+    assert!(st["predicate"]["url"].as_str().unwrap().starts_with("kiln:build/test-"));
+    let o = s
+        .kiln()
+        .args(["verify", "--key", "cosign.pub", "--require-tests", &file])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
     assert_nothing_left(&s);
 }
 
@@ -604,7 +643,7 @@ fn goss_tests_run_the_given_binary_in_the_artifact_and_report_each_result() {
     );
     let summary = crate::json_summary(&o);
     let error = summary["jobs"][0]["error"].as_str().unwrap();
-    assert!(error.contains("1 of 1 tests") && error.contains("goss goss.yaml"), "{error}");
+    assert!(error.contains("1 of 1 tests") && error.contains("goss.yaml (") && error.contains("goss /"), "{error}");
     assert_nothing_left(&s);
     // The passing result carried what the container's /etc/motd holds:
     // goss ran in the artifact (the shell provisioner wrote it).
@@ -613,7 +652,7 @@ fn goss_tests_run_the_given_binary_in_the_artifact_and_report_each_result() {
     let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
     assert_exit(&o, 0);
     let events = text(&o).0;
-    assert!(events.contains("test pass: goss goss.yaml"), "{events}");
+    assert!(events.contains("test pass: goss /") && events.contains("goss.yaml ("), "{events}");
     assert_nothing_left(&s);
 
     let t = busybox_template(
@@ -623,7 +662,13 @@ fn goss_tests_run_the_given_binary_in_the_artifact_and_report_each_result() {
     );
     let o = s.kiln().arg("validate").arg(&t).output().unwrap();
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("missing-goss"), "{}", text(&o).1);
+    let err = text(&o).1;
+    assert!(
+        err.contains("`goss_binary`: the file `")
+            && err.contains("bin/missing-goss` does not exist")
+            && err.contains("t.toml:20:15"),
+        "{err}"
+    );
 }
 
 /// The adapter against the real goss: needs a goss binary, which no
@@ -642,6 +687,6 @@ fn goss_adapter_with_a_real_goss_binary() {
     let t = busybox_template(&s, &format!("{}/t/bb:1", reg.addr), &tests);
     let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
     assert_exit(&o, 0);
-    assert!(text(&o).0.contains("test pass: goss goss.yaml"), "{}", text(&o).0);
+    assert!(text(&o).0.contains("test pass: goss /"), "{}", text(&o).0);
     assert_nothing_left(&s);
 }
