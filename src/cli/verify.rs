@@ -152,7 +152,8 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
     }
     if let Some(ami) = ami_of(&args.artifact) {
         let require_tests = args.require_tests;
-        return match verify_ami(&args.artifact, ami, &key, state_dir, catalog, require_tests).await {
+        return match verify_ami(&args.artifact, ami, &key, state_dir, catalog, require_tests).await
+        {
             Ok((detail, text)) => report(true, detail, text),
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };

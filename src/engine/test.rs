@@ -112,9 +112,12 @@ async fn test_artifact_with(
         .launch_artifact(ctx, undo, artifact)
         .await
         .map_err(|e| e.to_string())?;
-    let tests = run_tests(tests, instance.communicator(), (&scratch, &ctx.template_dir), &|m| {
-        ctx.message(m)
-    })
+    let tests = run_tests(
+        tests,
+        instance.communicator(),
+        (&scratch, &ctx.template_dir),
+        &|m| ctx.message(m),
+    )
     .await;
     let inventory = if sbom {
         ctx.message(format!(

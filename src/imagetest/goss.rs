@@ -61,7 +61,10 @@ pub(super) async fn run(
     let mut result = Err(String::new());
     for (local, remote, mode) in &uploads {
         if let Err(e) = comm.upload(local, remote, *mode).await {
-            result = Err(format!("cannot copy `{}` into the instance: {e}", local.display()));
+            result = Err(format!(
+                "cannot copy `{}` into the instance: {e}",
+                local.display()
+            ));
             break;
         }
         result = Ok(());
@@ -116,7 +119,10 @@ fn binary(given: Option<&str>, template_dir: &Path) -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("`goss_binary = \"{g}\"`: no such file `{}`", p.display()))
+            Err(format!(
+                "`goss_binary = \"{g}\"`: no such file `{}`",
+                p.display()
+            ))
         };
     }
     std::env::var_os("PATH")
@@ -268,11 +274,20 @@ mod tests {
         let c = parse(V04).unwrap();
         assert_eq!(c.len(), 3);
         assert_eq!(c[0].property, "File /etc/passwd: exists");
-        assert_eq!((c[0].outcome, c[0].observed.as_str()), (Outcome::Pass, "true"));
+        assert_eq!(
+            (c[0].outcome, c[0].observed.as_str()),
+            (Outcome::Pass, "true")
+        );
         assert_eq!(c[1].property, "Service nginx: running (web server)");
         assert_eq!(c[1].outcome, Outcome::Fail);
-        assert_eq!((c[1].expected.as_str(), c[1].observed.as_str()), ("true", "false"));
-        assert_eq!((c[2].outcome, c[2].observed.as_str()), (Outcome::Skip, "skipped by goss"));
+        assert_eq!(
+            (c[1].expected.as_str(), c[1].observed.as_str()),
+            ("true", "false")
+        );
+        assert_eq!(
+            (c[2].outcome, c[2].observed.as_str()),
+            (Outcome::Skip, "skipped by goss")
+        );
     }
 
     #[test]
@@ -280,18 +295,28 @@ mod tests {
         let c = parse(V03).unwrap();
         assert_eq!(c[0].property, "Addr tcp://db:5432: reachable");
         assert_eq!(c[0].outcome, Outcome::Fail);
-        assert_eq!((c[0].expected.as_str(), c[0].observed.as_str()), ("true", "false"));
+        assert_eq!(
+            (c[0].expected.as_str(), c[0].observed.as_str()),
+            ("true", "false")
+        );
         // An error of goss's own is what was observed.
         let e = parse(r#"{"results":[{"resource-type":"Command","resource-id":"x","property":"exit-status","result":1,"err":"exec: not found"}]}"#).unwrap();
         assert_eq!(e[0].observed, "error: exec: not found");
-        assert!(parse(r#"{"results": [], "summary": {}}"#).unwrap_err().contains("checked nothing"));
-        assert!(parse("Error: yaml: line 3: mapping values are not allowed").unwrap_err().starts_with("not goss JSON"));
+        assert!(parse(r#"{"results": [], "summary": {}}"#)
+            .unwrap_err()
+            .contains("checked nothing"));
+        assert!(parse("Error: yaml: line 3: mapping values are not allowed")
+            .unwrap_err()
+            .starts_with("not goss JSON"));
     }
 
     #[test]
     fn a_missing_goss_binary_is_named() {
         let tmp = tempfile::tempdir().unwrap();
         let e = binary(Some("bin/goss"), tmp.path()).unwrap_err();
-        assert!(e.contains("`goss_binary = \"bin/goss\"`: no such file"), "{e}");
+        assert!(
+            e.contains("`goss_binary = \"bin/goss\"`: no such file"),
+            "{e}"
+        );
     }
 }

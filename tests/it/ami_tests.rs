@@ -90,8 +90,7 @@ async fn scripts_sent_to(endpoint: &str, instance: &str) -> String {
 }
 
 #[tokio::test]
-async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shared_and_published()
-{
+async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shared_and_published() {
     let Some(moto) = Moto::start() else { return };
     let s = Scratch::new();
     s.keygen("cosign", "pw");
@@ -133,7 +132,9 @@ async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shar
         "the shell test: {scripts}"
     );
     assert!(
-        all.contains(&format!("test instance {test_instance} running from {ami} in {REGION}")),
+        all.contains(&format!(
+            "test instance {test_instance} running from {ami} in {REGION}"
+        )),
         "{all}"
     );
     // Ordering: the test, then the copy and the sharing.
@@ -193,10 +194,7 @@ async fn a_failing_ami_test_leaves_no_image_copy_share_or_channel_parameter() {
     let s = Scratch::new();
     s.write(
         "t.toml",
-        &format!(
-            "{}{FAILING}",
-            template(&moto.endpoint(), "", DISTRIBUTION)
-        ),
+        &format!("{}{FAILING}", template(&moto.endpoint(), "", DISTRIBUTION)),
     );
     let out = build(&s, &[]);
     assert_exit(&out, 1);

@@ -288,7 +288,10 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
     );
     let st = checkers::assert_statement(&payload, &work);
     assert_test_statement(&st, &digest, 10);
-    assert!(st["predicate"]["url"].as_str().unwrap().starts_with("kiln:build/test-"));
+    assert!(st["predicate"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("kiln:build/test-"));
     let o = s
         .kiln()
         .args(["verify", "--key", "cosign.pub", "--require-tests", &file])
@@ -643,16 +646,24 @@ fn goss_tests_run_the_given_binary_in_the_artifact_and_report_each_result() {
     );
     let summary = crate::json_summary(&o);
     let error = summary["jobs"][0]["error"].as_str().unwrap();
-    assert!(error.contains("1 of 1 tests") && error.contains("goss.yaml (") && error.contains("goss /"), "{error}");
+    assert!(
+        error.contains("1 of 1 tests") && error.contains("goss.yaml (") && error.contains("goss /"),
+        "{error}"
+    );
     assert_nothing_left(&s);
     // The passing result carried what the container's /etc/motd holds:
     // goss ran in the artifact (the shell provisioner wrote it).
-    let passing = FAKE_GOSS.replace("\"result\":1", "\"result\":0").replace("exit 1", "exit 0");
+    let passing = FAKE_GOSS
+        .replace("\"result\":1", "\"result\":0")
+        .replace("exit 1", "exit 0");
     s.write("bin/goss", &passing);
     let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
     assert_exit(&o, 0);
     let events = text(&o).0;
-    assert!(events.contains("test pass: goss /") && events.contains("goss.yaml ("), "{events}");
+    assert!(
+        events.contains("test pass: goss /") && events.contains("goss.yaml ("),
+        "{events}"
+    );
     assert_nothing_left(&s);
 
     let t = busybox_template(
@@ -683,7 +694,9 @@ fn goss_adapter_with_a_real_goss_binary() {
     busybox_rootfs(&s, &[]);
     let reg = Registry::start();
     s.write("goss.yaml", "file:\n  /etc/motd:\n    exists: true\n    contents: [hello]\n  /etc/build-host-only:\n    exists: false\nuser:\n  root:\n    exists: true\n    uid: 0\n");
-    let tests = format!("[[build.test]]\ntype = \"goss\"\nfile = \"goss.yaml\"\ngoss_binary = \"{goss}\"\n");
+    let tests = format!(
+        "[[build.test]]\ntype = \"goss\"\nfile = \"goss.yaml\"\ngoss_binary = \"{goss}\"\n"
+    );
     let t = busybox_template(&s, &format!("{}/t/bb:1", reg.addr), &tests);
     let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
     assert_exit(&o, 0);
