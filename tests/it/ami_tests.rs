@@ -166,6 +166,16 @@ async fn an_ami_is_tested_in_a_fresh_instance_of_itself_before_it_is_copied_shar
         Some(ami.as_str())
     );
 
+    let audit = kiln(&s).arg("audit").output().unwrap();
+    assert_exit(&audit, 0);
+    assert!(
+        text(&audit)
+            .0
+            .contains("tests: PASSED (2 passed, 0 warned, 0 failed)"),
+        "{}",
+        text(&audit).0
+    );
+
     // `verify --require-tests`: the passing report in the signed manifest,
     // for the AMI and for its copy.
     for (region, id) in &made {
@@ -231,6 +241,32 @@ async fn a_failing_ami_test_leaves_no_image_copy_share_or_channel_parameter() {
         "nothing registered: {}",
         text(&images).0
     );
+
+    // `--keep-on-failure`: the test instance stays (the image still goes)
+    // until `kiln cleanup`.
+    let kept = kiln(&s)
+        .args(["build", "--keep-on-failure", "t.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&kept, 1);
+    let (o, e) = text(&kept);
+    assert!(
+        format!("{o}{e}").contains("kept the failed test instance for inspection"),
+        "{o}{e}"
+    );
+    let live = aws::live_instances(&ec2).await;
+    assert_eq!(live.len(), 1, "the test instance is kept: {live:?}");
+    let instances = all_instances(&ec2).await;
+    assert!(
+        instances
+            .iter()
+            .any(|i| i.0 == live[0] && i.3 == "web.ami.base test"),
+        "{instances:?}"
+    );
+    assert_eq!(aws::own_images(&ec2).await, vec![], "image deregistered");
+    let clean = kiln(&s).arg("cleanup").output().unwrap();
+    assert_exit(&clean, 0);
+    assert_nothing_left(&moto.endpoint()).await;
 }
 
 #[tokio::test]
