@@ -204,12 +204,22 @@ async fn sign_result(
     if job.sign.is_none() {
         return Ok(vec![]);
     }
+    let Some(digest) = report.digest.clone().or_else(|| artifact.digest.clone()) else {
+        bus.emit(crate::ui::Event::Message {
+            job: Some(job.name()),
+            text: format!(
+                "no signed test attestation for `{}`: an in-toto statement needs the artifact's content digest, which a {} has not",
+                artifact.id, artifact.kind
+            ),
+        });
+        return Ok(vec![]);
+    };
     let mut keys = Default::default();
     let key = super::keys::signing_key(job, plan, &plan.template_dir(), &mut keys)
         .await
         .map_err(|e| e.to_string())?;
     let mut tested = ArtifactInfo {
-        digest: report.digest.clone().or_else(|| artifact.digest.clone()),
+        digest: Some(digest),
         tests: Some(serde_json::to_value(report).expect("JSON serializes")),
         ..artifact.clone()
     };

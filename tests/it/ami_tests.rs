@@ -334,12 +334,17 @@ async fn kiln_test_runs_a_templates_tests_against_an_existing_ami() {
     assert_exit(&out, 0);
     let (o, e) = text(&out);
     let (_, ami) = artifacts(&format!("{o}{e}")).pop().unwrap();
+    s.keygen("cosign", "pw");
     s.write(
         "t.toml",
-        &format!("{}{PASSING}", template(&moto.endpoint(), "", "")),
+        &format!(
+            "{}{PASSING}\n[build.sign]\nkey = \"cosign.key\"\n",
+            template(&moto.endpoint(), "", "")
+        ),
     );
     let t = kiln(&s)
         .args(["test", "t.toml", "--artifact", &ami])
+        .env("KILN_PASSWORD", "pw")
         .output()
         .unwrap();
     assert_exit(&t, 0);
@@ -347,6 +352,14 @@ async fn kiln_test_runs_a_templates_tests_against_an_existing_ami() {
         text(&t).0.contains(&format!("us-east-1:{ami}: PASSED")),
         "{}",
         text(&t).0
+    );
+    // An AMI has no content digest to sign a statement about: said.
+    assert!(
+        text(&t)
+            .1
+            .contains("no signed test attestation for `us-east-1:ami-"),
+        "{}",
+        text(&t).1
     );
     let ec2 = aws::ec2(&moto.endpoint(), REGION);
     let instances = all_instances(&ec2).await;
