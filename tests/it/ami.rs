@@ -669,6 +669,19 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
         "{}",
         text(&ok).0
     );
+    // Built without `[[build.test]]`: `--require-tests` refuses it.
+    let untested = kiln(&s)
+        .args(["verify", "--key", "cosign.pub", "--require-tests", &ami])
+        .output()
+        .unwrap();
+    assert_exit(&untested, 1);
+    assert!(
+        text(&untested)
+            .1
+            .contains("no test results in its signed build manifest"),
+        "{}",
+        text(&untested).1
+    );
     // Another key did not sign it; an unknown AMI has nobody vouching.
     s.keygen("other", "pw");
     let wrong = kiln(&s)
