@@ -82,6 +82,14 @@ pub(super) async fn run_job(
             )
             .await?;
         }
+        // Copies, shares and protection only for an artifact whose tests
+        // passed (a failed test returned above; the undo stack removes
+        // what `snapshot` made).
+        if instance.distributes() {
+            artifacts = step(ctx, "distribute", instance.distribute(ctx, artifacts))
+                .await
+                .map_err(JobError::Distribute)?;
+        }
         let reports = ctx.hardening_reports();
         for a in &mut artifacts {
             a.hardening = reports.clone();

@@ -14,10 +14,10 @@ use crate::aws::{self, FaultProxy, Moto, REGION, SOURCE_NAME};
 use crate::vault::{Bao, KV2_SECRET, ROOT_TOKEN};
 use crate::{assert_exit, text, Scratch};
 
-const COPY_REGION: &str = "us-west-2";
-const ACCOUNT: &str = "123456789012";
+pub(crate) const COPY_REGION: &str = "us-west-2";
+pub(crate) const ACCOUNT: &str = "123456789012";
 
-fn template(endpoint: &str, provisioners: &str, extra_source: &str) -> String {
+pub(crate) fn template(endpoint: &str, provisioners: &str, extra_source: &str) -> String {
     format!(
         r#"[image]
 name = "web"
@@ -41,7 +41,7 @@ channels = ["dev"]
     )
 }
 
-fn kiln(s: &Scratch) -> Command {
+pub(crate) fn kiln(s: &Scratch) -> Command {
     let mut c = s.kiln();
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -50,7 +50,7 @@ fn kiln(s: &Scratch) -> Command {
     c
 }
 
-fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
+pub(crate) fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
     let mut c = kiln(s);
     c.args(["build", "t.toml"]);
     for (k, v) in extra_env {
@@ -60,7 +60,7 @@ fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
 }
 
 /// Nothing of the build is left running.
-async fn assert_nothing_left(endpoint: &str) {
+pub(crate) async fn assert_nothing_left(endpoint: &str) {
     let ec2 = aws::ec2(endpoint, REGION);
     assert_eq!(
         aws::live_instances(&ec2).await,
@@ -75,7 +75,7 @@ async fn assert_nothing_left(endpoint: &str) {
 }
 
 /// The image ids of the build's artifacts, per region, from the summary.
-fn artifacts(out: &str) -> Vec<(String, String)> {
+pub(crate) fn artifacts(out: &str) -> Vec<(String, String)> {
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("web.ami.base: ami "))
         .filter_map(|id| id.split_once(':'))
@@ -292,7 +292,7 @@ async fn ssm_history_without_secret(endpoint: &str) -> (Vec<String>, String, Str
 
 /// The provisioner scripts inside the commands kiln sent (each command
 /// carries its script base64-encoded into a private temp file).
-fn scripts_of(history: &[String]) -> String {
+pub(crate) fn scripts_of(history: &[String]) -> String {
     use base64::Engine as _;
     let mut out = String::new();
     for h in history {
@@ -668,6 +668,19 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
             .contains(&format!("verified AMI {region}:{ami}: web 1.2.0+1")),
         "{}",
         text(&ok).0
+    );
+    // Built without `[[build.test]]`: `--require-tests` refuses it.
+    let untested = kiln(&s)
+        .args(["verify", "--key", "cosign.pub", "--require-tests", &ami])
+        .output()
+        .unwrap();
+    assert_exit(&untested, 1);
+    assert!(
+        text(&untested)
+            .1
+            .contains("no test results in its signed build manifest"),
+        "{}",
+        text(&untested).1
     );
     // Another key did not sign it; an unknown AMI has nobody vouching.
     s.keygen("other", "pw");

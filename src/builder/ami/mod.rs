@@ -8,7 +8,8 @@
 //! id or filter), [`launch`] (security group and instance), [`image`]
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
 //! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
-//! kinds in [`resources`]). The builder's own communicator is [`ssm`].
+//! kinds in [`resources`]). The builder's own communicator is [`ssm`];
+//! [`tester`] starts a fresh instance of a new AMI for its tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub mod resources;
 pub mod source;
 #[cfg(feature = "ami")]
 pub mod ssm;
+#[cfg(feature = "ami")]
+mod tester;
 
 pub use resources::reaper;
 
