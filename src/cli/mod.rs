@@ -351,8 +351,32 @@ fn read_plan(
         if !missing.is_empty() {
             return Err(missing);
         }
+        let policies = policy_errors(&plan);
+        if !policies.is_empty() {
+            return Err(policies);
+        }
     }
     Ok(plan)
+}
+
+/// Each `[build.policy]` that cannot be read or parsed (the Rego error
+/// names its `file:line:col`), once per policy.
+fn policy_errors(plan: &BuildPlan) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let mut seen = vec![];
+    for p in plan.jobs.iter().filter_map(|j| j.policy.as_ref()) {
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        if let Err(e) = crate::policy::Policy::load(&p.files, &p.entrypoint) {
+            diags.push(crate::template::Diagnostic::new(format!(
+                "`[build.policy]` ({}): {e}",
+                p.at
+            )));
+        }
+    }
+    diags
 }
 
 /// True inside a GitHub Actions job: errors are also printed as workflow

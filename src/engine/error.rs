@@ -29,6 +29,9 @@ pub enum JobError {
     Sbom(String),
     #[error("sign: {0}")]
     Sign(String),
+    /// `[build.policy]` cannot be read or parsed (refused at preflight).
+    #[error("policy ({at}): {message}")]
+    Policy { at: String, message: String },
     #[error("cancelled")]
     Cancelled,
 }

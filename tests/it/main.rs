@@ -24,6 +24,8 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
+#[cfg(feature = "oci")]
+mod policy;
 mod ported;
 mod provisioners;
 #[cfg(feature = "qemu")]
