@@ -12,7 +12,7 @@
 pub mod gate;
 pub mod input;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -278,12 +278,80 @@ pub fn verdict_of(doc: &serde_json::Value) -> Verdict {
     v
 }
 
-/// Where a policy file given relative to `base` is.
-pub fn resolve(base: &Path, file: &str) -> PathBuf {
-    let p = Path::new(file);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn deny_and_warn_rules_follow_conftest_names_and_shapes() {
+        let doc = json!({
+            "deny": ["plain"],
+            "deny_structured": [{ "msg": "structured", "extra": 1 }],
+            "violation_x": ["v"],
+            "denylist": ["not a deny rule: no underscore"],
+            "deny_bool": true,
+            "warn_y": ["careful"],
+            "helper": ["ignored"],
+        });
+        let v = verdict_of(&doc);
+        let got: Vec<(&str, &str)> = v
+            .denials
+            .iter()
+            .map(|f| (f.rule.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("deny", "plain"),
+                ("deny_bool", "deny_bool"),
+                ("deny_structured", "structured"),
+                ("violation_x", "v")
+            ]
+        );
+        assert_eq!(v.warnings.len(), 1);
+        assert!(!v.allowed());
+        assert!(verdict_of(&json!({ "deny": [], "warn": ["w"] })).allowed());
+    }
+
+    #[test]
+    fn a_policy_is_evaluated_on_its_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(
+            dir.path(),
+            "p.rego",
+            "package kiln.promote\n\ndeny_channel contains msg if {\n\tinput.channel == \"prod\"\n\tmsg := sprintf(\"no %s\", [input.channel])\n}\n",
+        );
+        let p = Policy::load(std::slice::from_ref(&f), "kiln.promote").unwrap();
+        assert_eq!(p.entrypoint, "data.kiln.promote");
+        assert!(p.files[0].digest.starts_with("sha256:"));
+        let denied = p.evaluate(&json!({ "channel": "prod" })).unwrap();
+        assert_eq!(denied.denials[0].rule, "deny_channel");
+        assert_eq!(denied.denials[0].message, "no prod");
+        assert!(p.evaluate(&json!({ "channel": "dev" })).unwrap().allowed());
+    }
+
+    #[test]
+    fn bad_policies_are_errors_never_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = write(dir.path(), "bad.rego", "package kiln.promote\n\ndeny contains x if {\n");
+        let e = Policy::load(std::slice::from_ref(&bad), DEFAULT_ENTRYPOINT).unwrap_err();
+        assert!(matches!(e, PolicyError::Syntax(_)), "{e}");
+        assert!(e.to_string().contains("bad.rego:"), "{e}");
+        let none = write(dir.path(), "none.rego", "package kiln.promote\n\nallow if { true }\n");
+        let e = Policy::load(&[none], DEFAULT_ENTRYPOINT).unwrap_err();
+        assert!(e.to_string().contains("declares no `deny`"), "{e}");
+        let other = write(dir.path(), "other.rego", "package a.b\n\ndeny contains 1 if { true }\n");
+        let e = Policy::load(&[other], DEFAULT_ENTRYPOINT).unwrap_err();
+        assert!(e.to_string().contains("data.a.b"), "{e}");
+        assert!(normalize_entrypoint("data.kiln.promote; x").is_err());
+        assert!(Policy::load(&[], DEFAULT_ENTRYPOINT).is_err());
     }
 }

@@ -359,9 +359,11 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
                 p.extension().is_some_and(|e| e == "json")
                     && !p.to_string_lossy().ends_with(".dsse.json")
                     && !p.to_string_lossy().contains("intoto")
-                    && std::fs::read_to_string(p)
-                        .unwrap()
-                        .contains(&format!("\"version\":\"{version}\""))
+                    && serde_json::from_str::<serde_json::Value>(
+                        &std::fs::read_to_string(p).unwrap(),
+                    )
+                    .unwrap()["catalog"]["version"]
+                        == version
             })
             .unwrap_or_else(|| panic!("a manifest of {version} in {manifests:?}"));
         let o = s
@@ -400,7 +402,7 @@ fn a_malformed_policy_is_named_by_file_line_and_column() {
         let (out, err) = text(&o);
         let all = out + &err;
         assert!(all.contains("bad.rego:5:1") || all.contains("bad.rego:4:"), "{cmd}: {all}");
-        assert!(all.contains("[build.policy]") && all.contains("t.toml:13:1"), "{cmd}: {all}");
+        assert!(all.contains("[build.policy]") && all.contains("t.toml:13:"), "{cmd}: {all}");
     }
     s.write("bad.rego", "package kiln.other\n\ndeny contains \"x\" if { true }\n");
     let o = s.kiln().arg("validate").arg(&t).output().unwrap();
