@@ -370,10 +370,16 @@ fn policy_errors(plan: &BuildPlan) -> Diagnostics {
         }
         seen.push(p);
         if let Err(e) = crate::policy::Policy::load(&p.files, &p.entrypoint) {
-            diags.push(crate::template::Diagnostic::new(format!(
-                "`[build.policy]` ({}): {e}",
+            let text = e.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let mut d = crate::template::Diagnostic::new(format!(
+                "{first} (the policy of `[build.policy]` at {})",
                 p.at
-            )));
+            ));
+            if !rest.trim().is_empty() {
+                d = d.with_help(rest.to_string());
+            }
+            diags.push(d);
         }
     }
     diags

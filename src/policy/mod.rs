@@ -147,7 +147,7 @@ impl Policy {
             })?;
             engine
                 .add_policy(path.display().to_string(), text.clone())
-                .map_err(|e| PolicyError::Syntax(e.to_string()))?;
+                .map_err(|e| PolicyError::Syntax(syntax_message(&e.to_string())))?;
             texts.push(text.clone());
             recorded.push(PolicyFile {
                 path: path.display().to_string(),
@@ -229,6 +229,31 @@ impl Policy {
             .map_err(|e| PolicyError::Eval(e.to_string())),
             None => Ok(serde_json::json!({})),
         }
+    }
+}
+
+/// regorus's parse error (`--> FILE:LINE:COL`, the line with a caret,
+/// `error: MESSAGE`) as `FILE:LINE:COL: MESSAGE` first, then the line and
+/// caret: the greppable location leads, as in every kiln input error.
+fn syntax_message(raw: &str) -> String {
+    let location = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))
+        .map(str::trim);
+    let message = raw
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_start().strip_prefix("error: "))
+        .map(str::trim);
+    match (location, message) {
+        (Some(at), Some(msg)) => {
+            let snippet: Vec<&str> = raw
+                .lines()
+                .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit() || c == '|'))
+                .collect();
+            format!("{at}: {msg}\n{}", snippet.join("\n"))
+        }
+        _ => raw.trim().to_string(),
     }
 }
 
