@@ -466,3 +466,71 @@ fn opa_eval(package: &str, files: &[&Path], inputs: &[serde_json::Value]) -> Vec
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The SBOM reaches the policy: a `[build.sbom]` build of a busybox image
+/// with a planted apk database (a "banned" musl version) is denied by a
+/// rule over `input.sbom.packages`; the input names the packages with
+/// their purls; and an SBOM edited after the build is refused, not read.
+#[test]
+fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(
+        &s,
+        &[
+            ("etc/os-release", "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n"),
+            ("lib/apk/db/installed", "C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\n"),
+        ],
+    );
+    s.write(
+        "sbom.rego",
+        "package gate.sbom\n\ndeny_banned contains msg if {\n\tsome p in input.sbom.packages\n\tp.name == \"musl\"\n\tstartswith(p.version, \"1.2.4\")\n\tmsg := sprintf(\"banned %s\", [p.purl])\n}\n\ndeny_no_sbom contains \"no SBOM\" if {\n\tnot input.sbom.present\n}\n",
+    );
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"gated\"\nversion = \"1.0.0\"\n\n[variables.marker]\ntype = \"string\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\nnetwork = \"none\"\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.policy]\nfiles = [\"sbom.rego\"]\nentrypoint = \"gate.sbom\"\n\n[build.register]\nchannels = [\"dev\"]\n",
+    );
+    let (code, log) = build(&s, &t, "x");
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("deny_banned: banned pkg:apk/alpine/musl@1.2.4_git20230717-r4"),
+        "{log}"
+    );
+    let o = s
+        .kiln()
+        .args(["images", "promote", "gated", "1.0.0+1", "prod", "--print-input"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let input: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(input["sbom"]["package_count"], 2, "{input:#}");
+    let names: Vec<&str> = input["sbom"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"musl") && names.contains(&"busybox-binsh"), "{names:?}");
+    assert_eq!(input["signer"]["key_id"], serde_json::Value::Null);
+
+    // Edit the recorded CycloneDX document: the gate refuses to read it.
+    let cdx = walk(&s.state().join("manifests"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".cdx.json"))
+        .unwrap();
+    let text_of = std::fs::read_to_string(&cdx).unwrap();
+    std::fs::write(&cdx, text_of.replace("1.2.4_git20230717-r4", "9.9.9")).unwrap();
+    let o = s
+        .kiln()
+        .args(["images", "promote", "gated", "1.0.0+1", "prod"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).1.contains("is not the one the manifest recorded"),
+        "{:?}",
+        text(&o)
+    );
+}
