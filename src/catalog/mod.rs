@@ -502,7 +502,12 @@ impl Catalog {
         }
         if let Some(d) = decision {
             let denied = d.decision == model::Decision::Deny;
-            let text = d.denials.iter().map(|f| format!("{}: {} ({})", f.rule, f.message, f.artifact)).collect::<Vec<_>>().join("; ");
+            let text = d
+                .denials
+                .iter()
+                .map(|f| format!("{}: {} ({})", f.rule, f.message, f.artifact))
+                .collect::<Vec<_>>()
+                .join("; ");
             let seq = w.record(Action::Policy(d), actor, key).await?.seq;
             if denied {
                 w.commit().await?;

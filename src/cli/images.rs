@@ -347,7 +347,10 @@ async fn promote(
     print_input: bool,
 ) -> Result<Exit, CatalogError> {
     use crate::policy::{gate, input::Occasion};
-    if override_policy.as_deref().is_some_and(|r| r.trim().is_empty()) {
+    if override_policy
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
         return Err(CatalogError::Invalid(
             "`--override-policy` needs a reason".into(),
         ));

@@ -133,7 +133,8 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                 let judged = match args.policy.as_deref() {
                     Some("no-failed-high") => Some(check_policy(Policy::NoFailedHigh, &detail)),
                     Some(file) => {
-                        match rego_policy(file, &args.policy_entrypoint, &detail, args.print_input) {
+                        match rego_policy(file, &args.policy_entrypoint, &detail, args.print_input)
+                        {
                             Ok(None) => return Exit::Success,
                             Ok(Some(Ok(text))) => Some(Ok(text)),
                             Ok(Some(Err(text))) => Some(Err(text)),

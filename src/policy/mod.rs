@@ -249,7 +249,10 @@ fn syntax_message(raw: &str) -> String {
         (Some(at), Some(msg)) => {
             let snippet: Vec<&str> = raw
                 .lines()
-                .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit() || c == '|'))
+                .filter(|l| {
+                    l.trim_start()
+                        .starts_with(|c: char| c.is_ascii_digit() || c == '|')
+                })
                 .collect();
             format!("{at}: {msg}\n{}", snippet.join("\n"))
         }
@@ -366,14 +369,26 @@ mod tests {
     #[test]
     fn bad_policies_are_errors_never_allows() {
         let dir = tempfile::tempdir().unwrap();
-        let bad = write(dir.path(), "bad.rego", "package kiln.promote\n\ndeny contains x if {\n");
+        let bad = write(
+            dir.path(),
+            "bad.rego",
+            "package kiln.promote\n\ndeny contains x if {\n",
+        );
         let e = Policy::load(std::slice::from_ref(&bad), DEFAULT_ENTRYPOINT).unwrap_err();
         assert!(matches!(e, PolicyError::Syntax(_)), "{e}");
         assert!(e.to_string().contains("bad.rego:"), "{e}");
-        let none = write(dir.path(), "none.rego", "package kiln.promote\n\nallow if { true }\n");
+        let none = write(
+            dir.path(),
+            "none.rego",
+            "package kiln.promote\n\nallow if { true }\n",
+        );
         let e = Policy::load(&[none], DEFAULT_ENTRYPOINT).unwrap_err();
         assert!(e.to_string().contains("declares no `deny`"), "{e}");
-        let other = write(dir.path(), "other.rego", "package a.b\n\ndeny contains 1 if { true }\n");
+        let other = write(
+            dir.path(),
+            "other.rego",
+            "package a.b\n\ndeny contains 1 if { true }\n",
+        );
         let e = Policy::load(&[other], DEFAULT_ENTRYPOINT).unwrap_err();
         assert!(e.to_string().contains("data.a.b"), "{e}");
         assert!(normalize_entrypoint("data.kiln.promote; x").is_err());

@@ -145,7 +145,9 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains("not promoted to `dev`: denied by policy")
-            && log.contains("deny_failed_hardening: high-severity hardening rule p/root-login failed"),
+            && log.contains(
+                "deny_failed_hardening: high-severity hardening rule p/root-login failed"
+            ),
         "{log}"
     );
     assert_eq!(channel_target(&s, "dev"), None, "dev must not move");
@@ -174,9 +176,16 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     assert_eq!(channel_target(&s, "prod"), None);
     let o = promote("1.0.0+1", &["--override-policy", "   "]);
     assert_exit(&o, 2);
-    let o = promote("1.0.0+1", &["--override-policy", "CVE fix needed now; ticket SEC-42"]);
+    let o = promote(
+        "1.0.0+1",
+        &["--override-policy", "CVE fix needed now; ticket SEC-42"],
+    );
     assert_exit(&o, 0);
-    assert!(text(&o).1.contains("promoting against the policy"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("promoting against the policy"),
+        "{:?}",
+        text(&o)
+    );
     assert_eq!(channel_target(&s, "prod").as_deref(), Some("1.0.0+1"));
     let o = promote("1.0.0+2", &[]);
     assert_exit(&o, 0);
@@ -222,7 +231,11 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     // An edited log no longer verifies: the decision is signed.
     let log_dir = s.state().join("catalog");
     let tampered = tamper_first_decision(&log_dir);
-    assert!(tampered, "a policy entry was found in {}", log_dir.display());
+    assert!(
+        tampered,
+        "a policy entry was found in {}",
+        log_dir.display()
+    );
     let o = s.kiln().args(["audit"]).output().unwrap();
     assert_exit(&o, 1);
 }
@@ -236,8 +249,11 @@ fn tamper_first_decision(dir: &Path) -> bool {
             continue;
         };
         if t.contains("\"action\":\"policy\"") && t.contains("\"decision\":\"deny\"") {
-            std::fs::write(&f, t.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1))
-                .unwrap();
+            std::fs::write(
+                &f,
+                t.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1),
+            )
+            .unwrap();
             return true;
         }
     }
@@ -294,7 +310,10 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
     assert_eq!(failing["channel"], "prod");
     assert_eq!(failing["tests"]["result"], "PASSED");
     assert_eq!(failing["vulnerabilities"]["scanned"], false);
-    assert!(failing["signer"]["key_id"].as_str().unwrap().starts_with("sha256:"));
+    assert!(failing["signer"]["key_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
 
     let mut planted = vec![];
     let mut v = passing.clone();
@@ -320,8 +339,10 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
         .chain(planted)
         .collect();
     let rego = s.path().join("gate.rego");
-    let policy = kiln::policy::Policy::load(std::slice::from_ref(&rego), "data.kiln.promote").unwrap();
-    let ours: Vec<kiln::policy::Verdict> = inputs.iter().map(|i| policy.evaluate(i).unwrap()).collect();
+    let policy =
+        kiln::policy::Policy::load(std::slice::from_ref(&rego), "data.kiln.promote").unwrap();
+    let ours: Vec<kiln::policy::Verdict> =
+        inputs.iter().map(|i| policy.evaluate(i).unwrap()).collect();
     let theirs: Vec<kiln::policy::Verdict> = opa_eval("kiln.promote", &[&rego], &inputs)
         .iter()
         .map(kiln::policy::verdict_of)
@@ -330,7 +351,10 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
 
     // And the decisions are the ones the policy means.
     let rules = |v: &kiln::policy::Verdict| -> Vec<String> {
-        v.denials.iter().map(|d| format!("{}: {}", d.rule, d.message)).collect()
+        v.denials
+            .iter()
+            .map(|d| format!("{}: {}", d.rule, d.message))
+            .collect()
     };
     assert_eq!(
         rules(&ours[0]),
@@ -338,14 +362,21 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
     );
     assert!(ours[1].allowed(), "{:?}", ours[1]);
     assert_eq!(rules(&ours[2]), ["deny_tests: 1 of 1 test(s) failed"]);
-    assert_eq!(rules(&ours[3]), ["deny_tests: no [[build.test]] ran on the artifact"]);
+    assert_eq!(
+        rules(&ours[3]),
+        ["deny_tests: no [[build.test]] ran on the artifact"]
+    );
     assert_eq!(
         rules(&ours[4]),
         ["deny_vulnerable: critical CVE-2026-0001 in busybox without a VEX statement"]
     );
     assert_eq!(rules(&ours[5]), ["deny_unsigned: the build was not signed"]);
     assert_eq!(
-        ours[1].warnings.iter().map(|w| w.rule.as_str()).collect::<Vec<_>>(),
+        ours[1]
+            .warnings
+            .iter()
+            .map(|w| w.rule.as_str())
+            .collect::<Vec<_>>(),
         ["warn_no_sbom"]
     );
 
@@ -375,7 +406,11 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
             .unwrap();
         assert_exit(&o, code);
         if code == 1 {
-            assert!(text(&o).1.contains("deny_failed_hardening"), "{:?}", text(&o));
+            assert!(
+                text(&o).1.contains("deny_failed_hardening"),
+                "{:?}",
+                text(&o)
+            );
         }
     }
 }
@@ -401,14 +436,24 @@ fn a_malformed_policy_is_named_by_file_line_and_column() {
         assert_exit(&o, 2);
         let (out, err) = text(&o);
         let all = out + &err;
-        assert!(all.contains("bad.rego:5:1") || all.contains("bad.rego:4:"), "{cmd}: {all}");
-        assert!(all.contains("[build.policy]") && all.contains("t.toml:13:"), "{cmd}: {all}");
+        assert!(
+            all.contains("bad.rego:5:1") || all.contains("bad.rego:4:"),
+            "{cmd}: {all}"
+        );
+        assert!(
+            all.contains("[build.policy]") && all.contains("t.toml:13:"),
+            "{cmd}: {all}"
+        );
     }
-    s.write("bad.rego", "package kiln.other\n\ndeny contains \"x\" if { true }\n");
+    s.write(
+        "bad.rego",
+        "package kiln.other\n\ndeny contains \"x\" if { true }\n",
+    );
     let o = s.kiln().arg("validate").arg(&t).output().unwrap();
     assert_exit(&o, 2);
     assert!(
-        text(&o).1.contains("`data.kiln.promote` is not a package") && text(&o).1.contains("data.kiln.other"),
+        text(&o).1.contains("`data.kiln.promote` is not a package")
+            && text(&o).1.contains("data.kiln.other"),
         "{:?}",
         text(&o)
     );
@@ -442,7 +487,11 @@ fn opa_ready() -> bool {
 }
 
 /// Each input's package document under OPA (tests/checkers/opa_eval.py).
-fn opa_eval(package: &str, files: &[&Path], inputs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+fn opa_eval(
+    package: &str,
+    files: &[&Path],
+    inputs: &[serde_json::Value],
+) -> Vec<serde_json::Value> {
     let mut child = Command::new("python3")
         .arg(crate::repo().join("tests/checkers/opa_eval.py"))
         .arg(package)
@@ -500,7 +549,14 @@ fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
     );
     let o = s
         .kiln()
-        .args(["images", "promote", "gated", "1.0.0+1", "prod", "--print-input"])
+        .args([
+            "images",
+            "promote",
+            "gated",
+            "1.0.0+1",
+            "prod",
+            "--print-input",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -512,7 +568,10 @@ fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert!(names.contains(&"musl") && names.contains(&"busybox-binsh"), "{names:?}");
+    assert!(
+        names.contains(&"musl") && names.contains(&"busybox-binsh"),
+        "{names:?}"
+    );
     assert_eq!(input["signer"]["key_id"], serde_json::Value::Null);
 
     // Edit the recorded CycloneDX document: the gate refuses to read it.
