@@ -362,12 +362,7 @@ async fn promote(
         .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))));
     let gated = match found {
         Some((v, channels)) => gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
-            .map_err(|e| match e {
-                crate::policy::PolicyError::Input(m) | crate::policy::PolicyError::Eval(m) => {
-                    CatalogError::Refused(m)
-                }
-                other => CatalogError::Invalid(other.to_string()),
-            })?,
+            .map_err(policy_error)?,
         None => None,
     };
     if print_input {
@@ -658,23 +653,75 @@ async fn register(
         artifacts,
     });
     let seq = w.record(change, &actor, &key).await?.seq;
+    let mut promoted = vec![];
+    let mut denied = vec![];
     for ch in channels {
+        // The manifests' `[build.policy]`, as a build's channels are gated.
+        let gate = match w.state.family(&image).and_then(|f| {
+            f.version(&version)
+                .map(|v| (v.clone(), f.channels_of(&version)))
+        }) {
+            Some((v, now)) => crate::policy::gate::evaluate_version(
+                &v,
+                ch,
+                crate::policy::input::Occasion::Register,
+                &now,
+            )
+            .map_err(policy_error)?,
+            None => None,
+        };
+        if let Some(g) = gate {
+            let d = g.decision(
+                &image,
+                &version,
+                ch,
+                crate::policy::input::Occasion::Register,
+                None,
+            );
+            let deny = d.decision == catalog::model::Decision::Deny;
+            let text = crate::policy::gate::describe_denials(&d.denials);
+            let at = w
+                .record(catalog::Action::Policy(d), &actor, &key)
+                .await?
+                .seq;
+            if deny {
+                denied.push(format!(
+                    "not promoted to `{ch}`: denied by policy (decision #{at} in the catalog log):\n{text}"
+                ));
+                continue;
+            }
+        }
         let promote = catalog::Action::Promote {
             image: image.clone(),
             version: version.clone(),
             channel: ch.clone(),
         };
         w.record(promote, &actor, &key).await?;
+        promoted.push(ch.clone());
     }
     w.commit().await?;
     println!("#{seq} registered {image} {version}");
     let mut exit = Exit::Success;
-    for ch in channels {
+    for ch in &promoted {
         if publish(cat, &image, ch, &key).await != Exit::Success {
             exit = Exit::Failure;
         }
     }
+    if !denied.is_empty() {
+        eprintln!("error: {}", denied.join("\n"));
+        exit = Exit::Failure;
+    }
     Ok(exit)
+}
+
+/// A policy that cannot be used is bad input (exit 2); evidence that
+/// cannot be read or an evaluation that fails refuses the change (exit 1).
+fn policy_error(e: crate::policy::PolicyError) -> CatalogError {
+    match e {
+        crate::policy::PolicyError::Input(m) => CatalogError::Refused(m),
+        e @ crate::policy::PolicyError::Eval(_) => CatalogError::Refused(e.to_string()),
+        other => CatalogError::Invalid(other.to_string()),
+    }
 }
 
 /// The operator's key, as a message for the user.

@@ -228,6 +228,48 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     assert_eq!(entry["change"]["policies"][0]["digest"], digest.as_str());
     assert_eq!(entry["change"]["inputs"].as_array().unwrap().len(), 1);
 
+    // `kiln images register MANIFEST --channel` (a build made without a
+    // catalog) is gated the same way: into another catalog, version 1's
+    // manifest is registered but `dev` is refused, and logged there.
+    let m1 = manifest_of(&s, "1.0.0+1");
+    let other = s.path().join("other-catalog");
+    let o = s
+        .kiln()
+        .arg("--catalog")
+        .arg(&other)
+        .args(["images", "register"])
+        .arg(&m1)
+        .args(["--channel", "dev"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o)
+            .1
+            .contains("not promoted to `dev`: denied by policy")
+            && text(&o).1.contains("deny_failed_hardening"),
+        "{:?}",
+        text(&o)
+    );
+    let o = s
+        .kiln()
+        .arg("--catalog")
+        .arg(&other)
+        .args(["audit", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let other_log: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(
+        decisions(&other_log),
+        vec![(
+            "deny".into(),
+            "1.0.0+1".into(),
+            "dev".into(),
+            vec!["deny_failed_hardening".to_string()]
+        )]
+    );
+
     // An edited log no longer verifies: the decision is signed.
     let log_dir = s.state().join("catalog");
     let tampered = tamper_first_decision(&log_dir);
@@ -238,6 +280,24 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     );
     let o = s.kiln().args(["audit"]).output().unwrap();
     assert_exit(&o, 1);
+}
+
+/// The build manifest of a catalog version.
+fn manifest_of(s: &Scratch, version: &str) -> PathBuf {
+    let manifests = walk(&s.state().join("manifests"));
+    manifests
+        .iter()
+        .find(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".json")
+                && !name.ends_with(".dsse.json")
+                && !name.contains("intoto")
+                && serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).unwrap())
+                    .unwrap()["catalog"]["version"]
+                    == version
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("a manifest of {version} in {manifests:?}"))
 }
 
 /// Turns the first `deny` decision into an `allow` in the on-disk log.
@@ -382,26 +442,13 @@ fn opa_decides_the_same_as_kiln_on_the_same_policies_and_inputs() {
 
     // `kiln verify --policy` on the signed manifest decides as promote
     // does (no channel: the policy sees `channel: null`).
-    let manifests = walk(&s.state().join("manifests"));
     for (version, code) in [("1.0.0+1", 1), ("1.0.0+2", 0)] {
-        let m = manifests
-            .iter()
-            .find(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p.to_string_lossy().ends_with(".dsse.json")
-                    && !p.to_string_lossy().contains("intoto")
-                    && serde_json::from_str::<serde_json::Value>(
-                        &std::fs::read_to_string(p).unwrap(),
-                    )
-                    .unwrap()["catalog"]["version"]
-                        == version
-            })
-            .unwrap_or_else(|| panic!("a manifest of {version} in {manifests:?}"));
+        let m = manifest_of(&s, version);
         let o = s
             .kiln()
             .args(["verify", "--key", "cosign.pub", "--policy"])
             .arg(&rego)
-            .arg(m)
+            .arg(&m)
             .output()
             .unwrap();
         assert_exit(&o, code);
