@@ -512,7 +512,7 @@ impl Catalog {
             if denied {
                 w.commit().await?;
                 return Err(CatalogError::PolicyDenied(format!(
-                    "denied by policy (decision #{seq} in the catalog log): {text}"
+                    "denied by policy (decision #{seq} in the catalog log): {text}\nhint: fix what the policy names and build again, or promote anyway with `--override-policy REASON` (the override and its reason are logged)"
                 )));
             }
         }
