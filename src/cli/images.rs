@@ -363,7 +363,13 @@ async fn promote(
     let gated = match found {
         Some((v, channels)) => gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
             .map_err(policy_error)?,
-        None => None,
+        // Unknown image or version: the promotion below says which.
+        None if !print_input => None,
+        None => {
+            return Err(CatalogError::Refused(format!(
+                "`{image}` has no version `{version}` in the catalog"
+            )))
+        }
     };
     if print_input {
         let Some(g) = &gated else {

@@ -250,10 +250,19 @@ pub(super) async fn write_manifests(
                     &version,
                     ch,
                     crate::policy::input::Occasion::Register,
-                    None,
+                    opts.override_policy.as_deref(),
                 );
                 let denied = d.decision == crate::catalog::model::Decision::Deny;
                 let text = crate::policy::gate::describe_denials(&d.denials);
+                if d.decision == crate::catalog::model::Decision::Override {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!(
+                            "warning: `{ch}` moves against the policy (override: {}):\n{text}",
+                            d.reason.as_deref().unwrap_or_default()
+                        ),
+                    });
+                }
                 let seq = w
                     .record(crate::catalog::Action::Policy(d), &actor, key)
                     .await?

@@ -152,10 +152,56 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
     );
     assert_eq!(channel_target(&s, "dev"), None, "dev must not move");
 
+    // 1 again, with `--override-policy`: `canary` moves, the override and
+    // its reason are logged (a blank reason is refused).
+    let o = s
+        .kiln()
+        .args(["build", "--override-policy", " ", "--var", "marker=nothing"])
+        .arg(&t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    std::fs::write(
+        &t,
+        std::fs::read_to_string(&t)
+            .unwrap()
+            .replace("[\"dev\"]", "[\"canary\"]"),
+    )
+    .unwrap();
+    let o = s
+        .kiln()
+        .args([
+            "build",
+            "--override-policy",
+            "canary only",
+            "--var",
+            "marker=nothing",
+        ])
+        .arg(&t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        text(&o)
+            .1
+            .contains("moves against the policy (override: canary only)"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::write(
+        &t,
+        std::fs::read_to_string(&t)
+            .unwrap()
+            .replace("[\"canary\"]", "[\"dev\"]"),
+    )
+    .unwrap();
+
     // 2: the rule passes: allowed, and `dev` moves.
     let (code, log) = build(&s, &t, "ok");
     assert_eq!(code, 0, "{log}");
-    assert_eq!(channel_target(&s, "dev").as_deref(), Some("1.0.0+2"));
+    assert_eq!(channel_target(&s, "dev").as_deref(), Some("1.0.0+3"));
 
     // promote: version 1 is refused for `prod` (exit 1, rule named), then
     // promoted with an override whose reason is logged; version 2 passes.
@@ -187,10 +233,10 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
         text(&o)
     );
     assert_eq!(channel_target(&s, "prod").as_deref(), Some("1.0.0+1"));
-    let o = promote("1.0.0+2", &[]);
+    let o = promote("1.0.0+3", &[]);
     assert_exit(&o, 0);
     assert!(text(&o).0.contains("policy allow"), "{:?}", text(&o));
-    assert_eq!(channel_target(&s, "prod").as_deref(), Some("1.0.0+2"));
+    assert_eq!(channel_target(&s, "prod").as_deref(), Some("1.0.0+3"));
 
     // The log holds every decision, signed, in order, and verifies.
     let a = audit(&s);
@@ -199,10 +245,16 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
         decisions(&a),
         vec![
             ("deny".into(), "1.0.0+1".into(), "dev".into(), rule.clone()),
-            ("allow".into(), "1.0.0+2".into(), "dev".into(), vec![]),
+            (
+                "override".into(),
+                "1.0.0+2".into(),
+                "canary".into(),
+                rule.clone()
+            ),
+            ("allow".into(), "1.0.0+3".into(), "dev".into(), vec![]),
             ("deny".into(), "1.0.0+1".into(), "prod".into(), rule.clone()),
             ("override".into(), "1.0.0+1".into(), "prod".into(), rule),
-            ("allow".into(), "1.0.0+2".into(), "prod".into(), vec![]),
+            ("allow".into(), "1.0.0+3".into(), "prod".into(), vec![]),
         ],
         "{a:#}"
     );
