@@ -26,6 +26,8 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
+#[cfg(feature = "oci")]
+mod policy;
 mod ported;
 mod provisioners;
 #[cfg(feature = "qemu")]
