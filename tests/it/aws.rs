@@ -353,6 +353,11 @@ struct ProxyState {
     stop: AtomicBool,
     /// Milliseconds every answer is held back (a slow endpoint).
     delay_ms: AtomicU64,
+    /// Every request body, in arrival order (what kiln sent).
+    bodies: Mutex<Vec<String>>,
+    /// Scripted refusals: requests whose body holds all of `.0` get the
+    /// EC2 error `.1` with message `.2` instead of reaching moto.
+    refusals: Mutex<Vec<(Vec<String>, String, String)>>,
 }
 
 impl FaultProxy {
@@ -375,6 +380,8 @@ impl FaultProxy {
             faults: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            bodies: Mutex::new(vec![]),
+            refusals: Mutex::new(vec![]),
         });
         let state = shared.clone();
         let accept = std::thread::spawn(move || {
@@ -423,6 +430,46 @@ impl FaultProxy {
     pub fn faults(&self) -> usize {
         self.shared.faults.load(Ordering::SeqCst)
     }
+
+    /// The EC2 (query protocol) calls of `action` kiln sent, each as its
+    /// decoded parameters — how a test checks what moto ignores.
+    pub fn sent(&self, action: &str) -> Vec<BTreeMap<String, String>> {
+        self.shared
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| query_params(b))
+            .filter(|p| p.get("Action").map(String::as_str) == Some(action))
+            .collect()
+    }
+
+    /// From now on, an EC2 request whose (form-encoded) body holds every
+    /// one of `when` is answered with the EC2 error `code` (HTTP 400, which
+    /// the SDK does not retry) and never reaches moto: a test double for
+    /// the answers moto never gives (no spot capacity, for one).
+    pub fn refuse(&self, when: &[&str], code: &str, message: &str) {
+        self.shared.refusals.lock().unwrap().push((
+            when.iter().map(|s| s.to_string()).collect(),
+            code.to_string(),
+            message.to_string(),
+        ));
+    }
+}
+
+/// `a=1&b=x%20y` as a map.
+pub fn query_params(body: &str) -> BTreeMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
 }
 
 impl Drop for FaultProxy {
@@ -467,8 +514,27 @@ impl ProxyState {
             return Ok(());
         };
         self.requests.fetch_add(1, Ordering::SeqCst);
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        self.bodies.lock().unwrap().push(body.clone());
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
-        let response = if self.roll() {
+        let refusal = self
+            .refusals
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(when, _, _)| when.iter().all(|w| body.contains(w.as_str())))
+            .map(|(_, code, message)| (code.clone(), message.clone()));
+        let response = if let Some((code, message)) = refusal {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>kiln-refusal</RequestID></Response>"
+            );
+            response(
+                400,
+                "Bad Request",
+                &[("Content-Type", "text/xml;charset=UTF-8")],
+                body.as_bytes(),
+            )
+        } else if self.roll() {
             let n = self.faults.fetch_add(1, Ordering::SeqCst);
             fault_response(&req, n)
         } else {
