@@ -730,7 +730,10 @@ impl Converter<'_> {
                 );
             }
         }
-        t.insert(key, Item::Value(Value::InlineTable(inner.into_inline_table())));
+        t.insert(
+            key,
+            Item::Value(Value::InlineTable(inner.into_inline_table())),
+        );
     }
 
     // ---- null → null ----

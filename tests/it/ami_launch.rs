@@ -207,19 +207,36 @@ security_group_filter = { filters = { "group-name" = "build-sg" } }"#,
     assert_exit(&out, 0);
     assert!(
         text.contains(&format!("VPC {build_vpc} (vpc_filter)"))
-            && text.contains(&format!("subnet {large} (subnet_filter: the most free addresses"))
-            && text.contains(&format!("warning: security groups {sg} from `security_group_filter` are used as they are")),
+            && text.contains(&format!(
+                "subnet {large} (subnet_filter: the most free addresses"
+            ))
+            && text.contains(&format!(
+                "warning: security groups {sg} from `security_group_filter` are used as they are"
+            )),
         "{text}"
     );
-    let inst = kiln_instances(&ec2).await.pop().expect("the build instance");
+    let inst = kiln_instances(&ec2)
+        .await
+        .pop()
+        .expect("the build instance");
     assert_eq!(inst.subnet_id(), Some(large.as_str()));
     assert_eq!(inst.vpc_id(), Some(build_vpc.as_str()));
-    let groups: Vec<_> = inst.security_groups().iter().filter_map(|g| g.group_id()).collect();
+    let groups: Vec<_> = inst
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
     assert_eq!(groups, [sg.as_str()]);
-    assert!(kiln_groups(&ec2).await.is_empty(), "kiln made a group anyway");
+    assert!(
+        kiln_groups(&ec2).await.is_empty(),
+        "kiln made a group anyway"
+    );
     assert!(aws::live_instances(&ec2).await.is_empty());
     // The team's group is theirs: still there.
-    assert!(aws::security_groups(&ec2).await.iter().any(|(id, _)| *id == sg));
+    assert!(aws::security_groups(&ec2)
+        .await
+        .iter()
+        .any(|(id, _)| *id == sg));
 
     // A VPC alone: its most free subnet, and kiln's own no-ingress group
     // made in that VPC (and removed afterwards).
@@ -235,12 +252,19 @@ security_group_filter = { filters = { "group-name" = "build-sg" } }"#,
     let text = all(&out);
     assert_exit(&out, 0);
     assert!(
-        text.contains(&format!("subnet {elsewhere} (vpc_filter: the only match")) && text.contains("no ingress"),
+        text.contains(&format!("subnet {elsewhere} (vpc_filter: the only match"))
+            && text.contains("no ingress"),
         "{text}"
     );
-    let inst = kiln_instances(&ec2).await.pop().expect("the build instance");
+    let inst = kiln_instances(&ec2)
+        .await
+        .pop()
+        .expect("the build instance");
     assert_eq!(inst.subnet_id(), Some(elsewhere.as_str()));
-    assert!(kiln_groups(&ec2).await.is_empty(), "kiln's group was removed");
+    assert!(
+        kiln_groups(&ec2).await.is_empty(),
+        "kiln's group was removed"
+    );
 
     // A group filter that matches nothing in the VPC: named.
     s.write(
@@ -281,7 +305,7 @@ async fn block_device_mappings_reach_the_instance_and_the_image() {
 kms_key_id = "alias/build"
 launch_block_device_mappings = [
   { device_name = "/dev/sdb", volume_size = 20, volume_type = "gp3", iops = 4000, throughput = 250, delete_on_termination = false },
-  { device_name = "/dev/sdc", volume_size = 8, volume_type = "io1", iops = 400, encrypted = false },
+  { device_name = "/dev/sdc", volume_size = 125, volume_type = "st1", encrypted = false },
 ]
 ami_block_device_mappings = [
   { device_name = "/dev/sdc", no_device = true },
@@ -296,11 +320,19 @@ inline = ["exit 3"]
     s.write("t.toml", &template(&proxy.endpoint(), volumes, failing));
     let out = kiln(&s, &["build", "--on-error=abort", "t.toml"]);
     assert_exit(&out, 1);
+    // It failed where meant to: in the provisioner, after the launch.
+    let text = all(&out);
+    assert!(text.contains("exited with code 3"), "{text}");
     let inst = kiln_instances(&ec2).await.pop().expect("the kept instance");
     let id = inst.instance_id().unwrap().to_string();
     let vols = ec2
         .describe_volumes()
-        .filters(Filter::builder().name("attachment.instance-id").values(&id).build())
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .values(&id)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -309,15 +341,23 @@ inline = ["exit 3"]
         .iter()
         .map(|v| (v.attachments()[0].device().unwrap().to_string(), v.clone()))
         .collect();
-    let sdb = by_dev.get("/dev/sdb").unwrap_or_else(|| panic!("{by_dev:?}"));
+    let sdb = by_dev
+        .get("/dev/sdb")
+        .unwrap_or_else(|| panic!("{by_dev:?}"));
     assert_eq!(sdb.size(), Some(20));
     assert_eq!(sdb.volume_type().map(|t| t.as_str()), Some("gp3"));
     // kiln's default: encrypted, with the source's key.
     assert_eq!(sdb.encrypted(), Some(true));
     assert_eq!(sdb.kms_key_id(), Some("alias/build"));
-    let sdc = by_dev.get("/dev/sdc").unwrap();
-    assert_eq!((sdc.size(), sdc.encrypted()), (Some(8), Some(false)));
-    assert_eq!(sdc.volume_type().map(|t| t.as_str()), Some("io1"));
+    let sdc = by_dev.get("/dev/sdc").unwrap_or_else(|| {
+        panic!(
+            "{:?} {:?}",
+            by_dev.keys().collect::<Vec<_>>(),
+            proxy.sent("RunInstances")
+        )
+    });
+    assert_eq!((sdc.size(), sdc.encrypted()), (Some(125), Some(false)));
+    assert_eq!(sdc.volume_type().map(|t| t.as_str()), Some("st1"));
     // What moto does not keep (iops, throughput), in the call kiln sent.
     let run = proxy.sent("RunInstances");
     let p = run.last().expect("a RunInstances call");
@@ -326,8 +366,16 @@ inline = ["exit 3"]
         .find(|n| dev(*n, "DeviceName").as_deref() == Some("/dev/sdb"))
         .unwrap_or_else(|| panic!("{p:?}"));
     assert_eq!(dev(n_sdb, "Ebs.Iops").as_deref(), Some("4000"), "{p:?}");
-    assert_eq!(dev(n_sdb, "Ebs.Throughput").as_deref(), Some("250"), "{p:?}");
-    assert_eq!(dev(n_sdb, "Ebs.DeleteOnTermination").as_deref(), Some("false"), "{p:?}");
+    assert_eq!(
+        dev(n_sdb, "Ebs.Throughput").as_deref(),
+        Some("250"),
+        "{p:?}"
+    );
+    assert_eq!(
+        dev(n_sdb, "Ebs.DeleteOnTermination").as_deref(),
+        Some("false"),
+        "{p:?}"
+    );
     // The root stays in the mapping, encrypted: three devices.
     assert_eq!(dev(1, "DeviceName").as_deref(), Some("/dev/sda1"), "{p:?}");
     assert_eq!(dev(1, "Ebs.Encrypted").as_deref(), Some("true"), "{p:?}");
@@ -337,7 +385,11 @@ inline = ["exit 3"]
     assert!(aws::live_instances(&ec2).await.is_empty());
     assert!(kiln_groups(&ec2).await.is_empty());
     assert_eq!(
-        kiln_volumes(&ec2).await.iter().filter_map(|v| v.volume_id()).collect::<Vec<_>>(),
+        kiln_volumes(&ec2)
+            .await
+            .iter()
+            .filter_map(|v| v.volume_id())
+            .collect::<Vec<_>>(),
         Vec::<&str>::new(),
         "the kept /dev/sdb outlived cleanup"
     );
@@ -349,14 +401,33 @@ inline = ["exit 3"]
     assert_exit(&out, 0);
     let create = proxy.sent("CreateImage");
     let p = create.last().expect("a CreateImage call");
-    assert_eq!(p.get("BlockDeviceMapping.1.DeviceName").map(String::as_str), Some("/dev/sdc"), "{p:?}");
-    assert_eq!(p.get("BlockDeviceMapping.1.NoDevice").map(String::as_str), Some(""), "{p:?}");
-    assert_eq!(p.get("BlockDeviceMapping.2.VirtualName").map(String::as_str), Some("ephemeral0"), "{p:?}");
-    assert!(!p.contains_key("BlockDeviceMapping.2.Ebs.VolumeSize"), "{p:?}");
-    assert!(kiln_volumes(&ec2)
-        .await
-        .iter()
-        .all(|v| v.state().map(|s| s.as_str()) != Some("available")), "a volume was left");
+    assert_eq!(
+        p.get("BlockDeviceMapping.1.DeviceName").map(String::as_str),
+        Some("/dev/sdc"),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.get("BlockDeviceMapping.1.NoDevice").map(String::as_str),
+        Some(""),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.get("BlockDeviceMapping.2.VirtualName")
+            .map(String::as_str),
+        Some("ephemeral0"),
+        "{p:?}"
+    );
+    assert!(
+        !p.contains_key("BlockDeviceMapping.2.Ebs.VolumeSize"),
+        "{p:?}"
+    );
+    assert!(
+        kiln_volumes(&ec2)
+            .await
+            .iter()
+            .all(|v| v.state().map(|s| s.as_str()) != Some("available")),
+        "a volume was left"
+    );
     assert!(aws::live_instances(&ec2).await.is_empty());
 }
 
@@ -446,12 +517,24 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
     assert_eq!(calls.len(), 1, "{calls:?}");
     let p = &calls[0];
     let get = |k: &str| p.get(k).map(String::as_str);
-    assert_eq!(get("InstanceMarketOptions.MarketType"), Some("spot"), "{p:?}");
-    assert_eq!(get("InstanceMarketOptions.SpotOptions.MaxPrice"), Some("0.05"));
-    assert_eq!(get("InstanceMarketOptions.SpotOptions.SpotInstanceType"), Some("one-time"));
+    assert_eq!(
+        get("InstanceMarketOptions.MarketType"),
+        Some("spot"),
+        "{p:?}"
+    );
+    assert_eq!(
+        get("InstanceMarketOptions.SpotOptions.MaxPrice"),
+        Some("0.05")
+    );
+    assert_eq!(
+        get("InstanceMarketOptions.SpotOptions.SpotInstanceType"),
+        Some("one-time")
+    );
     assert_eq!(get("InstanceType"), Some("t3.small"));
     assert!(
-        p.iter().any(|(k, v)| k.starts_with("TagSpecification.") && k.ends_with(".ResourceType") && v == "spot-instances-request"),
+        p.iter().any(|(k, v)| k.starts_with("TagSpecification.")
+            && k.ends_with(".ResourceType")
+            && v == "spot-instances-request"),
         "the spot request is tagged: {p:?}"
     );
     let inst = kiln_instances(&ec2).await.pop().unwrap();
@@ -461,7 +544,10 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
     // No spot capacity anywhere, no fallback: both types tried, then a
     // clear failure, and nothing left.
     proxy.refuse(
-        &["Action=RunInstances", "InstanceMarketOptions.MarketType=spot"],
+        &[
+            "Action=RunInstances",
+            "InstanceMarketOptions.MarketType=spot",
+        ],
         "InsufficientInstanceCapacity",
         "There is no Spot capacity available that matches your request.",
     );
@@ -474,7 +560,10 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
         "{text}"
     );
     let calls = proxy.sent("RunInstances");
-    let types: Vec<_> = calls[1..].iter().map(|c| c["InstanceType"].clone()).collect();
+    let types: Vec<_> = calls[1..]
+        .iter()
+        .map(|c| c["InstanceType"].clone())
+        .collect();
     assert_eq!(types, ["t3.small", "t3a.small"]);
     assert!(aws::live_instances(&ec2).await.is_empty());
     assert!(kiln_groups(&ec2).await.is_empty());
@@ -482,7 +571,11 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
     // With the fallback: on demand, in the first type.
     s.write(
         "t.toml",
-        &template(&proxy.endpoint(), &format!("{spot}\nspot_fallback_on_demand = true"), ""),
+        &template(
+            &proxy.endpoint(),
+            &format!("{spot}\nspot_fallback_on_demand = true"),
+            "",
+        ),
     );
     let out = kiln(&s, &["build", "t.toml"]);
     let text = all(&out);
@@ -492,7 +585,10 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
         "{text}"
     );
     let last = proxy.sent("RunInstances").pop().unwrap();
-    assert!(!last.contains_key("InstanceMarketOptions.MarketType"), "{last:?}");
+    assert!(
+        !last.contains_key("InstanceMarketOptions.MarketType"),
+        "{last:?}"
+    );
     assert_eq!(last["InstanceType"], "t3.small");
     assert!(aws::live_instances(&ec2).await.is_empty());
     assert!(kiln_groups(&ec2).await.is_empty());

@@ -73,7 +73,8 @@ impl Builder for AmiBuilder {
             ..s
         };
         // The base and the security groups do not depend on each other.
-        let (base, groups) = tokio::join!(source::resolve(&aws, &s.from), groups(&aws, &s, &tags, ctx));
+        let (base, groups) =
+            tokio::join!(source::resolve(&aws, &s.from), groups(&aws, &s, &tags, ctx));
         let (base, groups) = (base?, groups?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",

@@ -243,10 +243,7 @@ fn block_devices(s: &AmiSettings, source: &SourceImage) -> Vec<BlockDeviceMappin
         let mut d = d.clone();
         if is_root(&d) && !d.no_device {
             // The root keeps kiln's size rule when the entry gives none.
-            d.volume_size = d
-                .volume_size
-                .or(s.volume_size)
-                .or(source.root_volume_size);
+            d.volume_size = d.volume_size.or(s.volume_size).or(source.root_volume_size);
         }
         out.push(volumes::launch_mapping(
             &d,

@@ -106,10 +106,22 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 /// Settings the schema knows (so templates ported from Packer read) but
 /// the builder does not do yet: each is refused in preflight, by name.
 const NOT_YET: &[(&str, &str)] = &[
-    ("ssh_source_cidrs", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_allow_world", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_interface", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_username", "`communicator = \"ssh\"` is not supported yet"),
+    (
+        "ssh_source_cidrs",
+        "`communicator = \"ssh\"` is not supported yet",
+    ),
+    (
+        "ssh_allow_world",
+        "`communicator = \"ssh\"` is not supported yet",
+    ),
+    (
+        "ssh_interface",
+        "`communicator = \"ssh\"` is not supported yet",
+    ),
+    (
+        "ssh_username",
+        "`communicator = \"ssh\"` is not supported yet",
+    ),
 ];
 
 /// `from`: an AMI id, or a filter that picks one.

@@ -57,7 +57,11 @@ pub struct Candidate {
 /// one with the most free addresses (ties by id, so the answer never
 /// depends on listing order); with `random` any, uniformly. `Err(n)`: `n`
 /// matches and no single answer.
-pub fn choose(mut found: Vec<Candidate>, most_free: bool, random: bool) -> Result<Candidate, usize> {
+pub fn choose(
+    mut found: Vec<Candidate>,
+    most_free: bool,
+    random: bool,
+) -> Result<Candidate, usize> {
     found.sort_by(|a, b| b.free.cmp(&a.free).then_with(|| a.id.cmp(&b.id)));
     match found.len() {
         0 => Err(0),
@@ -114,7 +118,9 @@ mod sdk {
                     .set_filters(Some(filters(f, None)))
                     .send()
                     .await
-                    .map_err(|e| BuildError::Config(format!("{}: {}", f.shown("vpc_filter"), describe(&e))))?;
+                    .map_err(|e| {
+                        BuildError::Config(format!("{}: {}", f.shown("vpc_filter"), describe(&e)))
+                    })?;
                 let ids: Vec<&str> = got.vpcs().iter().filter_map(|v| v.vpc_id()).collect();
                 match ids.as_slice() {
                     [one] => {
@@ -156,7 +162,9 @@ mod sdk {
             .set_filters(Some(filters(&subnet_filter, vpc.as_deref())))
             .send()
             .await
-            .map_err(|e| BuildError::Config(format!("{}: {}", subnet_filter.shown(&which), describe(&e))))?;
+            .map_err(|e| {
+                BuildError::Config(format!("{}: {}", subnet_filter.shown(&which), describe(&e)))
+            })?;
         let found: Vec<Candidate> = got
             .subnets()
             .iter()
@@ -168,7 +176,10 @@ mod sdk {
             })
             .collect();
         let ids: Vec<String> = found.iter().map(|c| c.id.clone()).collect();
-        let within = vpc.as_deref().map(|v| format!(" in {v}")).unwrap_or_default();
+        let within = vpc
+            .as_deref()
+            .map(|v| format!(" in {v}"))
+            .unwrap_or_default();
         let shown = match which.as_str() {
             "subnet_filter" => subnet_filter.shown("subnet_filter"),
             _ => "the `vpc_filter`".to_string(),
@@ -210,7 +221,11 @@ mod sdk {
             .send()
             .await
             .map_err(|e| {
-                BuildError::Config(format!("{}: {}", f.shown("security_group_filter"), describe(&e)))
+                BuildError::Config(format!(
+                    "{}: {}",
+                    f.shown("security_group_filter"),
+                    describe(&e)
+                ))
             })?;
         let mut ids: Vec<String> = got
             .security_groups()
@@ -246,15 +261,21 @@ mod tests {
         assert_eq!(choose(two(), false, false), Err(2));
         assert_eq!(choose(vec![], true, true), Err(0));
         assert_eq!(choose(two(), true, false).unwrap().id, "subnet-a");
-        assert_eq!(choose(vec![c("subnet-x", 1)], false, false).unwrap().id, "subnet-x");
+        assert_eq!(
+            choose(vec![c("subnet-x", 1)], false, false).unwrap().id,
+            "subnet-x"
+        );
         // A tie is broken by id.
         assert_eq!(
-            choose(vec![c("subnet-z", 9), c("subnet-y", 9)], true, false).unwrap().id,
+            choose(vec![c("subnet-z", 9), c("subnet-y", 9)], true, false)
+                .unwrap()
+                .id,
             "subnet-y"
         );
         // Random: both come up over enough draws.
-        let picked: std::collections::BTreeSet<String> =
-            (0..64).map(|_| choose(two(), false, true).unwrap().id).collect();
+        let picked: std::collections::BTreeSet<String> = (0..64)
+            .map(|_| choose(two(), false, true).unwrap().id)
+            .collect();
         assert_eq!(picked.len(), 2, "{picked:?}");
     }
 
@@ -264,6 +285,9 @@ mod tests {
             filters: [("tag:Class".to_string(), "build".to_string())].into(),
             ..Default::default()
         };
-        assert_eq!(f.shown("subnet_filter"), "`subnet_filter` { tag:Class = \"build\" }");
+        assert_eq!(
+            f.shown("subnet_filter"),
+            "`subnet_filter` { tag:Class = \"build\" }"
+        );
     }
 }

@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn prices_are_auto_or_a_positive_decimal() {
         assert_eq!(SpotPrice::parse("auto"), Ok(SpotPrice::Auto));
-        assert_eq!(SpotPrice::parse("0.0125"), Ok(SpotPrice::Max("0.0125".into())));
+        assert_eq!(
+            SpotPrice::parse("0.0125"),
+            Ok(SpotPrice::Max("0.0125".into()))
+        );
         for bad in ["", "0", "-1", "cheap", "1e3", "NaN", "inf"] {
             assert!(SpotPrice::parse(bad).is_err(), "{bad}");
         }
@@ -142,15 +145,30 @@ mod tests {
             .unwrap();
         assert_eq!(p.types, ["c6a.large", "m6a.large"]);
         assert!(p.fallback_on_demand);
-        let p = settings(Some("0.02"), &[], None).plan(Some("t3.small")).unwrap().unwrap();
-        assert_eq!((p.types.as_slice(), p.fallback_on_demand), (&["t3.small".to_string()][..], false));
-        assert!(settings(None, &["t3.small"], None).plan(None).unwrap_err().contains("needs `spot_price`"));
+        let p = settings(Some("0.02"), &[], None)
+            .plan(Some("t3.small"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.types.as_slice(), p.fallback_on_demand),
+            (&["t3.small".to_string()][..], false)
+        );
+        assert!(settings(None, &["t3.small"], None)
+            .plan(None)
+            .unwrap_err()
+            .contains("needs `spot_price`"));
         assert!(settings(Some("auto"), &["t3.small"], None)
             .plan(Some("t3.micro"))
             .unwrap_err()
             .contains("both set"));
-        assert!(settings(None, &[], Some(true)).plan(None).unwrap_err().contains("`spot_fallback_on_demand` needs"));
-        assert!(settings(Some("auto"), &["a", "a"], None).plan(None).unwrap_err().contains("twice"));
+        assert!(settings(None, &[], Some(true))
+            .plan(None)
+            .unwrap_err()
+            .contains("`spot_fallback_on_demand` needs"));
+        assert!(settings(Some("auto"), &["a", "a"], None)
+            .plan(None)
+            .unwrap_err()
+            .contains("twice"));
     }
 
     #[test]

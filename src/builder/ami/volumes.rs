@@ -96,12 +96,14 @@ impl BlockDevice {
                 "io1" => (100, 64_000),
                 "io2" => (100, 256_000),
                 "gp3" => (3_000, 80_000),
-                other => {
-                    return Err(format!(
-                        "{at}: `iops = {iops}` needs `volume_type` io1, io2 or gp3 (it is {other}{})",
-                        if self.volume_type.is_none() { ", EC2's default" } else { "" }
-                    ))
-                }
+                other => return Err(format!(
+                    "{at}: `iops = {iops}` needs `volume_type` io1, io2 or gp3 (it is {other}{})",
+                    if self.volume_type.is_none() {
+                        ", EC2's default"
+                    } else {
+                        ""
+                    }
+                )),
             };
             if !(lo..=hi).contains(&iops) {
                 return Err(format!(
@@ -118,7 +120,9 @@ impl BlockDevice {
                 ));
             }
             if !(125..=2_000).contains(&t) {
-                return Err(format!("{at}: `throughput = {t}` is outside 125–2000 MiB/s"));
+                return Err(format!(
+                    "{at}: `throughput = {t}` is outside 125–2000 MiB/s"
+                ));
             }
         }
         if let Some(size) = self.volume_size {
@@ -133,7 +137,9 @@ impl BlockDevice {
         }
         if let Some(s) = &self.snapshot_id {
             if !s.starts_with("snap-") {
-                return Err(format!("{at}: `snapshot_id = \"{s}\"` is not a snapshot id (`snap-…`)"));
+                return Err(format!(
+                    "{at}: `snapshot_id = \"{s}\"` is not a snapshot id (`snap-…`)"
+                ));
             }
         }
         Ok(())
@@ -146,10 +152,7 @@ pub fn check_all(list: &str, devices: &[BlockDevice]) -> Result<(), String> {
     for d in devices {
         d.check(list)?;
         if !seen.insert(normalise(&d.device_name)) {
-            return Err(format!(
-                "`{list}` names device `{}` twice",
-                d.device_name
-            ));
+            return Err(format!("`{list}` names device `{}` twice", d.device_name));
         }
     }
     Ok(())
@@ -169,7 +172,12 @@ mod sdk {
 
     use super::BlockDevice;
 
-    fn ebs(d: &BlockDevice, encrypted: Option<bool>, kms: Option<&str>, delete: Option<bool>) -> EbsBlockDevice {
+    fn ebs(
+        d: &BlockDevice,
+        encrypted: Option<bool>,
+        kms: Option<&str>,
+        delete: Option<bool>,
+    ) -> EbsBlockDevice {
         EbsBlockDevice::builder()
             .set_volume_size(d.volume_size)
             .set_volume_type(d.volume_type.as_deref().map(VolumeType::from))
@@ -178,11 +186,10 @@ mod sdk {
             .set_delete_on_termination(d.delete_on_termination.or(delete))
             .set_encrypted(d.encrypted.or(encrypted))
             // A key belongs to an encrypted volume only.
-            .set_kms_key_id(
-                d.kms_key_id
-                    .clone()
-                    .or_else(|| kms.filter(|_| d.encrypted.or(encrypted) == Some(true)).map(str::to_string)),
-            )
+            .set_kms_key_id(d.kms_key_id.clone().or_else(|| {
+                kms.filter(|_| d.encrypted.or(encrypted) == Some(true))
+                    .map(str::to_string)
+            }))
             .set_snapshot_id(d.snapshot_id.clone())
             .build()
     }
@@ -202,7 +209,11 @@ mod sdk {
     /// volumes are encrypted (with the source's `kms_key_id`) and deleted
     /// with the instance unless the entry says otherwise — kiln's defaults,
     /// as for the root volume.
-    pub fn launch_mapping(d: &BlockDevice, encrypted: bool, kms: Option<&str>) -> BlockDeviceMapping {
+    pub fn launch_mapping(
+        d: &BlockDevice,
+        encrypted: bool,
+        kms: Option<&str>,
+    ) -> BlockDeviceMapping {
         mapping(d, Some(ebs(d, Some(encrypted), kms, Some(true))))
     }
 
@@ -241,19 +252,29 @@ mod tests {
             ..gp3.clone()
         };
         let e = gp2.check("launch_block_device_mappings").unwrap_err();
-        assert!(e.contains("`iops = 4000` needs `volume_type` io1, io2 or gp3") && e.contains("/dev/sdb"), "{e}");
+        assert!(
+            e.contains("`iops = 4000` needs `volume_type` io1, io2 or gp3")
+                && e.contains("/dev/sdb"),
+            "{e}"
+        );
         let default_type = BlockDevice {
             iops: Some(3000),
             ..dev("/dev/sdc")
         };
-        assert!(default_type.check("x").unwrap_err().contains("EC2's default"));
+        assert!(default_type
+            .check("x")
+            .unwrap_err()
+            .contains("EC2's default"));
         let tp = BlockDevice {
             volume_type: Some("io2".into()),
             iops: Some(1000),
             throughput: Some(300),
             ..dev("/dev/sdd")
         };
-        assert!(tp.check("x").unwrap_err().contains("`throughput = 300` needs `volume_type = \"gp3\"`"));
+        assert!(tp
+            .check("x")
+            .unwrap_err()
+            .contains("`throughput = 300` needs `volume_type = \"gp3\"`"));
         let io1 = BlockDevice {
             volume_type: Some("io1".into()),
             ..dev("/dev/sde")
@@ -268,7 +289,10 @@ mod tests {
             volume_size: Some(8),
             ..dev("/dev/sdf")
         };
-        assert!(nd.check("ami_block_device_mappings").unwrap_err().contains("`no_device = true`"));
+        assert!(nd
+            .check("ami_block_device_mappings")
+            .unwrap_err()
+            .contains("`no_device = true`"));
         let eph = BlockDevice {
             virtual_name: Some("ephemeral0".into()),
             encrypted: Some(true),
@@ -280,12 +304,19 @@ mod tests {
             ..dev("/dev/sdg")
         };
         assert_eq!(ok.check("x"), Ok(()));
-        assert!(dev("disk1").check("x").unwrap_err().contains("`device_name`"));
+        assert!(dev("disk1")
+            .check("x")
+            .unwrap_err()
+            .contains("`device_name`"));
     }
 
     #[test]
     fn a_device_named_twice_is_refused() {
-        let e = check_all("launch_block_device_mappings", &[dev("/dev/sdb"), dev("sdb")]).unwrap_err();
+        let e = check_all(
+            "launch_block_device_mappings",
+            &[dev("/dev/sdb"), dev("sdb")],
+        )
+        .unwrap_err();
         assert!(e.contains("names device `sdb` twice"), "{e}");
     }
 
@@ -315,7 +346,10 @@ mod tests {
             Some("alias/build"),
         );
         let e = kept.ebs().unwrap();
-        assert_eq!((e.encrypted(), e.kms_key_id(), e.delete_on_termination()), (Some(false), None, Some(false)));
+        assert_eq!(
+            (e.encrypted(), e.kms_key_id(), e.delete_on_termination()),
+            (Some(false), None, Some(false))
+        );
         let gone = ami_mapping(&BlockDevice {
             no_device: true,
             ..dev("/dev/sdd")
