@@ -593,3 +593,112 @@ async fn spot_instances_try_each_type_and_fall_back_to_on_demand_only_when_allow
     assert!(aws::live_instances(&ec2).await.is_empty());
     assert!(kiln_groups(&ec2).await.is_empty());
 }
+
+/// A spot build killed (SIGKILL) with its instance up, then `kiln
+/// cleanup`: the instance, its kept volume and its group go, and so does
+/// the run's spot request. moto records no spot request for a spot
+/// RunInstances, so the test places one the way AWS would hold it — a
+/// RequestSpotInstances call tagged with the run's `kiln:run` (read off
+/// the killed build's instance) — and checks cleanup cancels it.
+#[tokio::test]
+async fn a_killed_spot_build_is_cleaned_up_with_its_spot_request_and_kept_volumes() {
+    let Some(moto) = Moto::start() else { return };
+    let proxy = FaultProxy::start(&moto.endpoint(), 0.0, 3);
+    proxy.set_delay(std::time::Duration::from_millis(300));
+    let ec2 = aws::ec2(&moto.endpoint(), REGION);
+    let s = Scratch::new();
+    let extra = r#"spot_price = "auto"
+launch_block_device_mappings = [{ device_name = "/dev/sdb", volume_size = 4, delete_on_termination = false }]"#;
+    let provisioners = "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo one\"]\n";
+    s.write("t.toml", &template(&proxy.endpoint(), extra, provisioners));
+    let mut child = s
+        .kiln()
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["build", "t.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while aws::live_instances(&ec2).await.is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no instance started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended too soon"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.set_delay(std::time::Duration::ZERO);
+    let inst = kiln_instances(&ec2).await.pop().unwrap();
+    let run = inst
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("kiln:run"))
+        .and_then(|t| t.value())
+        .unwrap()
+        .to_string();
+    let req = ec2
+        .request_spot_instances()
+        .instance_count(1)
+        .launch_specification(
+            aws_sdk_ec2::types::RequestSpotLaunchSpecification::builder()
+                .image_id(aws::SOURCE_AMI)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .tag_specifications(tagged(ResourceType::SpotInstancesRequest, "kiln:run", &run))
+        .send()
+        .await
+        .unwrap();
+    let req_id = req.spot_instance_requests()[0]
+        .spot_instance_request_id()
+        .unwrap()
+        .to_string();
+    // moto fulfils a request at once: that instance is the test's own.
+    let stray: Vec<String> = req
+        .spot_instance_requests()
+        .iter()
+        .filter_map(|r| r.instance_id().map(str::to_string))
+        .collect();
+
+    let out = kiln(&s, &["cleanup"]);
+    assert_exit(&out, 0);
+    let left = ec2
+        .describe_spot_instance_requests()
+        .filters(Filter::builder().name("tag:kiln:run").values(&run).build())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.spot_instance_requests()
+            .iter()
+            .all(|r| r.spot_instance_request_id() != Some(req_id.as_str())
+                || r.state().map(|s| s.as_str()) == Some("cancelled")),
+        "spot request {req_id} was not cancelled: {left:?}"
+    );
+    let live: Vec<String> = aws::live_instances(&ec2)
+        .await
+        .into_iter()
+        .filter(|i| !stray.contains(i))
+        .collect();
+    assert!(live.is_empty(), "{live:?}");
+    assert!(kiln_groups(&ec2).await.is_empty());
+    let vols = kiln_volumes(&ec2).await;
+    assert!(
+        vols.iter()
+            .all(|v| v.state().map(|s| s.as_str()) != Some("available")),
+        "the kept /dev/sdb outlived cleanup: {vols:?}"
+    );
+    assert!(
+        vols.iter().all(|v| v.size() != Some(4)),
+        "the kept /dev/sdb outlived cleanup: {vols:?}"
+    );
+}

@@ -96,14 +96,16 @@ impl BlockDevice {
                 "io1" => (100, 64_000),
                 "io2" => (100, 256_000),
                 "gp3" => (3_000, 80_000),
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "{at}: `iops = {iops}` needs `volume_type` io1, io2 or gp3 (it is {other}{})",
                     if self.volume_type.is_none() {
                         ", EC2's default"
                     } else {
                         ""
                     }
-                )),
+                ))
+                }
             };
             if !(lo..=hi).contains(&iops) {
                 return Err(format!(
