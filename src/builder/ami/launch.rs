@@ -1,8 +1,11 @@
 //! The throw-away instance: a security group with no ingress rule (SSM
 //! needs none) in the subnet's VPC, then one instance with IMDSv2 required
-//! (hop limit 1), an encrypted root volume, the given instance profile and
-//! no key pair. Everything is tagged `kiln:build-id` / `kiln:run`, and the
-//! run is in the journal before the first create call is made.
+//! (hop limit 1), an encrypted root volume plus the template's extra
+//! volumes, the given instance profile and no key pair — on demand, or
+//! spot type by type with the on-demand fallback the template allows.
+//! Everything is tagged `kiln:build-id` / `kiln:run` (the spot request
+//! too), and the run is in the journal before the first create call is
+//! made.
 
 use std::time::Duration;
 
