@@ -702,3 +702,42 @@ launch_block_device_mappings = [{ device_name = "/dev/sdb", volume_size = 4, del
         "the kept /dev/sdb outlived cleanup: {vols:?}"
     );
 }
+
+/// Only capacity errors move on to the next spot type or to on demand,
+/// provoked for real: moto with instance type validation refuses a type
+/// that does not exist (`InvalidInstanceType.NotFound`). Even with
+/// `spot_fallback_on_demand = true` the build fails at once, naming the
+/// type and moto's answer, and tries no other type.
+#[tokio::test]
+async fn a_spot_error_that_is_not_about_capacity_fails_without_fallback() {
+    let Some(moto) = Moto::start_with(&[("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")])
+    else {
+        return;
+    };
+    let proxy = FaultProxy::start(&moto.endpoint(), 0.0, 5);
+    let ec2 = aws::ec2(&moto.endpoint(), REGION);
+    let s = Scratch::new();
+    s.write(
+        "t.toml",
+        &template(
+            &proxy.endpoint(),
+            "spot_price = \"auto\"\nspot_instance_types = [\"t9.nonexistent\", \"t3.small\"]\nspot_fallback_on_demand = true",
+            "",
+        ),
+    );
+    let out = kiln(&s, &["build", "t.toml"]);
+    let text = all(&out);
+    assert_exit(&out, 1);
+    assert!(
+        text.contains("cannot start the instance (t9.nonexistent, spot): InvalidInstanceType"),
+        "{text}"
+    );
+    let types: Vec<String> = proxy
+        .sent("RunInstances")
+        .iter()
+        .map(|c| c["InstanceType"].clone())
+        .collect();
+    assert_eq!(types, ["t9.nonexistent"], "no other type, no on-demand try");
+    assert!(aws::live_instances(&ec2).await.is_empty());
+    assert!(kiln_groups(&ec2).await.is_empty());
+}

@@ -43,6 +43,12 @@ impl Moto {
     /// Starts moto and waits until it answers HTTP. `None` (the test skips)
     /// when `moto_server` is missing, except in CI, where that fails.
     pub fn start() -> Option<Moto> {
+        Moto::start_with(&[])
+    }
+
+    /// [`Moto::start`] with moto settings in its environment (e.g.
+    /// `MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION`).
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
@@ -57,6 +63,7 @@ impl Moto {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
