@@ -506,13 +506,7 @@ impl Converter<'_> {
                     ssh.get_or_insert(a);
                 }
                 "run_tags" | "run_volume_tags" | "snapshot_tags" => {
-                    self.report.push(
-                        Level::Approximate,
-                        c,
-                        Some(&a.loc),
-                        "kiln tags the instance, volumes, AMI and snapshots alike (`tags` plus its own `kiln:*` tags) and keeps the launch volume settings in the AMI",
-                        "merge these into `tags`/`volume_size` if they differ",
-                    )
+                    self.put(&mut t, key, &a.value, &c, false);
                 }
                 "skip_create_ami" => self.report.push(
                     Level::NotConverted,
@@ -539,8 +533,8 @@ impl Converter<'_> {
                         Level::Approximate,
                         c,
                         Some(&nb.loc),
-                        "kiln tags the instance, volumes, AMI and snapshots alike and keeps the launch volume settings in the AMI",
-                        "merge these into `tags`/`volume_size` if they differ",
+                        "kiln's `run_tags`, `run_volume_tags` and `snapshot_tags` are maps; the `key`/`value` block form was not converted",
+                        "write them as `run_tags = { KEY = \"VALUE\" }` (and likewise)",
                     )
                 }
                 "deregistration_protection" => {

@@ -492,7 +492,7 @@ fn import_to(s: &Scratch, input: &str, output: &str) -> (String, String) {
 fn amazon_ebs_filters_volumes_and_spot_translate_one_to_one() {
     let s = Scratch::new();
     let fixtures = repo().join("tests/fixtures/packer");
-    for name in ["kali-hcl", "kali-json"] {
+    for name in ["kali-hcl", "kali-json", "hcp-golden"] {
         copy_dir(&fixtures.join(name), &s.path().join(name));
     }
     let source = |out: &str, name: &str| -> toml::Table {
@@ -524,6 +524,15 @@ fn amazon_ebs_filters_volumes_and_spot_translate_one_to_one() {
     assert_eq!(src["launch_block_device_mappings"], want, "{out}");
     assert_eq!(src["ami_block_device_mappings"], want, "{out}");
 
+    // HashiCorp's golden-image guide tags its snapshots apart.
+    let (out, _) = import_to(&s, "hcp-golden/golden.pkr.hcl", "golden.toml");
+    let src = source(&out, "base_east");
+    assert_eq!(
+        src["snapshot_tags"]["environment"].as_str(),
+        Some("production"),
+        "{out}"
+    );
+
     s.write(
         "spot.pkr.hcl",
         r#"source "amazon-ebs" "spot" {
@@ -533,6 +542,7 @@ fn amazon_ebs_filters_volumes_and_spot_translate_one_to_one() {
   ami_name              = "spot-build"
   spot_price            = "auto"
   spot_instance_types   = ["c6a.large", "m6a.large"]
+  run_tags              = { cost = "ci" }
   subnet_filter {
     filters = { "tag:Tier" = "build" }
     most_free = true
@@ -563,6 +573,7 @@ build { sources = ["source.amazon-ebs.spot"] }
     let (out, err) = import_to(&s, "spot.pkr.hcl", "spot.toml");
     let src = source(&out, "spot");
     assert_eq!(src["spot_price"].as_str(), Some("auto"), "{out}");
+    assert_eq!(src["run_tags"]["cost"].as_str(), Some("ci"), "{out}");
     assert_eq!(
         src["spot_instance_types"],
         toml::Value::Array(vec!["c6a.large".into(), "m6a.large".into()])
