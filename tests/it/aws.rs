@@ -43,12 +43,32 @@ impl Moto {
     /// Starts moto and waits until it answers HTTP. `None` (the test skips)
     /// when `moto_server` is missing, except in CI, where that fails.
     pub fn start() -> Option<Moto> {
-        Moto::start_with(&[])
+        Moto::start_program(Command::new("moto_server"), &[])
     }
 
     /// [`Moto::start`] with moto settings in its environment (e.g.
     /// `MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION`).
     pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
+        Moto::start_program(Command::new("moto_server"), env)
+    }
+
+    /// moto with a test double of the SSM agent of a rebooting instance
+    /// (`tests/fixtures/moto-ssm-agent.py`, which says what it models),
+    /// logging what ran to `agent_log`.
+    pub fn start_with_ssm_agent(agent_log: &std::path::Path) -> Option<Moto> {
+        if !crate::require("AMI", &["moto_server", "python3"], false) {
+            return None;
+        }
+        let mut c = Command::new("python3");
+        c.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/moto-ssm-agent.py"
+        ))
+        .env("KILN_FAKE_AGENT_LOG", agent_log);
+        Moto::start_program(c, &[])
+    }
+
+    fn start_program(mut program: Command, env: &[(&str, &str)]) -> Option<Moto> {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
@@ -61,7 +81,7 @@ impl Moto {
         let port = addr.rsplit(':').next().unwrap().to_string();
         // moto logs every request on stderr: a file, never a pipe nobody reads.
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("moto_server")
+        let child = program
             .args(["-H", "127.0.0.1", "-p", &port])
             .envs(env.iter().copied())
             .stdin(Stdio::null())

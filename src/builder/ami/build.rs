@@ -18,7 +18,7 @@ use crate::job::{JobContext, ResourceKind as _, UndoHandle};
 use crate::template::plan::JobPlan;
 use crate::ui::ArtifactInfo;
 
-const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(super) const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_SSM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
@@ -39,6 +39,19 @@ impl Builder for AmiBuilder {
         let s = AmiSettings::from_plan(job)?;
         let aws = Clients::connect(&s.target()).await;
         Ok(Some(source::resolve(&aws, &s.from).await?.id))
+    }
+
+    fn can_test(&self) -> bool {
+        true
+    }
+
+    async fn launch_artifact(
+        &self,
+        ctx: &JobContext,
+        undo: &crate::job::Undo,
+        artifact: &ArtifactInfo,
+    ) -> Result<Box<dyn crate::builder::ArtifactInstance>, BuildError> {
+        super::tester::launch_artifact(ctx, undo, artifact).await
     }
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
@@ -111,23 +124,7 @@ impl Builder for AmiBuilder {
                 ""
             }
         ));
-        let comm = SsmCommunicator::new(SsmTarget {
-            ssm: aws.ssm.clone(),
-            instance: instance.clone(),
-            emulator: s.endpoint.is_some(),
-            online_timeout: crate::builder::duration_or(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
-            secrets: ctx.secrets.clone(),
-            vault: VaultDelivery {
-                settings: ctx.vault.clone(),
-                instance_address: s.vault_address.clone(),
-                ttl: s.vault_wrap_ttl.clone().unwrap_or_else(|| "5m".into()),
-            },
-            comment: format!("kiln {} {}", ctx.build_id, ctx.name)
-                .chars()
-                .take(100)
-                .collect(),
-            message: Arc::new(ctx.message_sink()),
-        });
+        let comm = communicator(ctx, &s, &aws, &instance);
         Ok(Box::new(AmiInstance {
             settings: s,
             aws,
@@ -135,6 +132,7 @@ impl Builder for AmiBuilder {
             instance,
             tags,
             comm,
+            made: None,
         }))
     }
 }
@@ -143,7 +141,7 @@ impl Builder for AmiBuilder {
 /// `security_group_filter` finds in the instance's VPC (used as they are:
 /// kiln cannot vouch for their rules, and says so), or a new group of the
 /// run's with no ingress rule.
-async fn groups(
+pub(super) async fn groups(
     aws: &Clients,
     s: &AmiSettings,
     tags: &RunTags,
@@ -162,6 +160,33 @@ async fn groups(
         }
         (None, None) => Ok(vec![launch::security_group(aws, s, tags).await?]),
     }
+}
+
+/// How commands reach `instance`: SSM, with the build's secrets and Vault
+/// delivery, each command commented with the build and the job.
+pub(super) fn communicator(
+    ctx: &JobContext,
+    s: &AmiSettings,
+    aws: &Clients,
+    instance: &str,
+) -> SsmCommunicator {
+    SsmCommunicator::new(SsmTarget {
+        ssm: aws.ssm.clone(),
+        instance: instance.to_string(),
+        emulator: s.endpoint.is_some(),
+        online_timeout: crate::builder::duration_or(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
+        secrets: ctx.secrets.clone(),
+        vault: VaultDelivery {
+            settings: ctx.vault.clone(),
+            instance_address: s.vault_address.clone(),
+            ttl: s.vault_wrap_ttl.clone().unwrap_or_else(|| "5m".into()),
+        },
+        comment: format!("kiln {} {}", ctx.build_id, ctx.name)
+            .chars()
+            .take(100)
+            .collect(),
+        message: Arc::new(ctx.message_sink()),
+    })
 }
 
 /// The instance's user data: `user_data` (a template string, already
@@ -206,6 +231,18 @@ struct AmiInstance {
     instance: String,
     tags: RunTags,
     comm: SsmCommunicator,
+    /// The image `snapshot` made, waiting for `distribute`.
+    made: Option<Made>,
+}
+
+/// The image in the build region, made and tagged, not yet shared, copied
+/// or protected; its handle keeps it on the undo stack until then.
+struct Made {
+    name: String,
+    extra: Vec<Tag>,
+    id: String,
+    snapshots: Vec<String>,
+    handle: UndoHandle,
 }
 
 /// An AMI name: 3–128 of letters, digits and `()[]./-'@_ `.
@@ -237,6 +274,15 @@ impl Instance for AmiInstance {
         &self.comm
     }
 
+    async fn keep_for_inspection(&mut self, _ctx: &JobContext) -> Option<String> {
+        // The instance lives on by itself; Session Manager is the way in
+        // that needs no ingress (the AWS CLI's session-manager-plugin).
+        Some(format!(
+            "aws ssm start-session --target {} --region {}",
+            self.instance, self.settings.region
+        ))
+    }
+
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let s = &self.settings;
         let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
@@ -261,9 +307,9 @@ impl Instance for AmiInstance {
         ];
         extra.extend(s.tags.iter().map(|(k, v)| tag(k, v)));
 
-        let mut handles = vec![];
-        handles.push(register_image(ctx, s, &s.region, &self.tags.run, &name).await?);
-        let (run_tags, extra) = (&self.tags, &extra);
+        // Stays on the undo stack until `distribute` is done: a failed
+        // test (or anything else) deregisters the image.
+        let handle = register_image(ctx, s, &s.region, &self.tags.run, &name).await?;
         let id = image::create(
             &self.aws,
             &self.instance,
@@ -271,7 +317,7 @@ impl Instance for AmiInstance {
             s.ami_description.as_deref(),
             &s.ami_block_device_mappings,
             &self.tags,
-            extra,
+            &extra,
         )
         .await?;
         ctx.message(format!("creating {id} (`{name}`) in {}", s.region));
@@ -282,7 +328,54 @@ impl Instance for AmiInstance {
             .cloned()
             .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
             .collect();
-        image::tag(&self.aws, &snapshots, snapshot_tags.clone()).await?;
+        image::tag(&self.aws, &snapshots, snapshot_tags).await?;
+        let artifact = self.artifact(&s.region, &id);
+        ctx.message(format!(
+            "AMI {id} in {} (copies, sharing and protection wait for its tests)",
+            s.region
+        ));
+        self.made = Some(Made {
+            name,
+            extra,
+            id,
+            snapshots,
+            handle,
+        });
+        Ok(vec![artifact])
+    }
+
+    fn distributes(&self) -> bool {
+        true
+    }
+
+    /// Shares the image made by `snapshot`, copies it to `copy_to` (shared
+    /// alike) and protects them all; then the images outlive the build.
+    async fn distribute(
+        &mut self,
+        ctx: &JobContext,
+        artifacts: Vec<ArtifactInfo>,
+    ) -> Result<Vec<ArtifactInfo>, BuildError> {
+        let Some(made) = self.made.take() else {
+            return Err(BuildError::Config(
+                "distribute before snapshot: no image was made".into(),
+            ));
+        };
+        let s = &self.settings;
+        let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        let Made {
+            name,
+            extra,
+            id,
+            snapshots,
+            handle,
+        } = made;
+        let mut handles = vec![handle];
+        let all_tags: Vec<Tag> = self.tags.tags().into_iter().chain(extra.clone()).collect();
+        let snapshot_tags: Vec<Tag> = all_tags
+            .iter()
+            .cloned()
+            .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
+            .collect();
         let sharing = image::Sharing::of(s);
         if s.public {
             ctx.message(format!(
@@ -293,6 +386,7 @@ impl Instance for AmiInstance {
         let mut made = vec![(self.aws.target.region.clone(), id.clone())];
 
         // Copies, all regions at once.
+        let (run_tags, extra) = (&self.tags, &extra);
         let mut copies = vec![];
         for region in &s.copy_to {
             handles.push(register_image(ctx, s, region, &self.tags.run, &name).await?);
@@ -342,25 +436,35 @@ impl Instance for AmiInstance {
         for h in handles {
             ctx.undo.release(h).await;
         }
-        Ok(made
-            .into_iter()
-            .map(|(region, ami)| {
-                ctx.message(format!("AMI {ami} in {region}"));
-                ArtifactInfo {
-                    kind: "ami".into(),
-                    id: super::artifact_id(&region, &ami),
-                    digest: None,
-                    base: Some(self.base.clone()),
-                    endpoint: s.endpoint.clone(),
-                    signatures: vec![],
-                    manifest: None,
-                    hardening: vec![],
-                    runs: vec![],
-                    tests: None,
-                    sbom: None,
-                }
-            })
-            .collect())
+        // The copies are the tested image's: they carry its test report.
+        let tests = artifacts.first().and_then(|a| a.tests.clone());
+        let copies = made.into_iter().skip(1).map(|(region, ami)| {
+            ctx.message(format!("AMI {ami} in {region} (a copy of {id})"));
+            ArtifactInfo {
+                tests: tests.clone(),
+                ..self.artifact(&region, &ami)
+            }
+        });
+        Ok(artifacts.into_iter().chain(copies).collect())
+    }
+}
+
+impl AmiInstance {
+    /// The record of one AMI of this build.
+    fn artifact(&self, region: &str, ami: &str) -> ArtifactInfo {
+        ArtifactInfo {
+            kind: "ami".into(),
+            id: super::artifact_id(region, ami),
+            digest: None,
+            base: Some(self.base.clone()),
+            endpoint: self.settings.endpoint.clone(),
+            signatures: vec![],
+            manifest: None,
+            hardening: vec![],
+            runs: vec![],
+            tests: None,
+            sbom: None,
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! pricing and fallback), [`launch`] (security group and instance), [`image`]
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
 //! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
-//! kinds in [`resources`]). The builder's own communicator is [`ssm`].
+//! kinds in [`resources`]). The builder's own communicator is [`ssm`];
+//! [`tester`] starts a fresh instance of a new AMI for its tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub mod source;
 pub mod spot;
 #[cfg(feature = "ami")]
 pub mod ssm;
+#[cfg(feature = "ami")]
+mod tester;
 pub mod volumes;
 
 pub use resources::reaper;
