@@ -4,6 +4,8 @@
 #[cfg(feature = "ami")]
 mod ami;
 #[cfg(feature = "ami")]
+mod ami_launch;
+#[cfg(feature = "ami")]
 mod ami_tests;
 mod artifact_tests;
 #[cfg(feature = "ami")]

@@ -11,7 +11,7 @@ use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
 use super::resources::{AwsImage, AwsRun};
 use super::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
-use super::{image, source, AmiSettings};
+use super::{image, network, source, AmiSettings};
 use crate::builder::{register, BuildError, Builder, Instance};
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, UndoHandle};
@@ -75,14 +75,20 @@ impl Builder for AmiBuilder {
             "EC2 instance and security group of this build",
         )
         .await?;
-        // The base and the security group do not depend on each other.
-        let (base, group) = tokio::join!(source::resolve(&aws, &s.from), async {
-            match &s.security_group_id {
-                Some(g) => Ok(g.clone()),
-                None => launch::security_group(&aws, &s, &tags).await,
-            }
-        });
-        let (base, group) = (base?, group?);
+        let spot = s.spot().map_err(BuildError::Config)?;
+        // Filters become ids: the subnet (and so the VPC) before the group.
+        let placed = network::place(&aws, &s).await?;
+        for line in &placed.said {
+            ctx.message(line.clone());
+        }
+        let s = AmiSettings {
+            subnet_id: placed.subnet,
+            ..s
+        };
+        // The base and the security groups do not depend on each other.
+        let (base, groups) =
+            tokio::join!(source::resolve(&aws, &s.from), groups(&aws, &s, &tags, ctx));
+        let (base, groups) = (base?, groups?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -95,10 +101,28 @@ impl Builder for AmiBuilder {
         ));
         let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-        let instance =
-            launch::instance(&aws, &s, &base, &group, &tags, user_data.as_deref(), limit).await?;
+        let launched = launch::instance(
+            &aws,
+            &s,
+            &base,
+            &groups,
+            &tags,
+            user_data.as_deref(),
+            spot.as_ref(),
+            limit,
+        )
+        .await?;
+        let instance = launched.id.clone();
         ctx.message(format!(
-            "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
+            "instance {instance} running ({}, {}; security group {}{}, IMDSv2 only)",
+            launched.instance_type,
+            launched.market,
+            groups.join(", "),
+            if s.security_group_id.is_none() && s.security_group_filter.is_none() {
+                ", no ingress"
+            } else {
+                ""
+            }
         ));
         let comm = communicator(ctx, &s, &aws, &instance);
         Ok(Box::new(AmiInstance {
@@ -110,6 +134,31 @@ impl Builder for AmiBuilder {
             comm,
             made: None,
         }))
+    }
+}
+
+/// The instance's security groups: `security_group_id`, the groups
+/// `security_group_filter` finds in the instance's VPC (used as they are:
+/// kiln cannot vouch for their rules, and says so), or a new group of the
+/// run's with no ingress rule.
+pub(super) async fn groups(
+    aws: &Clients,
+    s: &AmiSettings,
+    tags: &RunTags,
+    ctx: &JobContext,
+) -> Result<Vec<String>, BuildError> {
+    match (&s.security_group_id, &s.security_group_filter) {
+        (Some(g), _) => Ok(vec![g.clone()]),
+        (None, Some(f)) => {
+            let vpc = launch::vpc_of(aws, s.subnet_id.as_deref()).await?;
+            let found = network::security_groups(aws, f, &vpc).await?;
+            ctx.message(format!(
+                "warning: security groups {} from `security_group_filter` are used as they are: kiln makes no group of its own, so the instance is reachable as far as their ingress rules allow",
+                found.join(", ")
+            ));
+            Ok(found)
+        }
+        (None, None) => Ok(vec![launch::security_group(aws, s, tags).await?]),
     }
 }
 
@@ -266,6 +315,7 @@ impl Instance for AmiInstance {
             &self.instance,
             &name,
             s.ami_description.as_deref(),
+            &s.ami_block_device_mappings,
             &self.tags,
             &extra,
         )

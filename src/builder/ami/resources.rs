@@ -54,7 +54,7 @@ impl Reap for AwsReaper {
 
     fn describe(&self, r: &OwnedResource) -> String {
         if let Ok(AwsRun { region, run, .. }) = r.parse() {
-            return format!("EC2 instances and security groups tagged kiln:run={run} in {region}");
+            return format!("EC2 instances, spot requests, volumes and security groups tagged kiln:run={run} in {region}");
         }
         match r.parse::<AwsImage>() {
             Ok(AwsImage { region, name, .. }) => format!("AMI `{name}` in {region}"),

@@ -7,11 +7,11 @@
 //! terminates it and `kiln cleanup` finds it after a crash.
 
 use super::aws::{Clients, Target};
-use super::build::{communicator, DEFAULT_LAUNCH_TIMEOUT};
+use super::build::{communicator, groups, DEFAULT_LAUNCH_TIMEOUT};
 use super::launch::{self, RunTags};
 use super::resources::AwsRun;
 use super::ssm::SsmCommunicator;
-use super::{source, AmiSettings, From};
+use super::{network, source, AmiSettings, From};
 use crate::builder::{register_on, ArtifactInstance, BuildError};
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, Undo};
@@ -69,14 +69,28 @@ pub async fn launch_artifact(
     )
     .await?;
     let image = source::resolve(&aws, &From::Id(ami.to_string())).await?;
-    let group = match &s.security_group_id {
-        Some(g) => g.clone(),
-        None => launch::security_group(&aws, &s, &tags).await?,
+    // The network filters are looked up in the test's region; the image
+    // brings its own volumes (the build's `launch_block_device_mappings`
+    // are in it); the test instance runs on demand.
+    let placed = network::place(&aws, &s).await?;
+    let s = AmiSettings {
+        subnet_id: placed.subnet,
+        launch_block_device_mappings: vec![],
+        ..s
     };
+    let groups = groups(&aws, &s, &tags, ctx).await?;
     let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-    let instance = launch::instance(&aws, &s, &image, &group, &tags, None, limit).await?;
+    let instance = launch::instance(&aws, &s, &image, &groups, &tags, None, None, limit)
+        .await?
+        .id;
     ctx.message(format!(
-        "test instance {instance} running from {ami} in {region} (security group {group}, no ingress, IMDSv2 only)"
+        "test instance {instance} running from {ami} in {region} (security group {}{}, IMDSv2 only)",
+        groups.join(", "),
+        if s.security_group_id.is_none() && s.security_group_filter.is_none() {
+            ", no ingress"
+        } else {
+            ""
+        }
     ));
     Ok(Box::new(TestInstance {
         comm: communicator(ctx, &s, &aws, &instance),
