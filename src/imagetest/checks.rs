@@ -624,24 +624,27 @@ async fn shell(
 ) -> Result<Vec<CheckResult>, String> {
     let s = s?;
     let r = sh(comm, &s.inline.join("\n"), timeout_of(&s.timeout)).await?;
-    let tail: Vec<&String> = r.stdout.iter().chain(&r.stderr).rev().take(3).collect();
     let observed = format!(
         "exit {}{}",
         r.code,
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ": {}",
-                tail.into_iter()
-                    .rev()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            )
-        }
+        last_lines(r.stdout.iter().chain(&r.stderr))
     );
     Ok(vec![check("exit_status", 0, observed, r.code == 0)])
+}
+
+
+/// `: a | b | c`, the last three of `lines`, or nothing: what a failed
+/// command showed, in one line.
+pub(super) fn last_lines<'a>(lines: impl DoubleEndedIterator<Item = &'a String>) -> String {
+    let mut tail: Vec<&String> = lines.rev().take(3).collect();
+    if tail.is_empty() {
+        return String::new();
+    }
+    tail.reverse();
+    format!(
+        ": {}",
+        tail.into_iter().cloned().collect::<Vec<_>>().join(" | ")
+    )
 }
 
 #[cfg(test)]

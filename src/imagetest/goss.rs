@@ -91,22 +91,10 @@ pub(super) async fn run(
     let ran = ran?;
     let stdout = ran.stdout.join("\n");
     parse(&stdout).map_err(|e| {
-        let tail: Vec<&String> = ran.stderr.iter().rev().take(3).collect();
         format!(
             "goss exited {} without a JSON report ({e}){}",
             ran.code,
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ": {}",
-                    tail.into_iter()
-                        .rev()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                )
-            }
+            super::checks::last_lines(ran.stderr.iter())
         )
     })
 }
