@@ -1,5 +1,6 @@
 //! The AMI builder's steps: launch (resolve the base, security group,
-//! instance) and snapshot (stop, image, copies, shares).
+//! instance, and the communicator: SSM, or SSH with the run's key pair)
+//! and snapshot (stop, image, copies, shares).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
 use super::resources::{AwsImage, AwsRun};
 use super::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
-use super::{image, source, AmiSettings};
+use super::{image, source, ssh, sshconf, AmiSettings};
 use crate::builder::{register, BuildError, Builder, Instance};
+use crate::communicator::ssh::SshCommunicator;
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, UndoHandle};
 use crate::template::plan::JobPlan;
@@ -62,14 +64,29 @@ impl Builder for AmiBuilder {
             "EC2 instance and security group of this build",
         )
         .await?;
+        let over_ssh = sshconf::is_ssh(&s);
+        if let Some(w) = sshconf::world_warning(&s) {
+            ctx.message(w);
+        }
         // The base and the security group do not depend on each other.
         let (base, group) = tokio::join!(source::resolve(&aws, &s.from), async {
             match &s.security_group_id {
                 Some(g) => Ok(g.clone()),
-                None => launch::security_group(&aws, &s, &tags).await,
+                None => {
+                    let group = launch::security_group(&aws, &s, &tags).await?;
+                    if over_ssh {
+                        let cidrs = sshconf::source_cidrs(&s);
+                        ssh::allow_ingress(&aws, &group, &cidrs, &tags).await?;
+                    }
+                    Ok::<_, BuildError>(group)
+                }
             }
         });
         let (base, group) = (base?, group?);
+        let key = match over_ssh {
+            true => Some(ssh::import_key(&aws, &tags).await?),
+            false => None,
+        };
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -82,8 +99,33 @@ impl Builder for AmiBuilder {
         ));
         let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-        let instance =
-            launch::instance(&aws, &s, &base, &group, &tags, user_data.as_deref(), limit).await?;
+        let key_name = key.as_ref().map(|k| k.name.as_str());
+        let instance = launch::instance(
+            &aws,
+            &s,
+            &base,
+            &group,
+            &tags,
+            user_data.as_deref(),
+            key_name,
+            limit,
+        )
+        .await?;
+        if let Some(key) = &key {
+            ctx.message(format!(
+                "instance {instance} running (security group {group}: SSH from {} only; IMDSv2 only)",
+                s.ssh_source_cidrs.join(", ")
+            ));
+            let comm = ssh::connect(ctx, &aws, &s, &instance, key).await?;
+            return Ok(Box::new(AmiInstance {
+                settings: s,
+                aws,
+                base: base.id,
+                instance,
+                tags,
+                comm: AmiComm::Ssh(comm),
+            }));
+        }
         ctx.message(format!(
             "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
         ));
@@ -110,7 +152,7 @@ impl Builder for AmiBuilder {
             base: base.id,
             instance,
             tags,
-            comm,
+            comm: AmiComm::Ssm(comm),
         }))
     }
 }
@@ -156,7 +198,13 @@ struct AmiInstance {
     base: String,
     instance: String,
     tags: RunTags,
-    comm: SsmCommunicator,
+    comm: AmiComm,
+}
+
+/// How the build reaches its instance (`communicator`).
+enum AmiComm {
+    Ssm(SsmCommunicator),
+    Ssh(SshCommunicator),
 }
 
 /// An AMI name: 3–128 of letters, digits and `()[]./-'@_ `.
@@ -185,12 +233,18 @@ fn ami_name(wanted: Option<&str>, image: &str, version: &str, run: &str) -> Stri
 #[async_trait]
 impl Instance for AmiInstance {
     fn communicator(&self) -> &dyn Communicator {
-        &self.comm
+        match &self.comm {
+            AmiComm::Ssm(c) => c,
+            AmiComm::Ssh(c) => c,
+        }
     }
 
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let s = &self.settings;
         let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        if let AmiComm::Ssh(c) = &self.comm {
+            c.disconnect().await;
+        }
         ctx.message(format!("stopping {}", self.instance));
         launch::stop(
             &self.aws,

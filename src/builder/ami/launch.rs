@@ -1,7 +1,8 @@
 //! The throw-away instance: a security group with no ingress rule (SSM
-//! needs none) in the subnet's VPC, then one instance with IMDSv2 required
-//! (hop limit 1), an encrypted root volume, the given instance profile and
-//! no key pair. Everything is tagged `kiln:build-id` / `kiln:run`, and the
+//! needs none; with `communicator = "ssh"`, `ssh` adds port 22) in the
+//! subnet's VPC, then one instance with IMDSv2 required (hop limit 1), an
+//! encrypted root volume, the given instance profile and no key pair but
+//! the run's own with SSH. Everything is tagged `kiln:build-id` / `kiln:run`, and the
 //! run is in the journal before the first create call is made.
 
 use std::time::Duration;
@@ -104,7 +105,7 @@ pub async fn security_group(
         .ec2
         .create_security_group()
         .group_name(&name)
-        .description("kiln build instance: no ingress (provisioned over SSM)")
+        .description(group_description(s))
         .vpc_id(&vpc)
         .tag_specifications(tags.spec(ResourceType::SecurityGroup, &[tag("Name", &name)]))
         .send()
@@ -117,6 +118,15 @@ pub async fn security_group(
         .ok_or_else(|| BuildError::Config("CreateSecurityGroup returned no group id".into()))
 }
 
+/// What the temporary group is for, as its description says.
+fn group_description(s: &AmiSettings) -> &'static str {
+    if super::sshconf::is_ssh(s) {
+        "kiln build instance: SSH from ssh_source_cidrs only"
+    } else {
+        "kiln build instance: no ingress (provisioned over SSM)"
+    }
+}
+
 /// Starts the instance and waits until it runs. `user_data` is sent as
 /// given (base64-encoded here, as EC2 wants it).
 pub async fn instance(
@@ -126,6 +136,7 @@ pub async fn instance(
     group: &str,
     tags: &RunTags,
     user_data: Option<&[u8]>,
+    key_name: Option<&str>,
     limit: Duration,
 ) -> Result<String, BuildError> {
     let name = tag("Name", &format!("kiln {}", tags.job));
@@ -162,7 +173,9 @@ pub async fn instance(
         .tag_specifications(tags.spec(ResourceType::Instance, &extra(&s.run_tags)))
         .tag_specifications(tags.spec(ResourceType::Volume, &extra(&s.run_volume_tags)))
         // Idempotency: a retried RunInstances must not start a second one.
-        .client_token(&tags.run);
+        .client_token(&tags.run)
+        // Only with `communicator = "ssh"`: the run's own key pair.
+        .set_key_name(key_name.map(str::to_string));
     req = match s.associate_public_ip_address {
         // The public address is a property of the network interface: the
         // subnet and the group move into its specification.

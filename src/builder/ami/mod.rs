@@ -8,7 +8,11 @@
 //! id or filter), [`launch`] (security group and instance), [`image`]
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
 //! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
-//! kinds in [`resources`]). The builder's own communicator is [`ssm`].
+//! kinds in [`resources`]). The builder's own communicator is [`ssm`];
+//! `communicator = "ssh"` ([`sshconf`] checks its settings) reaches bases
+//! without the SSM agent through the generic SSH transport instead, set up
+//! by `ssh` (run key pair, port-22 ingress, address, host keys from the
+//! console, `console`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ pub mod aws;
 #[cfg(feature = "ami")]
 mod build;
 #[cfg(feature = "ami")]
+mod console;
+#[cfg(feature = "ami")]
 pub mod image;
 #[cfg(feature = "ami")]
 mod launch;
@@ -32,6 +38,9 @@ pub mod reap;
 pub mod resources;
 #[cfg(feature = "ami")]
 pub mod source;
+#[cfg(feature = "ami")]
+mod ssh;
+pub mod sshconf;
 #[cfg(feature = "ami")]
 pub mod ssm;
 
@@ -85,6 +94,8 @@ pub const FIELDS: &[Field] = &[
     Field::opt("ssh_allow_world", Kind::Bool),
     Field::opt("ssh_interface", Kind::Enum(&["public_ip", "private_ip"])),
     Field::opt("ssh_username", Kind::Str),
+    Field::opt("ssh_timeout", Kind::Duration),
+    Field::opt("ssh_host_key_timeout", Kind::Duration),
     Field::opt("spot_price", Kind::Str),
     Field::opt("spot_instance_types", STR_LIST),
     Field::opt("subnet_filter", Kind::Any),
@@ -104,10 +115,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("security_group_filter", "`security_group_filter` is not supported yet: give `security_group_id`, or leave it out for a group with no ingress"),
     ("launch_block_device_mappings", "`launch_block_device_mappings` is not supported yet: `volume_size`, `encrypted` and `kms_key_id` set the root volume"),
     ("ami_block_device_mappings", "`ami_block_device_mappings` is not supported yet: the image keeps the instance's volumes"),
-    ("ssh_source_cidrs", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_allow_world", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_interface", "`communicator = \"ssh\"` is not supported yet"),
-    ("ssh_username", "`communicator = \"ssh\"` is not supported yet"),
 ];
 
 /// `from`: an AMI id, or a filter that picks one.
@@ -180,7 +187,19 @@ pub struct AmiSettings {
     /// Launch permission for everyone; only when set explicitly.
     #[serde(default)]
     pub public: bool,
+    /// `ssm` (the default) or `ssh`; see [`sshconf`].
     pub communicator: Option<String>,
+    /// Where the temporary group lets SSH in from (`communicator = "ssh"`).
+    #[serde(default)]
+    pub ssh_source_cidrs: Vec<String>,
+    /// Allows `0.0.0.0/0` / `::/0` in `ssh_source_cidrs`.
+    #[serde(default)]
+    pub ssh_allow_world: bool,
+    /// `public_ip` or `private_ip` (default: public when there is one).
+    pub ssh_interface: Option<String>,
+    pub ssh_username: Option<String>,
+    pub ssh_timeout: Option<String>,
+    pub ssh_host_key_timeout: Option<String>,
     #[serde(flatten)]
     pub not_yet: BTreeMap<String, serde_json::Value>,
 }
@@ -205,11 +224,7 @@ impl AmiSettings {
         if let Some((field, why)) = NOT_YET.iter().find(|(f, _)| s.not_yet.contains_key(*f)) {
             return Err(BuildError::NotSupported(format!("`{field}`: {why}")));
         }
-        if s.communicator.as_deref() == Some("ssh") {
-            return Err(BuildError::NotSupported(
-                "`communicator = \"ssh\"` is not supported yet: AMI builds reach the instance through SSM (the base needs the SSM agent; Debian's official AMIs do not have it)".into(),
-            ));
-        }
+        sshconf::check(&s)?;
         if s.user_data.is_some() && s.user_data_file.is_some() {
             return Err(BuildError::Config(
                 "`user_data` and `user_data_file` are both set: give one".into(),
