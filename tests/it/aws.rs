@@ -43,6 +43,16 @@ impl Moto {
     /// Starts moto and waits until it answers HTTP. `None` (the test skips)
     /// when `moto_server` is missing, except in CI, where that fails.
     pub fn start() -> Option<Moto> {
+        Moto::start_with(false)
+    }
+
+    /// [`Moto::start`] with moto's recorder on: every request, body
+    /// included, is kept (see [`Moto::recorded`]).
+    pub fn start_recording() -> Option<Moto> {
+        Moto::start_with(true)
+    }
+
+    fn start_with(record: bool) -> Option<Moto> {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
@@ -55,7 +65,12 @@ impl Moto {
         let port = addr.rsplit(':').next().unwrap().to_string();
         // moto logs every request on stderr: a file, never a pipe nobody reads.
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("moto_server")
+        let mut cmd = Command::new("moto_server");
+        if record {
+            cmd.env("MOTO_ENABLE_RECORDING", "True")
+                .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"));
+        }
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -104,6 +119,33 @@ impl Moto {
     /// The server's process id (also its process group id).
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Every request moto received since it started (with
+    /// [`Moto::start_recording`]): each as its URL and its body, decoded,
+    /// one after the other. Search it for what must never reach AWS.
+    pub fn recorded(&self) -> String {
+        use base64::Engine as _;
+        let path = self._dir.path().join("recording.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut out = String::new();
+        for line in text.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            let body = entry["body"].as_str().unwrap_or_default();
+            let body = if entry["body_encoded"] == true {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap();
+                String::from_utf8_lossy(&raw).into_owned()
+            } else {
+                body.to_string()
+            };
+            out.push_str(entry["url"].as_str().unwrap_or_default());
+            out.push('\n');
+            out.push_str(&body);
+            out.push('\n');
+        }
+        out
     }
 
     /// What moto printed so far (one line per request), for failure messages.

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "ami")]
 mod ami;
+#[cfg(feature = "ami")]
+mod ami_ssh;
 mod artifact_tests;
 #[cfg(feature = "ami")]
 mod aws;
