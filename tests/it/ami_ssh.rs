@@ -681,3 +681,81 @@ async fn host_keys_learnt_out_of_band_are_enforced_against_a_real_sshd() {
         .unwrap();
     assert_eq!((code, lines), (0, vec!["over-ssh".to_string()]));
 }
+
+/// `kiln import packer` maps an `amazon-ebs` source's SSH settings onto
+/// `communicator = "ssh"` (shaped as real templates write them: a
+/// narrowed temporary group, `ssh_interface`, cleared keys), and the
+/// result validates; Packer's open-to-the-world group becomes an explicit
+/// `ssh_allow_world`; `session_manager` becomes kiln's SSM.
+#[test]
+fn imported_amazon_ebs_ssh_settings_become_kiln_ssh_fields() {
+    let s = Scratch::new();
+    let source = |body: &str| {
+        format!(
+            "source \"amazon-ebs\" \"golden\" {{\n  region = \"eu-west-1\"\n  source_ami = \"ami-0123456789abcdef0\"\n  instance_type = \"t3.micro\"\n{body}}}\nbuild {{\n  sources = [\"source.amazon-ebs.golden\"]\n}}\n"
+        )
+    };
+    let import = |name: &str, body: &str| {
+        s.write(&format!("{name}.pkr.hcl"), &source(body));
+        let o = s
+            .kiln()
+            .args(["import", "packer", "--json", &format!("{name}.pkr.hcl"), "-o"])
+            .arg(format!("{name}.toml"))
+            .output()
+            .unwrap();
+        // The findings' constructs and reasons, one per line.
+        let report: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        let findings: Vec<String> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| format!("{} {}: {}", f["level"], f["construct"], f["why"]))
+            .collect();
+        let out = std::fs::read_to_string(s.path().join(format!("{name}.toml"))).unwrap();
+        let v = s
+            .kiln()
+            .args(["validate", &format!("{name}.toml")])
+            .output()
+            .unwrap();
+        assert_exit(&v, 0);
+        (out, findings.join("\n"))
+    };
+
+    let (out, report) = import(
+        "narrow",
+        "  communicator = \"ssh\"\n  ssh_username = \"admin\"\n  ssh_interface = \"public_dns\"\n  ssh_timeout = \"10m\"\n  temporary_key_pair_type = \"ed25519\"\n  ssh_clear_authorized_keys = true\n  associate_public_ip_address = true\n  temporary_security_group_source_cidrs = [\"198.51.100.0/24\", \"2001:db8::/48\"]\n",
+    );
+    for want in [
+        "communicator = \"ssh\"",
+        "ssh_username = \"admin\"",
+        "ssh_interface = \"public_ip\"",
+        "ssh_timeout = \"10m\"",
+        "associate_public_ip_address = true",
+        "ssh_source_cidrs = [\"198.51.100.0/24\", \"2001:db8::/48\"]",
+    ] {
+        assert!(out.contains(want), "{want} not in {out}");
+    }
+    assert!(!out.contains("ssh_allow_world"), "{out}");
+    assert!(report.contains("ssh_clear_authorized_keys"), "{report}");
+    assert!(report.contains("ssh_interface"), "{report}");
+    assert!(!report.contains("iam_instance_profile"), "SSH needs none: {report}");
+    assert!(!report.contains("temporary_key_pair_type"), "{report}");
+
+    // Packer's default (port 22 from anywhere) is not carried over silently.
+    let (out, report) = import("default", "  ssh_username = \"ubuntu\"\n");
+    assert!(out.contains("communicator = \"ssh\"") && !out.contains("ssh_source_cidrs"), "{out}");
+    assert!(report.contains("ssh_source_cidrs"), "{report}");
+    let (out, report) = import(
+        "world",
+        "  ssh_username = \"ubuntu\"\n  temporary_security_group_source_cidrs = [\"0.0.0.0/0\"]\n",
+    );
+    assert!(out.contains("ssh_allow_world = true"), "{out}");
+    assert!(report.contains("whole internet"), "{report}");
+
+    let (out, report) = import(
+        "ssm",
+        "  ssh_username = \"ec2-user\"\n  ssh_interface = \"session_manager\"\n  iam_instance_profile = \"ssm-core\"\n",
+    );
+    assert!(!out.contains("communicator") && !out.contains("ssh_"), "{out}");
+    assert!(report.contains("Session Manager"), "{report}");
+}
