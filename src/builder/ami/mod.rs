@@ -1,6 +1,7 @@
 //! `[source.ami.NAME]`: AWS AMIs built from a throw-away EC2 instance that
 //! nothing can reach — no key pair, a security group with no ingress rule,
-//! IMDSv2 only — provisioned over SSM, snapshotted into an encrypted AMI,
+//! IMDSv2 only — provisioned over SSM (or, with `communicator = "ssh"`,
+//! over SSH from `ssh_source_cidrs` only, with the run's own key pair), snapshotted into an encrypted AMI,
 //! copied to other regions, shared, and published to SSM parameters per
 //! channel.
 //!
