@@ -146,12 +146,15 @@ impl Converter<'_> {
     /// whole world (which kiln refuses unless told) gets
     /// `ssh_allow_world = true` and a finding.
     fn ssh_source_cidrs(&mut self, t: &mut Table, a: &Attr, construct: &str) {
-        let world = a.value.as_list().into_iter().flatten().any(|n| {
-            matches!(n.as_str(), Some(s) if s.ends_with("/0"))
-        }) || a
+        let world = a
             .value
-            .as_str()
-            .is_some_and(|s| s.split(',').any(|c| c.trim().ends_with("/0")));
+            .as_list()
+            .into_iter()
+            .flatten()
+            .any(|n| matches!(n.as_str(), Some(s) if s.ends_with("/0")))
+            || a.value
+                .as_str()
+                .is_some_and(|s| s.split(',').any(|c| c.trim().ends_with("/0")));
         if a.value.as_str().is_some() && !self.input.legacy_json {
             // HCL gives a list; a plain string is one block.
             let mut list = toml_edit::Array::new();

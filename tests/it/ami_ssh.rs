@@ -99,7 +99,10 @@ impl Sshd {
     /// The host key, as an `authorized_keys`-style line without comment.
     fn host_key(&self) -> String {
         let line = std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap();
-        line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        line.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// `SHA256:…`, as ssh-keygen (not kiln) computes it.
@@ -243,7 +246,11 @@ async fn assert_nothing_left(endpoint: &str) {
         aws::security_groups(&ec2).await,
         Vec::<(String, String)>::new()
     );
-    assert_eq!(key_pairs(&ec2).await, Vec::<String>::new(), "key pairs left");
+    assert_eq!(
+        key_pairs(&ec2).await,
+        Vec::<String>::new(),
+        "key pairs left"
+    );
 }
 
 async fn key_pairs(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
@@ -294,7 +301,11 @@ fn assert_no_key_material(dir: &Path, public_line: &str) {
         let bytes = std::fs::read(&f).unwrap();
         // kiln's own catalog signing key lives in `STATE/keys`, encrypted.
         let own_key = f.components().any(|c| c.as_os_str() == "keys");
-        let pem: &[u8] = if own_key { b"OPENSSH PRIVATE KEY" } else { b"PRIVATE KEY" };
+        let pem: &[u8] = if own_key {
+            b"OPENSSH PRIVATE KEY"
+        } else {
+            b"PRIVATE KEY"
+        };
         for needle in [pem, b"openssh-key-v1", raw] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
@@ -373,7 +384,9 @@ destination = "{o}/uploaded"
         SECRET
     );
     assert_eq!(
-        std::fs::read_to_string(out_dir.join("user")).unwrap().trim(),
+        std::fs::read_to_string(out_dir.join("user"))
+            .unwrap()
+            .trim(),
         "root"
     );
     assert_eq!(
@@ -393,7 +406,9 @@ destination = "{o}/uploaded"
     let inst = build_instance(&ec2).await;
     let public = booted.public_ip.expect("moto gives a public IP");
     assert!(
-        all.contains(&format!("connecting over SSH to {public}:22 (public_ip) as `root`")),
+        all.contains(&format!(
+            "connecting over SSH to {public}:22 (public_ip) as `root`"
+        )),
         "{all}"
     );
     assert!(all.contains("test double: KILN_TEST_SSH_ENDPOINT"), "{all}");
@@ -403,7 +418,10 @@ destination = "{o}/uploaded"
         all.contains("trust on first use") && all.contains(&sshd.host_fingerprint()),
         "{all}"
     );
-    assert_eq!(inst.key_name(), Some(format!("kiln-{}", run_of(&inst)).as_str()));
+    assert_eq!(
+        inst.key_name(),
+        Some(format!("kiln-{}", run_of(&inst)).as_str())
+    );
 
     // What AWS was told: port 22 from the two blocks only, and nowhere
     // the secret.
@@ -421,7 +439,10 @@ destination = "{o}/uploaded"
     ] {
         assert!(call.contains(want), "{want} missing: {call}");
     }
-    assert!(!call.contains("0.0.0.0/0") && !call.contains("::/0"), "{call}");
+    assert!(
+        !call.contains("0.0.0.0/0") && !call.contains("::/0"),
+        "{call}"
+    );
     assert!(recorded.contains("Action=ImportKeyPair"));
     assert!(recorded.contains("Action=GetConsoleOutput"));
 
@@ -573,7 +594,9 @@ inline = ["touch {started}", "i=0; while [ ! -e {gate} ] && [ $i -lt 900 ]; do s
         .unwrap();
     assert_exit(&clean, 0);
     assert!(
-        text(&clean).0.contains("security groups and key pairs tagged kiln:run="),
+        text(&clean)
+            .0
+            .contains("security groups and key pairs tagged kiln:run="),
         "{}",
         text(&clean).0
     );
@@ -610,10 +633,21 @@ async fn ssh_settings_refused_before_launch() {
     let base = template(&moto.endpoint(), "", "");
     let mut all_cases: Vec<(String, &str)> = cases
         .iter()
-        .map(|(extra, want)| (base.replace("ssh_timeout = \"2m\"\n", &format!("ssh_timeout = \"2m\"\n{extra}\n")), *want))
+        .map(|(extra, want)| {
+            (
+                base.replace(
+                    "ssh_timeout = \"2m\"\n",
+                    &format!("ssh_timeout = \"2m\"\n{extra}\n"),
+                ),
+                *want,
+            )
+        })
         .collect();
     all_cases.push((
-        base.replace("ssh_username = \"root\"\n", "ssh_source_cidrs = [\"10.0.0.0/8\"]\n"),
+        base.replace(
+            "ssh_username = \"root\"\n",
+            "ssh_source_cidrs = [\"10.0.0.0/8\"]\n",
+        ),
         "needs `ssh_username`",
     ));
     all_cases.push((
@@ -656,7 +690,10 @@ async fn host_keys_learnt_out_of_band_are_enforced_against_a_real_sshd() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not one of the 1 it was expected to have"), "{err}");
+    assert!(
+        err.contains("not one of the 1 it was expected to have"),
+        "{err}"
+    );
 
     let real = PublicKey::from_openssh(&sshd.host_key()).unwrap();
     let right = SshCommunicator::new(target).expecting_host_keys(vec![real]);
@@ -699,7 +736,13 @@ fn imported_amazon_ebs_ssh_settings_become_kiln_ssh_fields() {
         s.write(&format!("{name}.pkr.hcl"), &source(body));
         let o = s
             .kiln()
-            .args(["import", "packer", "--json", &format!("{name}.pkr.hcl"), "-o"])
+            .args([
+                "import",
+                "packer",
+                "--json",
+                &format!("{name}.pkr.hcl"),
+                "-o",
+            ])
             .arg(format!("{name}.toml"))
             .output()
             .unwrap();
@@ -738,12 +781,18 @@ fn imported_amazon_ebs_ssh_settings_become_kiln_ssh_fields() {
     assert!(!out.contains("ssh_allow_world"), "{out}");
     assert!(report.contains("ssh_clear_authorized_keys"), "{report}");
     assert!(report.contains("ssh_interface"), "{report}");
-    assert!(!report.contains("iam_instance_profile"), "SSH needs none: {report}");
+    assert!(
+        !report.contains("iam_instance_profile"),
+        "SSH needs none: {report}"
+    );
     assert!(!report.contains("temporary_key_pair_type"), "{report}");
 
     // Packer's default (port 22 from anywhere) is not carried over silently.
     let (out, report) = import("default", "  ssh_username = \"ubuntu\"\n");
-    assert!(out.contains("communicator = \"ssh\"") && !out.contains("ssh_source_cidrs"), "{out}");
+    assert!(
+        out.contains("communicator = \"ssh\"") && !out.contains("ssh_source_cidrs"),
+        "{out}"
+    );
     assert!(report.contains("ssh_source_cidrs"), "{report}");
     let (out, report) = import(
         "world",
@@ -756,6 +805,9 @@ fn imported_amazon_ebs_ssh_settings_become_kiln_ssh_fields() {
         "ssm",
         "  ssh_username = \"ec2-user\"\n  ssh_interface = \"session_manager\"\n  iam_instance_profile = \"ssm-core\"\n",
     );
-    assert!(!out.contains("communicator") && !out.contains("ssh_"), "{out}");
+    assert!(
+        !out.contains("communicator") && !out.contains("ssh_"),
+        "{out}"
+    );
     assert!(report.contains("Session Manager"), "{report}");
 }

@@ -53,7 +53,10 @@ pub async fn import_key(aws: &Clients, tags: &RunTags) -> Result<RunKey, BuildEr
         .send()
         .await
         .map_err(|e| {
-            BuildError::Config(format!("cannot import the run's key pair: {}", describe(&e)))
+            BuildError::Config(format!(
+                "cannot import the run's key pair: {}",
+                describe(&e)
+            ))
         })?;
     Ok(RunKey {
         key: Arc::new(key),
@@ -205,7 +208,9 @@ pub async fn connect(
     comm.wait_ready(limit, &mut || Ok(())).await?;
     let print = comm.host_key_fingerprint().unwrap_or_default();
     if from_console {
-        ctx.message(format!("SSH connected; host key {print} (from the console)"));
+        ctx.message(format!(
+            "SSH connected; host key {print} (from the console)"
+        ));
     } else {
         ctx.message(format!(
             "warning: {instance}'s console showed no SSH host keys within {}: trusted the first key offered, {print} (trust on first use); the session is encrypted but who answered was not checked",

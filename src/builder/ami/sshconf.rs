@@ -36,7 +36,9 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn parse(text: &str) -> Result<Cidr, String> {
-        let bad = |why: &str| format!("`ssh_source_cidrs`: `{text}` is not a CIDR block ({why}; e.g. `203.0.113.0/24` or `2001:db8::/32`)");
+        let bad = |why: &str| {
+            format!("`ssh_source_cidrs`: `{text}` is not a CIDR block ({why}; e.g. `203.0.113.0/24` or `2001:db8::/32`)")
+        };
         let (addr, prefix) = text.split_once('/').ok_or_else(|| bad("no `/PREFIX`"))?;
         let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -143,7 +145,13 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().is_world());
         assert!(Cidr::parse("::/0").unwrap().is_world());
         assert!(!Cidr::parse("2001:db8::/32").unwrap().is_world());
-        for bad in ["203.0.113.0", "203.0.113.0/33", "2001:db8::/129", "host/24", "1.2.3.4/x"] {
+        for bad in [
+            "203.0.113.0",
+            "203.0.113.0/33",
+            "2001:db8::/129",
+            "host/24",
+            "1.2.3.4/x",
+        ] {
             let e = Cidr::parse(bad).unwrap_err();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
