@@ -127,8 +127,10 @@ fn group_description(s: &AmiSettings) -> &'static str {
     }
 }
 
-/// Starts the instance and waits until it runs. `user_data` is sent as
+/// Starts the instance and waits until it runs. `key_name`: the run's key
+/// pair, only with `communicator = "ssh"`. `user_data` is sent as
 /// given (base64-encoded here, as EC2 wants it).
+#[allow(clippy::too_many_arguments)]
 pub async fn instance(
     aws: &Clients,
     s: &AmiSettings,
