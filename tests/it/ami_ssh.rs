@@ -10,9 +10,11 @@
 //! reading the run's public key from moto (`DescribeKeyPairs` with
 //! `IncludePublicKey`) into the sshd's `authorized_keys`, as cloud-init
 //! does from the instance metadata. moto's console output is a canned
-//! kernel log without host keys, so these builds take the
-//! trust-on-first-use path; pinning to console keys is checked against
-//! the same sshd through the library (`host_keys_learnt_out_of_band_…`).
+//! kernel log without host keys, so most builds here take the
+//! trust-on-first-use path; `host_keys_on_the_console_…` puts a proxy in
+//! front of moto that answers `GetConsoleOutput` with cloud-init's host
+//! key block, and `host_keys_learnt_out_of_band_…` checks the pinning
+//! against the same sshd through the library.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -600,6 +602,101 @@ inline = ["touch {started}", "i=0; while [ ! -e {gate} ] && [ $i -lt 900 ]; do s
         "{}",
         text(&clean).0
     );
+    assert_nothing_left(&moto.endpoint()).await;
+}
+
+/// A console as an EC2 instance's shows it once cloud-init's
+/// `write-ssh-key-fingerprints` ran (through `logger -t ec2`), holding
+/// `host_key` (an `authorized_keys`-style line).
+fn cloud_init_console(host_key: &str) -> String {
+    let p = "<14>Dec  6 22:00:01 ec2:";
+    format!(
+        "[    0.000000] Linux version 6.1.0-28-cloud-amd64\r\n{p} \r\n{p} #############################################################\r\n\
+         {p} -----BEGIN SSH HOST KEY FINGERPRINTS-----\r\n{p} 256 SHA256:x root@ip-172-31-5-10 (ED25519)\r\n\
+         {p} -----END SSH HOST KEY FINGERPRINTS-----\r\n{p} #############################################################\r\n\
+         {p} -----BEGIN SSH HOST KEY KEYS-----\r\n{p} {host_key} root@ip-172-31-5-10\r\n{p} -----END SSH HOST KEY KEYS-----\r\n\
+         Debian GNU/Linux 12 ip-172-31-5-10 ttyS0\r\n"
+    )
+}
+
+/// The console's host keys decide whom kiln talks to: the stand-in's own
+/// key on the console, and the build goes through pinned to it; another
+/// key there, and the build fails before any provisioner runs, leaving
+/// nothing. (A proxy in front of moto answers `GetConsoleOutput`: moto's
+/// console is a fixed kernel log.)
+#[tokio::test]
+async fn host_keys_on_the_console_are_the_only_ones_accepted() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let proxy = crate::aws::FaultProxy::start(&moto.endpoint(), 0.0, 1);
+    let s = Scratch::new();
+    let ran = s.path().join("ran");
+    let provisioners = format!(
+        "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"touch {}\"]\n",
+        ran.display()
+    );
+    let extra = format!("ssh_source_cidrs = [\"{CIDR4}\"]");
+    let t = template(&proxy.endpoint(), &extra, &provisioners).replace(
+        "ssh_host_key_timeout = \"0s\"",
+        "ssh_host_key_timeout = \"30s\"",
+    );
+    s.write("t.toml", &t);
+
+    // The console shows the stand-in's key: pinned, connected.
+    proxy.set_console_output(&cloud_init_console(&sshd.host_key()));
+    let stand_in = cloud_init_stand_in(moto.endpoint(), sshd.dir.path().to_path_buf());
+    let out = tokio::task::spawn_blocking({
+        let mut c = kiln(&s, Some(&sshd));
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    stand_in.await.unwrap();
+    let (o, e) = text(&out);
+    let all = format!("{o}{e}");
+    assert!(out.status.success(), "{all}");
+    let print = sshd.host_fingerprint();
+    assert!(
+        all.contains(&format!(
+            "console shows its SSH host keys: {print}; only these are accepted"
+        )) && all.contains(&format!("host key {print} (from the console)")),
+        "{all}"
+    );
+    assert!(!all.contains("trust on first use"), "{all}");
+    assert!(ran.exists(), "the provisioner ran");
+    assert_nothing_left(&moto.endpoint()).await;
+
+    // Someone else's key on the console: refused, nothing ran, nothing left.
+    std::fs::remove_file(&ran).unwrap();
+    let other = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(s.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    let other = std::fs::read_to_string(s.path().join("other.pub")).unwrap();
+    let other: String = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    proxy.set_console_output(&cloud_init_console(&other));
+    let stand_in = cloud_init_stand_in(moto.endpoint(), sshd.dir.path().to_path_buf());
+    let out = tokio::task::spawn_blocking({
+        let mut c = kiln(&s, Some(&sshd));
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    stand_in.await.unwrap();
+    assert_exit(&out, 1);
+    let (o, e) = text(&out);
+    let all = format!("{o}{e}");
+    assert!(
+        all.contains("offered an SSH host key that is not one of the 1 it was expected to have"),
+        "{all}"
+    );
+    assert!(!ran.exists(), "no provisioner ran against the wrong host");
     assert_nothing_left(&moto.endpoint()).await;
 }
 

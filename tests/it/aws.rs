@@ -2,7 +2,8 @@
 //! SDK clients pointed at it with static test credentials, small queries of
 //! moto's state, and [`FaultProxy`], which sits in front of moto and answers
 //! a seeded share of requests with throttling and server errors, the way a
-//! busy AWS region does.
+//! busy AWS region does (and, when told, `GetConsoleOutput` with a given
+//! console text).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -395,6 +396,8 @@ struct ProxyState {
     stop: AtomicBool,
     /// Milliseconds every answer is held back (a slow endpoint).
     delay_ms: AtomicU64,
+    /// What `GetConsoleOutput` answers instead of moto's canned text.
+    console: Mutex<Option<String>>,
 }
 
 impl FaultProxy {
@@ -417,6 +420,7 @@ impl FaultProxy {
             faults: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            console: Mutex::new(None),
         });
         let state = shared.clone();
         let accept = std::thread::spawn(move || {
@@ -454,6 +458,13 @@ impl FaultProxy {
         self.shared
             .delay_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// From now on `GetConsoleOutput` answers `text` (what an instance's
+    /// serial console shows; moto's is a fixed kernel log), as EC2 does:
+    /// base64 in the `output` element.
+    pub fn set_console_output(&self, text: &str) {
+        *self.shared.console.lock().unwrap() = Some(text.to_string());
     }
 
     /// Requests received (faulted or forwarded).
@@ -510,7 +521,11 @@ impl ProxyState {
         };
         self.requests.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
-        let response = if self.roll() {
+        let console = self.console.lock().unwrap().clone();
+        let asks_console = String::from_utf8_lossy(&req.body).contains("Action=GetConsoleOutput");
+        let response = if let Some(text) = console.filter(|_| asks_console) {
+            console_response(&text)
+        } else if self.roll() {
             let n = self.faults.fetch_add(1, Ordering::SeqCst);
             fault_response(&req, n)
         } else {
@@ -665,6 +680,16 @@ fn fault_response(req: &Request, n: usize) -> Vec<u8> {
             body.as_bytes(),
         )
     }
+}
+
+/// An EC2 `GetConsoleOutput` answer carrying `text`.
+fn console_response(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetConsoleOutputResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>kiln-test-console</requestId><timestamp>2026-01-01T00:00:00.000Z</timestamp><output>{}</output></GetConsoleOutputResponse>",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    );
+    response(200, "OK", &[("Content-Type", "text/xml")], body.as_bytes())
 }
 
 fn plain(status: u16, reason: &str, text: &str) -> Vec<u8> {
