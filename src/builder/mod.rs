@@ -144,7 +144,7 @@ pub trait Builder: Send + Sync {
         artifact: &ArtifactInfo,
     ) -> Result<Box<dyn ArtifactInstance>, BuildError> {
         Err(BuildError::NotSupported(format!(
-            "`[[build.test]]` on a `{}` artifact is not supported yet (OCI images only)",
+            "`[[build.test]]` on a `{}` artifact is not supported yet (OCI images, QEMU disks and AMIs only)",
             artifact.kind
         )))
     }
@@ -170,8 +170,49 @@ pub trait Instance: Send + Sync {
     fn communicator(&self) -> &dyn Communicator;
 
     /// Turns the provisioned instance into artifacts. The instance itself
-    /// is released afterwards by the undo stack, not here.
+    /// is released afterwards by the undo stack, not here. An artifact
+    /// that is distributed further (copies to other places, sharing) is
+    /// only made here: what goes out waits for [`Instance::distribute`].
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError>;
+
+    /// Whether [`Instance::distribute`] has anything to do (the engine
+    /// runs it as a step of its own then).
+    fn distributes(&self) -> bool {
+        false
+    }
+
+    /// After `snapshot` and the artifact's `[[build.test]]` passed: copies,
+    /// shares and protects what `snapshot` made, and returns every
+    /// artifact (those of `snapshot` first). Never reached when a test
+    /// failed, so a failing artifact goes nowhere. The default distributes
+    /// nothing: OCI images and disk files are complete after `snapshot`.
+    async fn distribute(
+        &mut self,
+        _ctx: &JobContext,
+        artifacts: Vec<ArtifactInfo>,
+    ) -> Result<Vec<ArtifactInfo>, BuildError> {
+        Ok(artifacts)
+    }
+
+    /// Keeps the instance for a person to enter (`--on-error=abort` after
+    /// a failed provisioner): makes sure it outlives kiln, and returns the
+    /// command that gives a shell in it. It stays journaled, with anything
+    /// that command needs, for `kiln cleanup`.
+    async fn keep_for_inspection(&mut self, ctx: &JobContext) -> Option<String> {
+        way_in(self.communicator(), ctx).await
+    }
+}
+
+/// The command that enters the instance `comm` reaches (its private
+/// files stay journaled under the job); problems are told, not fatal.
+pub async fn way_in(comm: &dyn Communicator, ctx: &JobContext) -> Option<String> {
+    match crate::communicator::way_in::open(comm, ctx).await {
+        Ok(way) => way.map(|w| w.command),
+        Err(e) => {
+            ctx.message(format!("no way into the kept instance: {e}"));
+            None
+        }
+    }
 }
 
 /// A builder that exists in the template schema but cannot run: not built

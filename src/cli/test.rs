@@ -15,7 +15,9 @@ use crate::ui::ArtifactInfo;
 pub struct TestArgs {
     #[command(flatten)]
     pub vars: VarArgs,
-    /// The image to test: `registry:REF`, `oci-layout:DIR[:TAG]`.
+    /// The image to test: `registry:REF`, `oci-layout:DIR[:TAG]`, a disk
+    /// image file (QEMU), `ami-…` (in the source's region) or
+    /// `REGION:ami-…`.
     #[arg(long, value_name = "REF")]
     pub artifact: String,
     /// The job whose tests run (`TYPE.NAME` or `BUILD.TYPE.NAME`), when
@@ -82,6 +84,14 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
                 return Exit::BadInput;
             }
         }
+    } else if job.source_type == "ami" {
+        match ami_artifact(&args.artifact, job) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::BadInput;
+            }
+        }
     } else if args.artifact.starts_with("registry:") || args.artifact.starts_with("oci-layout:") {
         args.artifact.clone()
     } else {
@@ -123,8 +133,8 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
         bus,
     )
     .await;
-    let report = match result {
-        Ok(r) => r,
+    let (report, attestation) = match result {
+        Ok(t) => (t.report, t.attestation),
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Failure;
@@ -133,6 +143,7 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
     if args.json {
         let mut v = serde_json::to_value(&report).expect("serializes");
         v["result"] = report.result().into();
+        v["attestation"] = serde_json::json!(attestation);
         println!("{v}");
     } else {
         print!("{}", report.render());
@@ -147,5 +158,26 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
         Exit::Failure
     } else {
         Exit::Success
+    }
+}
+
+/// An AMI to test as an artifact id (`REGION:ami-…`): `ami-…` is in the
+/// source's `region`.
+fn ami_artifact(given: &str, job: &crate::template::plan::JobPlan) -> Result<String, String> {
+    let id = if given.starts_with("ami-") {
+        let region = job
+            .source
+            .get("region")
+            .and_then(|v| v.as_interpolated())
+            .ok_or_else(|| format!("`{given}`: the AMI source names no `region`"))?;
+        crate::builder::ami::artifact_id(&region, given)
+    } else {
+        given.to_string()
+    };
+    match crate::builder::ami::parse_artifact_id(&id) {
+        Some(_) => Ok(id),
+        None => Err(format!(
+            "`{given}`: expected `ami-…` or `REGION:ami-…` for the AMI source"
+        )),
     }
 }

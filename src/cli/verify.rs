@@ -32,7 +32,8 @@ pub struct VerifyArgs {
     /// test-result, `PASSED` or `WARNED`) signed by the key about the
     /// artifact's digest: in the image's `.att` for registry images,
     /// beside an OCI layout (`DIR.tests.intoto.json`), or named by a build
-    /// manifest.
+    /// manifest; for an AMI (no content digest to attest), a passing test
+    /// report in its signed build manifest.
     #[arg(long)]
     pub require_tests: bool,
     /// `registry:REF` or `REF` of an OCI image.
@@ -149,15 +150,10 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
     }
-    if let (Some(_), true) = (ami_of(&args.artifact), args.require_tests) {
-        return report(
-            false,
-            serde_json::Value::Null,
-            "`--require-tests` on AMIs is not supported yet: `[[build.test]]` runs on OCI images only".into(),
-        );
-    }
     if let Some(ami) = ami_of(&args.artifact) {
-        return match verify_ami(&args.artifact, ami, &key, state_dir, catalog).await {
+        let require_tests = args.require_tests;
+        return match verify_ami(&args.artifact, ami, &key, state_dir, catalog, require_tests).await
+        {
             Ok((detail, text)) => report(true, detail, text),
             Err(e) => report(false, serde_json::Value::String(e.clone()), e),
         };
@@ -463,6 +459,7 @@ async fn verify_ami(
     key: &sigstore::crypto::CosignVerificationKey,
     state_dir: &std::path::Path,
     catalog: Option<&str>,
+    require_tests: bool,
 ) -> Result<(serde_json::Value, String), String> {
     let state = verified_state(state_dir, catalog).await?.ok_or_else(|| {
         format!("`{artifact}`: an AMI is verified through the catalog, and there is none here (`--catalog`)")
@@ -518,14 +515,46 @@ async fn verify_ami(
             "`{envelope}` is not the signed manifest the catalog recorded for {image} {version}"
         ));
     }
+    let tests = if require_tests {
+        format!("; {}", ami_tests(&detail, &a.id)?)
+    } else {
+        String::new()
+    };
     let exists = ami_exists(&a).await?;
     Ok((
-        serde_json::json!({ "image": image, "version": version, "status": v.status.name(), "artifact": a.id, "manifest": manifest, "exists": exists }),
+        serde_json::json!({ "image": image, "version": version, "status": v.status.name(), "artifact": a.id, "manifest": manifest, "exists": exists, "tests": detail["tests"] }),
         format!(
-            "verified AMI {}: {image} {version} ({}), build manifest `{manifest}` signed by the key{exists}{held}",
+            "verified AMI {}: {image} {version} ({}), build manifest `{manifest}` signed by the key{tests}{exists}{held}",
             a.id,
             v.status.name()
         ),
+    ))
+}
+
+/// `--require-tests` for an AMI: an AMI has no content digest for an
+/// in-toto subject, so its evidence is the test report in its signed
+/// build manifest (already verified, and the one the catalog recorded),
+/// which must be passing.
+fn ami_tests(manifest: &serde_json::Value, id: &str) -> Result<String, String> {
+    let tests = &manifest["tests"];
+    if tests.is_null() {
+        return Err(format!(
+            "{id}: no test results in its signed build manifest: its build ran no `[[build.test]]`"
+        ));
+    }
+    let report: crate::imagetest::TestReport = serde_json::from_value(tests.clone())
+        .map_err(|e| format!("{id}: the test results in its build manifest do not read: {e}"))?;
+    let result = report.result();
+    if !crate::sign::testresult::is_passing(result) {
+        return Err(format!(
+            "{id}: the tests did not pass: {result} ({})",
+            report.named(crate::imagetest::Outcome::Fail).join("; ")
+        ));
+    }
+    Ok(format!(
+        "tests: {result} ({} tests of {}, in the signed build manifest)",
+        report.tests.len(),
+        report.artifact
     ))
 }
 

@@ -9,6 +9,7 @@ pub mod local;
 pub mod process;
 #[cfg(any(feature = "qemu", feature = "ami"))]
 pub mod ssh;
+pub mod way_in;
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,7 +30,15 @@ pub struct RemoteCommand {
     /// Working directory inside the instance.
     pub workdir: Option<String>,
     pub timeout: Option<Duration>,
+    /// The script may reboot the instance (`expect_disconnect`): a
+    /// communicator that cannot see the connection drop (SSM) watches the
+    /// instance's boot id while the command runs and reports
+    /// [`CommError::Disconnected`] when it changed.
+    pub may_reboot: bool,
 }
+
+/// Prints the instance's boot id: a new one after every boot.
+pub const BOOT_ID_SCRIPT: &str = "cat /proc/sys/kernel/random/boot_id";
 
 impl std::fmt::Debug for RemoteCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +51,7 @@ impl std::fmt::Debug for RemoteCommand {
             )
             .field("workdir", &self.workdir)
             .field("timeout", &self.timeout)
+            .field("may_reboot", &self.may_reboot)
             .finish()
     }
 }

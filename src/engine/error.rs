@@ -27,6 +27,9 @@ pub enum JobError {
     /// `[build.sbom]`: the artifact's package databases could not be read.
     #[error("sbom: {0}")]
     Sbom(String),
+    /// Copying, sharing or protecting a tested artifact failed.
+    #[error("distribute: {0}")]
+    Distribute(BuildError),
     #[error("sign: {0}")]
     Sign(String),
     #[error("cancelled")]

@@ -23,7 +23,7 @@ pub use error::JobError;
 pub use options::{OnError, RunOptions};
 pub use probe::{probe, ProbeOutput};
 pub use run::run;
-pub use test::test_existing;
+pub use test::{test_existing, TestedArtifact};
 
 // A test or an embedder drives the engine with its own builder, which
 // needs the job runtime's types.

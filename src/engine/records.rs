@@ -145,7 +145,7 @@ pub(super) async fn write_artifact_records(
 /// manifest, attached to registry images, beside OCI layouts (`DIR` →
 /// `DIR.tests.intoto.json`); recorded in `artifact.tests` (`attestation`)
 /// for the manifest. Without a signing key the report is only recorded.
-async fn write_test_attestation(
+pub(super) async fn write_test_attestation(
     dir: &Path,
     stem: &str,
     plan: &BuildPlan,

@@ -268,7 +268,7 @@ fn preflight(
     builder.preflight(job).map_err(JobError::Launch)?;
     if let (Some(t), false) = (job.tests.first(), builder.can_test()) {
         return Err(JobError::NotSupported(format!(
-            "{}: `[[build.test]]` on `{}` sources is not supported yet (OCI images only)",
+            "{}: `[[build.test]]` on `{}` sources is not supported yet (OCI images, QEMU disks and AMIs only)",
             t.at, job.source_type
         )));
     }

@@ -33,17 +33,26 @@ pub(super) async fn run_job(
         let mut runs = vec![];
         for (index, kind, p) in provisioners {
             let (began, t) = (std::time::SystemTime::now(), Instant::now());
-            step(
+            let provisioned = step(
                 ctx,
                 &format!("provision {index} ({kind})"),
                 p.provision(ctx, instance.communicator()),
             )
-            .await
-            .map_err(|source| JobError::Provision {
-                index: *index,
-                kind: kind.clone(),
-                source,
-            })?;
+            .await;
+            if let Err(source) = provisioned {
+                if on_error == OnError::Abort {
+                    if let Some(how) = instance.keep_for_inspection(ctx).await {
+                        ctx.message(format!(
+                            "--on-error=abort: the instance is kept as provisioner {index} left it; enter it with: {how}"
+                        ));
+                    }
+                }
+                return Err(JobError::Provision {
+                    index: *index,
+                    kind: kind.clone(),
+                    source,
+                });
+            }
             // A provisioner that fails fails the job: a manifest only ever
             // records provisioners that succeeded (a shell one exited 0).
             runs.push(serde_json::json!({
@@ -72,6 +81,14 @@ pub(super) async fn run_job(
                 super::sbom::sbom_artifacts(ctx, builder, &test_undo, &mut artifacts),
             )
             .await?;
+        }
+        // Copies, shares and protection only for an artifact whose tests
+        // passed (a failed test returned above; the undo stack removes
+        // what `snapshot` made).
+        if instance.distributes() {
+            artifacts = step(ctx, "distribute", instance.distribute(ctx, artifacts))
+                .await
+                .map_err(JobError::Distribute)?;
         }
         let reports = ctx.hardening_reports();
         for a in &mut artifacts {
@@ -121,7 +138,7 @@ pub(super) async fn run_job(
     }
     if let (Err(JobError::Provision { index, .. }), OnError::Cleanup) = (&result, on_error) {
         ctx.message(format!(
-            "hint: `kiln build --on-error=abort` keeps the instance as provisioner {index} left it (then listed here, and removed with `kiln cleanup`); a `type = \"breakpoint\"` provisioner before it pauses the build there so you can enter the instance"
+            "hint: `kiln build --on-error=abort` keeps the instance as provisioner {index} left it and prints the command that enters it (it is then listed here, and removed with `kiln cleanup`); a `type = \"breakpoint\"` provisioner before it pauses the build there, with the same command"
         ));
     }
     if keep {

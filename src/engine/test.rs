@@ -112,9 +112,12 @@ async fn test_artifact_with(
         .launch_artifact(ctx, undo, artifact)
         .await
         .map_err(|e| e.to_string())?;
-    let tests = run_tests(tests, instance.communicator(), &scratch, &|m| {
-        ctx.message(m)
-    })
+    let tests = run_tests(
+        tests,
+        instance.communicator(),
+        (&scratch, &ctx.template_dir),
+        &|m| ctx.message(m),
+    )
     .await;
     let inventory = if sbom {
         ctx.message(format!(
@@ -144,10 +147,18 @@ async fn test_artifact_with(
     ))
 }
 
+/// What `kiln test` produced: the report, and the files of its signed
+/// test-result attestation (none without `[build.sign]` or a digest).
+pub struct TestedArtifact {
+    pub report: TestReport,
+    pub attestation: Vec<std::path::PathBuf>,
+}
+
 /// `kiln test`: `job`'s tests against an existing artifact, in a fresh
 /// instance journaled like a build's (`kiln cleanup` reaps what a killed
 /// run leaves), removed afterwards unless `keep_on_failure` and a test
-/// failed. Messages go to `bus`.
+/// failed; then, when the job signs (`[build.sign]`), the result signed
+/// like a build's (see [`sign_result`]). Messages go to `bus`.
 pub async fn test_existing(
     plan: &BuildPlan,
     job: &JobPlan,
@@ -156,17 +167,105 @@ pub async fn test_existing(
     artifact: &ArtifactInfo,
     keep_on_failure: bool,
     bus: std::sync::Arc<EventBus>,
+) -> Result<TestedArtifact, String> {
+    let build_id = format!("test-{}", uuid::Uuid::new_v4());
+    let report = run_existing(
+        plan,
+        job,
+        builders,
+        state_dir,
+        artifact,
+        keep_on_failure,
+        (&build_id, bus.clone()),
+    )
+    .await?;
+    let attestation = sign_result(plan, job, state_dir, &build_id, artifact, &report, &bus).await?;
+    Ok(TestedArtifact {
+        report,
+        attestation,
+    })
+}
+
+/// The signed test-result statement of a `kiln test` run, with the job's
+/// `[build.sign]` key, written where a build writes it:
+/// `STATE/manifests/test-ID/JOB-1.tests.intoto.json`, attached to a
+/// registry image as a cosign attestation, beside an OCI layout. Nothing
+/// without a key; without a content digest (an AMI) the report is not
+/// signed, and that is said.
+async fn sign_result(
+    plan: &BuildPlan,
+    job: &JobPlan,
+    state_dir: &Path,
+    build_id: &str,
+    artifact: &ArtifactInfo,
+    report: &TestReport,
+    bus: &EventBus,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    if job.sign.is_none() {
+        return Ok(vec![]);
+    }
+    let Some(digest) = report.digest.clone().or_else(|| artifact.digest.clone()) else {
+        bus.emit(crate::ui::Event::Message {
+            job: Some(job.name()),
+            text: format!(
+                "no signed test attestation for `{}`: an in-toto statement needs the artifact's content digest, which a {} has not",
+                artifact.id, artifact.kind
+            ),
+        });
+        return Ok(vec![]);
+    };
+    let mut keys = Default::default();
+    let key = super::keys::signing_key(job, plan, &plan.template_dir(), &mut keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tested = ArtifactInfo {
+        digest: Some(digest),
+        tests: Some(serde_json::to_value(report).expect("JSON serializes")),
+        ..artifact.clone()
+    };
+    let mut plan = plan.clone();
+    plan.build_id = build_id.to_string();
+    let dir = state_dir.join("manifests").join(sanitize(build_id));
+    fs_err::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let say = |text: String| {
+        bus.emit(crate::ui::Event::Message {
+            job: Some(job.name()),
+            text,
+        })
+    };
+    let stem = crate::manifest::stem(job, 1);
+    Ok(super::records::write_test_attestation(
+        &dir,
+        &stem,
+        &plan,
+        &mut tested,
+        key.as_deref(),
+        &say,
+    )
+    .await?
+    .unwrap_or_default())
+}
+
+/// [`test_existing`]'s test run, under `build_id`.
+async fn run_existing(
+    plan: &BuildPlan,
+    job: &JobPlan,
+    builders: &Builders,
+    state_dir: &Path,
+    artifact: &ArtifactInfo,
+    keep_on_failure: bool,
+    (build_id, bus): (&str, std::sync::Arc<EventBus>),
 ) -> Result<TestReport, String> {
     let builder = builders
         .get(&job.source_type)
         .ok_or_else(|| format!("no builder for source type `{}`", job.source_type))?;
     if !builder.can_test() {
         return Err(format!(
-            "testing `{}` artifacts is not supported yet (OCI images only)",
+            "testing `{}` artifacts is not supported yet (OCI images, QEMU disks and AMIs only)",
             job.source_type
         ));
     }
-    let build_id = format!("test-{}", uuid::Uuid::new_v4());
+    let build_id = build_id.to_string();
     let name = job.name();
     let ctx = JobContext {
         undo: Undo::new(

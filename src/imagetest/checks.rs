@@ -18,13 +18,17 @@ use crate::ui::Stream;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a command printed and how it ended.
-struct Ran {
-    code: i32,
-    stdout: Vec<String>,
-    stderr: Vec<String>,
+pub(super) struct Ran {
+    pub(super) code: i32,
+    pub(super) stdout: Vec<String>,
+    pub(super) stderr: Vec<String>,
 }
 
-async fn sh(comm: &dyn Communicator, script: &str, timeout: Duration) -> Result<Ran, String> {
+pub(super) async fn sh(
+    comm: &dyn Communicator,
+    script: &str,
+    timeout: Duration,
+) -> Result<Ran, String> {
     let cmd = RemoteCommand {
         script: script.to_string(),
         timeout: Some(timeout),
@@ -111,6 +115,7 @@ pub async fn run(
     t: &TestPlan,
     comm: &dyn Communicator,
     scratch: &Path,
+    template_dir: &Path,
 ) -> (String, Vec<CheckResult>) {
     let label = |key: &str| {
         t.config
@@ -128,6 +133,7 @@ pub async fn run(
         "command" => format!("command {}", label("run")),
         "http" => format!("http {}", label("url")),
         "shell" => format!("shell test {}", t.index),
+        "goss" => format!("goss {}", label("file")),
         k => format!("{k} {}", label("name")),
     };
     let result = match t.kind.as_str() {
@@ -141,6 +147,7 @@ pub async fn run(
         "command" => command(settings(&t.config), comm).await,
         "http" => http(settings(&t.config), comm).await,
         "shell" => shell(settings(&t.config), comm).await,
+        "goss" => super::goss::run(settings(&t.config), comm, template_dir).await,
         other => Err(format!("unknown test type `{other}`")),
     };
     let checks = match result {
@@ -673,7 +680,7 @@ mod tests {
         let comm = LocalCommunicator::new(dir.into(), dir.join("scripts"), undo.clone());
         let scratch = dir.join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
-        let (_, checks) = run(t, &comm, &scratch).await;
+        let (_, checks) = run(t, &comm, &scratch, dir).await;
         undo.unwind().await;
         checks
             .into_iter()

@@ -9,6 +9,7 @@
 //! and reads files; the instance it looks at is thrown away afterwards.
 
 pub mod checks;
+mod goss;
 pub mod parse;
 
 use std::path::Path;
@@ -71,6 +72,12 @@ const HTTP_FIELDS: &[Field] = &[
     Field::opt("status", Kind::Int),
     Field::opt("timeout", Kind::Duration),
 ];
+const GOSS_FIELDS: &[Field] = &[
+    Field::req("file", Kind::InputFile),
+    Field::opt("vars", Kind::InputFile),
+    Field::opt("goss_binary", Kind::InputFile),
+    Field::opt("timeout", Kind::Duration),
+];
 const SHELL_FIELDS: &[Field] = &[
     Field::req("inline", STR_LIST),
     Field::opt("timeout", Kind::Duration),
@@ -88,6 +95,7 @@ pub const SCHEMAS: &[(&str, &[Field])] = &[
     ("command", COMMAND_FIELDS),
     ("http", HTTP_FIELDS),
     ("shell", SHELL_FIELDS),
+    ("goss", GOSS_FIELDS),
 ];
 
 /// What one check concluded.
@@ -184,16 +192,17 @@ fn word(o: Outcome) -> &'static str {
 }
 
 /// Runs `tests` in the instance `comm` reaches; `scratch` is a host
-/// folder for files copied out of it (hashed, then removed).
+/// folder for files copied out of it (hashed, then removed), and the
+/// template's folder is where a test's own files (`goss`) are read.
 pub async fn run_tests(
     tests: &[TestPlan],
     comm: &dyn Communicator,
-    scratch: &Path,
+    (scratch, template_dir): (&Path, &Path),
     say: &(dyn Fn(String) + Send + Sync),
 ) -> Vec<TestResult> {
     let mut out = vec![];
     for t in tests {
-        let (name, checks) = checks::run(t, comm, scratch).await;
+        let (name, checks) = checks::run(t, comm, scratch, template_dir).await;
         let outcome = if checks.iter().any(|c| c.outcome == Outcome::Fail) {
             Outcome::Fail
         } else if checks.iter().any(|c| c.outcome == Outcome::Skip) {

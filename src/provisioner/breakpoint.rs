@@ -36,7 +36,7 @@ impl Provisioner for Breakpoint {
     async fn provision(
         &self,
         ctx: &JobContext,
-        _comm: &dyn Communicator,
+        comm: &dyn Communicator,
     ) -> Result<(), ProvisionError> {
         if self.disabled {
             ctx.message("breakpoint disabled".to_string());
@@ -52,10 +52,20 @@ impl Provisioner for Breakpoint {
             .as_deref()
             .map(|n| format!(": {n}"))
             .unwrap_or_default();
+        let way = crate::communicator::way_in::open(comm, ctx)
+            .await
+            .unwrap_or_else(|e| {
+                ctx.message(format!("no way into the instance: {e}"));
+                None
+            });
+        let enter = way
+            .as_ref()
+            .map(|w| format!("; enter the instance with: {}", w.command))
+            .unwrap_or_default();
         ctx.message(format!(
-            "paused at breakpoint{note}; press Enter to continue"
+            "paused at breakpoint{note}{enter}; press Enter to continue"
         ));
-        tokio::task::spawn_blocking(|| {
+        let read = tokio::task::spawn_blocking(|| {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)
         })
@@ -67,7 +77,11 @@ impl Provisioner for Breakpoint {
         .map_err(|source| ProvisionError::Io {
             what: "reading stdin".into(),
             source,
-        })?;
-        Ok(())
+        });
+        if let Some(w) = way {
+            w.close(ctx).await;
+        }
+        comm.close_host_access().await;
+        read.map(drop)
     }
 }

@@ -45,8 +45,6 @@ pub const FIELDS: &[Field] = &[
 const REBOOT_GRACE: Duration = Duration::from_secs(30);
 /// Packer's default `start_retry_timeout`.
 const START_RETRY: Duration = Duration::from_secs(300);
-/// Where the instance says which boot it is in.
-const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 
 /// Problems with a shell provisioner's settings beyond their types.
 pub fn settings_problems(
@@ -251,6 +249,7 @@ impl Shell {
                 env: self.env.clone(),
                 workdir: self.workdir.clone(),
                 timeout: self.timeout,
+                may_reboot: self.expect_disconnect,
             };
             return Ok(comm.exec(&cmd, &mut out).await?);
         };
@@ -287,6 +286,7 @@ impl Shell {
             env: self.env.clone(),
             workdir: self.workdir.clone(),
             timeout: self.timeout,
+            may_reboot: self.expect_disconnect,
         };
         let code = comm.exec(&cmd, &mut out).await;
         if !matches!(code, Err(crate::communicator::CommError::Disconnected(_))) {
@@ -404,7 +404,7 @@ impl Shell {
 /// is down, or it answered too late).
 async fn boot_id(comm: &dyn Communicator) -> Option<String> {
     let cmd = RemoteCommand {
-        script: BOOT_ID.into(),
+        script: crate::communicator::BOOT_ID_SCRIPT.into(),
         timeout: Some(Duration::from_secs(10)),
         ..Default::default()
     };
@@ -420,16 +420,6 @@ async fn boot_id(comm: &dyn Communicator) -> Option<String> {
 
 #[async_trait]
 impl Provisioner for Shell {
-    fn check_source(&self, source_type: &str) -> Result<(), ProvisionError> {
-        if self.expect_disconnect && source_type == "ami" {
-            return Err(ProvisionError::NotSupported(format!(
-                "`expect_disconnect` at {}: waiting for an AMI instance to come back after a reboot (its SSM agent) is not supported yet; reboot at the end of the build instead (the image boots anew anyway)",
-                self.at
-            )));
-        }
-        Ok(())
-    }
-
     async fn provision(
         &self,
         ctx: &JobContext,

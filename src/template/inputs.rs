@@ -110,6 +110,39 @@ impl Template {
                     );
                 }
             }
+            // `[[build.test]]` fields that name local files (`goss`).
+            for t in &job.tests {
+                let fields = schema
+                    .tests
+                    .iter()
+                    .find(|(ty, _)| *ty == t.kind)
+                    .map(|(_, f)| *f)
+                    .unwrap_or_default();
+                for f in fields.iter().filter(|f| matches!(f.kind, Kind::InputFile)) {
+                    let Some(path) = t.config.get(f.name).and_then(Value::as_interpolated) else {
+                        continue;
+                    };
+                    if dir.join(&path).is_file() {
+                        continue;
+                    }
+                    let node = build
+                        .and_then(|b| b.get("test"))
+                        .and_then(|l| match &l.value.kind {
+                            NodeKind::List(items) => items.get(t.index - 1),
+                            _ => None,
+                        })
+                        .and_then(|n| n.get(f.name))
+                        .map(|e| &e.value);
+                    report(
+                        node,
+                        format!(
+                            "`build.test[{}]` ({}): `{}`: the file `{path}` does not exist",
+                            t.index, t.kind, f.name
+                        ),
+                        "relative paths resolve against the template's folder",
+                    );
+                }
+            }
             // The signing key file (not a Vault transit key, not given in
             // KILN_SIGNING_KEY).
             let key = job

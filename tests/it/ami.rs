@@ -14,10 +14,10 @@ use crate::aws::{self, FaultProxy, Moto, REGION, SOURCE_NAME};
 use crate::vault::{Bao, KV2_SECRET, ROOT_TOKEN};
 use crate::{assert_exit, text, Scratch};
 
-const COPY_REGION: &str = "us-west-2";
-const ACCOUNT: &str = "123456789012";
+pub(crate) const COPY_REGION: &str = "us-west-2";
+pub(crate) const ACCOUNT: &str = "123456789012";
 
-fn template(endpoint: &str, provisioners: &str, extra_source: &str) -> String {
+pub(crate) fn template(endpoint: &str, provisioners: &str, extra_source: &str) -> String {
     format!(
         r#"[image]
 name = "web"
@@ -41,7 +41,7 @@ channels = ["dev"]
     )
 }
 
-fn kiln(s: &Scratch) -> Command {
+pub(crate) fn kiln(s: &Scratch) -> Command {
     let mut c = s.kiln();
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -50,7 +50,7 @@ fn kiln(s: &Scratch) -> Command {
     c
 }
 
-fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
+pub(crate) fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
     let mut c = kiln(s);
     c.args(["build", "t.toml"]);
     for (k, v) in extra_env {
@@ -60,7 +60,7 @@ fn build(s: &Scratch, extra_env: &[(&str, &str)]) -> Output {
 }
 
 /// Nothing of the build is left running.
-async fn assert_nothing_left(endpoint: &str) {
+pub(crate) async fn assert_nothing_left(endpoint: &str) {
     let ec2 = aws::ec2(endpoint, REGION);
     assert_eq!(
         aws::live_instances(&ec2).await,
@@ -75,7 +75,7 @@ async fn assert_nothing_left(endpoint: &str) {
 }
 
 /// The image ids of the build's artifacts, per region, from the summary.
-fn artifacts(out: &str) -> Vec<(String, String)> {
+pub(crate) fn artifacts(out: &str) -> Vec<(String, String)> {
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("web.ami.base: ami "))
         .filter_map(|id| id.split_once(':'))
@@ -292,7 +292,7 @@ async fn ssm_history_without_secret(endpoint: &str) -> (Vec<String>, String, Str
 
 /// The provisioner scripts inside the commands kiln sent (each command
 /// carries its script base64-encoded into a private temp file).
-fn scripts_of(history: &[String]) -> String {
+pub(crate) fn scripts_of(history: &[String]) -> String {
     use base64::Engine as _;
     let mut out = String::new();
     for h in history {
@@ -668,6 +668,19 @@ async fn verify_vouches_for_a_catalogued_signed_ami_until_it_is_revoked() {
             .contains(&format!("verified AMI {region}:{ami}: web 1.2.0+1")),
         "{}",
         text(&ok).0
+    );
+    // Built without `[[build.test]]`: `--require-tests` refuses it.
+    let untested = kiln(&s)
+        .args(["verify", "--key", "cosign.pub", "--require-tests", &ami])
+        .output()
+        .unwrap();
+    assert_exit(&untested, 1);
+    assert!(
+        text(&untested)
+            .1
+            .contains("no test results in its signed build manifest"),
+        "{}",
+        text(&untested).1
     );
     // Another key did not sign it; an unknown AMI has nobody vouching.
     s.keygen("other", "pw");
@@ -1094,28 +1107,69 @@ extra_vars = { db_password = "${secret.db}", tier = "gold" }
             .is_empty(),
         "nothing launched"
     );
+}
 
-    // Waiting out a reboot over SSM is not built: said before launch.
+/// `expect_disconnect` over SSM: a script reboots the instance, kiln sees
+/// the boot id change while SSM still says `InProgress`, cancels the
+/// stale command, waits for the agent, and the next provisioner runs in the
+/// new boot. moto runs no SSM commands and no SSM agent can run here, so
+/// the instance's agent is a TEST DOUBLE: `tests/fixtures/moto-ssm-agent.py`
+/// (moto whose command invocations answer as the agent of a rebooting
+/// instance would; it logs which boot each command ran in).
+#[tokio::test]
+async fn a_reboot_over_ssm_is_waited_out_and_the_next_provisioner_runs_in_the_new_boot() {
+    let s = Scratch::new();
+    let agent_log = s.path().join("agent.jsonl");
+    let Some(moto) = Moto::start_with_ssm_agent(&agent_log) else {
+        return;
+    };
     s.write(
         "t.toml",
         &template(
             &moto.endpoint(),
-            "\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"reboot\"]\nexpect_disconnect = true\n",
+            r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo updating", "sudo reboot"]
+expect_disconnect = true
+start_retry_timeout = "2m"
+
+[[build.provisioner]]
+type = "shell"
+inline = ["echo after-the-reboot"]
+"#,
             "",
         ),
     );
     let out = build(&s, &[]);
     let (o, e) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert_exit(&out, 0);
     assert!(
-        format!("{o}{e}").contains("`expect_disconnect` at")
-            && format!("{o}{e}").contains("not supported yet"),
+        format!("{o}{e}").contains("rebooted under SSM command")
+            && format!("{o}{e}").contains("rebooted and answers again"),
         "{o}{e}"
     );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&agent_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran = |needle: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == "ran" && e["script"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no command with `{needle}` ran: {events:#?}"))
+            .clone()
+    };
+    let reboot = ran("sudo reboot");
+    assert_eq!(reboot["boot"], 1, "{events:#?}");
+    assert_eq!(ran("after-the-reboot")["boot"], 2, "{events:#?}");
+    // The command SSM would have kept `InProgress` was cancelled.
     assert!(
-        aws::live_instances(&aws::ec2(&moto.endpoint(), REGION))
-            .await
-            .is_empty(),
-        "nothing launched"
+        events
+            .iter()
+            .any(|e| e["event"] == "cancel" && e["command"] == reboot["command"]),
+        "{events:#?}"
     );
+    assert_nothing_left(&moto.endpoint()).await;
 }

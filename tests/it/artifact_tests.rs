@@ -242,12 +242,14 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         text(&o).0
     );
 
-    // `kiln test` re-tests the pushed image by its tag.
+    // `kiln test` re-tests the pushed image by its tag, and signs the
+    // result with the template's key like a build (nightly evidence).
     let o = s
         .kiln()
         .arg("test")
         .arg(&t)
         .args(["--artifact", &format!("registry:{image}")])
+        .env("KILN_PASSWORD", "pw")
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -256,6 +258,46 @@ fn debian_image_tests_pass_and_the_attestation_verifies() {
         "{}",
         text(&o).0
     );
+    assert!(
+        text(&o).1.contains("test attestation attached: `"),
+        "{}",
+        text(&o).1
+    );
+    let o = s
+        .kiln()
+        .arg("test")
+        .arg(&t)
+        .args(["--json", "--artifact", &format!("registry:{image}")])
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let report: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let file = report["attestation"][0].as_str().unwrap().to_string();
+    assert!(
+        file.contains("/manifests/test-") && file.ends_with(".tests.intoto.json"),
+        "{report}"
+    );
+    // Checked by the independent verifiers, like the build's.
+    let payload = checkers::assert_envelope(
+        &public,
+        &wrong,
+        Path::new(&file),
+        "application/vnd.in-toto+json",
+        &work,
+    );
+    let st = checkers::assert_statement(&payload, &work);
+    assert_test_statement(&st, &digest, 10);
+    assert!(st["predicate"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("kiln:build/test-"));
+    let o = s
+        .kiln()
+        .args(["verify", "--key", "cosign.pub", "--require-tests", &file])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
     assert_nothing_left(&s);
 }
 
@@ -561,4 +603,103 @@ fn dpkg_version_in_tar(tar_file: &Path, package: &str) -> String {
         .find_map(|l| l.strip_prefix("Version: "))
         .unwrap()
         .to_string()
+}
+
+/// Stands in for goss, which no package registry reachable here ships
+/// (the real one runs in `goss_adapter_with_a_real_goss_binary`): it
+/// checks the arguments kiln gives it, reads the artifact's `/etc/motd`
+/// in the test container and prints goss v0.4's JSON report shape.
+const FAKE_GOSS: &str = r#"#!/bin/sh
+[ "$1" = "--gossfile" ] && [ "$3" = "--vars" ] && [ "$5" = "validate" ] && [ "$6" = "--format" ] && [ "$7" = "json" ] || { echo "unexpected arguments: $*" >&2; exit 9; }
+grep -q '^file:' "$2" || { echo "not the goss file" >&2; exit 9; }
+grep -q 'port: 80' "$4" || { echo "not the vars file" >&2; exit 9; }
+motd=$(cat /etc/motd)
+printf '{"results":[{"resource-type":"File","resource-id":"/etc/motd","property":"contains","result":0,"matcher-result":{"expected":["hello"],"actual":"%s"}},{"resource-type":"Service","resource-id":"nginx","property":"running","result":1,"matcher-result":{"expected":true,"actual":false}}],"summary":{"test-count":2,"failed-count":1}}\n' "$motd"
+exit 1
+"#;
+
+/// `type = "goss"`: the binary and the files go into the test container
+/// (read-only root: they are placed in its rootfs), goss's JSON becomes
+/// kiln's checks with the values observed in the artifact, a failing goss
+/// result fails the build; a missing `goss_binary` is an input error.
+#[test]
+fn goss_tests_run_the_given_binary_in_the_artifact_and_report_each_result() {
+    if !ready() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let reg = Registry::start();
+    s.write("goss.yaml", "file:\n  /etc/motd:\n    exists: true\n    contents: [hello]\nservice:\n  nginx:\n    running: true\n");
+    s.write("vars.yaml", "port: 80\n");
+    let fake = s.write("bin/goss", FAKE_GOSS);
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tests = "[[build.test]]\ntype = \"goss\"\nfile = \"goss.yaml\"\nvars = \"vars.yaml\"\ngoss_binary = \"bin/goss\"\n";
+    let t = busybox_template(&s, &format!("{}/t/bb:1", reg.addr), tests);
+    let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
+    assert_exit(&o, 1);
+    let out = text(&o).0;
+    assert!(
+        out.contains("Service nginx: running: expected true, observed false"),
+        "goss's failing result, with its values: {out}"
+    );
+    let summary = crate::json_summary(&o);
+    let error = summary["jobs"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("1 of 1 tests") && error.contains("goss.yaml (") && error.contains("goss /"),
+        "{error}"
+    );
+    assert_nothing_left(&s);
+    // The passing result carried what the container's /etc/motd holds:
+    // goss ran in the artifact (the shell provisioner wrote it).
+    let passing = FAKE_GOSS
+        .replace("\"result\":1", "\"result\":0")
+        .replace("exit 1", "exit 0");
+    s.write("bin/goss", &passing);
+    let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
+    assert_exit(&o, 0);
+    let events = text(&o).0;
+    assert!(
+        events.contains("test pass: goss /") && events.contains("goss.yaml ("),
+        "{events}"
+    );
+    assert_nothing_left(&s);
+
+    let t = busybox_template(
+        &s,
+        &format!("{}/t/bb:2", reg.addr),
+        &tests.replace("bin/goss", "bin/missing-goss"),
+    );
+    let o = s.kiln().arg("validate").arg(&t).output().unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    assert!(
+        err.contains("`goss_binary`: the file `")
+            && err.contains("bin/missing-goss` does not exist")
+            && err.contains("t.toml:20:15"),
+        "{err}"
+    );
+}
+
+/// The adapter against the real goss: needs a goss binary, which no
+/// package registry reachable from here ships; run with
+/// `KILN_GOSS=/path/to/goss cargo test --test it -- --ignored goss_adapter`.
+#[test]
+#[ignore = "needs the goss binary (KILN_GOSS=/path/to/goss); not installable from the registries here"]
+fn goss_adapter_with_a_real_goss_binary() {
+    let goss = std::env::var("KILN_GOSS").expect("KILN_GOSS=/path/to/goss");
+    assert!(ready(), "needs root, runc and a registry");
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let reg = Registry::start();
+    s.write("goss.yaml", "file:\n  /etc/motd:\n    exists: true\n    contents: [hello]\n  /etc/build-host-only:\n    exists: false\nuser:\n  root:\n    exists: true\n    uid: 0\n");
+    let tests = format!(
+        "[[build.test]]\ntype = \"goss\"\nfile = \"goss.yaml\"\ngoss_binary = \"{goss}\"\n"
+    );
+    let t = busybox_template(&s, &format!("{}/t/bb:1", reg.addr), &tests);
+    let o = s.kiln().args(["build", "--json"]).arg(&t).output().unwrap();
+    assert_exit(&o, 0);
+    assert!(text(&o).0.contains("test pass: goss /"), "{}", text(&o).0);
+    assert_nothing_left(&s);
 }

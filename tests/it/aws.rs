@@ -44,16 +44,35 @@ impl Moto {
     /// Starts moto and waits until it answers HTTP. `None` (the test skips)
     /// when `moto_server` is missing, except in CI, where that fails.
     pub fn start() -> Option<Moto> {
-        Moto::start_with(false)
+        Moto::start_program(Command::new("moto_server"))
     }
 
     /// [`Moto::start`] with moto's recorder on: every request, body
     /// included, is kept (see [`Moto::recorded`]).
     pub fn start_recording() -> Option<Moto> {
-        Moto::start_with(true)
+        let mut c = Command::new("moto_server");
+        // The file is named by `start_program`, in moto's own folder.
+        c.env("MOTO_ENABLE_RECORDING", "True");
+        Moto::start_program(c)
     }
 
-    fn start_with(record: bool) -> Option<Moto> {
+    /// moto with a test double of the SSM agent of a rebooting instance
+    /// (`tests/fixtures/moto-ssm-agent.py`, which says what it models),
+    /// logging what ran to `agent_log`.
+    pub fn start_with_ssm_agent(agent_log: &std::path::Path) -> Option<Moto> {
+        if !crate::require("AMI", &["moto_server", "python3"], false) {
+            return None;
+        }
+        let mut c = Command::new("python3");
+        c.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/moto-ssm-agent.py"
+        ))
+        .env("KILN_FAKE_AGENT_LOG", agent_log);
+        Moto::start_program(c)
+    }
+
+    fn start_program(mut program: Command) -> Option<Moto> {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
@@ -66,12 +85,8 @@ impl Moto {
         let port = addr.rsplit(':').next().unwrap().to_string();
         // moto logs every request on stderr: a file, never a pipe nobody reads.
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new("moto_server");
-        if record {
-            cmd.env("MOTO_ENABLE_RECORDING", "True")
-                .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"));
-        }
-        let child = cmd
+        let child = program
+            .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"))
             .args(["-H", "127.0.0.1", "-p", &port])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

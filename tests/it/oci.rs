@@ -753,3 +753,58 @@ fn registry_problems_are_named_before_any_provisioner_runs() {
     assert_exit(&o, 0);
     assert_eq!(sum["jobs"][0]["status"], "succeeded", "{sum}");
 }
+
+/// `--on-error=abort` after a failed provisioner keeps the container and
+/// prints the command that enters it: run without a terminal, it sees
+/// what the provisioner left; `kiln cleanup` then removes it with the
+/// rest, and the command no longer enters anything.
+#[test]
+fn on_error_abort_prints_a_command_that_enters_the_kept_container() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    busybox_rootfs(&s, &[]);
+    let provisioners = "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo left-by-the-provisioner > /root/marker\", \"exit 3\"]\n";
+    let t = s.write(
+        "t.toml",
+        &template("rootfs:base.tar", "\"oci-layout:out/img:1\"", provisioners),
+    );
+    let o = s
+        .kiln()
+        .args(["build", "--on-error=abort"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    let how = err
+        .lines()
+        .find_map(|l| l.split("enter it with: ").nth(1))
+        .unwrap_or_else(|| panic!("no way in printed: {err}"))
+        .trim()
+        .to_string();
+    // Interactive as printed (`exec -t … /bin/sh`); the test has no
+    // terminal, so it runs one command instead of the shell.
+    let once = how
+        .strip_suffix(" /bin/sh")
+        .unwrap_or_else(|| panic!("{how}"))
+        .replace(" -t ", " ");
+    let inside = |what: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("{once} {what}")])
+            .output()
+            .unwrap()
+    };
+    let seen = inside("cat /root/marker");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "left-by-the-provisioner\n",
+        "{how}: {}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let o = s.kiln().arg("cleanup").output().unwrap();
+    assert_exit(&o, 0);
+    assert!(!inside("true").status.success(), "the container is gone");
+    assert_nothing_left(&s);
+}

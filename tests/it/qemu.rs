@@ -1056,3 +1056,82 @@ stdout_matches = "^[0-9a-f-]{{36}}$"
     assert_eq!(sha256(&disk), digest, "the artifact was not written to");
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// `--on-error=abort` after a failed provisioner keeps the VM running
+/// after kiln exits and prints an `ssh` command (the build's key and
+/// pinned host key, written to the tmpfs) that enters it and sees what the
+/// provisioner left; `kiln cleanup` stops the VM and removes the key.
+#[test]
+fn qemu_on_error_abort_keeps_the_vm_and_prints_an_ssh_command_that_enters_it() {
+    if !ready() {
+        return;
+    }
+    let img = debian_image();
+    let base = img.join("disk.qcow2");
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let provisioners = r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo left-by-the-provisioner > /root/marker", "exit 3"]
+"#;
+    let t = s.write(
+        "t.toml",
+        &template(
+            &boot_source(&img, &base, &sha256(&base), "out/deb.qcow2"),
+            provisioners,
+        ),
+    );
+    let o = s
+        .kiln()
+        .args(["build", "--on-error=abort"])
+        .arg(&t)
+        .env("KILN_TMPFS", &tmpfs.0)
+        .env("KILN_QEMU_TEST_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    let how = err
+        .lines()
+        .find_map(|l| l.split("enter it with: ").nth(1))
+        .unwrap_or_else(|| panic!("no way in printed: {err}"))
+        .trim()
+        .to_string();
+    assert!(how.starts_with("ssh -i '"), "{how}");
+    assert!(how.contains("StrictHostKeyChecking=yes"), "{how}");
+    let key_dir = how
+        .split('\'')
+        .nth(1)
+        .map(|k| Path::new(k).parent().unwrap().to_path_buf())
+        .unwrap();
+    assert!(
+        key_dir.starts_with(&tmpfs.0),
+        "the key is on the tmpfs: {how}"
+    );
+    let seen = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "{} cat /root/marker",
+                how.replacen("ssh ", "ssh -o BatchMode=yes ", 1)
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        "left-by-the-provisioner\n",
+        "{how}: {}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let o = s.kiln().arg("cleanup").output().unwrap();
+    assert_exit(&o, 0);
+    assert!(!key_dir.exists(), "the key is removed with the VM");
+    let state = s.state().display().to_string();
+    let start = std::time::Instant::now();
+    while !qemu_processes(&state).is_empty() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_nothing_left(&s, &tmpfs);
+}

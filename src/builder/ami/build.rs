@@ -20,7 +20,7 @@ use crate::job::{JobContext, ResourceKind as _, UndoHandle};
 use crate::template::plan::JobPlan;
 use crate::ui::ArtifactInfo;
 
-const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(super) const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_SSM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
@@ -41,6 +41,19 @@ impl Builder for AmiBuilder {
         let s = AmiSettings::from_plan(job)?;
         let aws = Clients::connect(&s.target()).await;
         Ok(Some(source::resolve(&aws, &s.from).await?.id))
+    }
+
+    fn can_test(&self) -> bool {
+        true
+    }
+
+    async fn launch_artifact(
+        &self,
+        ctx: &JobContext,
+        undo: &crate::job::Undo,
+        artifact: &ArtifactInfo,
+    ) -> Result<Box<dyn crate::builder::ArtifactInstance>, BuildError> {
+        super::tester::launch_artifact(ctx, undo, artifact).await
     }
 
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
@@ -64,29 +77,12 @@ impl Builder for AmiBuilder {
             "EC2 instance and security group of this build",
         )
         .await?;
-        let over_ssh = sshconf::is_ssh(&s);
         if let Some(w) = sshconf::world_warning(&s) {
             ctx.message(w);
         }
-        // The base and the security group do not depend on each other.
-        let (base, group) = tokio::join!(source::resolve(&aws, &s.from), async {
-            match &s.security_group_id {
-                Some(g) => Ok(g.clone()),
-                None => {
-                    let group = launch::security_group(&aws, &s, &tags).await?;
-                    if over_ssh {
-                        let cidrs = sshconf::source_cidrs(&s);
-                        ssh::allow_ingress(&aws, &group, &cidrs, &tags).await?;
-                    }
-                    Ok::<_, BuildError>(group)
-                }
-            }
-        });
-        let (base, group) = (base?, group?);
-        let key = match over_ssh {
-            true => Some(ssh::import_key(&aws, &tags).await?),
-            false => None,
-        };
+        // The base and the way in do not depend on each other.
+        let (base, access) = tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags));
+        let (base, (group, key)) = (base?, access?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -111,50 +107,100 @@ impl Builder for AmiBuilder {
             limit,
         )
         .await?;
-        if let Some(key) = &key {
-            ctx.message(format!(
-                "instance {instance} running (security group {group}: SSH from {} only; IMDSv2 only)",
-                s.ssh_source_cidrs.join(", ")
-            ));
-            let comm = ssh::connect(ctx, &aws, &s, &instance, key).await?;
-            return Ok(Box::new(AmiInstance {
-                settings: s,
-                aws,
-                base: base.id,
-                instance,
-                tags,
-                comm: AmiComm::Ssh(comm),
-            }));
-        }
-        ctx.message(format!(
-            "instance {instance} running (security group {group}, no ingress, IMDSv2 only)"
-        ));
-        let comm = SsmCommunicator::new(SsmTarget {
-            ssm: aws.ssm.clone(),
-            instance: instance.clone(),
-            emulator: s.endpoint.is_some(),
-            online_timeout: crate::builder::duration_or(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
-            secrets: ctx.secrets.clone(),
-            vault: VaultDelivery {
-                settings: ctx.vault.clone(),
-                instance_address: s.vault_address.clone(),
-                ttl: s.vault_wrap_ttl.clone().unwrap_or_else(|| "5m".into()),
-            },
-            comment: format!("kiln {} {}", ctx.build_id, ctx.name)
-                .chars()
-                .take(100)
-                .collect(),
-            message: Arc::new(ctx.message_sink()),
-        });
+        let comm = connect(ctx, &s, &aws, &instance, &group, key.as_ref(), "instance").await?;
         Ok(Box::new(AmiInstance {
             settings: s,
             aws,
             base: base.id,
             instance,
             tags,
-            comm: AmiComm::Ssm(comm),
+            comm,
+            made: None,
         }))
     }
+}
+
+/// The instance's security group (the given one, or the run's own: no
+/// ingress, or with `communicator = "ssh"` port 22 from
+/// `ssh_source_cidrs`) and, with SSH, the run's key pair.
+pub(super) async fn access(
+    aws: &Clients,
+    s: &AmiSettings,
+    tags: &RunTags,
+) -> Result<(String, Option<ssh::RunKey>), BuildError> {
+    let over_ssh = sshconf::is_ssh(s);
+    let group = match &s.security_group_id {
+        Some(g) => g.clone(),
+        None => {
+            let group = launch::security_group(aws, s, tags).await?;
+            if over_ssh {
+                ssh::allow_ingress(aws, &group, &sshconf::source_cidrs(s), tags).await?;
+            }
+            group
+        }
+    };
+    let key = match over_ssh {
+        true => Some(ssh::import_key(aws, tags).await?),
+        false => None,
+    };
+    Ok((group, key))
+}
+
+/// Reaches the running `instance` (`what`: how the messages name it): over
+/// SSH with the run's `key`, else over SSM.
+pub(super) async fn connect(
+    ctx: &JobContext,
+    s: &AmiSettings,
+    aws: &Clients,
+    instance: &str,
+    group: &str,
+    key: Option<&ssh::RunKey>,
+    what: &str,
+) -> Result<AmiComm, BuildError> {
+    match key {
+        Some(key) => {
+            ctx.message(format!(
+                "{what} {instance} running (security group {group}: SSH from {} only; IMDSv2 only)",
+                s.ssh_source_cidrs.join(", ")
+            ));
+            Ok(AmiComm::Ssh(
+                ssh::connect(ctx, aws, s, instance, key).await?,
+            ))
+        }
+        None => {
+            ctx.message(format!(
+                "{what} {instance} running (security group {group}, no ingress, IMDSv2 only)"
+            ));
+            Ok(AmiComm::Ssm(communicator(ctx, s, aws, instance)))
+        }
+    }
+}
+
+/// How commands reach `instance`: SSM, with the build's secrets and Vault
+/// delivery, each command commented with the build and the job.
+fn communicator(
+    ctx: &JobContext,
+    s: &AmiSettings,
+    aws: &Clients,
+    instance: &str,
+) -> SsmCommunicator {
+    SsmCommunicator::new(SsmTarget {
+        ssm: aws.ssm.clone(),
+        instance: instance.to_string(),
+        emulator: s.endpoint.is_some(),
+        online_timeout: crate::builder::duration_or(&s.ssm_timeout, DEFAULT_SSM_TIMEOUT),
+        secrets: ctx.secrets.clone(),
+        vault: VaultDelivery {
+            settings: ctx.vault.clone(),
+            instance_address: s.vault_address.clone(),
+            ttl: s.vault_wrap_ttl.clone().unwrap_or_else(|| "5m".into()),
+        },
+        comment: format!("kiln {} {}", ctx.build_id, ctx.name)
+            .chars()
+            .take(100)
+            .collect(),
+        message: Arc::new(ctx.message_sink()),
+    })
 }
 
 /// The instance's user data: `user_data` (a template string, already
@@ -199,12 +245,33 @@ struct AmiInstance {
     instance: String,
     tags: RunTags,
     comm: AmiComm,
+    /// The image `snapshot` made, waiting for `distribute`.
+    made: Option<Made>,
 }
 
 /// How the build reaches its instance (`communicator`).
-enum AmiComm {
+pub(super) enum AmiComm {
     Ssm(SsmCommunicator),
     Ssh(SshCommunicator),
+}
+
+impl AmiComm {
+    pub(super) fn get(&self) -> &dyn Communicator {
+        match self {
+            AmiComm::Ssm(c) => c,
+            AmiComm::Ssh(c) => c,
+        }
+    }
+}
+
+/// The image in the build region, made and tagged, not yet shared, copied
+/// or protected; its handle keeps it on the undo stack until then.
+struct Made {
+    name: String,
+    extra: Vec<Tag>,
+    id: String,
+    snapshots: Vec<String>,
+    handle: UndoHandle,
 }
 
 /// An AMI name: 3–128 of letters, digits and `()[]./-'@_ `.
@@ -233,10 +300,26 @@ fn ami_name(wanted: Option<&str>, image: &str, version: &str, run: &str) -> Stri
 #[async_trait]
 impl Instance for AmiInstance {
     fn communicator(&self) -> &dyn Communicator {
-        match &self.comm {
-            AmiComm::Ssm(c) => c,
-            AmiComm::Ssh(c) => c,
+        self.comm.get()
+    }
+
+    async fn keep_for_inspection(&mut self, _ctx: &JobContext) -> Option<String> {
+        if let AmiComm::Ssh(_) = self.comm {
+            // The run's key dies with kiln: EC2 Instance Connect pushes a
+            // short-lived one, through the group's port 22.
+            return Some(format!(
+                "aws ec2-instance-connect ssh --instance-id {} --os-user {} --region {} (needs EC2 Instance Connect on the image: the build's own SSH key lived only in kiln's memory)",
+                self.instance,
+                self.settings.ssh_username.as_deref().unwrap_or_default(),
+                self.settings.region
+            ));
         }
+        // The instance lives on by itself; Session Manager is the way in
+        // that needs no ingress (the AWS CLI's session-manager-plugin).
+        Some(format!(
+            "aws ssm start-session --target {} --region {}",
+            self.instance, self.settings.region
+        ))
     }
 
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
@@ -266,16 +349,16 @@ impl Instance for AmiInstance {
         ];
         extra.extend(s.tags.iter().map(|(k, v)| tag(k, v)));
 
-        let mut handles = vec![];
-        handles.push(register_image(ctx, s, &s.region, &self.tags.run, &name).await?);
-        let (run_tags, extra) = (&self.tags, &extra);
+        // Stays on the undo stack until `distribute` is done: a failed
+        // test (or anything else) deregisters the image.
+        let handle = register_image(ctx, s, &s.region, &self.tags.run, &name).await?;
         let id = image::create(
             &self.aws,
             &self.instance,
             &name,
             s.ami_description.as_deref(),
             &self.tags,
-            extra,
+            &extra,
         )
         .await?;
         ctx.message(format!("creating {id} (`{name}`) in {}", s.region));
@@ -286,7 +369,54 @@ impl Instance for AmiInstance {
             .cloned()
             .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
             .collect();
-        image::tag(&self.aws, &snapshots, snapshot_tags.clone()).await?;
+        image::tag(&self.aws, &snapshots, snapshot_tags).await?;
+        let artifact = self.artifact(&s.region, &id);
+        ctx.message(format!(
+            "AMI {id} in {} (copies, sharing and protection wait for its tests)",
+            s.region
+        ));
+        self.made = Some(Made {
+            name,
+            extra,
+            id,
+            snapshots,
+            handle,
+        });
+        Ok(vec![artifact])
+    }
+
+    fn distributes(&self) -> bool {
+        true
+    }
+
+    /// Shares the image made by `snapshot`, copies it to `copy_to` (shared
+    /// alike) and protects them all; then the images outlive the build.
+    async fn distribute(
+        &mut self,
+        ctx: &JobContext,
+        artifacts: Vec<ArtifactInfo>,
+    ) -> Result<Vec<ArtifactInfo>, BuildError> {
+        let Some(made) = self.made.take() else {
+            return Err(BuildError::Config(
+                "distribute before snapshot: no image was made".into(),
+            ));
+        };
+        let s = &self.settings;
+        let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        let Made {
+            name,
+            extra,
+            id,
+            snapshots,
+            handle,
+        } = made;
+        let mut handles = vec![handle];
+        let all_tags: Vec<Tag> = self.tags.tags().into_iter().chain(extra.clone()).collect();
+        let snapshot_tags: Vec<Tag> = all_tags
+            .iter()
+            .cloned()
+            .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
+            .collect();
         let sharing = image::Sharing::of(s);
         if s.public {
             ctx.message(format!(
@@ -297,6 +427,7 @@ impl Instance for AmiInstance {
         let mut made = vec![(self.aws.target.region.clone(), id.clone())];
 
         // Copies, all regions at once.
+        let (run_tags, extra) = (&self.tags, &extra);
         let mut copies = vec![];
         for region in &s.copy_to {
             handles.push(register_image(ctx, s, region, &self.tags.run, &name).await?);
@@ -346,25 +477,35 @@ impl Instance for AmiInstance {
         for h in handles {
             ctx.undo.release(h).await;
         }
-        Ok(made
-            .into_iter()
-            .map(|(region, ami)| {
-                ctx.message(format!("AMI {ami} in {region}"));
-                ArtifactInfo {
-                    kind: "ami".into(),
-                    id: super::artifact_id(&region, &ami),
-                    digest: None,
-                    base: Some(self.base.clone()),
-                    endpoint: s.endpoint.clone(),
-                    signatures: vec![],
-                    manifest: None,
-                    hardening: vec![],
-                    runs: vec![],
-                    tests: None,
-                    sbom: None,
-                }
-            })
-            .collect())
+        // The copies are the tested image's: they carry its test report.
+        let tests = artifacts.first().and_then(|a| a.tests.clone());
+        let copies = made.into_iter().skip(1).map(|(region, ami)| {
+            ctx.message(format!("AMI {ami} in {region} (a copy of {id})"));
+            ArtifactInfo {
+                tests: tests.clone(),
+                ..self.artifact(&region, &ami)
+            }
+        });
+        Ok(artifacts.into_iter().chain(copies).collect())
+    }
+}
+
+impl AmiInstance {
+    /// The record of one AMI of this build.
+    fn artifact(&self, region: &str, ami: &str) -> ArtifactInfo {
+        ArtifactInfo {
+            kind: "ami".into(),
+            id: super::artifact_id(region, ami),
+            digest: None,
+            base: Some(self.base.clone()),
+            endpoint: self.settings.endpoint.clone(),
+            signatures: vec![],
+            manifest: None,
+            hardening: vec![],
+            runs: vec![],
+            tests: None,
+            sbom: None,
+        }
     }
 }
 

@@ -13,7 +13,8 @@
 //! `communicator = "ssh"` ([`sshconf`] checks its settings) reaches bases
 //! without the SSM agent through the generic SSH transport instead, set up
 //! by `ssh` (run key pair, port-22 ingress, address, host keys from the
-//! console, `console`).
+//! console, `console`). `tester` starts a fresh instance of a new AMI for
+//! its tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ mod ssh;
 pub mod sshconf;
 #[cfg(feature = "ami")]
 pub mod ssm;
+#[cfg(feature = "ami")]
+mod tester;
 
 pub use resources::reaper;
 

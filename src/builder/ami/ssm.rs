@@ -29,6 +29,9 @@ use crate::ui::Stream;
 
 /// How long a command may run when its provisioner sets no timeout.
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+/// How often the boot id is asked while a command that may reboot the
+/// instance runs.
+const REBOOT_PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Raw bytes per upload command (base64 makes it a third larger; SSM
 /// parameters hold far more, but smaller commands fail and retry cheaply).
 const UPLOAD_CHUNK: usize = 24 * 1024;
@@ -180,10 +183,15 @@ impl SsmCommunicator {
     /// Readiness by running `true`: SSM refuses commands for instances
     /// whose agent has not registered yet.
     async fn wait_probe(&self) -> Result<(), CommError> {
+        self.wait_probe_for(self.t.online_timeout).await
+    }
+
+    /// [`Self::wait_probe`] for at most `limit`.
+    async fn wait_probe_for(&self, limit: Duration) -> Result<(), CommError> {
         let inst = &self.t.instance;
         wait_for(
             &format!("instance {inst} to run an SSM command"),
-            self.t.online_timeout,
+            limit,
             || async {
                 match self
                     .send(vec!["true".into()], Duration::from_secs(60))
@@ -191,7 +199,10 @@ impl SsmCommunicator {
                 {
                     Ok(id) => {
                         let mut sink = |_: Stream, _: String| {};
-                        match self.follow(&id, Duration::from_secs(120), &mut sink).await {
+                        match self
+                            .follow(&id, Duration::from_secs(120), &mut sink, false)
+                            .await
+                        {
                             Ok(0) => Ok(Some(())),
                             _ => Ok(None),
                         }
@@ -236,6 +247,7 @@ impl SsmCommunicator {
         command: &str,
         limit: Duration,
         output: &mut OutputFn<'_>,
+        may_reboot: bool,
     ) -> Result<i32, CommError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
@@ -315,11 +327,17 @@ impl SsmCommunicator {
                 Some(CommandInvocationStatus::Failed) => {
                     return match inv.response_code() {
                         code if code > 0 => Ok(code),
+                        // No exit code: the agent lost the command, as a
+                        // reboot under it makes it do.
+                        _ if may_reboot => Err(CommError::Disconnected(format!(
+                            "SSM command {command} ended without an exit code: {}",
+                            inv.status_details().unwrap_or("no details")
+                        ))),
                         _ => Err(CommError::Refused(format!(
                             "SSM command {command} failed: {}",
                             inv.status_details().unwrap_or("no details")
                         ))),
-                    }
+                    };
                 }
                 Some(CommandInvocationStatus::TimedOut) => return Err(CommError::Timeout(limit)),
                 Some(CommandInvocationStatus::Cancelled | CommandInvocationStatus::Cancelling) => {
@@ -331,6 +349,62 @@ impl SsmCommunicator {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The instance's boot id, asked with a command of its own; `None`
+    /// when no answer came within `limit` (the agent is away: the
+    /// command is cancelled).
+    async fn boot_id(&self, limit: Duration) -> Option<String> {
+        let id = self
+            .send(vec![crate::communicator::BOOT_ID_SCRIPT.into()], limit)
+            .await
+            .ok()?;
+        let mut guard = CancelOnDrop {
+            ssm: self.t.ssm.clone(),
+            command: id.clone(),
+            armed: true,
+        };
+        let mut out = String::new();
+        let mut sink = |s: Stream, line: String| {
+            if s == Stream::Stdout {
+                out.push_str(line.trim());
+            }
+        };
+        let r = self.follow(&id, limit, &mut sink, false).await;
+        guard.armed = !matches!(r, Ok(_) | Err(CommError::Timeout(_)));
+        (matches!(r, Ok(0)) && !out.is_empty()).then_some(out)
+    }
+
+    /// [`Self::follow`] for a command that may reboot the instance. SSM
+    /// does not reliably report the end of a command whose instance
+    /// rebooted under it (AWS documents `exit 194` for reboots the agent
+    /// knows of; a plain `reboot` can leave the command `InProgress`), so
+    /// while it runs the boot id is asked every [`REBOOT_PROBE_EVERY`]:
+    /// a new one means the command was cut off by a reboot, which is
+    /// [`CommError::Disconnected`], as a dropped SSH connection is.
+    async fn follow_or_reboot(
+        &self,
+        command: &str,
+        limit: Duration,
+        output: &mut OutputFn<'_>,
+        before: &str,
+    ) -> Result<i32, CommError> {
+        let watch = async {
+            loop {
+                tokio::time::sleep(REBOOT_PROBE_EVERY).await;
+                if let Some(now) = self.boot_id(REBOOT_PROBE_EVERY * 2).await {
+                    if now != before {
+                        return now;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = self.follow(command, limit, output, true) => r,
+            now = watch => Err(CommError::Disconnected(format!(
+                "the instance rebooted under SSM command {command} (boot id {before} → {now}); SSM did not report the command's end"
+            ))),
         }
     }
 
@@ -519,6 +593,10 @@ fn emit(text: &str, seen: &mut usize, done: bool, stream: Stream, output: &mut O
 impl Communicator for SsmCommunicator {
     async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError> {
         self.ensure_online().await?;
+        let before = match cmd.may_reboot {
+            true => self.boot_id(Duration::from_secs(60)).await,
+            false => None,
+        };
         let script = self.render(cmd).await?;
         let timeout = cmd.timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT);
         let id = self
@@ -533,15 +611,27 @@ impl Communicator for SsmCommunicator {
         };
         // SSM ends the command at `executionTimeout`; kiln gives it a
         // minute more to say so before cancelling it itself.
-        let r = self
-            .follow(&id, timeout + Duration::from_secs(60), output)
-            .await;
-        // A command that ended needs no cancel; one kiln gave up on does.
-        guard.armed = matches!(r, Err(CommError::Refused(_)));
+        let limit = timeout + Duration::from_secs(60);
+        let r = match &before {
+            Some(before) => self.follow_or_reboot(&id, limit, output, before).await,
+            None => self.follow(&id, limit, output, false).await,
+        };
+        // A command that ended needs no cancel; one kiln gave up on, or
+        // one a reboot cut off, does.
+        guard.armed = matches!(r, Err(CommError::Refused(_) | CommError::Disconnected(_)));
         match r {
             Err(CommError::Timeout(_)) => Err(CommError::Timeout(timeout)),
             other => other,
         }
+    }
+
+    /// After a reboot: the agent answers commands again.
+    async fn reconnect(&self, limit: Duration) -> Result<(), CommError> {
+        self.wait_probe_for(limit).await
+    }
+
+    fn can_reboot(&self) -> bool {
+        true
     }
 
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError> {
@@ -668,6 +758,7 @@ mod tests {
             )],
             workdir: Some(dir.path().display().to_string()),
             timeout: None,
+            may_reboot: false,
         };
         let text = c.render(&cmd).await.unwrap();
         let out = run_sh(&text);

@@ -821,6 +821,14 @@ impl Instance for QemuInstance {
         &self.comm
     }
 
+    async fn keep_for_inspection(&mut self, ctx: &JobContext) -> Option<String> {
+        // QEMU dies with its process handle (`kill_on_drop`): the handle is
+        // leaked so the VM outlives kiln. Its pid stays journaled, and
+        // `kiln cleanup` stops it.
+        std::mem::forget(self.vm.clone());
+        crate::builder::way_in(&self.comm, ctx).await
+    }
+
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         self.shut_down(ctx).await?;
         let output = ctx.template_dir.join(&self.settings.output);

@@ -237,6 +237,7 @@ impl AnsibleLocal {
             env,
             workdir: None,
             timeout: self.timeout,
+            may_reboot: false,
         };
         let code = comm
             .exec(&cmd, &mut |stream, line| ctx.output(stream, line))

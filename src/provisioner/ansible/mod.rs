@@ -256,6 +256,7 @@ impl Ansible {
             env: self.env(access, dir, remote_tmp),
             workdir: None,
             timeout: self.timeout,
+            may_reboot: false,
         };
         let code = host
             .exec(&cmd, &mut |stream, line| ctx.output(stream, line))

@@ -245,6 +245,7 @@ fn command(
         env: env.to_vec(),
         workdir: Some("/".into()),
         timeout: Some(timeout),
+        may_reboot: false,
     }
 }
 
