@@ -156,46 +156,73 @@ struct Booted {
 /// sshd's `authorized_keys`; notes the instance's addresses on the way
 /// (EC2 releases a public address at termination).
 fn cloud_init_stand_in(endpoint: String, sshd_dir: PathBuf) -> tokio::task::JoinHandle<Booted> {
-    use aws_sdk_ec2::types::{Filter, InstanceStateName};
+    tokio::spawn(async move { boot_next(&endpoint, &sshd_dir, &[]).await })
+}
+
+/// [`cloud_init_stand_in`] for `n` instances one after the other (a build
+/// instance, then the test instance of its AMI), each with its own key.
+fn cloud_init_stand_in_for(
+    n: usize,
+    endpoint: String,
+    sshd_dir: PathBuf,
+) -> tokio::task::JoinHandle<Vec<Booted>> {
     tokio::spawn(async move {
-        let ec2 = aws::ec2(&endpoint, REGION);
-        let start = Instant::now();
-        loop {
-            let out = ec2
-                .describe_instances()
-                .filters(Filter::builder().name("tag-key").values("kiln:run").build())
-                .send()
-                .await
-                .unwrap();
-            let running = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running));
-            if let Some(i) = running {
-                let name = i.key_name().expect("the instance has a key pair");
-                let keys = ec2
-                    .describe_key_pairs()
-                    .key_names(name)
-                    .include_public_key(true)
-                    .send()
-                    .await
-                    .unwrap();
-                let line = keys.key_pairs()[0].public_key().unwrap().trim().to_string();
-                std::fs::write(sshd_dir.join("authorized_keys"), format!("{line}\n")).unwrap();
-                return Booted {
-                    key_line: line,
-                    public_ip: i.public_ip_address().map(String::from),
-                    private_ip: i.private_ip_address().map(String::from),
-                };
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "no build instance started"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut booted: Vec<Booted> = vec![];
+        while booted.len() < n {
+            let seen: Vec<String> = booted.iter().map(|b| b.key_line.clone()).collect();
+            booted.push(boot_next(&endpoint, &sshd_dir, &seen).await);
         }
+        booted
     })
+}
+
+/// Waits for a running kiln instance whose key is not in `seen` and
+/// installs that key (alone) in `authorized_keys`.
+async fn boot_next(endpoint: &str, sshd_dir: &Path, seen: &[String]) -> Booted {
+    use aws_sdk_ec2::types::{Filter, InstanceStateName};
+    let ec2 = aws::ec2(endpoint, REGION);
+    let start = Instant::now();
+    loop {
+        let out = ec2
+            .describe_instances()
+            .filters(Filter::builder().name("tag-key").values("kiln:run").build())
+            .send()
+            .await
+            .unwrap();
+        for i in out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running))
+        {
+            let Some(name) = i.key_name() else { continue };
+            let keys = ec2
+                .describe_key_pairs()
+                .key_names(name)
+                .include_public_key(true)
+                .send()
+                .await;
+            let Ok(keys) = keys else { continue };
+            let Some(line) = keys.key_pairs().first().and_then(|k| k.public_key()) else {
+                continue;
+            };
+            let line = line.trim().to_string();
+            if seen.contains(&line) {
+                continue;
+            }
+            std::fs::write(sshd_dir.join("authorized_keys"), format!("{line}\n")).unwrap();
+            return Booted {
+                key_line: line,
+                public_ip: i.public_ip_address().map(String::from),
+                private_ip: i.private_ip_address().map(String::from),
+            };
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no new build instance started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn template(endpoint: &str, extra_source: &str, provisioners: &str) -> String {
@@ -697,6 +724,51 @@ async fn host_keys_on_the_console_are_the_only_ones_accepted() {
         "{all}"
     );
     assert!(!ran.exists(), "no provisioner ran against the wrong host");
+    assert_nothing_left(&moto.endpoint()).await;
+}
+
+/// `[[build.test]]` on an AMI built over SSH: the test instance is
+/// started from the new AMI with a group and a key pair of its own and
+/// reached over SSH too; the checks really run on the SSH target, and
+/// everything of both runs is gone afterwards.
+#[tokio::test]
+async fn build_tests_reach_the_test_instance_over_ssh() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let s = Scratch::new();
+    let marker = s.path().join("tested-over-ssh");
+    let provisioners = format!(
+        r#"
+[[build.provisioner]]
+type = "shell"
+inline = ["echo provisioned"]
+
+[[build.test]]
+type = "command"
+run = "echo checked > {m}; cat {m}"
+stdout_contains = ["checked"]
+"#,
+        m = marker.display()
+    );
+    let extra = format!("ssh_source_cidrs = [\"{CIDR4}\"]");
+    s.write("t.toml", &template(&moto.endpoint(), &extra, &provisioners));
+    let stand_in = cloud_init_stand_in_for(2, moto.endpoint(), sshd.dir.path().to_path_buf());
+    let out = tokio::task::spawn_blocking({
+        let mut c = kiln(&s, Some(&sshd));
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let booted = stand_in.await.unwrap();
+    let (o, e) = text(&out);
+    let all = format!("{o}{e}");
+    assert!(out.status.success(), "{all}\nsshd:\n{}", sshd.log());
+    assert_ne!(booted[0].key_line, booted[1].key_line, "a key pair per run");
+    assert!(
+        all.contains("test instance ") && all.contains(&format!("SSH from {CIDR4} only")),
+        "{all}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "checked\n");
     assert_nothing_left(&moto.endpoint()).await;
 }
 

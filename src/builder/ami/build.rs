@@ -107,7 +107,11 @@ impl Builder for AmiBuilder {
             limit,
         )
         .await?;
-        let comm = connect(ctx, &s, &aws, &instance, &group, key.as_ref(), "instance").await?;
+        ctx.message(format!(
+            "instance {instance} running (security group {group}, {}, IMDSv2 only)",
+            ingress_note(&s)
+        ));
+        let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;
         Ok(Box::new(AmiInstance {
             settings: s,
             aws,
@@ -146,34 +150,27 @@ pub(super) async fn access(
     Ok((group, key))
 }
 
-/// Reaches the running `instance` (`what`: how the messages name it): over
-/// SSH with the run's `key`, else over SSM.
+/// What the instance's group lets in, for the messages.
+pub(super) fn ingress_note(s: &AmiSettings) -> String {
+    match sshconf::is_ssh(s) {
+        true => format!("SSH from {} only", s.ssh_source_cidrs.join(", ")),
+        false => "no ingress".into(),
+    }
+}
+
+/// Reaches the running `instance`: over SSH with the run's `key`, else
+/// over SSM.
 pub(super) async fn connect(
     ctx: &JobContext,
     s: &AmiSettings,
     aws: &Clients,
     instance: &str,
-    group: &str,
     key: Option<&ssh::RunKey>,
-    what: &str,
 ) -> Result<AmiComm, BuildError> {
-    match key {
-        Some(key) => {
-            ctx.message(format!(
-                "{what} {instance} running (security group {group}: SSH from {} only; IMDSv2 only)",
-                s.ssh_source_cidrs.join(", ")
-            ));
-            Ok(AmiComm::Ssh(
-                ssh::connect(ctx, aws, s, instance, key).await?,
-            ))
-        }
-        None => {
-            ctx.message(format!(
-                "{what} {instance} running (security group {group}, no ingress, IMDSv2 only)"
-            ));
-            Ok(AmiComm::Ssm(communicator(ctx, s, aws, instance)))
-        }
-    }
+    Ok(match key {
+        Some(key) => AmiComm::Ssh(ssh::connect(ctx, aws, s, instance, key).await?),
+        None => AmiComm::Ssm(communicator(ctx, s, aws, instance)),
+    })
 }
 
 /// How commands reach `instance`: SSM, with the build's secrets and Vault

@@ -9,7 +9,7 @@
 //! terminates it and `kiln cleanup` finds it after a crash.
 
 use super::aws::{Clients, Target};
-use super::build::{access, connect, AmiComm, DEFAULT_LAUNCH_TIMEOUT};
+use super::build::{access, connect, ingress_note, AmiComm, DEFAULT_LAUNCH_TIMEOUT};
 use super::launch::{self, RunTags};
 use super::resources::AwsRun;
 use super::{source, AmiSettings, From};
@@ -75,7 +75,10 @@ pub async fn launch_artifact(
     let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
     let key_name = key.as_ref().map(|k| k.name.as_str());
     let instance = launch::instance(&aws, &s, &image, &group, &tags, None, key_name, limit).await?;
-    let what = format!("test instance (from {ami} in {region})");
-    let comm = connect(ctx, &s, &aws, &instance, &group, key.as_ref(), &what).await?;
+    ctx.message(format!(
+        "test instance {instance} running from {ami} in {region} (security group {group}, {}, IMDSv2 only)",
+        ingress_note(&s)
+    ));
+    let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;
     Ok(Box::new(TestInstance { comm }))
 }
