@@ -13,6 +13,7 @@ pub mod import;
 pub mod job;
 pub mod lifecycle;
 pub mod manifest;
+pub mod policy;
 pub mod provisioner;
 pub mod sbom;
 pub mod secrets;

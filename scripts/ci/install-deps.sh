@@ -130,6 +130,10 @@ done
 # moto's server needs the `[server]` extra, which `pip show moto` does not
 # tell apart: check for what the tests start.
 python3 -c 'import flask, flask_cors' >/dev/null 2>&1 || "${PIP[@]}" 'moto[server]'
+# The real OPA engine (its Go library behind Python bindings) for the
+# policy cross-check (tests/it/policy.rs, tests/checkers/opa_eval.py); its
+# metadata asks for a newer Python than the wheel needs.
+python3 -c 'import opa_bindings' >/dev/null 2>&1 || "${PIP[@]}" --ignore-requires-python opa-golib-python-bindings
 # The same for cyclonedx-python-lib's `[json-validation]` extra.
 python3 -c 'from cyclonedx.validation.json import JsonStrictValidator as V; from cyclonedx.schema import SchemaVersion as S; V(S.V1_6).validate_str("{}")' >/dev/null 2>&1 || "${PIP[@]}" 'cyclonedx-python-lib[json-validation]'
 # npm: each package once, into its own prefix (not the global folder).

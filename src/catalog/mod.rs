@@ -51,6 +51,9 @@ pub enum CatalogError {
     Sign(#[from] crate::sign::SignError),
     #[error("{0}")]
     BadLocation(String),
+    /// A policy gate denied the change; its decision is in the log (exit 1).
+    #[error("{0}")]
+    PolicyDenied(String),
 }
 
 impl CatalogError {
@@ -381,6 +384,20 @@ impl Catalog {
         actor: &str,
         key: &SigningKey,
     ) -> Result<Entry, CatalogError> {
+        self.apply_gated(op, None, actor, key).await
+    }
+
+    /// [`Catalog::apply`] after a policy gate: once the operation is
+    /// checked, `decision` is recorded first, in the same locked change;
+    /// a `deny` is recorded alone and refuses the operation
+    /// ([`CatalogError::PolicyDenied`]).
+    pub async fn apply_gated(
+        &self,
+        op: Operation,
+        decision: Option<model::PolicyDecision>,
+        actor: &str,
+        key: &SigningKey,
+    ) -> Result<Entry, CatalogError> {
         let mut w = self.writer().await?;
         let change = match op {
             Operation::Promote {
@@ -481,6 +498,22 @@ impl Catalog {
                 return Err(CatalogError::Invalid(
                     "give a reason with `--reason`".into(),
                 ));
+            }
+        }
+        if let Some(d) = decision {
+            let denied = d.decision == model::Decision::Deny;
+            let text = d
+                .denials
+                .iter()
+                .map(|f| format!("{}: {} ({})", f.rule, f.message, f.artifact))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let seq = w.record(Action::Policy(d), actor, key).await?.seq;
+            if denied {
+                w.commit().await?;
+                return Err(CatalogError::PolicyDenied(format!(
+                    "denied by policy (decision #{seq} in the catalog log): {text}\nhint: fix what the policy names and build again, or promote anyway with `--override-policy REASON` (the override and its reason are logged)"
+                )));
             }
         }
         w.record(change, actor, key).await?;

@@ -50,6 +50,64 @@ pub enum Action {
         reason: String,
         removed: Vec<String>,
     },
+    /// A policy gate's decision before `channel` moved (or did not).
+    Policy(PolicyDecision),
+}
+
+/// What a policy gate decided (docs/policy.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Denied, and promoted all the same by an operator who gave a reason.
+    Override,
+}
+
+impl Decision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Override => "override",
+        }
+    }
+}
+
+/// A policy file as evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyFileRecord {
+    pub path: String,
+    /// `sha256:` of its content.
+    pub digest: String,
+}
+
+/// One denial: the artifact's job, the rule and its message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionFinding {
+    pub artifact: String,
+    pub rule: String,
+    pub message: String,
+}
+
+/// A policy gate's decision about moving `channel` to `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    pub image: String,
+    pub version: String,
+    pub channel: String,
+    /// `promote` (`kiln images promote`) or `register` (a build's channels).
+    pub occasion: String,
+    pub decision: Decision,
+    /// The package evaluated (`data.kiln.promote`).
+    pub entrypoint: String,
+    pub policies: Vec<PolicyFileRecord>,
+    /// `sha256:` of each artifact's input document (canonical JSON).
+    pub inputs: Vec<String>,
+    pub denials: Vec<DecisionFinding>,
+    /// The operator's reason, for an override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Action {
@@ -61,6 +119,7 @@ impl Action {
             | Action::Deprecate { image, .. }
             | Action::Revoke { image, .. }
             | Action::Delete { image, .. } => image,
+            Action::Policy(d) => &d.image,
         }
     }
 
@@ -108,6 +167,24 @@ impl Action {
                     removed.join(", ")
                 }
             ),
+            Action::Policy(d) => {
+                let mut text = format!(
+                    "policy {} {} {} to {} ({}, {})",
+                    d.decision.name(),
+                    d.image,
+                    d.version,
+                    d.channel,
+                    d.occasion,
+                    d.entrypoint
+                );
+                for f in &d.denials {
+                    text.push_str(&format!("; {}: {} ({})", f.rule, f.message, f.artifact));
+                }
+                if let Some(r) = &d.reason {
+                    text.push_str(&format!("; override reason: {r}"));
+                }
+                text
+            }
         }
     }
 }
@@ -404,6 +481,8 @@ impl State {
                     },
                 )
             }
+            // A decision moves nothing: the promote entry after it does.
+            Action::Policy(_) => {}
         }
     }
 

@@ -266,6 +266,7 @@ fn signers(
             Action::Deprecate { .. } => "deprecate",
             Action::Revoke { .. } => "revoke",
             Action::Delete { .. } => "delete",
+            Action::Policy(_) => "policy decision",
         };
         pems.insert(&e.signature.key_id, same_key_id(&e.signature.public_key));
         by_key

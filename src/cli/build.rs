@@ -38,6 +38,10 @@ pub struct BuildArgs {
     /// inspection (listed; removed with `kiln cleanup`).
     #[arg(long)]
     pub keep_on_failure: bool,
+    /// Move `[build.register]` channels even where `[build.policy]`
+    /// denies them; the override and this reason are logged.
+    #[arg(long, value_name = "REASON")]
+    pub override_policy: Option<String>,
     /// Let the other jobs finish when one fails.
     #[arg(long)]
     pub no_fail_fast: bool,
@@ -66,6 +70,14 @@ struct Outcome {
 }
 
 pub async fn exec(args: BuildArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
+    if args
+        .override_policy
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        eprintln!("error: `--override-policy` needs a reason");
+        return Exit::BadInput;
+    }
     let redactor = Arc::new(RwLock::new(Redactor::default()));
     crate::ui::init_tracing(redactor.clone());
     let catalog = match crate::catalog::open(catalog, state_dir).await {
@@ -235,6 +247,7 @@ async fn build_one(
         state_dir: state_dir.to_path_buf(),
         interactive: !args.json && std::io::stdin().is_terminal(),
         catalog: Some(catalog.clone()),
+        override_policy: args.override_policy.clone(),
     };
     let summary = engine::run(&plan, &Builders::standard(), &opts, bus.clone(), cancel).await;
     signals.abort();

@@ -40,11 +40,21 @@ pub enum ImagesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Point a channel at a version (and move its `:<channel>` tag).
+    /// Point a channel at a version (and move its `:<channel>` tag). When
+    /// the version's build manifests name a `[build.policy]`, it is
+    /// evaluated first and its decision logged (docs/policy.md).
     Promote {
         image: String,
         version: String,
         channel: String,
+        /// Promote although the policy denies it; the override and this
+        /// reason are logged.
+        #[arg(long, value_name = "REASON")]
+        override_policy: Option<String>,
+        /// Print each artifact's policy input document (one JSON object
+        /// per line) and change nothing.
+        #[arg(long)]
+        print_input: bool,
     },
     /// Point a channel back at its previous target (or `--to VERSION`).
     Rollback {
@@ -116,14 +126,9 @@ pub async fn exec(args: ImagesArgs, state_dir: &Path, catalog: Option<&str>) -> 
             image,
             version,
             channel,
-        } => {
-            let op = Operation::Promote {
-                image: image.clone(),
-                version,
-                channel: channel.clone(),
-            };
-            change(&cat, op, Some((image, channel))).await
-        }
+            override_policy,
+            print_input,
+        } => promote(&cat, image, version, channel, override_policy, print_input).await,
         ImagesCommand::Rollback { image, channel, to } => {
             let op = Operation::Rollback {
                 image: image.clone(),
@@ -331,17 +336,115 @@ async fn history(
     Ok(Exit::Success)
 }
 
+/// `promote`, through the version's policy gate when its manifests name
+/// one: the decision is logged before the channel moves (or does not).
+async fn promote(
+    cat: &Catalog,
+    image: String,
+    version: String,
+    channel: String,
+    override_policy: Option<String>,
+    print_input: bool,
+) -> Result<Exit, CatalogError> {
+    use crate::policy::{gate, input::Occasion};
+    if override_policy
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        return Err(CatalogError::Invalid(
+            "`--override-policy` needs a reason".into(),
+        ));
+    }
+    let snap = cat.snapshot().await?;
+    let found = snap
+        .state
+        .family(&image)
+        .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))));
+    let gated = match found {
+        Some((v, channels)) => gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
+            .map_err(policy_error)?,
+        // Unknown image or version: the promotion below says which.
+        None if !print_input => None,
+        None => {
+            return Err(CatalogError::Refused(format!(
+                "`{image}` has no version `{version}` in the catalog"
+            )))
+        }
+    };
+    if print_input {
+        let Some(g) = &gated else {
+            return Err(CatalogError::Invalid(format!(
+                "`{image} {version}`: no build manifest of it names a `[build.policy]`, so there is no policy input"
+            )));
+        };
+        for e in &g.evaluations {
+            println!("{}", e.input);
+        }
+        return Ok(Exit::Success);
+    }
+    if gated.is_none() && override_policy.is_some() {
+        return Err(CatalogError::Invalid(format!(
+            "`--override-policy`: no build manifest of `{image} {version}` names a `[build.policy]`; nothing to override"
+        )));
+    }
+    let decision = gated.as_ref().map(|g| {
+        g.decision(
+            &image,
+            &version,
+            &channel,
+            Occasion::Promote,
+            override_policy.as_deref(),
+        )
+    });
+    if let Some(d) = &decision {
+        for e in gated.iter().flat_map(|g| &g.evaluations) {
+            for w in &e.verdict.warnings {
+                eprintln!("warning: policy {}: {} ({})", w.rule, w.message, e.job);
+            }
+        }
+        if d.decision == catalog::model::Decision::Override {
+            eprintln!(
+                "warning: promoting against the policy (override: {}):\n{}",
+                d.reason.as_deref().unwrap_or_default(),
+                gate::describe_denials(&d.denials)
+            );
+        }
+    }
+    let op = Operation::Promote {
+        image: image.clone(),
+        version,
+        channel: channel.clone(),
+    };
+    change_gated(cat, op, decision, Some((image, channel))).await
+}
+
 /// Records an operator's change; a moved channel's pointers follow.
 async fn change(
     cat: &Catalog,
     op: Operation,
     moved: Option<(String, String)>,
 ) -> Result<Exit, CatalogError> {
+    change_gated(cat, op, None, moved).await
+}
+
+/// [`change`] after a policy gate's `decision`.
+async fn change_gated(
+    cat: &Catalog,
+    op: Operation,
+    decision: Option<catalog::model::PolicyDecision>,
+    moved: Option<(String, String)>,
+) -> Result<Exit, CatalogError> {
     let (key, note) = cat.operator_key_noting()?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    let entry = cat.apply(op, &catalog::actor(), &key).await?;
+    let gated = decision.as_ref().map(|d| d.decision.name());
+    let entry = cat
+        .apply_gated(op, decision, &catalog::actor(), &key)
+        .await?;
+    if let Some(d) = gated {
+        println!("#{} policy {d}", entry.seq - 1);
+    }
     println!("#{} {}", entry.seq, entry.change.describe());
     if let Some((image, channel)) = moved {
         return Ok(publish(cat, &image, &channel, &key).await);
@@ -556,23 +659,75 @@ async fn register(
         artifacts,
     });
     let seq = w.record(change, &actor, &key).await?.seq;
+    let mut promoted = vec![];
+    let mut denied = vec![];
     for ch in channels {
+        // The manifests' `[build.policy]`, as a build's channels are gated.
+        let gate = match w.state.family(&image).and_then(|f| {
+            f.version(&version)
+                .map(|v| (v.clone(), f.channels_of(&version)))
+        }) {
+            Some((v, now)) => crate::policy::gate::evaluate_version(
+                &v,
+                ch,
+                crate::policy::input::Occasion::Register,
+                &now,
+            )
+            .map_err(policy_error)?,
+            None => None,
+        };
+        if let Some(g) = gate {
+            let d = g.decision(
+                &image,
+                &version,
+                ch,
+                crate::policy::input::Occasion::Register,
+                None,
+            );
+            let deny = d.decision == catalog::model::Decision::Deny;
+            let text = crate::policy::gate::describe_denials(&d.denials);
+            let at = w
+                .record(catalog::Action::Policy(d), &actor, &key)
+                .await?
+                .seq;
+            if deny {
+                denied.push(format!(
+                    "not promoted to `{ch}`: denied by policy (decision #{at} in the catalog log):\n{text}"
+                ));
+                continue;
+            }
+        }
         let promote = catalog::Action::Promote {
             image: image.clone(),
             version: version.clone(),
             channel: ch.clone(),
         };
         w.record(promote, &actor, &key).await?;
+        promoted.push(ch.clone());
     }
     w.commit().await?;
     println!("#{seq} registered {image} {version}");
     let mut exit = Exit::Success;
-    for ch in channels {
+    for ch in &promoted {
         if publish(cat, &image, ch, &key).await != Exit::Success {
             exit = Exit::Failure;
         }
     }
+    if !denied.is_empty() {
+        eprintln!("error: {}", denied.join("\n"));
+        exit = Exit::Failure;
+    }
     Ok(exit)
+}
+
+/// A policy that cannot be used is bad input (exit 2); evidence that
+/// cannot be read or an evaluation that fails refuses the change (exit 1).
+fn policy_error(e: crate::policy::PolicyError) -> CatalogError {
+    match e {
+        crate::policy::PolicyError::Input(m) => CatalogError::Refused(m),
+        e @ crate::policy::PolicyError::Eval(_) => CatalogError::Refused(e.to_string()),
+        other => CatalogError::Invalid(other.to_string()),
+    }
 }
 
 /// The operator's key, as a message for the user.

@@ -351,8 +351,38 @@ fn read_plan(
         if !missing.is_empty() {
             return Err(missing);
         }
+        let policies = policy_errors(&plan);
+        if !policies.is_empty() {
+            return Err(policies);
+        }
     }
     Ok(plan)
+}
+
+/// Each `[build.policy]` that cannot be read or parsed (the Rego error
+/// names its `file:line:col`), once per policy.
+fn policy_errors(plan: &BuildPlan) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    let mut seen = vec![];
+    for p in plan.jobs.iter().filter_map(|j| j.policy.as_ref()) {
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        if let Err(e) = crate::policy::Policy::load(&p.files, &p.entrypoint) {
+            let text = e.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let mut d = crate::template::Diagnostic::new(format!(
+                "{first} (the policy of `[build.policy]` at {})",
+                p.at
+            ));
+            if !rest.trim().is_empty() {
+                d = d.with_help(rest.to_string());
+            }
+            diags.push(d);
+        }
+    }
+    diags
 }
 
 /// True inside a GitHub Actions job: errors are also printed as workflow

@@ -19,10 +19,19 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// After the signatures, require this of the signed build manifest's
-    /// hardening reports (`no-failed-high`: no failed high-severity rule).
-    #[arg(long, value_enum, value_name = "POLICY")]
-    pub policy: Option<Policy>,
+    /// After the signatures, judge the signed build manifest: a Rego
+    /// policy file (`FILE.rego`, evaluated as `kiln images promote` does,
+    /// docs/policy.md), or `no-failed-high` (no failed high-severity
+    /// hardening rule).
+    #[arg(long, value_name = "FILE.rego|no-failed-high")]
+    pub policy: Option<String>,
+    /// The package a Rego `--policy` is evaluated as.
+    #[arg(long, value_name = "PACKAGE", default_value = crate::policy::DEFAULT_ENTRYPOINT)]
+    pub policy_entrypoint: String,
+    /// With a Rego `--policy`: print the input document it sees (JSON) and
+    /// evaluate nothing.
+    #[arg(long, requires = "policy")]
+    pub print_input: bool,
     /// The catalog head an earlier `verify` or `audit` printed
     /// (`SEQ:HASH`): that entry must still be in the log, unchanged — a log
     /// whose tail was cut (a `revoke` removed) is refused.
@@ -41,8 +50,8 @@ pub struct VerifyArgs {
     pub artifact: String,
 }
 
-/// What `--policy` can require of a verified build manifest.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// The built-in `--policy` a verified build manifest can be held to.
+#[derive(Debug, Clone, Copy)]
 pub enum Policy {
     /// No hardening rule of high severity failed.
     NoFailedHigh,
@@ -122,7 +131,23 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
         return match verify_file(as_file, &key, &pem) {
             Ok((detail, text)) => {
                 let digest = detail["artifact"]["digest"].as_str().unwrap_or_default();
-                let policy = match args.policy.map(|p| check_policy(p, &detail)) {
+                let judged = match args.policy.as_deref() {
+                    Some("no-failed-high") => Some(check_policy(Policy::NoFailedHigh, &detail)),
+                    Some(file) => {
+                        match rego_policy(file, &args.policy_entrypoint, &detail, args.print_input)
+                        {
+                            Ok(None) => return Exit::Success,
+                            Ok(Some(Ok(text))) => Some(Ok(text)),
+                            Ok(Some(Err(text))) => Some(Err(text)),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return Exit::BadInput;
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let policy = match judged {
                     Some(Err(e)) => return report(false, serde_json::Value::String(e.clone()), e),
                     Some(Ok(ok)) => format!("\n{ok}"),
                     None => String::new(),
@@ -248,6 +273,53 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
             "this kiln was compiled without the `oci` feature".into(),
         )
     }
+}
+
+/// A Rego `--policy` on a verified build manifest: `Ok(None)` when only
+/// the input was printed; `Ok(Some(verdict text))`; `Err` for a policy
+/// that cannot be used (bad input).
+fn rego_policy(
+    file: &str,
+    entrypoint: &str,
+    verified: &serde_json::Value,
+    print_input: bool,
+) -> Result<Option<Result<String, String>>, String> {
+    use crate::policy::input::{self, Context, Occasion};
+    if verified.get("predicate").is_some() {
+        return Err("a Rego `--policy` judges a signed build manifest, not a provenance file: give the manifest's `.json` or `.dsse.json`".into());
+    }
+    let ctx = Context {
+        occasion: Occasion::Verify,
+        channel: None,
+        version: verified["catalog"]["version"].as_str(),
+        status: None,
+        channels: &[],
+    };
+    let doc = input::document(verified, &ctx).map_err(|e| e.to_string())?;
+    if print_input {
+        println!("{doc}");
+        return Ok(None);
+    }
+    let policy = crate::policy::Policy::load(&[PathBuf::from(file)], entrypoint)
+        .map_err(|e| e.to_string())?;
+    let verdict = policy.evaluate(&doc).map_err(|e| e.to_string())?;
+    for w in &verdict.warnings {
+        eprintln!("warning: policy {}: {}", w.rule, w.message);
+    }
+    Ok(Some(if verdict.allowed() {
+        Ok(format!("policy `{file}` ({}): allowed", policy.entrypoint))
+    } else {
+        Err(format!(
+            "policy `{file}` ({}): denied\n{}",
+            policy.entrypoint,
+            verdict
+                .denials
+                .iter()
+                .map(|d| format!("  {}: {}", d.rule, d.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    }))
 }
 
 /// Applies `--policy` to what was verified: a build manifest's

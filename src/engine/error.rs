@@ -32,6 +32,9 @@ pub enum JobError {
     Distribute(BuildError),
     #[error("sign: {0}")]
     Sign(String),
+    /// `[build.policy]` cannot be read or parsed (refused at preflight).
+    #[error("policy ({at}): {message}")]
+    Policy { at: String, message: String },
     #[error("cancelled")]
     Cancelled,
 }

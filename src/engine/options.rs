@@ -28,4 +28,7 @@ pub struct RunOptions {
     pub interactive: bool,
     /// Where successful builds are registered (none: not registered).
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// `--override-policy REASON`: move `[build.register]` channels even
+    /// where `[build.policy]` denies (logged as an override).
+    pub override_policy: Option<String>,
 }

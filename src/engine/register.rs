@@ -212,6 +212,7 @@ pub(super) async fn write_manifests(
             }
         },
     };
+    let mut denials: Vec<String> = vec![];
     let registered = async {
         let actor = crate::catalog::actor();
         let change = crate::catalog::Action::Register(crate::catalog::Registration {
@@ -223,22 +224,72 @@ pub(super) async fn write_manifests(
             artifacts: records,
         });
         w.record(change, &actor, key).await?;
+        let mut promoted = vec![];
         for ch in &channels {
             crate::catalog::check_channel(ch)?;
+            // The policy gate before the channel moves; its decision is
+            // logged either way, a denial keeps the channel where it is.
+            let gate = w
+                .state
+                .family(&plan.image.name)
+                .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))))
+                .map(|(v, now)| {
+                    crate::policy::gate::evaluate_version(
+                        v,
+                        ch,
+                        crate::policy::input::Occasion::Register,
+                        &now,
+                    )
+                })
+                .transpose()
+                .map_err(|e| crate::catalog::CatalogError::Refused(format!("policy: {e}")))?
+                .flatten();
+            if let Some(g) = gate {
+                let d = g.decision(
+                    &plan.image.name,
+                    &version,
+                    ch,
+                    crate::policy::input::Occasion::Register,
+                    opts.override_policy.as_deref(),
+                );
+                let denied = d.decision == crate::catalog::model::Decision::Deny;
+                let text = crate::policy::gate::describe_denials(&d.denials);
+                if d.decision == crate::catalog::model::Decision::Override {
+                    bus.emit(Event::Message {
+                        job: None,
+                        text: format!(
+                            "warning: `{ch}` moves against the policy (override: {}):\n{text}",
+                            d.reason.as_deref().unwrap_or_default()
+                        ),
+                    });
+                }
+                let seq = w
+                    .record(crate::catalog::Action::Policy(d), &actor, key)
+                    .await?
+                    .seq;
+                if denied {
+                    denials.push(format!(
+                        "not promoted to `{ch}`: denied by policy (decision #{seq} in the catalog log):\n{text}\nhint: fix what the policy names and rebuild, or promote anyway with `kiln images promote {} {version} {ch} --override-policy REASON` (logged)",
+                        plan.image.name
+                    ));
+                    continue;
+                }
+            }
             let change = crate::catalog::Action::Promote {
                 image: plan.image.name.clone(),
                 version: version.clone(),
                 channel: ch.clone(),
             };
             w.record(change, &actor, key).await?;
+            promoted.push(ch.clone());
         }
         let state = w.state.clone();
         let committed = w.commit().await?;
         let head = crate::catalog::chain::head(&committed);
-        Ok::<_, crate::catalog::CatalogError>((state, head))
+        Ok::<_, crate::catalog::CatalogError>((state, head, promoted))
     }
     .await;
-    let (state, head) = match registered {
+    let (state, head, channels) = match registered {
         Ok(s) => s,
         Err(e) => {
             remove_files(&written);
@@ -260,6 +311,11 @@ pub(super) async fn write_manifests(
             }
         ),
     });
+    if !denials.is_empty() {
+        // Registered (the version exists, the decision is logged), but a
+        // channel it was meant for refused it: the build fails.
+        fail_all(jobs, denials.join("\n"));
+    }
     let Some(v) = state
         .family(&plan.image.name)
         .and_then(|f| f.version(&version))

@@ -266,6 +266,14 @@ fn preflight(
         JobError::NotSupported(format!("no builder for source type `{}`", job.source_type))
     })?;
     builder.preflight(job).map_err(JobError::Launch)?;
+    if let Some(p) = &job.policy {
+        // A policy that does not parse would fail at registration, after
+        // the whole build: refuse it before anything is created.
+        crate::policy::Policy::load(&p.files, &p.entrypoint).map_err(|e| JobError::Policy {
+            at: p.at.clone(),
+            message: e.to_string(),
+        })?;
+    }
     if let (Some(t), false) = (job.tests.first(), builder.can_test()) {
         return Err(JobError::NotSupported(format!(
             "{}: `[[build.test]]` on `{}` sources is not supported yet (OCI images, QEMU disks and AMIs only)",

@@ -474,10 +474,20 @@ impl Converter<'_> {
                     let blocks = b.nested("source_ami_filter");
                     self.ami_filter_into(&mut t, blocks.first(), &c);
                 }
-                "launch_block_device_mappings" => {
-                    for m in b.nested(key) {
-                        self.root_volume(&mut t, &m, &c);
+                "launch_block_device_mappings" | "ami_block_device_mappings" => {
+                    // The attribute form only: blocks come below.
+                    for m in b.nested(key).iter().skip(b.blocks(key).count()) {
+                        self.block_device(&mut t, key, m, &c);
                     }
+                }
+                "subnet_filter" | "vpc_filter" | "security_group_filter" => {
+                    // The attribute form only: blocks come below.
+                    for m in b.nested(key).iter().skip(b.blocks(key).count()) {
+                        self.net_filter(&mut t, key, m, &c);
+                    }
+                }
+                "spot_price" | "spot_instance_types" => {
+                    self.put(&mut t, key, &a.value, &c, false);
                 }
                 "access_key" | "secret_key" | "token" | "profile" | "shared_credentials_file"
                 | "assume_role" => self.report.push(
@@ -492,14 +502,8 @@ impl Converter<'_> {
                 }
                 // `ami_communicator` below.
                 k if super::ami_communicator::is_communicator_setting(k) => {}
-                "run_tags" | "run_volume_tags" | "snapshot_tags" | "ami_block_device_mappings" => {
-                    self.report.push(
-                        Level::Approximate,
-                        c,
-                        Some(&a.loc),
-                        "kiln tags the instance, volumes, AMI and snapshots alike (`tags` plus its own `kiln:*` tags) and keeps the launch volume settings in the AMI",
-                        "merge these into `tags`/`volume_size` if they differ",
-                    )
+                "run_tags" | "run_volume_tags" | "snapshot_tags" => {
+                    self.put(&mut t, key, &a.value, &c, false);
                 }
                 "skip_create_ami" => self.report.push(
                     Level::NotConverted,
@@ -508,13 +512,6 @@ impl Converter<'_> {
                     "kiln always makes the AMI of a successful build",
                     "run the provisioners against a `null` source to try them without an AMI",
                 ),
-                "subnet_filter" | "vpc_filter" | "security_group_filter" => self.report.push(
-                    Level::NotConverted,
-                    c,
-                    Some(&a.loc),
-                    "kiln takes a `subnet_id` (or the default VPC)",
-                    "look the subnet up and set `subnet_id`",
-                ),
                 _ => self.unknown_setting(construct, "ami", a),
             }
         }
@@ -522,23 +519,21 @@ impl Converter<'_> {
             let c = format!("{construct}.{}", nb.kind);
             match nb.kind.as_str() {
                 "source_ami_filter" => self.ami_filter_into(&mut t, Some(nb), &c),
-                "launch_block_device_mappings" => self.root_volume(&mut t, nb, &c),
-                "ami_block_device_mappings" | "run_tag" | "run_volume_tag" | "snapshot_tag" => {
+                "launch_block_device_mappings" | "ami_block_device_mappings" => {
+                    self.block_device(&mut t, &nb.kind, nb, &c)
+                }
+                "subnet_filter" | "vpc_filter" | "security_group_filter" => {
+                    self.net_filter(&mut t, &nb.kind, nb, &c)
+                }
+                "run_tag" | "run_volume_tag" | "snapshot_tag" => {
                     self.report.push(
                         Level::Approximate,
                         c,
                         Some(&nb.loc),
-                        "kiln tags the instance, volumes, AMI and snapshots alike and keeps the launch volume settings in the AMI",
-                        "merge these into `tags`/`volume_size` if they differ",
+                        "kiln's `run_tags`, `run_volume_tags` and `snapshot_tags` are maps; the `key`/`value` block form was not converted",
+                        "write them as `run_tags = { KEY = \"VALUE\" }` (and likewise)",
                     )
                 }
-                "subnet_filter" | "vpc_filter" | "security_group_filter" => self.report.push(
-                    Level::NotConverted,
-                    c,
-                    Some(&nb.loc),
-                    "kiln takes a `subnet_id` (or the default VPC)",
-                    "look the subnet up and set `subnet_id`",
-                ),
                 "deregistration_protection" => {
                     if let Some(e) = nb.value("enabled") {
                         self.put(&mut t, "deregistration_protection", e, &c, false);
@@ -648,39 +643,80 @@ impl Converter<'_> {
         }
     }
 
-    /// The root device of `launch_block_device_mappings` gives kiln's
-    /// `volume_size` (and `encrypted`).
-    fn root_volume(&mut self, t: &mut Table, m: &Block, construct: &str) {
-        let dev = m.value("device_name").and_then(Node::as_str).unwrap_or("");
-        let root = ["sda1", "xvda", "nvme0n1"].contains(&dev.trim_start_matches("/dev/"));
-        if !root {
-            self.report.push(
-                Level::NotConverted,
-                format!("{construct} ({dev})"),
-                Some(&m.loc),
-                "kiln launches with the image's root volume only",
-                "attach and format extra volumes in a provisioner",
-            );
-            return;
-        }
+    /// One `launch_block_device_mappings` / `ami_block_device_mappings`
+    /// entry, one to one: kiln's device tables take Packer's keys.
+    fn block_device(&mut self, t: &mut Table, key: &str, m: &Block, construct: &str) {
+        const KEYS: &[&str] = &[
+            "device_name",
+            "volume_size",
+            "volume_type",
+            "iops",
+            "throughput",
+            "delete_on_termination",
+            "encrypted",
+            "kms_key_id",
+            "snapshot_id",
+            "no_device",
+            "virtual_name",
+        ];
+        let mut inner = Table::new();
         for a in &m.attrs {
+            let c = format!("{construct}.{}", a.key);
             match a.key.as_str() {
-                "volume_size" => {
-                    self.put(t, "volume_size", &a.value, construct, false);
+                k if KEYS.contains(&k) => {
+                    self.put(&mut inner, k, &a.value, &c, false);
                 }
-                "encrypted" => {
-                    self.put(t, "encrypted", &a.value, construct, false);
-                }
-                "device_name" | "delete_on_termination" => {}
-                other => self.report.push(
+                "omit_from_artifact" => self.report.push(
                     Level::Approximate,
-                    format!("{construct}.{other}"),
+                    c,
                     Some(&a.loc),
-                    "kiln sets the root volume's size and encryption only",
-                    "check the volume type and performance of the AMI kiln makes",
+                    "kiln's image keeps every launch volume unless `ami_block_device_mappings` leaves it out",
+                    "add `{ device_name = \"…\", no_device = true }` to `ami_block_device_mappings`",
+                ),
+                _ => self.report.push(
+                    Level::NotConverted,
+                    c,
+                    Some(&a.loc),
+                    "kiln's block device tables have no such setting",
+                    "see docs/templates.md, AMI sources",
                 ),
             }
         }
+        let list = t
+            .entry(key)
+            .or_insert(Item::Value(Value::Array(Array::new())));
+        if let Some(list) = list.as_array_mut() {
+            list.push(Value::InlineTable(inner.into_inline_table()));
+        }
+    }
+
+    /// `subnet_filter`, `vpc_filter`, `security_group_filter`, one to one
+    /// (`filters`, and `most_free` / `random` for subnets).
+    fn net_filter(&mut self, t: &mut Table, key: &str, m: &Block, construct: &str) {
+        let keys: &[&str] = if key == "subnet_filter" {
+            &["filters", "most_free", "random"]
+        } else {
+            &["filters"]
+        };
+        let mut inner = Table::new();
+        for a in &m.attrs {
+            let c = format!("{construct}.{}", a.key);
+            if keys.contains(&a.key.as_str()) {
+                self.put(&mut inner, &a.key, &a.value, &c, false);
+            } else {
+                self.report.push(
+                    Level::NotConverted,
+                    c,
+                    Some(&a.loc),
+                    format!("kiln's `{key}` takes only {}", keys.join(", ")),
+                    "narrow `filters` instead",
+                );
+            }
+        }
+        t.insert(
+            key,
+            Item::Value(Value::InlineTable(inner.into_inline_table())),
+        );
     }
 
     // ---- null → null ----

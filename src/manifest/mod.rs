@@ -22,6 +22,19 @@ pub use digest::provisioner_digest;
 pub use fingerprint::{fingerprint, fingerprint_inputs, fingerprint_with_base};
 pub use review::{provisioner_record, template_source};
 
+/// `[build.policy]` as the manifest records it: each file with its
+/// digest, and the entrypoint (what `kiln images promote` evaluates).
+fn policy_record(p: &crate::template::plan::PolicyPlan) -> serde_json::Value {
+    json!({
+        "files": p.files.iter().map(|f| json!({
+            "path": f,
+            "digest": fs_err::read(f).ok().map(|b| sha256_hex(&b)),
+        })).collect::<Vec<_>>(),
+        "entrypoint": p.entrypoint,
+        "at": p.at,
+    })
+}
+
 /// Writes the manifest of one artifact; returns its path and bytes.
 #[allow(clippy::too_many_arguments)]
 pub fn write(
@@ -60,6 +73,7 @@ pub fn write(
         "hardening": artifact.hardening,
         "tests": artifact.tests,
         "sbom": artifact.sbom,
+        "policy": job.policy.as_ref().map(policy_record),
         "catalog": catalog,
         "started": started,
         "finished": finished,

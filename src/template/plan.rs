@@ -200,6 +200,19 @@ pub struct JobPlan {
     pub sbom: bool,
     /// `[build.rebuild] when`; empty: the default, `["inputs", "base"]`.
     pub rebuild: Vec<RebuildTrigger>,
+    /// `[build.policy]`: the Rego policy that gates its channels.
+    pub policy: Option<PolicyPlan>,
+}
+
+/// `[build.policy]`, resolved: Rego files (absolute) and the package
+/// evaluated. Parsed by the `policy` module (`kiln validate`, preflight).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyPlan {
+    pub files: Vec<std::path::PathBuf>,
+    /// As written (`data.kiln.promote` when not given).
+    pub entrypoint: String,
+    /// Where `[build.policy]` is declared (`file:line:col`).
+    pub at: String,
 }
 
 impl JobPlan {

@@ -44,7 +44,13 @@ impl Moto {
     /// Starts moto and waits until it answers HTTP. `None` (the test skips)
     /// when `moto_server` is missing, except in CI, where that fails.
     pub fn start() -> Option<Moto> {
-        Moto::start_program(Command::new("moto_server"))
+        Moto::start_program(Command::new("moto_server"), &[])
+    }
+
+    /// [`Moto::start`] with moto settings in its environment (e.g.
+    /// `MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION`).
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
+        Moto::start_program(Command::new("moto_server"), env)
     }
 
     /// [`Moto::start`] with moto's recorder on: every request, body
@@ -53,7 +59,7 @@ impl Moto {
         let mut c = Command::new("moto_server");
         // The file is named by `start_program`, in moto's own folder.
         c.env("MOTO_ENABLE_RECORDING", "True");
-        Moto::start_program(c)
+        Moto::start_program(c, &[])
     }
 
     /// moto with a test double of the SSM agent of a rebooting instance
@@ -69,10 +75,10 @@ impl Moto {
             "/tests/fixtures/moto-ssm-agent.py"
         ))
         .env("KILN_FAKE_AGENT_LOG", agent_log);
-        Moto::start_program(c)
+        Moto::start_program(c, &[])
     }
 
-    fn start_program(mut program: Command) -> Option<Moto> {
+    fn start_program(mut program: Command, env: &[(&str, &str)]) -> Option<Moto> {
         if !crate::require("AMI", &["moto_server"], false) {
             return None;
         }
@@ -88,6 +94,7 @@ impl Moto {
         let child = program
             .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"))
             .args(["-H", "127.0.0.1", "-p", &port])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -413,6 +420,11 @@ struct ProxyState {
     delay_ms: AtomicU64,
     /// What `GetConsoleOutput` answers instead of moto's canned text.
     console: Mutex<Option<String>>,
+    /// Every request body, in arrival order (what kiln sent).
+    bodies: Mutex<Vec<String>>,
+    /// Scripted refusals: requests whose body holds all of `.0` get the
+    /// EC2 error `.1` with message `.2` instead of reaching moto.
+    refusals: Mutex<Vec<(Vec<String>, String, String)>>,
 }
 
 impl FaultProxy {
@@ -436,6 +448,8 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
             console: Mutex::new(None),
+            bodies: Mutex::new(vec![]),
+            refusals: Mutex::new(vec![]),
         });
         let state = shared.clone();
         let accept = std::thread::spawn(move || {
@@ -491,6 +505,46 @@ impl FaultProxy {
     pub fn faults(&self) -> usize {
         self.shared.faults.load(Ordering::SeqCst)
     }
+
+    /// The EC2 (query protocol) calls of `action` kiln sent, each as its
+    /// decoded parameters — how a test checks what moto ignores.
+    pub fn sent(&self, action: &str) -> Vec<BTreeMap<String, String>> {
+        self.shared
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| query_params(b))
+            .filter(|p| p.get("Action").map(String::as_str) == Some(action))
+            .collect()
+    }
+
+    /// From now on, an EC2 request whose (form-encoded) body holds every
+    /// one of `when` is answered with the EC2 error `code` (HTTP 400, which
+    /// the SDK does not retry) and never reaches moto: a test double for
+    /// the answers moto never gives (no spot capacity, for one).
+    pub fn refuse(&self, when: &[&str], code: &str, message: &str) {
+        self.shared.refusals.lock().unwrap().push((
+            when.iter().map(|s| s.to_string()).collect(),
+            code.to_string(),
+            message.to_string(),
+        ));
+    }
+}
+
+/// `a=1&b=x%20y` as a map.
+pub fn query_params(body: &str) -> BTreeMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
 }
 
 impl Drop for FaultProxy {
@@ -535,11 +589,30 @@ impl ProxyState {
             return Ok(());
         };
         self.requests.fetch_add(1, Ordering::SeqCst);
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        self.bodies.lock().unwrap().push(body.clone());
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
+        let refusal = self
+            .refusals
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(when, _, _)| when.iter().all(|w| body.contains(w.as_str())))
+            .map(|(_, code, message)| (code.clone(), message.clone()));
         let console = self.console.lock().unwrap().clone();
-        let asks_console = String::from_utf8_lossy(&req.body).contains("Action=GetConsoleOutput");
+        let asks_console = body.contains("Action=GetConsoleOutput");
         let response = if let Some(text) = console.filter(|_| asks_console) {
             console_response(&text)
+        } else if let Some((code, message)) = refusal {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>kiln-refusal</RequestID></Response>"
+            );
+            response(
+                400,
+                "Bad Request",
+                &[("Content-Type", "text/xml;charset=UTF-8")],
+                body.as_bytes(),
+            )
         } else if self.roll() {
             let n = self.faults.fetch_add(1, Ordering::SeqCst);
             fault_response(&req, n)

@@ -185,6 +185,7 @@ impl Run {
             state_dir: self.state.clone(),
             interactive: false,
             catalog: None,
+            override_policy: None,
         };
         engine::run(&self.plan, &self.builders, &opts, bus, cancel).await
     }

@@ -483,3 +483,124 @@ fn import_to(s: &Scratch, input: &str, output: &str) -> (String, String) {
     let out = std::fs::read_to_string(s.path().join(output)).expect(output);
     (out, err)
 }
+
+/// Issue #21: amazon-ebs's network filters, block device mappings and spot
+/// settings translate one to one — in cisagov's public Kali templates (HCL
+/// and legacy JSON) and in a template using the rest of Packer's keys —
+/// and what comes out passes kiln's schema.
+#[test]
+fn amazon_ebs_filters_volumes_and_spot_translate_one_to_one() {
+    let s = Scratch::new();
+    let fixtures = repo().join("tests/fixtures/packer");
+    for name in ["kali-hcl", "kali-json", "hcp-golden"] {
+        copy_dir(&fixtures.join(name), &s.path().join(name));
+    }
+    let source = |out: &str, name: &str| -> toml::Table {
+        let doc: toml::Table = toml::from_str(out).unwrap();
+        doc["source"]["ami"][name].as_table().unwrap().clone()
+    };
+    let (out, _) = import_to(&s, "kali-hcl/packer.pkr.hcl", "hcl.toml");
+    let src = source(&out, "x86_64");
+    let filter: toml::Value =
+        toml::from_str::<toml::Table>("v = { filters = { \"tag:Name\" = \"AMI Build\" } }")
+            .unwrap()["v"]
+            .clone();
+    assert_eq!(src["subnet_filter"], filter, "{out}");
+    assert_eq!(src["vpc_filter"], filter, "{out}");
+    let want: toml::Value = toml::from_str::<toml::Table>(
+        "v = [{ delete_on_termination = true, device_name = \"/dev/xvda\", encrypted = true, volume_size = 30, volume_type = \"gp3\" }]",
+    )
+    .unwrap()["v"]
+        .clone();
+    assert_eq!(src["launch_block_device_mappings"], want, "{out}");
+
+    let (out, _) = import_to(&s, "kali-json/packer.json", "json.toml");
+    let src = source(&out, "amazon-ebs");
+    let want: toml::Value = toml::from_str::<toml::Table>(
+        "v = [{ delete_on_termination = true, device_name = \"xvda\", encrypted = true, volume_size = 8, volume_type = \"gp2\" }]",
+    )
+    .unwrap()["v"]
+        .clone();
+    assert_eq!(src["launch_block_device_mappings"], want, "{out}");
+    assert_eq!(src["ami_block_device_mappings"], want, "{out}");
+
+    // HashiCorp's golden-image guide tags its snapshots apart.
+    let (out, _) = import_to(&s, "hcp-golden/golden.pkr.hcl", "golden.toml");
+    let src = source(&out, "base_east");
+    assert_eq!(
+        src["snapshot_tags"]["environment"].as_str(),
+        Some("production"),
+        "{out}"
+    );
+
+    s.write(
+        "spot.pkr.hcl",
+        r#"source "amazon-ebs" "spot" {
+  region                = "eu-west-1"
+  source_ami            = "ami-0123456789abcdef0"
+  iam_instance_profile  = "ssm-build"
+  ami_name              = "spot-build"
+  spot_price            = "auto"
+  spot_instance_types   = ["c6a.large", "m6a.large"]
+  run_tags              = { cost = "ci" }
+  subnet_filter {
+    filters = { "tag:Tier" = "build" }
+    most_free = true
+  }
+  security_group_filter {
+    filters = { "group-name" = "packer-build" }
+  }
+  launch_block_device_mappings {
+    device_name = "/dev/sdf"
+    volume_size = 100
+    volume_type = "gp3"
+    iops        = 6000
+    throughput  = 500
+    omit_from_artifact = true
+  }
+  ami_block_device_mappings {
+    device_name = "/dev/sdg"
+    virtual_name = "ephemeral0"
+  }
+  ami_block_device_mappings {
+    device_name = "/dev/sdh"
+    no_device = true
+  }
+}
+build { sources = ["source.amazon-ebs.spot"] }
+"#,
+    );
+    let (out, err) = import_to(&s, "spot.pkr.hcl", "spot.toml");
+    let src = source(&out, "spot");
+    assert_eq!(src["spot_price"].as_str(), Some("auto"), "{out}");
+    assert_eq!(src["run_tags"]["cost"].as_str(), Some("ci"), "{out}");
+    assert_eq!(
+        src["spot_instance_types"],
+        toml::Value::Array(vec!["c6a.large".into(), "m6a.large".into()])
+    );
+    assert_eq!(
+        src["subnet_filter"]["most_free"].as_bool(),
+        Some(true),
+        "{out}"
+    );
+    assert_eq!(
+        src["security_group_filter"]["filters"]["group-name"].as_str(),
+        Some("packer-build")
+    );
+    let launch = src["launch_block_device_mappings"].as_array().unwrap();
+    assert_eq!(launch.len(), 1);
+    assert_eq!(launch[0]["throughput"].as_integer(), Some(500), "{out}");
+    assert!(launch[0].get("omit_from_artifact").is_none(), "{out}");
+    let ami = src["ami_block_device_mappings"].as_array().unwrap();
+    assert_eq!(ami.len(), 2, "{out}");
+    assert_eq!(ami[0]["virtual_name"].as_str(), Some("ephemeral0"));
+    assert_eq!(ami[1]["no_device"].as_bool(), Some(true));
+    // The one key kiln has no place for is reported, not dropped silently.
+    assert!(err.contains("omit_from_artifact"), "{err}");
+    let v = s
+        .kiln()
+        .args(["validate", "--syntax-only", "spot.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&v, 0);
+}

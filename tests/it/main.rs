@@ -4,6 +4,8 @@
 #[cfg(feature = "ami")]
 mod ami;
 #[cfg(feature = "ami")]
+mod ami_launch;
+#[cfg(feature = "ami")]
 mod ami_ssh;
 #[cfg(feature = "ami")]
 mod ami_tests;
@@ -28,6 +30,8 @@ mod lifecycle;
 mod oci;
 #[cfg(feature = "oci")]
 mod pipeline;
+#[cfg(feature = "oci")]
+mod policy;
 mod ported;
 mod provisioners;
 #[cfg(feature = "qemu")]

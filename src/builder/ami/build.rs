@@ -12,7 +12,7 @@ use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
 use super::resources::{AwsImage, AwsRun};
 use super::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
-use super::{image, source, ssh, sshconf, AmiSettings};
+use super::{image, network, source, ssh, sshconf, AmiSettings};
 use crate::builder::{register, BuildError, Builder, Instance};
 use crate::communicator::ssh::SshCommunicator;
 use crate::communicator::Communicator;
@@ -80,9 +80,20 @@ impl Builder for AmiBuilder {
         if let Some(w) = sshconf::world_warning(&s) {
             ctx.message(w);
         }
-        // The base and the way in do not depend on each other.
-        let (base, access) = tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags));
-        let (base, (group, key)) = (base?, access?);
+        let spot = s.spot().map_err(BuildError::Config)?;
+        // Filters become ids: the subnet (and so the VPC) before the group.
+        let placed = network::place(&aws, &s).await?;
+        for line in &placed.said {
+            ctx.message(line.clone());
+        }
+        let s = AmiSettings {
+            subnet_id: placed.subnet,
+            ..s
+        };
+        // The base and the security groups do not depend on each other.
+        let (base, access) =
+            tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags, ctx));
+        let (base, (groups, key)) = (base?, access?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -96,19 +107,24 @@ impl Builder for AmiBuilder {
         let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         let key_name = key.as_ref().map(|k| k.name.as_str());
-        let instance = launch::instance(
+        let launched = launch::instance(
             &aws,
             &s,
             &base,
-            &group,
+            &groups,
             &tags,
             user_data.as_deref(),
             key_name,
+            spot.as_ref(),
             limit,
         )
         .await?;
+        let instance = launched.id.clone();
         ctx.message(format!(
-            "instance {instance} running (security group {group}, {}, IMDSv2 only)",
+            "instance {instance} running ({}, {}; security group {}{}, IMDSv2 only)",
+            launched.instance_type,
+            launched.market,
+            groups.join(", "),
             ingress_note(&s)
         ));
         let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;
@@ -124,37 +140,32 @@ impl Builder for AmiBuilder {
     }
 }
 
-/// The instance's security group (the given one, or the run's own: no
-/// ingress, or with `communicator = "ssh"` port 22 from
-/// `ssh_source_cidrs`) and, with SSH, the run's key pair.
+/// The instance's security groups ([`groups`]) and, with
+/// `communicator = "ssh"`, the run's key pair.
 pub(super) async fn access(
     aws: &Clients,
     s: &AmiSettings,
     tags: &RunTags,
-) -> Result<(String, Option<ssh::RunKey>), BuildError> {
-    let over_ssh = sshconf::is_ssh(s);
-    let group = match &s.security_group_id {
-        Some(g) => g.clone(),
-        None => {
-            let group = launch::security_group(aws, s, tags).await?;
-            if over_ssh {
-                ssh::allow_ingress(aws, &group, &sshconf::source_cidrs(s), tags).await?;
-            }
-            group
-        }
-    };
-    let key = match over_ssh {
+    ctx: &JobContext,
+) -> Result<(Vec<String>, Option<ssh::RunKey>), BuildError> {
+    let groups = groups(aws, s, tags, ctx).await?;
+    let key = match sshconf::is_ssh(s) {
         true => Some(ssh::import_key(aws, tags).await?),
         false => None,
     };
-    Ok((group, key))
+    Ok((groups, key))
 }
 
-/// What the instance's group lets in, for the messages.
+/// What the instance's groups let in, for the messages: kiln's own group
+/// has no ingress, or (SSH) port 22 from `ssh_source_cidrs`; of groups the
+/// template names kiln says nothing.
 pub(super) fn ingress_note(s: &AmiSettings) -> String {
-    match sshconf::is_ssh(s) {
-        true => format!("SSH from {} only", s.ssh_source_cidrs.join(", ")),
-        false => "no ingress".into(),
+    if s.security_group_id.is_some() || s.security_group_filter.is_some() {
+        String::new()
+    } else if sshconf::is_ssh(s) {
+        format!(", SSH from {} only", s.ssh_source_cidrs.join(", "))
+    } else {
+        ", no ingress".into()
     }
 }
 
@@ -171,6 +182,38 @@ pub(super) async fn connect(
         Some(key) => AmiComm::Ssh(ssh::connect(ctx, aws, s, instance, key).await?),
         None => AmiComm::Ssm(communicator(ctx, s, aws, instance)),
     })
+}
+
+/// The instance's security groups: `security_group_id`, the groups
+/// `security_group_filter` finds in the instance's VPC (used as they are:
+/// kiln cannot vouch for their rules, and says so), or a new group of the
+/// run's with no ingress rule (with `communicator = "ssh"`: port 22 from
+/// `ssh_source_cidrs` only).
+pub(super) async fn groups(
+    aws: &Clients,
+    s: &AmiSettings,
+    tags: &RunTags,
+    ctx: &JobContext,
+) -> Result<Vec<String>, BuildError> {
+    match (&s.security_group_id, &s.security_group_filter) {
+        (Some(g), _) => Ok(vec![g.clone()]),
+        (None, Some(f)) => {
+            let vpc = launch::vpc_of(aws, s.subnet_id.as_deref()).await?;
+            let found = network::security_groups(aws, f, &vpc).await?;
+            ctx.message(format!(
+                "warning: security groups {} from `security_group_filter` are used as they are: kiln makes no group of its own, so the instance is reachable as far as their ingress rules allow",
+                found.join(", ")
+            ));
+            Ok(found)
+        }
+        (None, None) => {
+            let group = launch::security_group(aws, s, tags).await?;
+            if sshconf::is_ssh(s) {
+                ssh::allow_ingress(aws, &group, &sshconf::source_cidrs(s), tags).await?;
+            }
+            Ok(vec![group])
+        }
+    }
 }
 
 /// How commands reach `instance`: SSM, with the build's secrets and Vault
@@ -354,6 +397,7 @@ impl Instance for AmiInstance {
             &self.instance,
             &name,
             s.ami_description.as_deref(),
+            &s.ami_block_device_mappings,
             &self.tags,
             &extra,
         )

@@ -21,9 +21,11 @@ pub async fn create(
     instance: &str,
     name: &str,
     description: Option<&str>,
+    devices: &[super::volumes::BlockDevice],
     tags: &super::launch::RunTags,
     extra: &[Tag],
 ) -> Result<String, BuildError> {
+    let mappings: Vec<_> = devices.iter().map(super::volumes::ami_mapping).collect();
     let request = |snapshot_tags: bool| {
         let mut req = aws
             .ec2
@@ -31,6 +33,8 @@ pub async fn create(
             .instance_id(instance)
             .name(name)
             .set_description(description.map(str::to_string))
+            // `ami_block_device_mappings`: none means the instance's volumes as they are.
+            .set_block_device_mappings((!mappings.is_empty()).then(|| mappings.clone()))
             .tag_specifications(tags.spec(ResourceType::Image, extra));
         if snapshot_tags {
             // Tagged from birth: a snapshot of a CreateImage cut off by a

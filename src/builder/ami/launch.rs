@@ -1,22 +1,28 @@
 //! The throw-away instance: a security group with no ingress rule (SSM
-//! needs none; with `communicator = "ssh"`, `ssh` adds port 22) in the
-//! subnet's VPC, then one instance with IMDSv2 required (hop limit 1), an
-//! encrypted root volume, the given instance profile and no key pair but
-//! the run's own with SSH. Everything is tagged `kiln:build-id` / `kiln:run`, and the
-//! run is in the journal before the first create call is made.
+//! needs none) in the subnet's VPC, then one instance with IMDSv2 required
+//! (hop limit 1), an encrypted root volume plus the template's extra
+//! volumes, the given instance profile and no key pair (with `communicator =
+//! "ssh"`, port 22 from `ssh_source_cidrs` and the run's own key pair) — on demand, or
+//! spot type by type with the on-demand fallback the template allows.
+//! Everything is tagged `kiln:build-id` / `kiln:run` (the spot request
+//! too), and the run is in the journal before the first create call is
+//! made.
 
 use std::time::Duration;
 
+use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceStateName,
+    InstanceType, MarketType, ResourceType, SpotInstanceType, SpotMarketOptions, Tag,
     TagSpecification,
 };
 
-use super::aws::{describe, wait_for, Clients};
+use super::aws::{code, describe, wait_for, Clients};
 use super::source::SourceImage;
-use super::AmiSettings;
+use super::spot::{is_capacity_error, SpotPlan, SpotPrice};
+use super::{volumes, AmiSettings};
 use crate::builder::BuildError;
 
 /// The `kiln:*` tags every resource of one job carries.
@@ -55,7 +61,7 @@ pub fn tag(k: &str, v: &str) -> Tag {
 }
 
 /// The VPC new security groups go to: the subnet's, else the default VPC.
-async fn vpc_of(aws: &Clients, subnet: Option<&str>) -> Result<String, BuildError> {
+pub async fn vpc_of(aws: &Clients, subnet: Option<&str>) -> Result<String, BuildError> {
     let region = &aws.target.region;
     match subnet {
         Some(subnet) => {
@@ -127,42 +133,42 @@ fn group_description(s: &AmiSettings) -> &'static str {
     }
 }
 
+/// The instance that runs, and how it was bought.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub id: String,
+    pub instance_type: String,
+    /// `on demand`, `spot`, or `on demand (no spot capacity: …)`.
+    pub market: String,
+}
+
 /// Starts the instance and waits until it runs. `key_name`: the run's key
 /// pair, only with `communicator = "ssh"`. `user_data` is sent as
-/// given (base64-encoded here, as EC2 wants it).
+/// given (base64-encoded here, as EC2 wants it). With a spot plan, each
+/// spot type is tried in order and, when none has capacity and the
+/// template allows it, the first type on demand ([`spot_or_on_demand`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn instance(
     aws: &Clients,
     s: &AmiSettings,
     source: &SourceImage,
-    group: &str,
+    groups: &[String],
     tags: &RunTags,
     user_data: Option<&[u8]>,
     key_name: Option<&str>,
+    spot: Option<&SpotPlan>,
     limit: Duration,
-) -> Result<String, BuildError> {
+) -> Result<Launched, BuildError> {
     let name = tag("Name", &format!("kiln {}", tags.job));
     let extra = |m: &std::collections::BTreeMap<String, String>| -> Vec<Tag> {
         std::iter::once(name.clone())
             .chain(m.iter().map(|(k, v)| tag(k, v)))
             .collect()
     };
-    let mut ebs = EbsBlockDevice::builder()
-        .delete_on_termination(true)
-        .encrypted(s.encrypted())
-        // The image's own size, or larger when asked: the mapping only
-        // exists to turn encryption on.
-        .set_volume_size(s.volume_size.or(source.root_volume_size));
-    if let Some(k) = &s.kms_key_id {
-        ebs = ebs.kms_key_id(k);
-    }
     let mut req = aws
         .ec2
         .run_instances()
         .image_id(&source.id)
-        .instance_type(InstanceType::from(
-            s.instance_type.as_deref().unwrap_or("t3.micro"),
-        ))
         .min_count(1)
         .max_count(1)
         .metadata_options(
@@ -173,11 +179,9 @@ pub async fn instance(
                 .build(),
         )
         .tag_specifications(tags.spec(ResourceType::Instance, &extra(&s.run_tags)))
-        .tag_specifications(tags.spec(ResourceType::Volume, &extra(&s.run_volume_tags)))
-        // Idempotency: a retried RunInstances must not start a second one.
-        .client_token(&tags.run)
-        // Only with `communicator = "ssh"`: the run's own key pair.
-        .set_key_name(key_name.map(str::to_string));
+        .tag_specifications(tags.spec(ResourceType::Volume, &extra(&s.run_volume_tags)));
+    // Only with `communicator = "ssh"`: the run's own key pair.
+    req = req.set_key_name(key_name.map(str::to_string));
     req = match s.associate_public_ip_address {
         // The public address is a property of the network interface: the
         // subnet and the group move into its specification.
@@ -185,27 +189,20 @@ pub async fn instance(
             InstanceNetworkInterfaceSpecification::builder()
                 .device_index(0)
                 .associate_public_ip_address(public)
-                .groups(group)
+                .set_groups(Some(groups.to_vec()))
                 .set_subnet_id(s.subnet_id.clone())
                 .delete_on_termination(true)
                 .build(),
         ),
         None => req
-            .security_group_ids(group)
+            .set_security_group_ids(Some(groups.to_vec()))
             .set_subnet_id(s.subnet_id.clone()),
     };
     if let Some(data) = user_data {
         use base64::Engine as _;
         req = req.user_data(base64::engine::general_purpose::STANDARD.encode(data));
     }
-    if let Some(root) = &source.root_device_name {
-        req = req.block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name(root)
-                .ebs(ebs.build())
-                .build(),
-        );
-    }
+    req = req.set_block_device_mappings(Some(block_devices(s, source)));
     if let Some(p) = &s.iam_instance_profile {
         let spec = IamInstanceProfileSpecification::builder();
         req = req.iam_instance_profile(if p.starts_with("arn:") {
@@ -214,18 +211,157 @@ pub async fn instance(
             spec.name(p).build()
         });
     }
-    let out = req
-        .send()
-        .await
-        .map_err(|e| BuildError::Config(format!("cannot start the instance: {}", describe(&e))))?;
-    let id = out
-        .instances()
+    let launched = match spot {
+        Some(plan) => spot_or_on_demand(req, plan, tags).await?,
+        None => {
+            let t = s
+                .instance_type
+                .clone()
+                .unwrap_or_else(|| super::DEFAULT_INSTANCE_TYPE.into());
+            let id = run(req, &t, None, tags, 0).await.map_err(|(_, e)| e)?;
+            Launched {
+                id,
+                instance_type: t,
+                market: "on demand".into(),
+            }
+        }
+    };
+    wait_state(aws, &launched.id, InstanceStateName::Running, limit).await?;
+    Ok(launched)
+}
+
+/// The instance's volumes: the root (encrypted, the image's size or
+/// `volume_size`) unless `launch_block_device_mappings` names the root
+/// device itself, and every entry of that list.
+fn block_devices(s: &AmiSettings, source: &SourceImage) -> Vec<BlockDeviceMapping> {
+    let root = source.root_device_name.as_deref();
+    let is_root = |d: &volumes::BlockDevice| {
+        root.is_some_and(|r| volumes::normalise(r) == volumes::normalise(&d.device_name))
+    };
+    let mut out = vec![];
+    if let Some(root) = root.filter(|_| !s.launch_block_device_mappings.iter().any(is_root)) {
+        let mut ebs = EbsBlockDevice::builder()
+            .delete_on_termination(true)
+            .encrypted(s.encrypted())
+            // The image's own size, or larger when asked: the mapping
+            // only exists to turn encryption on.
+            .set_volume_size(s.volume_size.or(source.root_volume_size));
+        if let Some(k) = &s.kms_key_id {
+            ebs = ebs.kms_key_id(k);
+        }
+        out.push(
+            BlockDeviceMapping::builder()
+                .device_name(root)
+                .ebs(ebs.build())
+                .build(),
+        );
+    }
+    for d in &s.launch_block_device_mappings {
+        let mut d = d.clone();
+        if is_root(&d) && !d.no_device {
+            // The root keeps kiln's size rule when the entry gives none.
+            d.volume_size = d.volume_size.or(s.volume_size).or(source.root_volume_size);
+        }
+        out.push(volumes::launch_mapping(
+            &d,
+            s.encrypted(),
+            s.kms_key_id.as_deref(),
+        ));
+    }
+    out
+}
+
+/// One RunInstances call of type `t`, spot when `price` is given; the
+/// instance id, or the error code (for the fallback) with the error.
+/// Each attempt has its own client token: a retried call never starts a
+/// second instance, and a different attempt is not mistaken for a retry.
+async fn run(
+    req: RunInstancesFluentBuilder,
+    t: &str,
+    price: Option<&SpotPrice>,
+    tags: &RunTags,
+    attempt: usize,
+) -> Result<String, (Option<String>, BuildError)> {
+    let mut req = req
+        .instance_type(InstanceType::from(t))
+        .client_token(format!("{}-{attempt}", tags.run));
+    if let Some(price) = price {
+        let mut spot = SpotMarketOptions::builder()
+            .spot_instance_type(SpotInstanceType::OneTime)
+            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate);
+        if let SpotPrice::Max(p) = price {
+            spot = spot.max_price(p);
+        }
+        req = req
+            .instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(spot.build())
+                    .build(),
+            )
+            // The spot request is the run's too: `kiln cleanup` cancels it.
+            .tag_specifications(tags.spec(ResourceType::SpotInstancesRequest, &[]));
+    }
+    let out = req.send().await.map_err(|e| {
+        (
+            code(&e).map(str::to_string),
+            BuildError::Config(format!(
+                "cannot start the instance ({t}{}): {}",
+                if price.is_some() { ", spot" } else { "" },
+                describe(&e)
+            )),
+        )
+    })?;
+    out.instances()
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_string)
-        .ok_or_else(|| BuildError::Config("RunInstances returned no instance".into()))?;
-    wait_state(aws, &id, InstanceStateName::Running, limit).await?;
-    Ok(id)
+        .ok_or_else(|| {
+            (
+                None,
+                BuildError::Config("RunInstances returned no instance".into()),
+            )
+        })
+}
+
+/// Spot in each of the plan's types in order; on demand in the first when
+/// none has capacity and the plan allows it. Only capacity errors move on.
+async fn spot_or_on_demand(
+    req: RunInstancesFluentBuilder,
+    plan: &SpotPlan,
+    tags: &RunTags,
+) -> Result<Launched, BuildError> {
+    let mut refused = vec![];
+    for (n, t) in plan.types.iter().enumerate() {
+        match run(req.clone(), t, Some(&plan.price), tags, n).await {
+            Ok(id) => {
+                return Ok(Launched {
+                    id,
+                    instance_type: t.clone(),
+                    market: "spot".into(),
+                })
+            }
+            Err((c, _)) if is_capacity_error(c.as_deref()) => {
+                refused.push(format!("{t}: {}", c.unwrap_or_default()))
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+    if !plan.fallback_on_demand {
+        return Err(BuildError::Config(format!(
+            "no spot capacity ({}); set `spot_fallback_on_demand = true` to build on demand then",
+            refused.join(", ")
+        )));
+    }
+    let t = &plan.types[0];
+    let id = run(req, t, None, tags, plan.types.len())
+        .await
+        .map_err(|(_, e)| e)?;
+    Ok(Launched {
+        id,
+        instance_type: t.clone(),
+        market: format!("on demand (no spot capacity: {})", refused.join(", ")),
+    })
 }
 
 /// Waits until the instance is in `want` (an instance that ends up

@@ -6,7 +6,9 @@
 //! channel.
 //!
 //! Modules: [`aws`] (clients, retries, waiters), [`source`] (the base AMI by
-//! id or filter), [`launch`] (security group and instance), [`image`]
+//! id, filter or SSM parameter), [`network`] (subnet, VPC and security
+//! group filters), [`volumes`] (block device mappings), [`spot`] (spot
+//! pricing and fallback), [`launch`] (security group and instance), [`image`]
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
 //! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
 //! kinds in [`resources`]). The builder's own communicator is [`ssm`];
@@ -35,11 +37,13 @@ mod console;
 pub mod image;
 #[cfg(feature = "ami")]
 mod launch;
+pub mod network;
 #[cfg(feature = "ami")]
 pub mod reap;
 pub mod resources;
 #[cfg(feature = "ami")]
 pub mod source;
+pub mod spot;
 #[cfg(feature = "ami")]
 mod ssh;
 pub mod sshconf;
@@ -47,6 +51,7 @@ pub mod sshconf;
 pub mod ssm;
 #[cfg(feature = "ami")]
 mod tester;
+pub mod volumes;
 
 pub use resources::reaper;
 
@@ -102,24 +107,20 @@ pub const FIELDS: &[Field] = &[
     Field::opt("ssh_host_key_timeout", Kind::Duration),
     Field::opt("spot_price", Kind::Str),
     Field::opt("spot_instance_types", STR_LIST),
-    Field::opt("subnet_filter", Kind::Any),
-    Field::opt("vpc_filter", Kind::Any),
-    Field::opt("security_group_filter", Kind::Any),
-    Field::opt("launch_block_device_mappings", Kind::Any),
-    Field::opt("ami_block_device_mappings", Kind::Any),
+    Field::opt("spot_fallback_on_demand", Kind::Bool),
+    Field::opt("subnet_filter", Kind::Table(network::SUBNET_FILTER)),
+    Field::opt("vpc_filter", Kind::Table(network::FILTER)),
+    Field::opt("security_group_filter", Kind::Table(network::FILTER)),
+    Field::opt("launch_block_device_mappings", volumes::DEVICES),
+    Field::opt("ami_block_device_mappings", volumes::DEVICES),
 ];
+
+/// The instance type when the template gives none.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 
 /// Settings the schema knows (so templates ported from Packer read) but
 /// the builder does not do yet: each is refused in preflight, by name.
-const NOT_YET: &[(&str, &str)] = &[
-    ("spot_price", "spot instances are not supported yet: the build runs on demand"),
-    ("spot_instance_types", "spot instances are not supported yet: the build runs on demand"),
-    ("subnet_filter", "`subnet_filter` is not supported yet: give `subnet_id`"),
-    ("vpc_filter", "`vpc_filter` is not supported yet: give `subnet_id` (its VPC is used)"),
-    ("security_group_filter", "`security_group_filter` is not supported yet: give `security_group_id`, or leave it out for a group with no ingress"),
-    ("launch_block_device_mappings", "`launch_block_device_mappings` is not supported yet: `volume_size`, `encrypted` and `kms_key_id` set the root volume"),
-    ("ami_block_device_mappings", "`ami_block_device_mappings` is not supported yet: the image keeps the instance's volumes"),
-];
+const NOT_YET: &[(&str, &str)] = &[];
 
 /// `from`: an AMI id, or a filter that picks one.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -204,6 +205,19 @@ pub struct AmiSettings {
     pub ssh_username: Option<String>,
     pub ssh_timeout: Option<String>,
     pub ssh_host_key_timeout: Option<String>,
+    pub subnet_filter: Option<network::NetFilter>,
+    pub vpc_filter: Option<network::NetFilter>,
+    pub security_group_filter: Option<network::NetFilter>,
+    /// Extra or changed volumes of the build instance.
+    #[serde(default)]
+    pub launch_block_device_mappings: Vec<volumes::BlockDevice>,
+    /// Volumes of the image, as CreateImage takes them.
+    #[serde(default)]
+    pub ami_block_device_mappings: Vec<volumes::BlockDevice>,
+    pub spot_price: Option<String>,
+    #[serde(default)]
+    pub spot_instance_types: Vec<String>,
+    pub spot_fallback_on_demand: Option<bool>,
     #[serde(flatten)]
     pub not_yet: BTreeMap<String, serde_json::Value>,
 }
@@ -229,6 +243,15 @@ impl AmiSettings {
             return Err(BuildError::NotSupported(format!("`{field}`: {why}")));
         }
         sshconf::check(&s)?;
+        s.check_network()?;
+        volumes::check_all(
+            "launch_block_device_mappings",
+            &s.launch_block_device_mappings,
+        )
+        .map_err(BuildError::Config)?;
+        volumes::check_all("ami_block_device_mappings", &s.ami_block_device_mappings)
+            .map_err(BuildError::Config)?;
+        s.spot().map_err(BuildError::Config)?;
         if s.user_data.is_some() && s.user_data_file.is_some() {
             return Err(BuildError::Config(
                 "`user_data` and `user_data_file` are both set: give one".into(),
@@ -312,6 +335,57 @@ impl AmiSettings {
             }
         }
         Ok(s)
+    }
+
+    /// The filters against the ids they stand for, and each filter's own
+    /// rules.
+    fn check_network(&self) -> Result<(), BuildError> {
+        let both = |a: &str, b: &str, why: &str| {
+            Err(BuildError::Config(format!(
+                "`{a}` and `{b}` are both set: give one ({why})"
+            )))
+        };
+        if self.subnet_id.is_some() && self.subnet_filter.is_some() {
+            return both("subnet_id", "subnet_filter", "the filter looks a subnet up");
+        }
+        if self.subnet_id.is_some() && self.vpc_filter.is_some() {
+            return both("subnet_id", "vpc_filter", "the subnet's VPC is used");
+        }
+        if self.security_group_id.is_some() && self.security_group_filter.is_some() {
+            return both(
+                "security_group_id",
+                "security_group_filter",
+                "the filter looks groups up",
+            );
+        }
+        for (name, f) in [
+            ("subnet_filter", &self.subnet_filter),
+            ("vpc_filter", &self.vpc_filter),
+            ("security_group_filter", &self.security_group_filter),
+        ] {
+            let Some(f) = f else { continue };
+            if f.filters.is_empty() {
+                return Err(BuildError::Config(format!(
+                    "`{name}` has no `filters`: give at least one (e.g. `filters = {{ \"tag:Class\" = \"build\" }}`)"
+                )));
+            }
+            if f.most_free && f.random {
+                return Err(BuildError::Config(format!(
+                    "`{name}`: `most_free` and `random` are both true: choose one"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How the build instance is bought: `None` on demand.
+    pub fn spot(&self) -> Result<Option<spot::SpotPlan>, String> {
+        spot::SpotSettings {
+            spot_price: self.spot_price.clone(),
+            spot_instance_types: self.spot_instance_types.clone(),
+            spot_fallback_on_demand: self.spot_fallback_on_demand,
+        }
+        .plan(self.instance_type.as_deref())
     }
 
     pub fn encrypted(&self) -> bool {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, InstanceStateName, SpotInstanceState};
 
 use super::aws::{code, describe, wait_for, Clients, Target};
 
@@ -15,10 +15,13 @@ fn run_filter(run: &str) -> Filter {
     Filter::builder().name("tag:kiln:run").values(run).build()
 }
 
-/// Terminates every instance of the run and deletes its key pairs and
+/// Cancels the run's spot requests, terminates every instance of the run,
+/// deletes the volumes it left (`delete_on_termination = false`), its key
+/// pairs (`communicator = "ssh"`) and its
 /// security groups.
 pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), String> {
     let aws = Clients::connect(&Target::new(region, endpoint)).await;
+    spot_requests(&aws, run).await?;
     let instances = live_instances(&aws, run).await?;
     if !instances.is_empty() {
         aws.ec2
@@ -38,6 +41,7 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
         .await?;
     }
     key_pairs(&aws, run).await?;
+    volumes(&aws, run).await?;
     let groups = aws
         .ec2
         .describe_security_groups()
@@ -84,6 +88,61 @@ async fn key_pairs(aws: &Clients, run: &str) -> Result<(), String> {
             Ok(_) => {}
             Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
             Err(e) => return Err(format!("cannot delete key pair {name}: {}", describe(&e))),
+        }
+    }
+    Ok(())
+}
+
+/// Cancels the run's open or active spot requests (one-time requests
+/// close with their instance; this catches one whose instance never came).
+async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
+    let out = aws
+        .ec2
+        .describe_spot_instance_requests()
+        .filters(run_filter(run))
+        .send()
+        .await
+        .map_err(|e| format!("cannot list spot requests of run {run}: {}", describe(&e)))?;
+    let ids: Vec<String> = out
+        .spot_instance_requests()
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.state(),
+                Some(SpotInstanceState::Open | SpotInstanceState::Active) | None
+            )
+        })
+        .filter_map(|r| r.spot_instance_request_id().map(str::to_string))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    aws.ec2
+        .cancel_spot_instance_requests()
+        .set_spot_instance_request_ids(Some(ids.clone()))
+        .send()
+        .await
+        .map_err(|e| format!("cannot cancel spot requests {ids:?}: {}", describe(&e)))?;
+    Ok(())
+}
+
+/// Deletes the run's volumes that outlived its instances (every volume
+/// RunInstances made carries the run's tags).
+async fn volumes(aws: &Clients, run: &str) -> Result<(), String> {
+    let out = aws
+        .ec2
+        .describe_volumes()
+        .filters(run_filter(run))
+        .filters(Filter::builder().name("status").values("available").build())
+        .send()
+        .await
+        .map_err(|e| format!("cannot list volumes of run {run}: {}", describe(&e)))?;
+    for v in out.volumes() {
+        let Some(id) = v.volume_id() else { continue };
+        match aws.ec2.delete_volume().volume_id(id).send().await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("InvalidVolume.NotFound") => {}
+            Err(e) => return Err(format!("cannot delete volume {id}: {}", describe(&e))),
         }
     }
     Ok(())

@@ -55,7 +55,7 @@ impl Reap for AwsReaper {
     fn describe(&self, r: &OwnedResource) -> String {
         if let Ok(AwsRun { region, run, .. }) = r.parse() {
             return format!(
-                "EC2 instances, security groups and key pairs tagged kiln:run={run} in {region}"
+                "EC2 instances, spot requests, volumes, key pairs and security groups tagged kiln:run={run} in {region}"
             );
         }
         match r.parse::<AwsImage>() {

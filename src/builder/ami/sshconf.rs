@@ -96,10 +96,16 @@ pub fn check(s: &AmiSettings) -> Result<(), BuildError> {
             "`communicator = \"ssh\"` needs `ssh_username`, the user the base image's cloud-init gives the key to (e.g. `admin` on Debian, `ec2-user` on Amazon Linux, `ubuntu` on Ubuntu)".into(),
         ));
     }
-    if s.security_group_id.is_some() {
-        return Err(BuildError::NotSupported(
-            "`security_group_id` with `communicator = \"ssh\"` is not supported yet: kiln opens port 22 only on its own temporary group; leave `security_group_id` out and set `ssh_source_cidrs`".into(),
-        ));
+    if let Some(k) = [
+        ("security_group_id", s.security_group_id.is_some()),
+        ("security_group_filter", s.security_group_filter.is_some()),
+    ]
+    .iter()
+    .find_map(|(k, set)| set.then_some(k))
+    {
+        return Err(BuildError::NotSupported(format!(
+            "`{k}` with `communicator = \"ssh\"` is not supported yet: kiln opens port 22 only on its own temporary group; leave `{k}` out and set `ssh_source_cidrs`"
+        )));
     }
     if s.ssh_source_cidrs.is_empty() {
         return Err(BuildError::Config(

@@ -12,7 +12,7 @@ use super::aws::{Clients, Target};
 use super::build::{access, connect, ingress_note, AmiComm, DEFAULT_LAUNCH_TIMEOUT};
 use super::launch::{self, RunTags};
 use super::resources::AwsRun;
-use super::{source, AmiSettings, From};
+use super::{network, source, AmiSettings, From};
 use crate::builder::{register_on, ArtifactInstance, BuildError};
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, Undo};
@@ -71,12 +71,26 @@ pub async fn launch_artifact(
     )
     .await?;
     let image = source::resolve(&aws, &From::Id(ami.to_string())).await?;
-    let (group, key) = access(&aws, &s, &tags).await?;
+    // The network filters are looked up in the test's region; the image
+    // brings its own volumes (the build's `launch_block_device_mappings`
+    // are in it); the test instance runs on demand.
+    let placed = network::place(&aws, &s).await?;
+    let s = AmiSettings {
+        subnet_id: placed.subnet,
+        launch_block_device_mappings: vec![],
+        ..s
+    };
+    let (groups, key) = access(&aws, &s, &tags, ctx).await?;
     let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
     let key_name = key.as_ref().map(|k| k.name.as_str());
-    let instance = launch::instance(&aws, &s, &image, &group, &tags, None, key_name, limit).await?;
+    let instance = launch::instance(
+        &aws, &s, &image, &groups, &tags, None, key_name, None, limit,
+    )
+    .await?
+    .id;
     ctx.message(format!(
-        "test instance {instance} running from {ami} in {region} (security group {group}, {}, IMDSv2 only)",
+        "test instance {instance} running from {ami} in {region} (security group {}{}, IMDSv2 only)",
+        groups.join(", "),
         ingress_note(&s)
     ));
     let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::tables::{BUILD_KEYS, REBUILD_FIELDS, REGISTER_FIELDS, SBOM_FIELDS, SIGN_FIELDS};
+use super::tables::{
+    BUILD_KEYS, POLICY_FIELDS, REBUILD_FIELDS, REGISTER_FIELDS, SBOM_FIELDS, SIGN_FIELDS,
+};
 use super::Template;
 use crate::template::diagnostic::{did_you_mean, Diagnostic, Span};
 use crate::template::eval::{JobRefs, Scope};
@@ -289,6 +291,31 @@ impl Template {
                     }
                 };
             let sign = sub("sign", SIGN_FIELDS);
+            let policy = sub("policy", POLICY_FIELDS).map(|m| {
+                let m = m?;
+                let files = match m.get("files") {
+                    Some(Value::List(l)) => l
+                        .iter()
+                        .filter_map(Value::as_interpolated)
+                        .map(std::path::PathBuf::from)
+                        .collect(),
+                    _ => vec![],
+                };
+                let entrypoint = match m.get("entrypoint") {
+                    Some(v) => v.as_interpolated().unwrap_or_default(),
+                    None => "data.kiln.promote".to_string(),
+                };
+                let span = build
+                    .get("policy")
+                    .map(|p| p.key_span.clone())
+                    .unwrap_or(0..0);
+                let (line, col) = self.file.line_col(span.start);
+                Some(crate::template::plan::PolicyPlan {
+                    files,
+                    entrypoint,
+                    at: format!("{}:{line}:{col}", self.file.name),
+                })
+            });
             let register = sub("register", REGISTER_FIELDS);
             let sbom = sub("sbom", SBOM_FIELDS).map(|m| {
                 matches!(
@@ -353,6 +380,7 @@ impl Template {
                 register: register?,
                 sbom: sbom?,
                 rebuild: rebuild?,
+                policy: policy?,
             })
         })
     }

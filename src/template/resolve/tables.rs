@@ -1,6 +1,6 @@
 //! The fields of kiln's own tables — the top level, `[vault]`, `[image]`,
 //! `[image.retention]`, `[build.rebuild]`, `[secrets.*]`, `[build]` and
-//! its `sign` and `register` — that sources and provisioners do not declare.
+//! its `sign`, `register`, `sbom` and `policy` — that sources and provisioners do not declare.
 
 use crate::template::schema::{Field, Kind, STR_LIST};
 
@@ -43,6 +43,10 @@ pub(super) const SECRET_FIELDS: &[Field] = &[
 pub(super) const SIGN_FIELDS: &[Field] = &[Field::req("key", Kind::Str)];
 pub(super) const REGISTER_FIELDS: &[Field] = &[Field::opt("channels", STR_LIST)];
 pub(super) const SBOM_FIELDS: &[Field] = &[Field::opt("enabled", Kind::Bool)];
+pub(super) const POLICY_FIELDS: &[Field] = &[
+    Field::req("files", Kind::List(&Kind::ExistingFile)),
+    Field::opt("entrypoint", Kind::Str),
+];
 pub(super) const BUILD_KEYS: &[&str] = &[
     "name",
     "description",
@@ -53,6 +57,7 @@ pub(super) const BUILD_KEYS: &[&str] = &[
     "register",
     "rebuild",
     "sbom",
+    "policy",
 ];
 pub(super) const PROVISIONER_COMMON: &[&str] = &["type", "only", "except"];
 
@@ -74,6 +79,7 @@ mod tests {
             ("build.sign", SIGN_FIELDS),
             ("build.register", REGISTER_FIELDS),
             ("build.sbom", SBOM_FIELDS),
+            ("build.policy", POLICY_FIELDS),
         ] {
             missing.extend(undocumented(&format!("[{table}] "), fields, &docs));
         }
