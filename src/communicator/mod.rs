@@ -7,7 +7,7 @@
 pub mod inroot;
 pub mod local;
 pub mod process;
-#[cfg(feature = "qemu")]
+#[cfg(any(feature = "qemu", feature = "ami"))]
 pub mod ssh;
 pub mod way_in;
 

@@ -33,9 +33,12 @@ pub struct SshTarget {
     pub auth: SshAuth,
 }
 
-/// Accepts the first host key it sees and only that one afterwards.
+/// Accepts the first host key it sees and only that one afterwards; when
+/// host keys are known in advance (a cloud instance's console printed
+/// them), the first one must be among them.
 struct PinnedHostKey {
     pinned: Arc<Mutex<Option<PublicKey>>>,
+    expected: Arc<Vec<PublicKey>>,
 }
 
 impl client::Handler for PinnedHostKey {
@@ -49,6 +52,11 @@ impl client::Handler for PinnedHostKey {
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
         match pinned.as_ref() {
             Some(known) => Ok(known.key_data() == key.key_data()),
+            None if !self.expected.is_empty()
+                && !self.expected.iter().any(|e| e.key_data() == key.key_data()) =>
+            {
+                Ok(false)
+            }
             None => {
                 *pinned = Some(key);
                 Ok(true)
@@ -70,16 +78,27 @@ enum Attempt {
 pub struct SshCommunicator {
     target: SshTarget,
     pinned: Arc<Mutex<Option<PublicKey>>>,
+    expected: Arc<Vec<PublicKey>>,
     session: tokio::sync::Mutex<Option<Handle<PinnedHostKey>>>,
 }
 
 impl SshCommunicator {
+    /// Trusts the first host key offered (the caller knows the guest is
+    /// its own, e.g. a VM on a loopback port) and pins it.
     pub fn new(target: SshTarget) -> SshCommunicator {
         SshCommunicator {
             target,
             pinned: Arc::new(Mutex::new(None)),
+            expected: Arc::new(vec![]),
             session: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Accepts only a host key among `keys` (learnt out of band, e.g. from
+    /// a cloud instance's console); an empty list trusts the first one.
+    pub fn expecting_host_keys(mut self, keys: Vec<PublicKey>) -> SshCommunicator {
+        self.expected = Arc::new(keys);
+        self
     }
 
     /// The pinned host key's SHA-256 fingerprint, once connected.
@@ -98,6 +117,7 @@ impl SshCommunicator {
         });
         let handler = PinnedHostKey {
             pinned: self.pinned.clone(),
+            expected: self.expected.clone(),
         };
         // A handshake that never completes (user-mode networking accepts
         // before the guest listens) must not stall the retries.
@@ -105,9 +125,20 @@ impl SshCommunicator {
         let mut handle = match tokio::time::timeout(Duration::from_secs(20), connect).await {
             Err(_) => return Err(Attempt::NotReady("SSH handshake timed out".into())),
             Ok(Err(russh::Error::UnknownKey)) => {
-                return Err(Attempt::Rejected(
-                    "the guest's SSH host key changed since the first connection".into(),
-                ))
+                let first = self
+                    .pinned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none();
+                return Err(Attempt::Rejected(if first {
+                    format!(
+                        "{} offered an SSH host key that is not one of the {} it was expected to have: refusing to connect (someone may be in between)",
+                        self.target.addr,
+                        self.expected.len()
+                    )
+                } else {
+                    "the guest's SSH host key changed since the first connection".into()
+                }));
             }
             Ok(Err(e)) => return Err(Attempt::NotReady(e.to_string())),
             Ok(Ok(h)) => h,
@@ -265,6 +296,27 @@ impl SshCommunicator {
             CommError::Disconnected("the SSH channel closed without an exit status".into())
         })
     }
+}
+
+/// A fresh ed25519 key pair from the OS random source, kept in memory only.
+pub fn ephemeral_key() -> Result<PrivateKey, CommError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| CommError::Io {
+        what: "cannot generate an SSH key".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &seed,
+    ));
+    seed.fill(0);
+    Ok(key)
+}
+
+/// The `authorized_keys` line of `key`'s public half.
+pub fn authorized_key(key: &PrivateKey) -> Result<String, CommError> {
+    key.public_key()
+        .to_openssh()
+        .map_err(|e| CommError::Refused(format!("cannot encode the SSH public key: {e}")))
 }
 
 /// Cuts streamed bytes into lines per stream.

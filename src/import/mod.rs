@@ -10,6 +10,7 @@
 //! text; it never writes a value marked sensitive (or read from Vault) into
 //! the template, and never contacts anything.
 
+mod ami_communicator;
 pub mod convert;
 pub mod gotmpl;
 pub mod hcl;

@@ -442,7 +442,6 @@ impl Converter<'_> {
 
     fn amazon_ebs(&mut self, b: &Block, construct: &str) -> Table {
         let mut t = Table::new();
-        let mut ssh: Option<&Attr> = None;
         for a in &b.attrs {
             let c = format!("{construct}.{}", a.key);
             let key = a.key.as_str();
@@ -498,13 +497,11 @@ impl Converter<'_> {
                     "kiln takes AWS credentials from the SDK's standard chain (environment, AWS_PROFILE, SSO, web identity, instance role), never from the template",
                     "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE where kiln runs",
                 ),
-                "communicator" | "associate_public_ip_address" | "ssh_interface" | "temporary_key_pair_type"
-                | "pause_before_connecting" => {
-                    ssh.get_or_insert(a);
+                "associate_public_ip_address" => {
+                    self.put(&mut t, key, &a.value, &c, false);
                 }
-                k if k.starts_with("ssh_") || k.starts_with("winrm_") => {
-                    ssh.get_or_insert(a);
-                }
+                // `ami_communicator` below.
+                k if super::ami_communicator::is_communicator_setting(k) => {}
                 "run_tags" | "run_volume_tags" | "snapshot_tags" => {
                     self.put(&mut t, key, &a.value, &c, false);
                 }
@@ -545,16 +542,8 @@ impl Converter<'_> {
                 _ => self.unknown_block(construct, "ami", nb),
             }
         }
-        if let Some(a) = ssh {
-            self.report.push(
-                Level::Approximate,
-                format!("{construct}: SSH communicator"),
-                Some(&a.loc),
-                "kiln reaches AMI instances over SSM, never SSH: no key pair, no ingress rule; the SSH settings were dropped",
-                "give the instance an `iam_instance_profile` allowing SSM (AmazonSSMManagedInstanceCore) and an image with the SSM agent",
-            );
-        }
-        if !t.contains_key("iam_instance_profile") {
+        let over_ssh = self.ami_communicator(b, &mut t, construct);
+        if !over_ssh && !t.contains_key("iam_instance_profile") {
             self.report.push(
                 Level::NotConverted,
                 format!("{construct}.iam_instance_profile"),
@@ -587,7 +576,7 @@ impl Converter<'_> {
     }
 
     /// A list setting that legacy JSON may give as a comma-separated string.
-    fn string_list(&mut self, t: &mut Table, key: &str, a: &Attr, construct: &str) {
+    pub(super) fn string_list(&mut self, t: &mut Table, key: &str, a: &Attr, construct: &str) {
         match &a.value.expr {
             _ if !self.input.legacy_json => {
                 self.put(t, key, &a.value, construct, false);

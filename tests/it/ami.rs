@@ -980,7 +980,7 @@ async fn refused_before_launch_user_data_secrets_public_encrypted_and_unbuilt_se
         ),
         (
             "communicator = \"ssh\"\n",
-            "`communicator = \"ssh\"` is not supported yet",
+            "`communicator = \"ssh\"` needs `ssh_username`",
             1,
         ),
     ];

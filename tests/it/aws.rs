@@ -2,7 +2,8 @@
 //! SDK clients pointed at it with static test credentials, small queries of
 //! moto's state, and [`FaultProxy`], which sits in front of moto and answers
 //! a seeded share of requests with throttling and server errors, the way a
-//! busy AWS region does.
+//! busy AWS region does (and, when told, `GetConsoleOutput` with a given
+//! console text).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -52,6 +53,15 @@ impl Moto {
         Moto::start_program(Command::new("moto_server"), env)
     }
 
+    /// [`Moto::start`] with moto's recorder on: every request, body
+    /// included, is kept (see [`Moto::recorded`]).
+    pub fn start_recording() -> Option<Moto> {
+        let mut c = Command::new("moto_server");
+        // The file is named by `start_program`, in moto's own folder.
+        c.env("MOTO_ENABLE_RECORDING", "True");
+        Moto::start_program(c, &[])
+    }
+
     /// moto with a test double of the SSM agent of a rebooting instance
     /// (`tests/fixtures/moto-ssm-agent.py`, which says what it models),
     /// logging what ran to `agent_log`.
@@ -82,6 +92,7 @@ impl Moto {
         // moto logs every request on stderr: a file, never a pipe nobody reads.
         let out = std::fs::File::create(&log).unwrap();
         let child = program
+            .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"))
             .args(["-H", "127.0.0.1", "-p", &port])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -131,6 +142,33 @@ impl Moto {
     /// The server's process id (also its process group id).
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Every request moto received since it started (with
+    /// [`Moto::start_recording`]): each as its URL and its body, decoded,
+    /// one after the other. Search it for what must never reach AWS.
+    pub fn recorded(&self) -> String {
+        use base64::Engine as _;
+        let path = self._dir.path().join("recording.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut out = String::new();
+        for line in text.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            let body = entry["body"].as_str().unwrap_or_default();
+            let body = if entry["body_encoded"] == true {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap();
+                String::from_utf8_lossy(&raw).into_owned()
+            } else {
+                body.to_string()
+            };
+            out.push_str(entry["url"].as_str().unwrap_or_default());
+            out.push('\n');
+            out.push_str(&body);
+            out.push('\n');
+        }
+        out
     }
 
     /// What moto printed so far (one line per request), for failure messages.
@@ -380,6 +418,8 @@ struct ProxyState {
     stop: AtomicBool,
     /// Milliseconds every answer is held back (a slow endpoint).
     delay_ms: AtomicU64,
+    /// What `GetConsoleOutput` answers instead of moto's canned text.
+    console: Mutex<Option<String>>,
     /// Every request body, in arrival order (what kiln sent).
     bodies: Mutex<Vec<String>>,
     /// Scripted refusals: requests whose body holds all of `.0` get the
@@ -407,6 +447,7 @@ impl FaultProxy {
             faults: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            console: Mutex::new(None),
             bodies: Mutex::new(vec![]),
             refusals: Mutex::new(vec![]),
         });
@@ -446,6 +487,13 @@ impl FaultProxy {
         self.shared
             .delay_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// From now on `GetConsoleOutput` answers `text` (what an instance's
+    /// serial console shows; moto's is a fixed kernel log), as EC2 does:
+    /// base64 in the `output` element.
+    pub fn set_console_output(&self, text: &str) {
+        *self.shared.console.lock().unwrap() = Some(text.to_string());
     }
 
     /// Requests received (faulted or forwarded).
@@ -551,7 +599,11 @@ impl ProxyState {
             .iter()
             .find(|(when, _, _)| when.iter().all(|w| body.contains(w.as_str())))
             .map(|(_, code, message)| (code.clone(), message.clone()));
-        let response = if let Some((code, message)) = refusal {
+        let console = self.console.lock().unwrap().clone();
+        let asks_console = body.contains("Action=GetConsoleOutput");
+        let response = if let Some(text) = console.filter(|_| asks_console) {
+            console_response(&text)
+        } else if let Some((code, message)) = refusal {
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>kiln-refusal</RequestID></Response>"
             );
@@ -716,6 +768,16 @@ fn fault_response(req: &Request, n: usize) -> Vec<u8> {
             body.as_bytes(),
         )
     }
+}
+
+/// An EC2 `GetConsoleOutput` answer carrying `text`.
+fn console_response(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<GetConsoleOutputResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>kiln-test-console</requestId><timestamp>2026-01-01T00:00:00.000Z</timestamp><output>{}</output></GetConsoleOutputResponse>",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    );
+    response(200, "OK", &[("Content-Type", "text/xml")], body.as_bytes())
 }
 
 fn plain(status: u16, reason: &str, text: &str) -> Vec<u8> {

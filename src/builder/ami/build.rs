@@ -1,5 +1,6 @@
 //! The AMI builder's steps: launch (resolve the base, security group,
-//! instance) and snapshot (stop, image, copies, shares).
+//! instance, and the communicator: SSM, or SSH with the run's key pair)
+//! and snapshot (stop, image, copies, shares).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use super::aws::Clients;
 use super::launch::{self, tag, RunTags};
 use super::resources::{AwsImage, AwsRun};
 use super::ssm::{SsmCommunicator, SsmTarget, VaultDelivery};
-use super::{image, network, source, AmiSettings};
+use super::{image, network, source, ssh, sshconf, AmiSettings};
 use crate::builder::{register, BuildError, Builder, Instance};
+use crate::communicator::ssh::SshCommunicator;
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, UndoHandle};
 use crate::template::plan::JobPlan;
@@ -75,6 +77,9 @@ impl Builder for AmiBuilder {
             "EC2 instance and security group of this build",
         )
         .await?;
+        if let Some(w) = sshconf::world_warning(&s) {
+            ctx.message(w);
+        }
         let spot = s.spot().map_err(BuildError::Config)?;
         // Filters become ids: the subnet (and so the VPC) before the group.
         let placed = network::place(&aws, &s).await?;
@@ -86,9 +91,9 @@ impl Builder for AmiBuilder {
             ..s
         };
         // The base and the security groups do not depend on each other.
-        let (base, groups) =
-            tokio::join!(source::resolve(&aws, &s.from), groups(&aws, &s, &tags, ctx));
-        let (base, groups) = (base?, groups?);
+        let (base, access) =
+            tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags, ctx));
+        let (base, (groups, key)) = (base?, access?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -101,6 +106,7 @@ impl Builder for AmiBuilder {
         ));
         let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        let key_name = key.as_ref().map(|k| k.name.as_str());
         let launched = launch::instance(
             &aws,
             &s,
@@ -108,6 +114,7 @@ impl Builder for AmiBuilder {
             &groups,
             &tags,
             user_data.as_deref(),
+            key_name,
             spot.as_ref(),
             limit,
         )
@@ -118,13 +125,9 @@ impl Builder for AmiBuilder {
             launched.instance_type,
             launched.market,
             groups.join(", "),
-            if s.security_group_id.is_none() && s.security_group_filter.is_none() {
-                ", no ingress"
-            } else {
-                ""
-            }
+            ingress_note(&s)
         ));
-        let comm = communicator(ctx, &s, &aws, &instance);
+        let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;
         Ok(Box::new(AmiInstance {
             settings: s,
             aws,
@@ -137,10 +140,55 @@ impl Builder for AmiBuilder {
     }
 }
 
+/// The instance's security groups ([`groups`]) and, with
+/// `communicator = "ssh"`, the run's key pair.
+pub(super) async fn access(
+    aws: &Clients,
+    s: &AmiSettings,
+    tags: &RunTags,
+    ctx: &JobContext,
+) -> Result<(Vec<String>, Option<ssh::RunKey>), BuildError> {
+    let groups = groups(aws, s, tags, ctx).await?;
+    let key = match sshconf::is_ssh(s) {
+        true => Some(ssh::import_key(aws, tags).await?),
+        false => None,
+    };
+    Ok((groups, key))
+}
+
+/// What the instance's groups let in, for the messages: kiln's own group
+/// has no ingress, or (SSH) port 22 from `ssh_source_cidrs`; of groups the
+/// template names kiln says nothing.
+pub(super) fn ingress_note(s: &AmiSettings) -> String {
+    if s.security_group_id.is_some() || s.security_group_filter.is_some() {
+        String::new()
+    } else if sshconf::is_ssh(s) {
+        format!(", SSH from {} only", s.ssh_source_cidrs.join(", "))
+    } else {
+        ", no ingress".into()
+    }
+}
+
+/// Reaches the running `instance`: over SSH with the run's `key`, else
+/// over SSM.
+pub(super) async fn connect(
+    ctx: &JobContext,
+    s: &AmiSettings,
+    aws: &Clients,
+    instance: &str,
+    key: Option<&ssh::RunKey>,
+) -> Result<AmiComm, BuildError> {
+    Ok(match key {
+        Some(key) => AmiComm::Ssh(ssh::connect(ctx, aws, s, instance, key).await?),
+        None => AmiComm::Ssm(communicator(ctx, s, aws, instance)),
+    })
+}
+
 /// The instance's security groups: `security_group_id`, the groups
 /// `security_group_filter` finds in the instance's VPC (used as they are:
 /// kiln cannot vouch for their rules, and says so), or a new group of the
-/// run's with no ingress rule.
+/// run's with no ingress rule (with `communicator = "ssh"`: port 22 from
+/// `ssh_source_cidrs` only).
 pub(super) async fn groups(
     aws: &Clients,
     s: &AmiSettings,
@@ -158,13 +206,19 @@ pub(super) async fn groups(
             ));
             Ok(found)
         }
-        (None, None) => Ok(vec![launch::security_group(aws, s, tags).await?]),
+        (None, None) => {
+            let group = launch::security_group(aws, s, tags).await?;
+            if sshconf::is_ssh(s) {
+                ssh::allow_ingress(aws, &group, &sshconf::source_cidrs(s), tags).await?;
+            }
+            Ok(vec![group])
+        }
     }
 }
 
 /// How commands reach `instance`: SSM, with the build's secrets and Vault
 /// delivery, each command commented with the build and the job.
-pub(super) fn communicator(
+fn communicator(
     ctx: &JobContext,
     s: &AmiSettings,
     aws: &Clients,
@@ -230,9 +284,24 @@ struct AmiInstance {
     base: String,
     instance: String,
     tags: RunTags,
-    comm: SsmCommunicator,
+    comm: AmiComm,
     /// The image `snapshot` made, waiting for `distribute`.
     made: Option<Made>,
+}
+
+/// How the build reaches its instance (`communicator`).
+pub(super) enum AmiComm {
+    Ssm(SsmCommunicator),
+    Ssh(SshCommunicator),
+}
+
+impl AmiComm {
+    pub(super) fn get(&self) -> &dyn Communicator {
+        match self {
+            AmiComm::Ssm(c) => c,
+            AmiComm::Ssh(c) => c,
+        }
+    }
 }
 
 /// The image in the build region, made and tagged, not yet shared, copied
@@ -271,10 +340,20 @@ fn ami_name(wanted: Option<&str>, image: &str, version: &str, run: &str) -> Stri
 #[async_trait]
 impl Instance for AmiInstance {
     fn communicator(&self) -> &dyn Communicator {
-        &self.comm
+        self.comm.get()
     }
 
     async fn keep_for_inspection(&mut self, _ctx: &JobContext) -> Option<String> {
+        if let AmiComm::Ssh(_) = self.comm {
+            // The run's key dies with kiln: EC2 Instance Connect pushes a
+            // short-lived one, through the group's port 22.
+            return Some(format!(
+                "aws ec2-instance-connect ssh --instance-id {} --os-user {} --region {} (needs EC2 Instance Connect on the image: the build's own SSH key lived only in kiln's memory)",
+                self.instance,
+                self.settings.ssh_username.as_deref().unwrap_or_default(),
+                self.settings.region
+            ));
+        }
         // The instance lives on by itself; Session Manager is the way in
         // that needs no ingress (the AWS CLI's session-manager-plugin).
         Some(format!(
@@ -286,6 +365,9 @@ impl Instance for AmiInstance {
     async fn snapshot(&mut self, ctx: &JobContext) -> Result<Vec<ArtifactInfo>, BuildError> {
         let s = &self.settings;
         let limit = crate::builder::duration_or(&s.image_timeout, DEFAULT_IMAGE_TIMEOUT);
+        if let AmiComm::Ssh(c) = &self.comm {
+            c.disconnect().await;
+        }
         ctx.message(format!("stopping {}", self.instance));
         launch::stop(
             &self.aws,

@@ -1,7 +1,8 @@
 //! The throw-away instance: a security group with no ingress rule (SSM
 //! needs none) in the subnet's VPC, then one instance with IMDSv2 required
 //! (hop limit 1), an encrypted root volume plus the template's extra
-//! volumes, the given instance profile and no key pair — on demand, or
+//! volumes, the given instance profile and no key pair (with `communicator =
+//! "ssh"`, port 22 from `ssh_source_cidrs` and the run's own key pair) — on demand, or
 //! spot type by type with the on-demand fallback the template allows.
 //! Everything is tagged `kiln:build-id` / `kiln:run` (the spot request
 //! too), and the run is in the journal before the first create call is
@@ -110,7 +111,7 @@ pub async fn security_group(
         .ec2
         .create_security_group()
         .group_name(&name)
-        .description("kiln build instance: no ingress (provisioned over SSM)")
+        .description(group_description(s))
         .vpc_id(&vpc)
         .tag_specifications(tags.spec(ResourceType::SecurityGroup, &[tag("Name", &name)]))
         .send()
@@ -123,6 +124,15 @@ pub async fn security_group(
         .ok_or_else(|| BuildError::Config("CreateSecurityGroup returned no group id".into()))
 }
 
+/// What the temporary group is for, as its description says.
+fn group_description(s: &AmiSettings) -> &'static str {
+    if super::sshconf::is_ssh(s) {
+        "kiln build instance: SSH from ssh_source_cidrs only"
+    } else {
+        "kiln build instance: no ingress (provisioned over SSM)"
+    }
+}
+
 /// The instance that runs, and how it was bought.
 #[derive(Debug, Clone)]
 pub struct Launched {
@@ -132,7 +142,8 @@ pub struct Launched {
     pub market: String,
 }
 
-/// Starts the instance and waits until it runs. `user_data` is sent as
+/// Starts the instance and waits until it runs. `key_name`: the run's key
+/// pair, only with `communicator = "ssh"`. `user_data` is sent as
 /// given (base64-encoded here, as EC2 wants it). With a spot plan, each
 /// spot type is tried in order and, when none has capacity and the
 /// template allows it, the first type on demand ([`spot_or_on_demand`]).
@@ -144,6 +155,7 @@ pub async fn instance(
     groups: &[String],
     tags: &RunTags,
     user_data: Option<&[u8]>,
+    key_name: Option<&str>,
     spot: Option<&SpotPlan>,
     limit: Duration,
 ) -> Result<Launched, BuildError> {
@@ -168,6 +180,8 @@ pub async fn instance(
         )
         .tag_specifications(tags.spec(ResourceType::Instance, &extra(&s.run_tags)))
         .tag_specifications(tags.spec(ResourceType::Volume, &extra(&s.run_volume_tags)));
+    // Only with `communicator = "ssh"`: the run's own key pair.
+    req = req.set_key_name(key_name.map(str::to_string));
     req = match s.associate_public_ip_address {
         // The public address is a property of the network interface: the
         // subnet and the group move into its specification.

@@ -1,6 +1,7 @@
 //! `[source.ami.NAME]`: AWS AMIs built from a throw-away EC2 instance that
 //! nothing can reach — no key pair, a security group with no ingress rule,
-//! IMDSv2 only — provisioned over SSM, snapshotted into an encrypted AMI,
+//! IMDSv2 only — provisioned over SSM (or, with `communicator = "ssh"`,
+//! over SSH from `ssh_source_cidrs` only, with the run's own key pair), snapshotted into an encrypted AMI,
 //! copied to other regions, shared, and published to SSM parameters per
 //! channel.
 //!
@@ -11,7 +12,11 @@
 //! (create, copy, share, publish, deprecate, delete) and [`reap`] (what the
 //! undo stack and `kiln cleanup` remove, found by the `kiln:*` tags, for the
 //! kinds in [`resources`]). The builder's own communicator is [`ssm`];
-//! [`tester`] starts a fresh instance of a new AMI for its tests.
+//! `communicator = "ssh"` ([`sshconf`] checks its settings) reaches bases
+//! without the SSM agent through the generic SSH transport instead, set up
+//! by `ssh` (run key pair, port-22 ingress, address, host keys from the
+//! console, `console`). `tester` starts a fresh instance of a new AMI for
+//! its tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +32,8 @@ pub mod aws;
 #[cfg(feature = "ami")]
 mod build;
 #[cfg(feature = "ami")]
+mod console;
+#[cfg(feature = "ami")]
 pub mod image;
 #[cfg(feature = "ami")]
 mod launch;
@@ -37,6 +44,9 @@ pub mod resources;
 #[cfg(feature = "ami")]
 pub mod source;
 pub mod spot;
+#[cfg(feature = "ami")]
+mod ssh;
+pub mod sshconf;
 #[cfg(feature = "ami")]
 pub mod ssm;
 #[cfg(feature = "ami")]
@@ -93,6 +103,8 @@ pub const FIELDS: &[Field] = &[
     Field::opt("ssh_allow_world", Kind::Bool),
     Field::opt("ssh_interface", Kind::Enum(&["public_ip", "private_ip"])),
     Field::opt("ssh_username", Kind::Str),
+    Field::opt("ssh_timeout", Kind::Duration),
+    Field::opt("ssh_host_key_timeout", Kind::Duration),
     Field::opt("spot_price", Kind::Str),
     Field::opt("spot_instance_types", STR_LIST),
     Field::opt("spot_fallback_on_demand", Kind::Bool),
@@ -108,24 +120,7 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 
 /// Settings the schema knows (so templates ported from Packer read) but
 /// the builder does not do yet: each is refused in preflight, by name.
-const NOT_YET: &[(&str, &str)] = &[
-    (
-        "ssh_source_cidrs",
-        "`communicator = \"ssh\"` is not supported yet",
-    ),
-    (
-        "ssh_allow_world",
-        "`communicator = \"ssh\"` is not supported yet",
-    ),
-    (
-        "ssh_interface",
-        "`communicator = \"ssh\"` is not supported yet",
-    ),
-    (
-        "ssh_username",
-        "`communicator = \"ssh\"` is not supported yet",
-    ),
-];
+const NOT_YET: &[(&str, &str)] = &[];
 
 /// `from`: an AMI id, or a filter that picks one.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -197,7 +192,19 @@ pub struct AmiSettings {
     /// Launch permission for everyone; only when set explicitly.
     #[serde(default)]
     pub public: bool,
+    /// `ssm` (the default) or `ssh`; see [`sshconf`].
     pub communicator: Option<String>,
+    /// Where the temporary group lets SSH in from (`communicator = "ssh"`).
+    #[serde(default)]
+    pub ssh_source_cidrs: Vec<String>,
+    /// Allows `0.0.0.0/0` / `::/0` in `ssh_source_cidrs`.
+    #[serde(default)]
+    pub ssh_allow_world: bool,
+    /// `public_ip` or `private_ip` (default: public when there is one).
+    pub ssh_interface: Option<String>,
+    pub ssh_username: Option<String>,
+    pub ssh_timeout: Option<String>,
+    pub ssh_host_key_timeout: Option<String>,
     pub subnet_filter: Option<network::NetFilter>,
     pub vpc_filter: Option<network::NetFilter>,
     pub security_group_filter: Option<network::NetFilter>,
@@ -235,11 +242,7 @@ impl AmiSettings {
         if let Some((field, why)) = NOT_YET.iter().find(|(f, _)| s.not_yet.contains_key(*f)) {
             return Err(BuildError::NotSupported(format!("`{field}`: {why}")));
         }
-        if s.communicator.as_deref() == Some("ssh") {
-            return Err(BuildError::NotSupported(
-                "`communicator = \"ssh\"` is not supported yet: AMI builds reach the instance through SSM (the base needs the SSM agent; Debian's official AMIs do not have it)".into(),
-            ));
-        }
+        sshconf::check(&s)?;
         s.check_network()?;
         volumes::check_all(
             "launch_block_device_mappings",

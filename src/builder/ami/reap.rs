@@ -16,7 +16,8 @@ fn run_filter(run: &str) -> Filter {
 }
 
 /// Cancels the run's spot requests, terminates every instance of the run,
-/// deletes the volumes it left (`delete_on_termination = false`) and its
+/// deletes the volumes it left (`delete_on_termination = false`), its key
+/// pairs (`communicator = "ssh"`) and its
 /// security groups.
 pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), String> {
     let aws = Clients::connect(&Target::new(region, endpoint)).await;
@@ -39,6 +40,7 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
         )
         .await?;
     }
+    key_pairs(&aws, run).await?;
     volumes(&aws, run).await?;
     let groups = aws
         .ec2
@@ -67,6 +69,26 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
             },
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the run's key pairs (`communicator = "ssh"`).
+async fn key_pairs(aws: &Clients, run: &str) -> Result<(), String> {
+    let out = aws
+        .ec2
+        .describe_key_pairs()
+        .filters(run_filter(run))
+        .send()
+        .await
+        .map_err(|e| format!("cannot list key pairs of run {run}: {}", describe(&e)))?;
+    for k in out.key_pairs() {
+        let Some(name) = k.key_name() else { continue };
+        match aws.ec2.delete_key_pair().key_name(name).send().await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
+            Err(e) => return Err(format!("cannot delete key pair {name}: {}", describe(&e))),
+        }
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{OwnedResource, Reap, ResourceKind};
 
-/// Everything tagged `kiln:run = RUN` in an AWS region: the build instance
-/// and its temporary security group.
+/// Everything tagged `kiln:run = RUN` in an AWS region: the build instance,
+/// its temporary security group and (`communicator = "ssh"`) its key pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AwsRun {
     pub region: String,
@@ -54,7 +54,9 @@ impl Reap for AwsReaper {
 
     fn describe(&self, r: &OwnedResource) -> String {
         if let Ok(AwsRun { region, run, .. }) = r.parse() {
-            return format!("EC2 instances, spot requests, volumes and security groups tagged kiln:run={run} in {region}");
+            return format!(
+                "EC2 instances, spot requests, volumes, key pairs and security groups tagged kiln:run={run} in {region}"
+            );
         }
         match r.parse::<AwsImage>() {
             Ok(AwsImage { region, name, .. }) => format!("AMI `{name}` in {region}"),

@@ -1,30 +1,32 @@
 //! A fresh instance of a produced AMI, for `[[build.test]]` and `kiln
 //! test`: started from the AMI itself (never the build instance) in the
 //! AMI's region, the way the build instance was — its own security group
-//! with no ingress rule, IMDSv2 only, no key pair — and reached over SSM.
+//! with no ingress rule, IMDSv2 only, no key pair — and reached over SSM
+//! (with `communicator = "ssh"`: port 22 from `ssh_source_cidrs`, a key
+//! pair of the test run's own, over SSH).
 //! Everything carries a `kiln:run` tag of its own that is in the journal
 //! (on the test's undo stack) before the first create call, so unwinding
 //! terminates it and `kiln cleanup` finds it after a crash.
 
 use super::aws::{Clients, Target};
-use super::build::{communicator, groups, DEFAULT_LAUNCH_TIMEOUT};
+use super::build::{access, connect, ingress_note, AmiComm, DEFAULT_LAUNCH_TIMEOUT};
 use super::launch::{self, RunTags};
 use super::resources::AwsRun;
-use super::ssm::SsmCommunicator;
 use super::{network, source, AmiSettings, From};
 use crate::builder::{register_on, ArtifactInstance, BuildError};
 use crate::communicator::Communicator;
 use crate::job::{JobContext, ResourceKind as _, Undo};
 use crate::ui::ArtifactInfo;
 
-/// The test instance, reached over SSM; terminated by its undo stack.
+/// The test instance, reached as the build instance was (SSM, or SSH with
+/// a key pair of its own); terminated by its undo stack.
 struct TestInstance {
-    comm: SsmCommunicator,
+    comm: AmiComm,
 }
 
 impl ArtifactInstance for TestInstance {
     fn communicator(&self) -> &dyn Communicator {
-        &self.comm
+        self.comm.get()
     }
 }
 
@@ -78,21 +80,19 @@ pub async fn launch_artifact(
         launch_block_device_mappings: vec![],
         ..s
     };
-    let groups = groups(&aws, &s, &tags, ctx).await?;
+    let (groups, key) = access(&aws, &s, &tags, ctx).await?;
     let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
-    let instance = launch::instance(&aws, &s, &image, &groups, &tags, None, None, limit)
-        .await?
-        .id;
+    let key_name = key.as_ref().map(|k| k.name.as_str());
+    let instance = launch::instance(
+        &aws, &s, &image, &groups, &tags, None, key_name, None, limit,
+    )
+    .await?
+    .id;
     ctx.message(format!(
         "test instance {instance} running from {ami} in {region} (security group {}{}, IMDSv2 only)",
         groups.join(", "),
-        if s.security_group_id.is_none() && s.security_group_filter.is_none() {
-            ", no ingress"
-        } else {
-            ""
-        }
+        ingress_note(&s)
     ));
-    Ok(Box::new(TestInstance {
-        comm: communicator(ctx, &s, &aws, &instance),
-    }))
+    let comm = connect(ctx, &s, &aws, &instance, key.as_ref()).await?;
+    Ok(Box::new(TestInstance { comm }))
 }

@@ -5,7 +5,6 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::PrivateKey;
 
 use crate::builder::BuildError;
@@ -13,23 +12,14 @@ use crate::builder::BuildError;
 /// Size of the seed volume: small, but above FAT12's cluster minimum.
 const SEED_BYTES: u64 = 1 << 20;
 
-/// A fresh ed25519 key pair from the OS random source.
+/// A fresh ed25519 key pair from the OS random source (memory only).
 pub fn ephemeral_key() -> Result<PrivateKey, BuildError> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| BuildError::Io {
-        what: "cannot generate an SSH key".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    seed.fill(0);
-    Ok(key)
+    crate::communicator::ssh::ephemeral_key().map_err(BuildError::Comm)
 }
 
 /// The `authorized_keys` line for `key`.
 pub fn authorized_key(key: &PrivateKey) -> Result<String, BuildError> {
-    key.public_key()
-        .to_openssh()
-        .map_err(|e| BuildError::Config(format!("cannot encode the SSH public key: {e}")))
+    crate::communicator::ssh::authorized_key(key).map_err(BuildError::Comm)
 }
 
 /// What the guest learns from the seed.
