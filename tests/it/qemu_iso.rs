@@ -219,10 +219,10 @@ fn qemu_installs_from_an_iso_with_a_typed_boot_command_and_http_then_the_export_
 iso_checksum = "sha256:{sum}"
 disk_size = "1GiB"
 boot_wait = "15s"
-boot_key_interval = "20ms"
+boot_key_interval = "50ms"
 boot_command = [
-  "linux /vmlinuz console=ttyS0 kiln.base=http://{{http_ip}}:{{http_port}} kiln.marker={typed}<enter>",
-  "initrd /initrd.img /install.cpio<enter>",
+  "linux /vmlinuz console=ttyS0 kiln.base=http://{{http_ip}}:{{http_port}} kiln.marker={typed}<enter><wait5>",
+  "initrd /initrd.img /install.cpio<enter><wait10>",
   "boot<enter>",
 ]
 http_directory = "www"
@@ -235,7 +235,7 @@ output = "out/installed.qcow2"
         r#"
 [[build.provisioner]]
 type = "shell"
-inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\000' | head -n1)", "echo proof > /etc/kiln-installed"]
+inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\\000' | head -n1)", "echo proof > /etc/kiln-installed"]
 "#
     );
     let t = s.write("build.toml", &template(&source, &check));
@@ -265,7 +265,7 @@ inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/
         r#"
 [[build.provisioner]]
 type = "shell"
-inline = ["echo again: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\000' | head -n1) $(cat /etc/kiln-installed)"]
+inline = ["echo again: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\\000' | head -n1) $(cat /etc/kiln-installed)"]
 "#
     );
     let t = s.write(

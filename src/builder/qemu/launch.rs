@@ -552,6 +552,19 @@ mod tests {
     }
 
     #[test]
+    fn qemu_installer_iso_is_a_read_only_cdrom_booted_once() {
+        let m = machine(MachineSettings::default());
+        let mut spec = spec(&m);
+        assert!(!line(&spec).contains("cdrom"), "no ISO, no CD-ROM");
+        spec.cdrom = Some(Path::new("/c/installer.iso"));
+        let line = line(&spec);
+        assert!(
+            line.contains("-drive file=/c/installer.iso,if=none,id=kiln-cdrom,media=cdrom,readonly=on,format=raw -device ide-cd,drive=kiln-cdrom -boot once=d"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn qemu_uefi_firmware_reaches_the_command_line() {
         let m = machine(MachineSettings {
             firmware: Some("uefi"),
