@@ -68,7 +68,11 @@ impl Drop for TmpfsDir {
 }
 
 /// `kiln build --json`: (exit code, summary event, stdout).
-pub(crate) fn build(s: &Scratch, tmpfs: &TmpfsDir, template: &Path) -> (i32, serde_json::Value, String) {
+pub(crate) fn build(
+    s: &Scratch,
+    tmpfs: &TmpfsDir,
+    template: &Path,
+) -> (i32, serde_json::Value, String) {
     let o = s
         .kiln()
         .args(["build", "--json"])

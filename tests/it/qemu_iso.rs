@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::qemu::{assert_nothing_left, boot_source, build, debian_image, sha256, template, TmpfsDir};
+use crate::qemu::{
+    assert_nothing_left, boot_source, build, debian_image, sha256, template, TmpfsDir,
+};
 use crate::Scratch;
 
 /// Where the installer writes its marker: 1000 MiB into the 1 GiB disk,
@@ -151,7 +153,10 @@ fn system_image(img: &Path, out: &Path) {
     let blocks = u32::from_le_bytes(sb[4..8].try_into().unwrap()) as u64;
     let block_size = 1024u64 << u32::from_le_bytes(sb[24..28].try_into().unwrap());
     let len = blocks * block_size;
-    assert!(len < (MARKER_MIB as u64) << 20, "system image too large: {len}");
+    assert!(
+        len < (MARKER_MIB as u64) << 20,
+        "system image too large: {len}"
+    );
     std::fs::OpenOptions::new()
         .write(true)
         .open(out)
@@ -191,10 +196,7 @@ fn installer_iso(img: &Path, dir: &Path) -> PathBuf {
     )
     .unwrap();
     let iso = dir.join("installer.iso");
-    run(Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&iso)
-        .arg(&root));
+    run(Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&root));
     iso
 }
 
@@ -245,7 +247,10 @@ inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/
     // installer fetched the answer and the system from kiln's server.
     let want = format!("marker: KILN-INSTALLED {typed} {answer}");
     assert!(out.contains(&want), "want `{want}` in:\n{out}");
-    assert!(out.contains("typing: linux /vmlinuz console=ttyS0 kiln.base=http://10.0.2.2:"), "{out}");
+    assert!(
+        out.contains("typing: linux /vmlinuz console=ttyS0 kiln.base=http://10.0.2.2:"),
+        "{out}"
+    );
     assert!(out.contains("http: GET /answer.txt 200"), "{out}");
     assert!(out.contains("http: GET /system.img 200"), "{out}");
     assert!(out.contains("SSH ready after"), "{out}");
@@ -254,7 +259,10 @@ inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/
     let digest = sha256(&exported);
     assert_eq!(artifact["digest"], format!("sha256:{digest}"), "{summary}");
     assert!(
-        artifact["base"].as_str().unwrap_or("").contains("installer.iso@sha256:"),
+        artifact["base"]
+            .as_str()
+            .unwrap_or("")
+            .contains("installer.iso@sha256:"),
         "the artifact names the ISO it was installed from: {summary}"
     );
     assert_nothing_left(&s, &tmpfs);

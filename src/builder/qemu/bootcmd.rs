@@ -151,7 +151,10 @@ fn named(name: &str) -> Option<Token> {
             return Some(Token::Wait(Duration::from_secs(1)));
         }
         if rest.bytes().all(|b| b.is_ascii_digit()) {
-            return rest.parse().ok().map(|n| Token::Wait(Duration::from_secs(n)));
+            return rest
+                .parse()
+                .ok()
+                .map(|n| Token::Wait(Duration::from_secs(n)));
         }
         return humantime::parse_duration(rest).ok().map(Token::Wait);
     }
@@ -258,8 +261,8 @@ pub fn actions(tokens: &[Token], vars: &[(&str, String)]) -> Result<Vec<Action>,
                         format!("`{{{name}}}` has no value: set `http_directory` or `http_content` so kiln serves files to the guest")
                     })?;
                 for c in value.chars() {
-                    let (q, shift) =
-                        qcode_of(c).ok_or_else(|| format!("`{c}` in `{{{name}}}` cannot be typed"))?;
+                    let (q, shift) = qcode_of(c)
+                        .ok_or_else(|| format!("`{c}` in `{{{name}}}` cannot be typed"))?;
                     press(&mut out, &held, q, shift);
                 }
             }

@@ -120,17 +120,16 @@ impl QemuSettings {
 
     /// `iso_url`/`iso_urls`: the installer ISO, when the build installs.
     fn iso_source(&self) -> Result<Option<BaseSource>, BuildError> {
-        let urls = match (&self.iso_url, &self.iso_urls) {
-            (None, None) => return Ok(None),
-            (Some(u), None) => vec![u.clone()],
-            (None, Some(us)) if !us.is_empty() => us.clone(),
-            _ => {
-                return Err(BuildError::Config(
+        let urls =
+            match (&self.iso_url, &self.iso_urls) {
+                (None, None) => return Ok(None),
+                (Some(u), None) => vec![u.clone()],
+                (None, Some(us)) if !us.is_empty() => us.clone(),
+                _ => return Err(BuildError::Config(
                     "set one of `iso_url` or `iso_urls` (a non-empty list of mirrors), not both"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         if self.disk.is_some() || self.disk_url.is_some() || self.disk_urls.is_some() {
             return Err(BuildError::Config(
                 "`iso_url` installs onto an empty disk of `disk_size`: leave out `disk`, `disk_url` and `disk_urls`".into(),
@@ -535,9 +534,8 @@ async fn boot_from(
             (base, None)
         }
         Start::Install { iso } => {
-            let size = size.ok_or_else(|| {
-                BuildError::Config("`iso_url` needs `disk_size`".into())
-            })?;
+            let size =
+                size.ok_or_else(|| BuildError::Config("`iso_url` needs `disk_size`".into()))?;
             disk::create_empty(&overlay, size).await?;
             (iso, Some(iso))
         }
@@ -559,7 +557,8 @@ async fn boot_from(
             .await?;
             ctx.message(format!(
                 "serving {} on 127.0.0.1:{port} (the guest's http://{}:{port}/)",
-                dir.as_deref().map_or_else(|| "`http_content`".to_string(), |d| format!("`{d}`")),
+                dir.as_deref()
+                    .map_or_else(|| "`http_content`".to_string(), |d| format!("`{d}`")),
                 httpserve::GUEST_HOST_IP,
                 port = server.port
             ));

@@ -10,9 +10,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use hyper::body::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Bytes;
 use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -60,9 +60,10 @@ impl HttpServer {
             )));
         }
         let root = match &content.directory {
-            Some(d) => Some(fs_err::canonicalize(d).map_err(|e| {
-                BuildError::Config(format!("`http_directory`: {e}"))
-            })?),
+            Some(d) => Some(
+                fs_err::canonicalize(d)
+                    .map_err(|e| BuildError::Config(format!("`http_directory`: {e}")))?,
+            ),
             None => None,
         };
         if let Some(r) = &root {
@@ -125,9 +126,11 @@ impl HttpServer {
 
 fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(
-        Full::new(Bytes::from(code.canonical_reason().unwrap_or("").to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
+        Full::new(Bytes::from(
+            code.canonical_reason().unwrap_or("").to_string(),
+        ))
+        .map_err(|e| match e {})
+        .boxed(),
     );
     *r.status_mut() = code;
     r
@@ -165,10 +168,7 @@ async fn respond<B>(
         return status(StatusCode::FORBIDDEN);
     };
     let key = rel.to_string_lossy().into_owned();
-    if let Some(body) = files
-        .get(&key)
-        .or_else(|| files.get(&format!("/{key}")))
-    {
+    if let Some(body) = files.get(&key).or_else(|| files.get(&format!("/{key}"))) {
         return Response::new(
             Full::new(Bytes::from(body.clone()))
                 .map_err(|e| match e {})
@@ -227,9 +227,11 @@ mod tests {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let code = out[9..12].parse().unwrap();
@@ -273,7 +275,10 @@ mod tests {
         assert_eq!(get(p, "/missing").await.0, 404);
         assert_eq!(get(p, "/sub").await.0, 404);
         let log = logged.lock().unwrap().clone();
-        assert!(log.contains(&"http: GET /sub/answer.txt 200".to_string()), "{log:?}");
+        assert!(
+            log.contains(&"http: GET /sub/answer.txt 200".to_string()),
+            "{log:?}"
+        );
         assert!(log.contains(&"http: GET /leak 403".to_string()), "{log:?}");
         drop(server);
         std::fs::remove_dir_all(&tmp).unwrap();
