@@ -359,8 +359,10 @@ impl Converter<'_> {
                         t.insert(key, toml_edit::value(p));
                     }
                 }
-                "floppy_files" | "floppy_dirs" | "floppy_content" | "cd_files" | "cd_content"
-                | "cd_label" => installer.push(a),
+                "cd_files" | "cd_content" | "cd_label" => {
+                    self.put(&mut t, key, &a.value, &c, false);
+                }
+                "floppy_files" | "floppy_dirs" | "floppy_content" => installer.push(a),
                 "cpus" => {
                     self.put(&mut t, "cpus", &a.value, &c, false);
                 }
@@ -463,10 +465,10 @@ impl Converter<'_> {
             let keys: Vec<&str> = installer.iter().map(|a| a.key.as_str()).collect();
             self.report.push(
                 Level::NotConverted,
-                format!("{construct}: floppies and extra CDs ({})", keys.join(", ")),
+                format!("{construct}: floppies ({})", keys.join(", ")),
                 Some(&first.loc),
-                "kiln does not attach floppies or extra CDs yet (`cd_files`, `cd_content`, `cd_label` are not supported yet)",
-                "serve the files with `http_directory` or `http_content` and fetch them from the boot command (`http://{http_ip}:{http_port}/…`)",
+                "kiln attaches no floppies",
+                "put the files on the seed volume with `cd_files`/`cd_content`, or serve them with `http_directory`/`http_content` (`http://{http_ip}:{http_port}/…` in the boot command)",
             );
         }
         let has_base = ["disk", "disk_url", "disk_urls"]

@@ -344,8 +344,8 @@ build {
 
 /// An install from an ISO: `iso_url`, `iso_checksum` (bare hex),
 /// `boot_command` with Packer's `{{ .HTTPIP }}`/`{{ .HTTPPort }}` as kiln's
-/// `{http_ip}`/`{http_port}`, and the HTTP server settings; `cd_files` is
-/// reported (not supported yet), and the result validates.
+/// `{http_ip}`/`{http_port}`, the HTTP server settings and `cd_files`;
+/// floppies are reported, and the result validates.
 #[test]
 fn qemu_iso_install_is_translated() {
     let s = Scratch::new();
@@ -363,6 +363,7 @@ fn qemu_iso_install_is_translated() {
   http_port_min = 8100
   http_port_max = 8200
   cd_files = ["http/ks.cfg"]
+  floppy_files = ["http/ks.cfg"]
 }
 build {
   name = "i"
@@ -384,8 +385,8 @@ build {
         assert!(out.contains(want), "{want} not in {out}\n{err}");
     }
     assert!(!out.contains("disk = "), "no placeholder base disk: {out}");
-    assert!(!out.contains("cd_files"), "{out}");
-    assert!(err.contains("cd_files"), "cd_files is reported: {err}");
+    assert!(out.contains("cd_files = [\"http/ks.cfg\"]"), "{out}");
+    assert!(err.contains("floppy_files"), "floppies are reported: {err}");
     let o = s
         .kiln()
         .args(["validate", "--syntax-only", "i.toml"])

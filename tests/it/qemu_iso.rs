@@ -44,7 +44,7 @@ fn run(cmd: &mut Command) {
 /// mode `0o040755` and no content.
 fn cpio(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
     fn pad(out: &mut Vec<u8>) {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     }

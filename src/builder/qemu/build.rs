@@ -316,14 +316,48 @@ impl QemuSettings {
             .collect()
     }
 
-    /// `cd_files`/`cd_content`/`cd_label`: not built yet.
+    /// `cd_files`/`cd_content`/`cd_label`, checked before launch: file
+    /// names only (no folders yet), a FAT label.
     fn check_cd(&self) -> Result<(), BuildError> {
-        if self.cd_files.is_some() || self.cd_content.is_some() || self.cd_label.is_some() {
-            return Err(BuildError::NotSupported(
-                "`cd_files`, `cd_content` and `cd_label` are not supported yet (issue #20); serve the files with `http_directory`/`http_content` instead".into(),
-            ));
+        if let Some(l) = &self.cd_label {
+            if l.is_empty() || l.len() > 11 || !l.is_ascii() {
+                return Err(BuildError::Config(format!(
+                    "`cd_label = \"{l}\"` is not a FAT volume label (1 to 11 ASCII characters)"
+                )));
+            }
+        }
+        for name in self.cd_content.iter().flat_map(|m| m.keys()) {
+            if httpserve::relative_path(name).is_none_or(|p| p.as_os_str().is_empty()) {
+                return Err(BuildError::Config(format!(
+                    "`cd_content` key `{name}` is not a relative path inside the volume"
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// The files `cd_files` and `cd_content` put on the seed volume.
+    async fn cd_extra(&self, template_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+        let mut out = vec![];
+        for f in self.cd_files.iter().flatten() {
+            let path = template_dir.join(f);
+            if path.is_dir() {
+                return Err(BuildError::NotSupported(format!(
+                    "`cd_files` entry `{f}` is a folder: folders (and globs) are not supported yet; list the files"
+                )));
+            }
+            let bytes = fs_err::tokio::read(&path)
+                .await
+                .map_err(|e| BuildError::Config(format!("`cd_files` entry `{f}`: {e}")))?;
+            out.push((fetch::file_name(f), bytes));
+        }
+        for (name, text) in self.cd_content.iter().flatten() {
+            out.push((
+                name.trim_start_matches('/').to_string(),
+                text.clone().into_bytes(),
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -608,20 +642,32 @@ async fn boot_from(
         }
     };
     let seed_path = private.join("seed.img");
-    let needs_seed = public_key.is_some() || s.user_data.is_some();
+    let cloud_init = public_key.is_some() || s.user_data.is_some();
+    let extra = s.cd_extra(&ctx.template_dir).await?;
+    let needs_seed = cloud_init || !extra.is_empty();
     if needs_seed {
         let hostname = format!("kiln-{}", short_id(&ctx.build_id));
         let instance_id = format!("kiln-{}", uuid::Uuid::new_v4().simple());
-        seed::write_seed(
+        let content = seed::SeedContent {
+            instance_id: &instance_id,
+            hostname: &hostname,
+            username: &username,
+            public_key: public_key.as_deref(),
+            extra_user_data: s.user_data.as_deref(),
+        };
+        seed::write_volume(
             &seed_path,
-            &seed::SeedContent {
-                instance_id: &instance_id,
-                hostname: &hostname,
-                username: &username,
-                public_key: public_key.as_deref(),
-                extra_user_data: s.user_data.as_deref(),
-            },
+            cloud_init.then_some(&content),
+            &extra,
+            s.cd_label.as_deref().unwrap_or("cidata"),
         )?;
+        if !extra.is_empty() {
+            ctx.message(format!(
+                "seed volume `{}`: {} file(s) from `cd_files`/`cd_content`",
+                s.cd_label.as_deref().unwrap_or("cidata"),
+                extra.len()
+            ));
+        }
     }
 
     let arch = Arch::parse(s.arch.as_deref());
