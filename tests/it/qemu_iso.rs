@@ -8,6 +8,7 @@
 //! answer, then reboots; GRUB finds the installed system and boots it, and
 //! kiln's SSH communicator connects as for any build. A second boot of the
 //! exported disk (direct kernel boot, no ISO) finds the marker again.
+//! `cd_content` is read back from the seed volume in the installed guest.
 //! Needs root and grub-mkrescue/xorriso; CI fails when they are missing.
 
 use std::path::{Path, PathBuf};
@@ -228,6 +229,7 @@ boot_command = [
   "boot<enter>",
 ]
 http_directory = "www"
+cd_content = {{ "kiln/cd.txt" = "cd-{id}" }}
 ssh_timeout = "12m"
 output = "out/installed.qcow2"
 "#,
@@ -237,7 +239,7 @@ output = "out/installed.qcow2"
         r#"
 [[build.provisioner]]
 type = "shell"
-inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\\000' | head -n1)", "echo proof > /etc/kiln-installed"]
+inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/null | tr -d '\\000' | head -n1)", "echo proof > /etc/kiln-installed", "mkdir -p /mnt/seed && mount -o ro LABEL=CIDATA /mnt/seed && echo cd: $(cat /mnt/seed/kiln/cd.txt) && umount /mnt/seed"]
 "#
     );
     let t = s.write("build.toml", &template(&source, &check));
@@ -254,6 +256,8 @@ inline = ["echo marker: $(dd if=/dev/vda bs=1M skip={MARKER_MIB} count=1 2>/dev/
     assert!(out.contains("http: GET /answer.txt 200"), "{out}");
     assert!(out.contains("http: GET /system.img 200"), "{out}");
     assert!(out.contains("SSH ready after"), "{out}");
+    // `cd_content` is on the seed volume beside cloud-init's files.
+    assert!(out.contains(&format!("cd: cd-{id}")), "{out}");
     let artifact = &summary["jobs"][0]["artifacts"][0];
     let exported = s.path().join("out/installed.qcow2");
     let digest = sha256(&exported);

@@ -106,6 +106,7 @@ fn yaml_string(s: &str) -> String {
 }
 
 /// Writes the NoCloud seed volume to `path` (created, mode 0600).
+#[cfg(test)]
 pub fn write_seed(path: &Path, content: &SeedContent<'_>) -> Result<(), BuildError> {
     write_volume(path, Some(content), &[], "CIDATA")
 }
