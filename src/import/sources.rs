@@ -5,7 +5,7 @@
 use toml_edit::{Array, InlineTable, Item, Table, Value};
 
 use super::convert::Converter;
-use super::model::{Attr, Block, Expr, Node};
+use super::model::{Attr, Block, Expr, Node, Part};
 use super::report::Level;
 use super::translate::Binding;
 
@@ -288,10 +288,81 @@ impl Converter<'_> {
                         "set `disk_checksum = \"sha256:…\"` (sha256sum of the disk)",
                     ),
                 },
-                "iso_url" | "iso_urls" | "iso_checksum" | "boot_command" | "boot_wait"
-                | "boot_key_interval" | "http_directory" | "http_content" | "floppy_files"
-                | "floppy_dirs" | "floppy_content" | "cd_files" | "cd_content" | "cd_label"
-                | "http_port_min" | "http_port_max" => installer.push(a),
+                // An install from the ISO onto an empty disk.
+                "iso_url" | "iso_urls" => {
+                    let nodes = match &a.value.expr {
+                        Expr::List(items) => items.clone(),
+                        _ => vec![a.value.clone()],
+                    };
+                    let texts: Vec<String> = nodes
+                        .iter()
+                        .filter_map(|n| self.text(n, &c, false))
+                        .collect();
+                    if texts.len() > 1 {
+                        let mut list = Array::new();
+                        for s in &texts {
+                            list.push(s.as_str());
+                        }
+                        t.insert("iso_urls", toml_edit::value(list));
+                    } else if let Some(s) = texts.first() {
+                        let v = if s.contains("://") {
+                            s.clone()
+                        } else {
+                            self.path(s, construct, &a.loc, false)
+                        };
+                        t.insert("iso_url", toml_edit::value(v));
+                    }
+                }
+                "iso_checksum" => match a.value.as_str() {
+                    Some(s)
+                        if s.starts_with("sha256:")
+                            || s.starts_with("sha512:")
+                            || s.starts_with("file:") =>
+                    {
+                        t.insert("iso_checksum", toml_edit::value(s));
+                    }
+                    Some(s)
+                        if (s.len() == 64 || s.len() == 128)
+                            && s.chars().all(|c| c.is_ascii_hexdigit()) =>
+                    {
+                        let algo = if s.len() == 64 { "sha256" } else { "sha512" };
+                        t.insert("iso_checksum", toml_edit::value(format!("{algo}:{s}")));
+                    }
+                    _ => self.report.push(
+                        Level::NotConverted,
+                        c,
+                        Some(&a.loc),
+                        "kiln checks the ISO against `sha256:`/`sha512:` digests or a `file:` checksum file",
+                        "set `iso_checksum = \"sha256:…\"`",
+                    ),
+                },
+                "boot_command" => {
+                    let items = match &a.value.expr {
+                        Expr::List(items) => items.clone(),
+                        _ => vec![a.value.clone()],
+                    };
+                    let mut list = Array::new();
+                    for item in &items {
+                        if let Some(s) = self.boot_command_text(item, &c) {
+                            list.push(s);
+                        }
+                    }
+                    t.insert("boot_command", toml_edit::value(list));
+                }
+                "boot_wait" | "boot_key_interval" | "http_port_min" | "http_port_max"
+                | "http_content" => {
+                    self.put(&mut t, key, &a.value, &c, false);
+                }
+                "http_directory" => {
+                    if let Some(s) = self.text(&a.value, &c, false) {
+                        let p = self.path(&s, &c, &a.loc, false);
+                        t.insert(key, toml_edit::value(p));
+                    }
+                }
+                "cd_files" | "cd_content" | "cd_label" => {
+                    self.put(&mut t, key, &a.value, &c, false);
+                }
+                "floppy_files" | "floppy_dirs" | "floppy_content" => installer.push(a),
                 "cpus" => {
                     self.put(&mut t, "cpus", &a.value, &c, false);
                 }
@@ -394,16 +465,21 @@ impl Converter<'_> {
             let keys: Vec<&str> = installer.iter().map(|a| a.key.as_str()).collect();
             self.report.push(
                 Level::NotConverted,
-                format!("{construct}: installing from an ISO ({})", keys.join(", ")),
+                format!("{construct}: floppies ({})", keys.join(", ")),
                 Some(&first.loc),
-                "kiln boots a prepared disk image and reaches it through cloud-init; it does not drive an installer with boot commands",
-                "start from a cloud image (or build the base disk once), set `disk` and `disk_checksum`, and keep the provisioners",
+                "kiln attaches no floppies",
+                "put the files on the seed volume with `cd_files`/`cd_content`, or serve them with `http_directory`/`http_content` (`http://{http_ip}:{http_port}/…` in the boot command)",
             );
         }
         let has_base = ["disk", "disk_url", "disk_urls"]
             .iter()
             .any(|k| t.contains_key(k));
-        if !has_base {
+        let installs = t.contains_key("iso_url") || t.contains_key("iso_urls");
+        if installs {
+            if !t.contains_key("iso_checksum") {
+                t.insert("insecure_skip_checksum", toml_edit::value(true));
+            }
+        } else if !has_base {
             t.insert("disk", toml_edit::value("base.qcow2"));
             t.insert("insecure_skip_checksum", toml_edit::value(true));
             self.report.push(
@@ -422,6 +498,36 @@ impl Converter<'_> {
             self.unknown_block(construct, "qemu", nb);
         }
         t
+    }
+
+    /// A `boot_command` line with Packer's `{{ .HTTPIP }}` and
+    /// `{{ .HTTPPort }}` as kiln's `{http_ip}` and `{http_port}`; other
+    /// build variables are reported.
+    fn boot_command_text(&mut self, n: &Node, construct: &str) -> Option<String> {
+        let parts = match &n.expr {
+            Expr::Str(s) if s.contains("{{") => super::gotmpl::parts(s, &n.loc),
+            Expr::Template(parts) => parts.clone(),
+            _ => return self.text(n, construct, false),
+        };
+        let parts = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Interp(Node {
+                    expr: Expr::Other(w),
+                    ..
+                }) if w.contains("{{ .HTTPIP }}") => Part::Lit("{http_ip}".into()),
+                Part::Interp(Node {
+                    expr: Expr::Other(w),
+                    ..
+                }) if w.contains("{{ .HTTPPort }}") => Part::Lit("{http_port}".into()),
+                p => p,
+            })
+            .collect();
+        let node = Node {
+            expr: Expr::Template(parts),
+            loc: n.loc.clone(),
+        };
+        self.text(&node, construct, false)
     }
 
     /// Packer sizes are MiB numbers (or strings with a unit); kiln's are

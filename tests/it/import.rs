@@ -342,6 +342,59 @@ build {
     assert!(!out.contains("disk = "), "{out}");
 }
 
+/// An install from an ISO: `iso_url`, `iso_checksum` (bare hex),
+/// `boot_command` with Packer's `{{ .HTTPIP }}`/`{{ .HTTPPort }}` as kiln's
+/// `{http_ip}`/`{http_port}`, the HTTP server settings and `cd_files`;
+/// floppies are reported, and the result validates.
+#[test]
+fn qemu_iso_install_is_translated() {
+    let s = Scratch::new();
+    s.write("http/ks.cfg", "text\n");
+    s.write(
+        "i.pkr.hcl",
+        r#"source "qemu" "i" {
+  iso_url = "https://mirror.example/alma-9-boot.iso"
+  iso_checksum = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  disk_size = "20G"
+  boot_wait = "5s"
+  boot_key_interval = "10ms"
+  boot_command = ["<tab> inst.ks=http://{{ .HTTPIP }}:{{ .HTTPPort }}/ks.cfg<enter><wait10>"]
+  http_directory = "http"
+  http_port_min = 8100
+  http_port_max = 8200
+  cd_files = ["http/ks.cfg"]
+  floppy_files = ["http/ks.cfg"]
+}
+build {
+  name = "i"
+  sources = ["source.qemu.i"]
+}
+"#,
+    );
+    let (out, err) = import_to(&s, "i.pkr.hcl", "i.toml");
+    for want in [
+        "iso_url = \"https://mirror.example/alma-9-boot.iso\"",
+        "iso_checksum = \"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"",
+        "boot_command = [\"<tab> inst.ks=http://{http_ip}:{http_port}/ks.cfg<enter><wait10>\"]",
+        "boot_wait = \"5s\"",
+        "boot_key_interval = \"10ms\"",
+        "http_directory = \"http\"",
+        "http_port_min = 8100",
+        "http_port_max = 8200",
+    ] {
+        assert!(out.contains(want), "{want} not in {out}\n{err}");
+    }
+    assert!(!out.contains("disk = "), "no placeholder base disk: {out}");
+    assert!(out.contains("cd_files = [\"http/ks.cfg\"]"), "{out}");
+    assert!(err.contains("floppy_files"), "floppies are reported: {err}");
+    let o = s
+        .kiln()
+        .args(["validate", "--syntax-only", "i.toml"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+}
+
 /// Packer's provisioner options (shell reboots, exit codes, retries,
 /// `execute_command` placeholders, shell-local, both Ansible provisioners)
 /// become kiln's own settings, from HCL and from legacy JSON, and the

@@ -36,6 +36,8 @@ mod ported;
 mod provisioners;
 #[cfg(feature = "qemu")]
 mod qemu;
+#[cfg(feature = "qemu")]
+mod qemu_iso;
 mod readme;
 #[cfg(feature = "oci")]
 mod registry_auth;

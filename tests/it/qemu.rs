@@ -13,7 +13,7 @@ use crate::{assert_exit, repo, text, Scratch};
 
 const SECRET: &str = "qemu-test-secret-0815";
 
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     crate::require(
         "QEMU",
         &[
@@ -28,7 +28,7 @@ fn ready() -> bool {
 }
 
 /// The cached test image: `disk.qcow2`, `vmlinuz`, `initrd.img`.
-fn debian_image() -> PathBuf {
+pub(crate) fn debian_image() -> PathBuf {
     let o = Command::new(repo().join("scripts/qemu/debian-image.sh"))
         .stderr(Stdio::inherit())
         .output()
@@ -37,17 +37,17 @@ fn debian_image() -> PathBuf {
     PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
 }
 
-fn sha256(path: &Path) -> String {
+pub(crate) fn sha256(path: &Path) -> String {
     let o = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8(o.stdout).unwrap()[..64].to_string()
 }
 
 /// A private folder on tmpfs for the build's sockets and seed
 /// (`KILN_TMPFS`), so the test can see that it is emptied.
-struct TmpfsDir(PathBuf);
+pub(crate) struct TmpfsDir(PathBuf);
 
 impl TmpfsDir {
-    fn new() -> TmpfsDir {
+    pub(crate) fn new() -> TmpfsDir {
         let p = PathBuf::from(format!(
             "/dev/shm/kiln-it-{}",
             uuid::Uuid::new_v4().simple()
@@ -68,7 +68,11 @@ impl Drop for TmpfsDir {
 }
 
 /// `kiln build --json`: (exit code, summary event, stdout).
-fn build(s: &Scratch, tmpfs: &TmpfsDir, template: &Path) -> (i32, serde_json::Value, String) {
+pub(crate) fn build(
+    s: &Scratch,
+    tmpfs: &TmpfsDir,
+    template: &Path,
+) -> (i32, serde_json::Value, String) {
     let o = s
         .kiln()
         .args(["build", "--json"])
@@ -97,7 +101,7 @@ fn qemu_processes(needle: &str) -> Vec<String> {
 }
 
 /// No QEMU, overlay, seed, socket or journal entry of this scratch is left.
-fn assert_nothing_left(s: &Scratch, tmpfs: &TmpfsDir) {
+pub(crate) fn assert_nothing_left(s: &Scratch, tmpfs: &TmpfsDir) {
     let state = s.state().display().to_string();
     let procs = qemu_processes(&state);
     assert!(procs.is_empty(), "QEMU still running: {procs:?}");
@@ -116,13 +120,13 @@ fn assert_nothing_left(s: &Scratch, tmpfs: &TmpfsDir) {
     );
 }
 
-fn template(source: &str, provisioners: &str) -> String {
+pub(crate) fn template(source: &str, provisioners: &str) -> String {
     format!(
         "[image]\nname = \"deb\"\nversion = \"1.0.0\"\n\n[secrets.token]\nenv = \"KILN_QEMU_TEST_TOKEN\"\n\n[source.qemu.vm]\naccelerator = \"auto\"\nmemory = \"1GiB\"\n{source}\n[[build]]\nname = \"b\"\nsources = [\"qemu.vm\"]\n{provisioners}\n"
     )
 }
 
-fn boot_source(img: &Path, disk: &Path, checksum: &str, output: &str) -> String {
+pub(crate) fn boot_source(img: &Path, disk: &Path, checksum: &str, output: &str) -> String {
     format!(
         "disk = \"{}\"\ndisk_checksum = \"sha256:{checksum}\"\nkernel = \"{}\"\ninitrd = \"{}\"\nappend = \"root=/dev/vda console=ttyS0\"\nssh_timeout = \"8m\"\noutput = \"{output}\"\n",
         disk.display(),

@@ -13,7 +13,7 @@ use tokio::process::Child;
 use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{disk, fetch, seed};
+use super::{bootcmd, disk, fetch, httpserve, seed};
 use crate::builder::ArtifactInstance;
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
@@ -80,6 +80,21 @@ struct QemuSettings {
     firmware: Option<String>,
     #[serde(default)]
     secure_boot: bool,
+    iso_url: Option<String>,
+    iso_urls: Option<Vec<String>>,
+    iso_checksum: Option<String>,
+    boot_wait: Option<String>,
+    #[serde(default)]
+    boot_command: Vec<String>,
+    boot_key_interval: Option<String>,
+    http_directory: Option<String>,
+    #[serde(default)]
+    http_content: std::collections::BTreeMap<String, String>,
+    http_port_min: Option<u16>,
+    http_port_max: Option<u16>,
+    cd_files: Option<Vec<String>>,
+    cd_content: Option<std::collections::BTreeMap<String, String>>,
+    cd_label: Option<String>,
 }
 
 impl QemuSettings {
@@ -101,6 +116,58 @@ impl QemuSettings {
             firmware: self.firmware.as_deref(),
             secure_boot: self.secure_boot,
         })
+    }
+
+    /// `iso_url`/`iso_urls`: the installer ISO, when the build installs.
+    fn iso_source(&self) -> Result<Option<BaseSource>, BuildError> {
+        let urls =
+            match (&self.iso_url, &self.iso_urls) {
+                (None, None) => return Ok(None),
+                (Some(u), None) => vec![u.clone()],
+                (None, Some(us)) if !us.is_empty() => us.clone(),
+                _ => return Err(BuildError::Config(
+                    "set one of `iso_url` or `iso_urls` (a non-empty list of mirrors), not both"
+                        .into(),
+                )),
+            };
+        if self.disk.is_some() || self.disk_url.is_some() || self.disk_urls.is_some() {
+            return Err(BuildError::Config(
+                "`iso_url` installs onto an empty disk of `disk_size`: leave out `disk`, `disk_url` and `disk_urls`".into(),
+            ));
+        }
+        let is_url = |u: &str| {
+            ["http://", "https://", "file://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        };
+        // A plain path is a local ISO, like Packer's.
+        if urls.len() == 1 && !is_url(&urls[0]) {
+            return Ok(Some(BaseSource::Path(urls[0].clone())));
+        }
+        if let Some(bad) = urls.iter().find(|u| !is_url(u)) {
+            return Err(BuildError::Config(format!(
+                "`{bad}` in `iso_urls` is not an `http://`, `https://` or `file://` URL"
+            )));
+        }
+        Ok(Some(BaseSource::Urls(urls)))
+    }
+
+    /// The checksum of what the build starts from: `iso_checksum` for an
+    /// install, `disk_checksum` otherwise.
+    fn start_checksum(&self) -> Option<&String> {
+        if self.iso_url.is_some() || self.iso_urls.is_some() {
+            self.iso_checksum.as_ref()
+        } else {
+            self.disk_checksum.as_ref()
+        }
+    }
+
+    /// The base to verify: the ISO for an install, the disk otherwise.
+    fn start_source(&self) -> Result<BaseSource, BuildError> {
+        match self.iso_source()? {
+            Some(iso) => Ok(iso),
+            None => self.base_source(),
+        }
     }
 
     /// `disk`, or `disk_url`/`disk_urls`: exactly one.
@@ -129,6 +196,16 @@ impl QemuSettings {
 
     fn from_plan(job: &JobPlan) -> Result<QemuSettings, BuildError> {
         let s: QemuSettings = crate::builder::source_settings(job)?;
+        if s.iso_source()?.is_some() {
+            s.check_install()?;
+            return Ok(s);
+        }
+        if !s.boot_command.is_empty() {
+            return Err(BuildError::Config(
+                "`boot_command` is typed into an installer: it needs `iso_url`".into(),
+            ));
+        }
+        s.check_cd()?;
         if s.disk_checksum.is_none() && !s.insecure_skip_checksum {
             return Err(BuildError::Config(
                 "`disk_checksum` is required (`sha256:…` of the base image)\nhint: `insecure_skip_checksum = true` builds from an unverified base".into(),
@@ -165,6 +242,122 @@ impl QemuSettings {
             ));
         }
         Ok(s)
+    }
+}
+
+impl QemuSettings {
+    /// The settings of an install from an ISO, checked before anything runs.
+    fn check_install(&self) -> Result<(), BuildError> {
+        if self.disk_checksum.is_some() {
+            return Err(BuildError::Config(
+                "`disk_checksum` verifies `disk`/`disk_url`; an install's ISO is verified by `iso_checksum`".into(),
+            ));
+        }
+        match &self.iso_checksum {
+            Some(c) => {
+                fetch::Checksum::literal(c)?;
+            }
+            None if self.insecure_skip_checksum => {
+                if let Some(BaseSource::Urls(u)) = self.iso_source()? {
+                    return Err(BuildError::Config(format!(
+                        "`{}` needs `iso_checksum`: a downloaded ISO is always verified (and cached by its digest)",
+                        u[0]
+                    )));
+                }
+            }
+            None => {
+                return Err(BuildError::Config(
+                    "`iso_checksum` is required (`sha256:…`, `sha512:…` or `file:URL-or-path-of-SHA256SUMS`)\nhint: `insecure_skip_checksum = true` installs from an unverified local ISO".into(),
+                ))
+            }
+        }
+        if self.disk_size.as_deref().and_then(parse_size).is_none() {
+            return Err(BuildError::Config(
+                "`iso_url` installs onto an empty disk: set `disk_size` (e.g. `\"10G\"`)".into(),
+            ));
+        }
+        if self.kernel.is_some() {
+            return Err(BuildError::Config(
+                "`kernel` boots a kernel directly and would skip the ISO: leave it out with `iso_url`".into(),
+            ));
+        }
+        if self.compress && self.format.as_deref() == Some("raw") {
+            return Err(BuildError::Config(
+                "`compress = true` needs `format = \"qcow2\"`: raw images cannot be compressed"
+                    .into(),
+            ));
+        }
+        self.boot_steps()?;
+        self.check_cd()?;
+        self.machine()?;
+        if Arch::parse(self.arch.as_deref()) == Arch::Aarch64 {
+            return Err(BuildError::NotSupported(
+                "installs from an ISO are not supported yet for aarch64 guests".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `boot_command`, parsed; an error names the string and column.
+    fn boot_steps(&self) -> Result<Vec<Vec<bootcmd::Token>>, BuildError> {
+        self.boot_command
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                bootcmd::parse(line).map_err(|e| {
+                    BuildError::Config(format!(
+                        "`boot_command[{i}]`, column {}: {}\n  {line}\n  {}^",
+                        e.column,
+                        e.message,
+                        " ".repeat(e.column - 1)
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// `cd_files`/`cd_content`/`cd_label`, checked before launch: file
+    /// names only (no folders yet), a FAT label.
+    fn check_cd(&self) -> Result<(), BuildError> {
+        if let Some(l) = &self.cd_label {
+            if l.is_empty() || l.len() > 11 || !l.is_ascii() {
+                return Err(BuildError::Config(format!(
+                    "`cd_label = \"{l}\"` is not a FAT volume label (1 to 11 ASCII characters)"
+                )));
+            }
+        }
+        for name in self.cd_content.iter().flat_map(|m| m.keys()) {
+            if httpserve::relative_path(name).is_none_or(|p| p.as_os_str().is_empty()) {
+                return Err(BuildError::Config(format!(
+                    "`cd_content` key `{name}` is not a relative path inside the volume"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The files `cd_files` and `cd_content` put on the seed volume.
+    async fn cd_extra(&self, template_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+        let mut out = vec![];
+        for f in self.cd_files.iter().flatten() {
+            let path = template_dir.join(f);
+            if path.is_dir() {
+                return Err(BuildError::NotSupported(format!(
+                    "`cd_files` entry `{f}` is a folder: folders (and globs) are not supported yet; list the files"
+                )));
+            }
+            let bytes = fs_err::tokio::read(&path)
+                .await
+                .map_err(|e| BuildError::Config(format!("`cd_files` entry `{f}`: {e}")))?;
+            out.push((fetch::file_name(f), bytes));
+        }
+        for (name, text) in self.cd_content.iter().flatten() {
+            out.push((
+                name.trim_start_matches('/').to_string(),
+                text.clone().into_bytes(),
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -215,10 +408,10 @@ impl Builder for QemuBuilder {
         _state_dir: &Path,
     ) -> Result<Option<String>, BuildError> {
         let s = QemuSettings::from_plan(job)?;
-        let Some(spec) = &s.disk_checksum else {
+        let Some(spec) = s.start_checksum() else {
             return Ok(None);
         };
-        let (name, file) = s.base_source()?.names(template_dir);
+        let (name, file) = s.start_source()?.names(template_dir);
         let want = fetch::checksum(spec, &file, template_dir).await?;
         Ok(Some(base_label(&name, &want)))
     }
@@ -226,9 +419,10 @@ impl Builder for QemuBuilder {
     async fn launch(&self, ctx: &JobContext) -> Result<Box<dyn Instance>, BuildError> {
         let s = QemuSettings::from_plan(&ctx.plan)?;
         s.machine()?;
-        let source = s.base_source()?;
+        let install = s.iso_source()?.is_some();
+        let source = s.start_source()?;
         let (base_name, file) = source.names(&ctx.template_dir);
-        let want = match &s.disk_checksum {
+        let want = match s.start_checksum() {
             Some(spec) => Some(fetch::checksum(spec, &file, &ctx.template_dir).await?),
             None => None,
         };
@@ -252,7 +446,12 @@ impl Builder for QemuBuilder {
             )),
         }
         let base_digest = want.map(|w| base_label(&base_name, &w));
-        let booted = boot(ctx, &ctx.undo, &s, &base, "").await?;
+        let start = if install {
+            Start::Install { iso: &base }
+        } else {
+            Start::Disk(&base)
+        };
+        let booted = boot_from(ctx, &ctx.undo, &s, start, "").await?;
         Ok(Box::new(QemuInstance {
             settings: s,
             base_digest,
@@ -260,6 +459,7 @@ impl Builder for QemuBuilder {
             vm: booted.vm,
             qmp: booted.qmp,
             comm: booted.comm,
+            _http: booted.http,
         }))
     }
 
@@ -304,6 +504,15 @@ struct Booted {
     #[allow(dead_code)]
     qmp: Qmp,
     comm: SshCommunicator,
+    /// The build's HTTP server (`http_directory`), up while the guest is.
+    http: Option<httpserve::HttpServer>,
+}
+
+/// What a guest boots: a disk (on an overlay), or an installer ISO onto
+/// an empty disk of `disk_size`.
+enum Start<'a> {
+    Disk(&'a Path),
+    Install { iso: &'a Path },
 }
 
 impl ArtifactInstance for Booted {
@@ -322,9 +531,19 @@ async fn boot(
     base: &Path,
     suffix: &str,
 ) -> Result<Booted, BuildError> {
+    boot_from(ctx, undo, s, Start::Disk(base), suffix).await
+}
+
+/// [`boot`], from a disk or an installer ISO.
+async fn boot_from(
+    ctx: &JobContext,
+    undo: &Undo,
+    s: &QemuSettings,
+    start: Start<'_>,
+    suffix: &str,
+) -> Result<Booted, BuildError> {
     let resolve = |p: &str| ctx.template_dir.join(p);
     let machine = s.machine()?;
-    let base_info = disk::info(base).await?;
 
     let work = ctx
         .state_dir
@@ -342,7 +561,44 @@ async fn boot(
         .map_err(BuildError::io("cannot create the work directory"))?;
     let overlay = work.join("overlay.qcow2");
     let size = s.disk_size.as_deref().and_then(parse_size);
-    disk::create_overlay(base, &base_info, &overlay, size).await?;
+    let (base, iso) = match start {
+        Start::Disk(base) => {
+            let base_info = disk::info(base).await?;
+            disk::create_overlay(base, &base_info, &overlay, size).await?;
+            (base, None)
+        }
+        Start::Install { iso } => {
+            let size =
+                size.ok_or_else(|| BuildError::Config("`iso_url` needs `disk_size`".into()))?;
+            disk::create_empty(&overlay, size).await?;
+            (iso, Some(iso))
+        }
+    };
+    // The HTTP server first: the boot command types its address.
+    let http = match (&s.http_directory, s.http_content.is_empty()) {
+        (None, true) => None,
+        (dir, _) => {
+            let sink = ctx.message_sink();
+            let server = httpserve::HttpServer::start(
+                httpserve::Content {
+                    directory: dir.as_deref().map(resolve),
+                    files: s.http_content.clone(),
+                },
+                s.http_port_min.unwrap_or(httpserve::DEFAULT_PORT_MIN),
+                s.http_port_max.unwrap_or(httpserve::DEFAULT_PORT_MAX),
+                Arc::new(sink),
+            )
+            .await?;
+            ctx.message(format!(
+                "serving {} on 127.0.0.1:{port} (the guest's http://{}:{port}/)",
+                dir.as_deref()
+                    .map_or_else(|| "`http_content`".to_string(), |d| format!("`{d}`")),
+                httpserve::GUEST_HOST_IP,
+                port = server.port
+            ));
+            Some(server)
+        }
+    };
 
     // Sockets, the seed (user-data may carry secrets) and the probe
     // disk live in a private folder in memory.
@@ -386,20 +642,32 @@ async fn boot(
         }
     };
     let seed_path = private.join("seed.img");
-    let needs_seed = public_key.is_some() || s.user_data.is_some();
+    let cloud_init = public_key.is_some() || s.user_data.is_some();
+    let extra = s.cd_extra(&ctx.template_dir).await?;
+    let needs_seed = cloud_init || !extra.is_empty();
     if needs_seed {
         let hostname = format!("kiln-{}", short_id(&ctx.build_id));
         let instance_id = format!("kiln-{}", uuid::Uuid::new_v4().simple());
-        seed::write_seed(
+        let content = seed::SeedContent {
+            instance_id: &instance_id,
+            hostname: &hostname,
+            username: &username,
+            public_key: public_key.as_deref(),
+            extra_user_data: s.user_data.as_deref(),
+        };
+        seed::write_volume(
             &seed_path,
-            &seed::SeedContent {
-                instance_id: &instance_id,
-                hostname: &hostname,
-                username: &username,
-                public_key: public_key.as_deref(),
-                extra_user_data: s.user_data.as_deref(),
-            },
+            cloud_init.then_some(&content),
+            &extra,
+            s.cd_label.as_deref().unwrap_or("cidata"),
         )?;
+        if !extra.is_empty() {
+            ctx.message(format!(
+                "seed volume `{}`: {} file(s) from `cd_files`/`cd_content`",
+                s.cd_label.as_deref().unwrap_or("cidata"),
+                extra.len()
+            ));
+        }
     }
 
     let arch = Arch::parse(s.arch.as_deref());
@@ -462,6 +730,7 @@ async fn boot(
             vars,
             secure_boot: *secure_boot,
         }),
+        cdrom: iso,
     };
     let mut child = launch::command(&spec)
         .spawn()
@@ -493,10 +762,16 @@ async fn boot(
     let started = Instant::now();
     let qmp = Qmp::connect(&qmp_socket, QMP_CONNECT_LIMIT).await;
     let vm = Arc::new(tokio::sync::Mutex::new(child));
-    let qmp = match qmp {
+    let mut qmp = match qmp {
         Ok(q) => q,
         Err(e) => return Err(died_or(&vm, &console, e).await),
     };
+    if iso.is_some() {
+        let port = http.as_ref().map(|h| h.port);
+        if let Err(e) = type_boot_command(ctx, s, &mut qmp, port).await {
+            return Err(died_or(&vm, &console, e).await);
+        }
+    }
 
     let comm = SshCommunicator::new(SshTarget {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], ssh_port)),
@@ -551,7 +826,54 @@ async fn boot(
         vm,
         qmp,
         comm,
+        http,
     })
+}
+
+/// Packer's defaults: wait 10s for the installer, 100ms between keys.
+const DEFAULT_BOOT_WAIT: Duration = Duration::from_secs(10);
+const DEFAULT_BOOT_KEY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Waits `boot_wait`, then types `boot_command` over QMP.
+async fn type_boot_command(
+    ctx: &JobContext,
+    s: &QemuSettings,
+    qmp: &mut Qmp,
+    http_port: Option<u16>,
+) -> Result<(), BuildError> {
+    let steps = s.boot_steps()?;
+    let vars: Vec<(&str, String)> = match http_port {
+        Some(p) => vec![
+            ("http_ip", httpserve::GUEST_HOST_IP.to_string()),
+            ("http_port", p.to_string()),
+        ],
+        None => vec![],
+    };
+    let wait = crate::builder::duration_or(&s.boot_wait, DEFAULT_BOOT_WAIT);
+    let interval = crate::builder::duration_or(&s.boot_key_interval, DEFAULT_BOOT_KEY_INTERVAL);
+    if steps.is_empty() {
+        return Ok(());
+    }
+    ctx.message(format!(
+        "waiting {} (`boot_wait`) before typing the boot command",
+        humantime::format_duration(wait)
+    ));
+    tokio::time::sleep(wait).await;
+    for (line, tokens) in s.boot_command.iter().zip(&steps) {
+        // The log's redaction masks any secret the command holds.
+        ctx.message(format!("typing: {}", bootcmd::display(line, &vars)));
+        let actions = bootcmd::actions(tokens, &vars).map_err(BuildError::Config)?;
+        for a in actions {
+            match a {
+                bootcmd::Action::Wait(d) => tokio::time::sleep(d).await,
+                bootcmd::Action::Press(chord) => {
+                    qmp.send_keys(&chord).await?;
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Debian's `ovmf` package: the firmware code and the variable store to
@@ -700,6 +1022,8 @@ struct QemuInstance {
     vm: Arc<tokio::sync::Mutex<Child>>,
     qmp: Qmp,
     comm: SshCommunicator,
+    /// Stops serving `http_directory` when the instance goes.
+    _http: Option<httpserve::HttpServer>,
 }
 
 impl QemuInstance {

@@ -97,6 +97,25 @@ pub async fn create_overlay(
     qemu_img(&args, "create the overlay").await.map(drop)
 }
 
+/// Creates an empty qcow2 disk of `size` bytes: the target of an install
+/// from an ISO.
+pub async fn create_empty(path: &Path, size: u64) -> Result<(), BuildError> {
+    let size = size.to_string();
+    qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            path.as_os_str(),
+            size.as_ref(),
+        ],
+        "create the empty target disk",
+    )
+    .await
+    .map(drop)
+}
+
 /// Writes overlay + base as one standalone image.
 pub async fn export(
     overlay: &Path,

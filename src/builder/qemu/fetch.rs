@@ -241,7 +241,7 @@ pub async fn verify(path: &Path, want: &Checksum) -> Result<(), BuildError> {
     let actual = hash_file(path, want.algo).await?;
     if actual != want.hex {
         return Err(BuildError::Config(format!(
-            "the base image `{}` has {}:{actual}, but `disk_checksum` says {want}\nhint: the file changed or the checksum is wrong; nothing was launched",
+            "the base image `{}` has {}:{actual}, but its checksum (`disk_checksum` or `iso_checksum`) says {want}\nhint: the file changed or the checksum is wrong; nothing was launched",
             path.display(),
             want.algo.name()
         )));

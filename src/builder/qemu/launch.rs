@@ -9,6 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::machine::{DiskInterface, Machine, CONSOLE_ID, DISK_ID, NET_ID, SCSI_ID, SEED_ID};
+
+/// The QEMU id of the installer CD-ROM.
+const CDROM_ID: &str = "kiln-cdrom";
 use crate::builder::BuildError;
 
 /// How long the KVM probe guest may take: it runs a few instructions.
@@ -149,6 +152,9 @@ pub struct VmSpec<'a> {
     pub append: Option<&'a str>,
     /// UEFI firmware in pflash (`firmware = "uefi"`).
     pub uefi: Option<UefiFiles<'a>>,
+    /// An installer ISO (`iso_url`): a read-only CD-ROM booted once, so
+    /// the installed disk boots after the installer's reboot.
+    pub cdrom: Option<&'a Path>,
 }
 
 /// OVMF's code (read-only) and this build's copy of its variable store.
@@ -291,6 +297,21 @@ pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
         a.push(path_opt("if=pflash,unit=1,format=raw,file=", uefi.vars, ""));
     }
     disk_args(spec, &mut a);
+    if let Some(iso) = spec.cdrom {
+        a.push("-drive".into());
+        a.push(path_opt(
+            "file=",
+            iso,
+            &format!(",if=none,id={CDROM_ID},media=cdrom,readonly=on,format=raw"),
+        ));
+        a.push("-device".into());
+        a.push(format!("ide-cd,drive={CDROM_ID}").into());
+        // The disk first, then the CD: the empty disk does not boot, so
+        // the installer does; after its reboot the installed disk boots.
+        // (Not `once=d` like Packer: with it, QEMU 7.2 died of SIGSEGV
+        // here on the reboot after the test install.)
+        a.extend(["-boot", "order=cd"].map(OsString::from));
+    }
     a.push("-netdev".into());
     a.push(
         format!(
@@ -363,6 +384,7 @@ mod tests {
             initrd: None,
             append: None,
             uefi: None,
+            cdrom: None,
         }
     }
 
@@ -528,6 +550,19 @@ mod tests {
         assert_eq!(
             cmd.as_std().get_program(),
             "/opt/qemu/bin/qemu-system-x86_64"
+        );
+    }
+
+    #[test]
+    fn qemu_installer_iso_is_a_read_only_cdrom_after_the_disk() {
+        let m = machine(MachineSettings::default());
+        let mut spec = spec(&m);
+        assert!(!line(&spec).contains("cdrom"), "no ISO, no CD-ROM");
+        spec.cdrom = Some(Path::new("/c/installer.iso"));
+        let line = line(&spec);
+        assert!(
+            line.contains("-drive file=/c/installer.iso,if=none,id=kiln-cdrom,media=cdrom,readonly=on,format=raw -device ide-cd,drive=kiln-cdrom -boot order=cd"),
+            "{line}"
         );
     }
 

@@ -5,11 +5,15 @@
 //! hashed image. Every file and the QEMU process are on the undo stack.
 
 #[cfg(feature = "qemu")]
+mod bootcmd;
+#[cfg(feature = "qemu")]
 mod build;
 #[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
 mod fetch;
+#[cfg(feature = "qemu")]
+mod httpserve;
 #[cfg(feature = "qemu")]
 mod launch;
 #[cfg(feature = "qemu")]
@@ -68,6 +72,19 @@ pub const FIELDS: &[Field] = &[
     Field::opt("qemu_binary", Kind::Str),
     Field::opt("firmware", Kind::Enum(&["bios", "uefi"])),
     Field::opt("secure_boot", Kind::Bool),
+    Field::opt("iso_url", Kind::Str),
+    Field::opt("iso_urls", STR_LIST),
+    Field::opt("iso_checksum", Kind::Str),
+    Field::opt("boot_wait", Kind::Duration),
+    Field::opt("boot_command", STR_LIST).sensitive_ok(),
+    Field::opt("boot_key_interval", Kind::Duration),
+    Field::opt("http_directory", Kind::Path),
+    Field::opt("http_content", Kind::Map(&Kind::Str)),
+    Field::opt("http_port_min", Kind::Int),
+    Field::opt("http_port_max", Kind::Int),
+    Field::opt("cd_files", STR_LIST),
+    Field::opt("cd_content", Kind::Map(&Kind::Str)),
+    Field::opt("cd_label", Kind::Str),
 ];
 
 pub(super) fn builder() -> Arc<dyn Builder> {

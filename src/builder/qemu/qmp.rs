@@ -75,7 +75,31 @@ impl Qmp {
 
     /// Runs a command and returns its `return` value.
     pub async fn execute(&mut self, command: &str) -> Result<Value, BuildError> {
-        let mut msg = json!({ "execute": command }).to_string();
+        self.execute_with(command, None).await
+    }
+
+    /// Presses the qcodes of `chord` together and releases them (`send-key`).
+    pub async fn send_keys(&mut self, chord: &[&str]) -> Result<(), BuildError> {
+        let keys: Vec<Value> = chord
+            .iter()
+            .map(|k| json!({ "type": "qcode", "data": k }))
+            .collect();
+        self.execute_with("send-key", Some(json!({ "keys": keys })))
+            .await
+            .map(drop)
+    }
+
+    /// Runs a command with `arguments` and returns its `return` value.
+    pub async fn execute_with(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, BuildError> {
+        let mut msg = match arguments {
+            Some(a) => json!({ "execute": command, "arguments": a }),
+            None => json!({ "execute": command }),
+        }
+        .to_string();
         msg.push('\n');
         self.writer
             .write_all(msg.as_bytes())

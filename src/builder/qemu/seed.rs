@@ -96,11 +96,49 @@ fn yaml_string(s: &str) -> String {
 }
 
 /// Writes the NoCloud seed volume to `path` (created, mode 0600).
+#[cfg(test)]
 pub fn write_seed(path: &Path, content: &SeedContent<'_>) -> Result<(), BuildError> {
-    let files = [
-        ("meta-data", content.meta_data()),
-        ("user-data", content.user_data()?),
-    ];
+    write_volume(path, Some(content), &[], "CIDATA")
+}
+
+/// Writes the seed volume with `cd_files`/`cd_content` merged in (`extra`:
+/// path inside the volume → bytes). With `content` it is the NoCloud seed
+/// (`label` must then be `CIDATA`); without, a plain volume of `extra`.
+pub fn write_volume(
+    path: &Path,
+    content: Option<&SeedContent<'_>>,
+    extra: &[(String, Vec<u8>)],
+    label: &str,
+) -> Result<(), BuildError> {
+    let mut files: Vec<(String, Vec<u8>)> = vec![];
+    if let Some(content) = content {
+        if !label.eq_ignore_ascii_case("cidata") {
+            return Err(BuildError::Config(format!(
+                "`cd_label = \"{label}\"`: kiln's cloud-init seed shares the volume and needs the label `cidata`"
+            )));
+        }
+        files.push(("meta-data".into(), content.meta_data().into_bytes()));
+        files.push(("user-data".into(), content.user_data()?.into_bytes()));
+    }
+    for (name, bytes) in extra {
+        if files.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(BuildError::Config(format!(
+                "`{name}` is on the seed volume twice (kiln writes `meta-data` and `user-data` itself; `user_data` merges into them)"
+            )));
+        }
+        files.push((name.clone(), bytes.clone()));
+    }
+    if label.is_empty() || label.len() > 11 || !label.is_ascii() {
+        return Err(BuildError::Config(format!(
+            "`cd_label = \"{label}\"` is not a FAT volume label (1 to 11 ASCII characters)"
+        )));
+    }
+    let mut volume_label = [b' '; 11];
+    for (i, b) in label.to_ascii_uppercase().bytes().enumerate() {
+        volume_label[i] = b;
+    }
+    let payload: u64 = files.iter().map(|(_, b)| b.len() as u64 + 4096).sum();
+    let bytes = SEED_BYTES.max((payload + payload / 4 + (1 << 20)).next_multiple_of(1 << 20));
     let io = BuildError::io(format!("cannot write the seed `{}`", path.display()));
     (|| -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -110,17 +148,28 @@ pub fn write_seed(path: &Path, content: &SeedContent<'_>) -> Result<(), BuildErr
             .create_new(true)
             .mode(0o600)
             .open(path)?;
-        file.set_len(SEED_BYTES)?;
+        file.set_len(bytes)?;
         fatfs::format_volume(
             &mut file,
-            fatfs::FormatVolumeOptions::new().volume_label(*b"CIDATA     "),
+            fatfs::FormatVolumeOptions::new().volume_label(volume_label),
         )?;
         file.seek(SeekFrom::Start(0))?;
         let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new())?;
-        for (name, text) in &files {
-            let mut f = fs.root_dir().create_file(name)?;
+        for (name, data) in &files {
+            let mut dir = fs.root_dir();
+            let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+            let Some((leaf, parents)) = parts.split_last() else {
+                continue;
+            };
+            for p in parents {
+                dir = match dir.open_dir(p) {
+                    Ok(d) => d,
+                    Err(_) => dir.create_dir(p)?,
+                };
+            }
+            let mut f = dir.create_file(leaf)?;
             f.truncate()?;
-            f.write_all(text.as_bytes())?;
+            f.write_all(data)?;
             f.flush()?;
         }
         fs.unmount()?;
@@ -178,6 +227,74 @@ mod tests {
             .user_data()
             .unwrap_err();
         assert!(err.to_string().contains("ssh_authorized_keys"), "{err}");
+    }
+
+    /// `cd_files`/`cd_content` land on the seed beside kiln's files; an
+    /// independent reader (mtools) sees them and the label.
+    #[test]
+    fn qemu_cd_files_merge_into_the_seed() {
+        let dir = std::env::temp_dir().join(format!("kiln-seed-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seed.img");
+        let big = vec![b'k'; 3 << 20];
+        write_volume(
+            &path,
+            Some(&content("root", None)),
+            &[
+                ("ks.cfg".into(), b"text\n".to_vec()),
+                ("sub/big.bin".into(), big.clone()),
+            ],
+            "cidata",
+        )
+        .unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).unwrap();
+        assert_eq!(fs.volume_label().trim_end(), "CIDATA");
+        let mut got = vec![];
+        fs.root_dir()
+            .open_file("sub/big.bin")
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got, big);
+        drop(fs);
+        if let Ok(o) = std::process::Command::new("mtype")
+            .args(["-i"])
+            .arg(&path)
+            .arg("::ks.cfg")
+            .output()
+        {
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "text\n", "{o:?}");
+        } else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "mtools missing"
+            );
+        }
+        let e = write_volume(
+            &dir.join("b.img"),
+            Some(&content("root", None)),
+            &[("user-data".into(), vec![])],
+            "cidata",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = write_volume(
+            &dir.join("c.img"),
+            Some(&content("root", None)),
+            &[],
+            "OEMDRV",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cidata"), "{e}");
+        write_volume(
+            &dir.join("d.img"),
+            None,
+            &[("ks.cfg".into(), vec![b'x'])],
+            "OEMDRV",
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
