@@ -34,6 +34,8 @@ mod provisioners;
 mod qemu;
 mod readme;
 #[cfg(feature = "oci")]
+mod rescan;
+#[cfg(feature = "oci")]
 mod registry_auth;
 #[cfg(feature = "oci")]
 mod sbom;
