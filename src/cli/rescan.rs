@@ -133,7 +133,8 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
             }
             let counts = counts(&arts);
             for c in &chans {
-                channels.push(json!({ "image": name, "channel": c, "version": ver, "counts": counts }));
+                channels
+                    .push(json!({ "image": name, "channel": c, "version": ver, "counts": counts }));
             }
             versions.push(json!({
                 "image": name,
@@ -185,8 +186,9 @@ fn artifact_findings(
     let Some(path) = a.manifest.as_deref() else {
         return Ok(None);
     };
-    let manifest = crate::policy::gate::read_manifest(Path::new(path), a.manifest_digest.as_deref())
-        .map_err(|e| e.to_string())?;
+    let manifest =
+        crate::policy::gate::read_manifest(Path::new(path), a.manifest_digest.as_deref())
+            .map_err(|e| e.to_string())?;
     let Some(t) = vuln::target_of(&manifest)? else {
         return Ok(None);
     };
@@ -200,14 +202,17 @@ fn counts(arts: &[Value]) -> Value {
     let mut vexed = 0;
     for a in arts {
         for f in a["findings"].as_array().into_iter().flatten() {
-            let suppressed = matches!(
-                f["vex"]["status"].as_str(),
-                Some("not_affected" | "fixed")
-            );
+            let suppressed = matches!(f["vex"]["status"].as_str(), Some("not_affected" | "fixed"));
             if suppressed {
                 vexed += 1;
             } else if let Some(s) = f["severity"].as_str() {
-                *m.entry(Severity::ALL.iter().find(|x| x.name() == s).map_or("unknown", |x| x.name())).or_default() += 1;
+                *m.entry(
+                    Severity::ALL
+                        .iter()
+                        .find(|x| x.name() == s)
+                        .map_or("unknown", |x| x.name()),
+                )
+                .or_default() += 1;
             }
         }
     }

@@ -47,7 +47,10 @@ pub fn load(path: &Path) -> Result<Vec<Advisory>, String> {
         }
         files.sort();
         if files.is_empty() {
-            return Err(format!("feed folder `{}` has no .json files", path.display()));
+            return Err(format!(
+                "feed folder `{}` has no .json files",
+                path.display()
+            ));
         }
     } else {
         files.push(path.to_path_buf());
@@ -55,9 +58,8 @@ pub fn load(path: &Path) -> Result<Vec<Advisory>, String> {
     let mut out = vec![];
     for f in files {
         let text = fs_err::read_to_string(&f).map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            format!("{}:{}:{}: not JSON: {e}", f.display(), e.line(), e.column())
-        })?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}:{}:{}: not JSON: {e}", f.display(), e.line(), e.column()))?;
         out.extend(parse(&v, &f.display().to_string())?);
     }
     Ok(out)
@@ -108,7 +110,9 @@ fn osv(r: &Value, file: &str) -> Result<Vec<Advisory>, String> {
         .flatten()
         .filter_map(|a| a.as_str().map(String::from))
         .collect();
-    let top = r["database_specific"]["severity"].as_str().map(severity_word);
+    let top = r["database_specific"]["severity"]
+        .as_str()
+        .map(severity_word);
     let mut out = vec![];
     for (i, a) in r["affected"].as_array().into_iter().flatten().enumerate() {
         let at = format!("{file}: `{id}` affected[{i}]");
@@ -159,8 +163,16 @@ fn osv(r: &Value, file: &str) -> Result<Vec<Advisory>, String> {
             ranges.extend(cur);
         }
         let severity = top
-            .or_else(|| a["ecosystem_specific"]["urgency"].as_str().map(severity_word))
-            .or_else(|| a["ecosystem_specific"]["severity"].as_str().map(severity_word))
+            .or_else(|| {
+                a["ecosystem_specific"]["urgency"]
+                    .as_str()
+                    .map(severity_word)
+            })
+            .or_else(|| {
+                a["ecosystem_specific"]["severity"]
+                    .as_str()
+                    .map(severity_word)
+            })
             .unwrap_or(Severity::Unknown);
         out.push(Advisory {
             id: id.to_string(),

@@ -176,11 +176,7 @@ fn release_matches(eco: &Ecosystem, release: Option<&str>, os_version: Option<&s
     let major = v.split('.').next().unwrap_or(v);
     match eco {
         Ecosystem::Debian => {
-            r == v
-                || r == major
-                || DEBIAN_CODENAMES
-                    .iter()
-                    .any(|(n, c)| *n == major && *c == r)
+            r == v || r == major || DEBIAN_CODENAMES.iter().any(|(n, c)| *n == major && *c == r)
         }
         _ => v == r || v.starts_with(&format!("{r}.")),
     }
@@ -226,8 +222,10 @@ pub fn scan(
             }
             let mut ids: Vec<&str> = vec![a.id.as_str()];
             ids.extend(a.aliases.iter().map(String::as_str));
-            let covering: Vec<&Statement> =
-                statements.iter().filter(|s| s.covers(&ids, &p.purl)).collect();
+            let covering: Vec<&Statement> = statements
+                .iter()
+                .filter(|s| s.covers(&ids, &p.purl))
+                .collect();
             let live = covering.iter().find(|s| !s.expired).map(|s| VexNote {
                 status: s.status.clone(),
                 justification: s.justification.clone(),
@@ -298,11 +296,15 @@ mod tests {
         assert_eq!(f[0].package, "libssl3");
         assert_eq!(f[0].fixed.as_deref(), Some("3.0.11-1~deb12u2"));
         assert_eq!(f[0].severity, Severity::High);
-        // Another distribution's release does not apply.
+        // On Debian 11 only the bullseye entry applies: open, no fix.
         let mut t = target();
         t.os_version = Some("11".into());
         let f = scan(&t, &adv, &[]).unwrap();
-        assert_eq!(f.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), ["CVE-A", "CVE-B"]);
+        assert_eq!(
+            f.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+            ["CVE-A"]
+        );
+        assert_eq!(f[0].fixed, None);
     }
 
     #[test]

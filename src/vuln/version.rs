@@ -45,9 +45,9 @@ impl Ecosystem {
                 };
                 Ok(parse(a)?.cmp(&parse(b)?))
             }
-            Ecosystem::Alpine => Err(
-                "comparing Alpine (apk) versions is not supported yet".to_string(),
-            ),
+            Ecosystem::Alpine => {
+                Err("comparing Alpine (apk) versions is not supported yet".to_string())
+            }
             Ecosystem::Other(e) => Err(format!(
                 "comparing versions of ecosystem `{e}` is not supported"
             )),

@@ -43,7 +43,9 @@ impl Statement {
         };
         let purl = bare(purl);
         let name_only = purl.split('@').next().unwrap_or(&purl).to_string();
-        self.vulnerabilities.iter().any(|v| ids.contains(&v.as_str()))
+        self.vulnerabilities
+            .iter()
+            .any(|v| ids.contains(&v.as_str()))
             && self.products.iter().any(|p| {
                 let p = bare(p);
                 p == purl || (!p.contains('@') && p == name_only)
@@ -106,7 +108,8 @@ pub fn parse(doc: &Value, file: &str, now: SystemTime) -> Result<Vec<Statement>,
             ));
         }
         let v = &s["vulnerability"];
-        let mut vulnerabilities: Vec<String> = v["name"].as_str().map(String::from).into_iter().collect();
+        let mut vulnerabilities: Vec<String> =
+            v["name"].as_str().map(String::from).into_iter().collect();
         vulnerabilities.extend(
             v["aliases"]
                 .as_array()
@@ -168,13 +171,19 @@ mod tests {
             "kiln:expires": "2027-01-01T00:00:00Z",
         }));
         let s = &parse(&d, "v.json", now).unwrap()[0];
-        assert!(s.covers(&["CVE-2024-1"], "pkg:deb/debian/zlib1g@1:1.2.13-1?arch=amd64&distro=debian-12"));
+        assert!(s.covers(
+            &["CVE-2024-1"],
+            "pkg:deb/debian/zlib1g@1:1.2.13-1?arch=amd64&distro=debian-12"
+        ));
         assert!(!s.covers(&["CVE-2024-2"], "pkg:deb/debian/zlib1g@1"));
         assert!(!s.covers(&["CVE-2024-1"], "pkg:deb/debian/zlib1g-dev@1"));
         let mut d2 = d.clone();
         d2["statements"][0]["products"] = json!([{ "@id": "pkg:deb/debian/zlib1g@1:1.2.13-1" }]);
         let s2 = &parse(&d2, "v.json", now).unwrap()[0];
-        assert!(s2.covers(&["CVE-2024-1"], "pkg:deb/debian/zlib1g@1%3A1.2.13-1?arch=amd64"));
+        assert!(s2.covers(
+            &["CVE-2024-1"],
+            "pkg:deb/debian/zlib1g@1%3A1.2.13-1?arch=amd64"
+        ));
         assert!(!s2.covers(&["CVE-2024-1"], "pkg:deb/debian/zlib1g@1%3A1.2.13-2"));
         assert!(s.suppresses());
         assert_eq!(s.author, "Security Team <sec@example.com>");

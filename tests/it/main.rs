@@ -34,9 +34,9 @@ mod provisioners;
 mod qemu;
 mod readme;
 #[cfg(feature = "oci")]
-mod rescan;
-#[cfg(feature = "oci")]
 mod registry_auth;
+#[cfg(feature = "oci")]
+mod rescan;
 #[cfg(feature = "oci")]
 mod sbom;
 #[cfg(feature = "oci")]

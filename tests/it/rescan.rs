@@ -59,16 +59,65 @@ Version: 3.7.9-2
 const TRACKER: &[(&str, &str, &str, &str, &str, bool)] = &[
     // `~deb12u1` < `~deb12u2`: affected; fixed exactly at the installed
     // version: not.
-    ("openssl", "CVE-2099-0001", "resolved", "3.0.11-1~deb12u2", "high", true),
-    ("openssl", "CVE-2099-0002", "resolved", "3.0.11-1~deb12u1", "high", false),
+    (
+        "openssl",
+        "CVE-2099-0001",
+        "resolved",
+        "3.0.11-1~deb12u2",
+        "high",
+        true,
+    ),
+    (
+        "openssl",
+        "CVE-2099-0002",
+        "resolved",
+        "3.0.11-1~deb12u1",
+        "high",
+        false,
+    ),
     // The epoch: `1:` outweighs a larger upstream without one.
-    ("zlib", "CVE-2099-0003", "resolved", "1.2.14-1", "medium", false),
-    ("zlib", "CVE-2099-0004", "resolved", "1:1.2.13.dfsg-2", "high", true),
+    (
+        "zlib",
+        "CVE-2099-0003",
+        "resolved",
+        "1.2.14-1",
+        "medium",
+        false,
+    ),
+    (
+        "zlib",
+        "CVE-2099-0004",
+        "resolved",
+        "1:1.2.13.dfsg-2",
+        "high",
+        true,
+    ),
     // Revisions: `-1.2` < `-1.2+deb12u1`, `-1.2` > `-1.1`.
-    ("tar", "CVE-2099-0005", "resolved", "1.34+dfsg-1.2+deb12u1", "low", true),
-    ("tar", "CVE-2099-0006", "resolved", "1.34+dfsg-1.1", "low", false),
+    (
+        "tar",
+        "CVE-2099-0005",
+        "resolved",
+        "1.34+dfsg-1.2+deb12u1",
+        "low",
+        true,
+    ),
+    (
+        "tar",
+        "CVE-2099-0006",
+        "resolved",
+        "1.34+dfsg-1.1",
+        "low",
+        false,
+    ),
     // A binNMU: the source version (5.2.15-2) is what is compared.
-    ("bash", "CVE-2099-0007", "resolved", "5.2.15-2", "medium", false),
+    (
+        "bash",
+        "CVE-2099-0007",
+        "resolved",
+        "5.2.15-2",
+        "medium",
+        false,
+    ),
     // Open, no fix: affected whatever the version.
     ("sudo", "CVE-2099-0008", "open", "", "unimportant", true),
     // Never affected in bookworm.
@@ -252,7 +301,17 @@ fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
 
     let o = s
         .kiln()
-        .args(["rescan", "gated", "--feed", "tracker.json", "--feed", "osv", "--vex", "vex.json", "--json"])
+        .args([
+            "rescan",
+            "gated",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 0);
@@ -293,21 +352,52 @@ fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
         .find(|f| f["package"] == "zlib1g")
         .unwrap();
     assert_eq!(zlib["fixed"], "1:1.2.13.dfsg-2");
-    assert!(zlib["expired_vex"][0].as_str().unwrap().contains("vex.json#2"), "{zlib}");
+    assert!(
+        zlib["expired_vex"][0]
+            .as_str()
+            .unwrap()
+            .contains("vex.json#2"),
+        "{zlib}"
+    );
 
     // Thresholds: the critical is VEX'd away, the highs are not.
     let o = s
         .kiln()
-        .args(["rescan", "--feed", "tracker.json", "--feed", "osv", "--vex", "vex.json", "--fail-on", "critical"])
+        .args([
+            "rescan",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--fail-on",
+            "critical",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 0);
     let out = text(&o).0;
-    assert!(out.contains("channel gated/prod -> 1.0.0+1: 2 high, 1 medium, 2 low; 1 not affected per VEX"), "{out}");
+    assert!(
+        out.contains(
+            "channel gated/prod -> 1.0.0+1: 2 high, 1 medium, 2 low; 1 not affected per VEX"
+        ),
+        "{out}"
+    );
     assert!(out.contains("[VEX not_affected by Image Security <security@example.com> until 2099-01-01T00:00:00Z]"), "{out}");
     let o = s
         .kiln()
-        .args(["rescan", "--feed", "tracker.json", "--feed", "osv", "--vex", "vex.json", "--fail-on", "high"])
+        .args([
+            "rescan",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--fail-on",
+            "high",
+        ])
         .output()
         .unwrap();
     assert_exit(&o, 1);
@@ -329,7 +419,12 @@ fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
     std::fs::write(&cdx, doc.replace("3.0.11-1~deb12u1", "3.0.11-1~deb12u9")).unwrap();
     let o = s.kiln().args(["rescan", "--feed", "osv"]).output().unwrap();
     assert_exit(&o, 1);
-    assert!(text(&o).0.contains("NOT SCANNED") && text(&o).0.contains("is not the one the manifest recorded"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("NOT SCANNED")
+            && text(&o).0.contains("is not the one the manifest recorded"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -352,22 +447,63 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn bad_feeds_and_vex_are_refused_with_their_position() {
     let s = Scratch::new();
     s.write("bad.json", "{\n  \"id\": \"X\",\n  \"affected\": [,]\n}\n");
-    let o = s.kiln().args(["rescan", "--feed", "bad.json"]).output().unwrap();
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "bad.json"])
+        .output()
+        .unwrap();
     assert_exit(&o, 2);
     assert!(text(&o).1.contains("bad.json:3:"), "{:?}", text(&o));
     s.write("semver.json", r#"{"id":"G","affected":[{"package":{"ecosystem":"Debian:12","name":"a"},"ranges":[{"type":"GIT","events":[]}]}]}"#);
-    let o = s.kiln().args(["rescan", "--feed", "semver.json"]).output().unwrap();
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "semver.json"])
+        .output()
+        .unwrap();
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("range type `GIT` is not supported"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("range type `GIT` is not supported"),
+        "{:?}",
+        text(&o)
+    );
     s.write("osv/a.json", OSV_CRITICAL);
-    s.write("vex.json", &VEX.replace("\"kiln:expires\": \"2020-01-01T00:00:00Z\"", "\"impact_statement\": \"x\""));
-    let o = s.kiln().args(["rescan", "--feed", "osv", "--vex", "vex.json"]).output().unwrap();
+    s.write(
+        "vex.json",
+        &VEX.replace(
+            "\"kiln:expires\": \"2020-01-01T00:00:00Z\"",
+            "\"impact_statement\": \"x\"",
+        ),
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--vex", "vex.json"])
+        .output()
+        .unwrap();
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("vex.json#2: the statement has no expiry"), "{:?}", text(&o));
-    s.write("anon.json", &VEX.replace("\"author\": \"Image Security <security@example.com>\",", ""));
-    let o = s.kiln().args(["rescan", "--feed", "osv", "--vex", "anon.json"]).output().unwrap();
+    assert!(
+        text(&o)
+            .1
+            .contains("vex.json#2: the statement has no expiry"),
+        "{:?}",
+        text(&o)
+    );
+    s.write(
+        "anon.json",
+        &VEX.replace("\"author\": \"Image Security <security@example.com>\",", ""),
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--vex", "anon.json"])
+        .output()
+        .unwrap();
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("anon.json#1: the statement is not attributed"), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("anon.json#1: the statement is not attributed"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 /// debsecan, on the same status file and the same tracker data (in its
@@ -415,12 +551,14 @@ fn debian_matching_agrees_with_debsecan() {
         .map(|(id, pkg, _)| (id, pkg))
         .collect();
     assert_eq!(ours, theirs, "kiln (left) and debsecan (right) disagree");
-    let binary_of = |src: &str| match src {
-        "openssl" => "libssl3",
-        "zlib" => "zlib1g",
-        "gnutls28" => "libgnutls30",
-        other => other,
-    };
+    fn binary_of(src: &str) -> &str {
+        match src {
+            "openssl" => "libssl3",
+            "zlib" => "zlib1g",
+            "gnutls28" => "libgnutls30",
+            other => other,
+        }
+    }
     let expected: BTreeSet<(String, String)> = TRACKER
         .iter()
         .filter(|t| t.5)
