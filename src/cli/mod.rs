@@ -99,7 +99,7 @@ pub enum Command {
     ShowManifest(show_manifest::ShowManifestArgs),
     /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact.
     Sbom(sbom::SbomArgs),
-    /// Match recorded SBOMs of active and channel versions against vulnerability feeds (offline), with OpenVEX.
+    /// Rescan recorded SBOMs against offline vulnerability feeds, with OpenVEX.
     Rescan(rescan::RescanArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),

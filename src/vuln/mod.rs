@@ -200,10 +200,12 @@ pub fn scan(
         }
         for p in t.packages.iter().filter(|p| p.source == a.package) {
             let v = &p.source_version;
+            // Exact text first: a listed version needs no ordering.
             let listed = a.versions.iter().any(|x| {
-                a.ecosystem
-                    .compare(x, v)
-                    .is_ok_and(|o| o == std::cmp::Ordering::Equal)
+                x == v
+                    || a.ecosystem
+                        .compare(x, v)
+                        .is_ok_and(|o| o == std::cmp::Ordering::Equal)
             });
             let mut hit = None;
             for r in &a.ranges {
