@@ -20,3 +20,4 @@ pub mod secrets;
 pub mod sign;
 pub mod template;
 pub mod ui;
+pub mod vuln;

@@ -18,6 +18,7 @@ mod inspect;
 mod keygen;
 mod plan;
 mod prune;
+mod rescan;
 mod sbom;
 mod show_manifest;
 mod test;
@@ -98,6 +99,8 @@ pub enum Command {
     ShowManifest(show_manifest::ShowManifestArgs),
     /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact.
     Sbom(sbom::SbomArgs),
+    /// Rescan recorded SBOMs against offline vulnerability feeds, with OpenVEX.
+    Rescan(rescan::RescanArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
@@ -235,6 +238,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::ShowManifest(args) => show_manifest::exec(args),
         Command::Sbom(args) => sbom::exec(args),
+        Command::Rescan(args) => rescan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),

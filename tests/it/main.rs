@@ -42,6 +42,8 @@ mod readme;
 #[cfg(feature = "oci")]
 mod registry_auth;
 #[cfg(feature = "oci")]
+mod rescan;
+#[cfg(feature = "oci")]
 mod sbom;
 #[cfg(feature = "oci")]
 mod sign;

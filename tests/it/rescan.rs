@@ -1,0 +1,568 @@
+//! `kiln rescan` end to end: a busybox OCI build with a planted Debian 12
+//! dpkg database and `[build.sbom]`, registered in channel `prod`, is
+//! rescanned offline against feeds the test writes (Debian
+//! security-tracker JSON and a folder of OSV records) and OpenVEX
+//! documents: the planted vulnerable versions are found (epoch, `~` and
+//! revision boundaries included), a live VEX statement takes its finding
+//! out of the count, an expired one is ignored and said so, `--fail-on`
+//! sets the exit code. Debian version matching is cross-checked against
+//! `debsecan` (Debian's own scanner, python3-apt's comparison) reading the
+//! same status file and the same feed, served in its format on loopback.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+
+use crate::oci::busybox_rootfs;
+use crate::{assert_exit, text, Scratch};
+
+/// Installed packages (binary, version, source (version)) of the planted
+/// Debian 12 image.
+const STATUS: &str = "\
+Package: libssl3
+Status: install ok installed
+Architecture: amd64
+Source: openssl
+Version: 3.0.11-1~deb12u1
+
+Package: zlib1g
+Status: install ok installed
+Architecture: amd64
+Source: zlib
+Version: 1:1.2.13.dfsg-1
+
+Package: tar
+Status: install ok installed
+Architecture: amd64
+Version: 1.34+dfsg-1.2
+
+Package: bash
+Status: install ok installed
+Architecture: amd64
+Source: bash (5.2.15-2)
+Version: 5.2.15-2+b2
+
+Package: sudo
+Status: install ok installed
+Architecture: amd64
+Version: 1.9.13p3-1+deb12u1
+
+Package: libgnutls30
+Status: install ok installed
+Architecture: amd64
+Source: gnutls28
+Version: 3.7.9-2
+";
+
+/// Debian security-tracker JSON: (source, CVE, bookworm status, fixed
+/// version, urgency) and whether the planted version is affected.
+const TRACKER: &[(&str, &str, &str, &str, &str, bool)] = &[
+    // `~deb12u1` < `~deb12u2`: affected; fixed exactly at the installed
+    // version: not.
+    (
+        "openssl",
+        "CVE-2099-0001",
+        "resolved",
+        "3.0.11-1~deb12u2",
+        "high",
+        true,
+    ),
+    (
+        "openssl",
+        "CVE-2099-0002",
+        "resolved",
+        "3.0.11-1~deb12u1",
+        "high",
+        false,
+    ),
+    // The epoch: `1:` outweighs a larger upstream without one.
+    (
+        "zlib",
+        "CVE-2099-0003",
+        "resolved",
+        "1.2.14-1",
+        "medium",
+        false,
+    ),
+    (
+        "zlib",
+        "CVE-2099-0004",
+        "resolved",
+        "1:1.2.13.dfsg-2",
+        "high",
+        true,
+    ),
+    // Revisions: `-1.2` < `-1.2+deb12u1`, `-1.2` > `-1.1`.
+    (
+        "tar",
+        "CVE-2099-0005",
+        "resolved",
+        "1.34+dfsg-1.2+deb12u1",
+        "low",
+        true,
+    ),
+    (
+        "tar",
+        "CVE-2099-0006",
+        "resolved",
+        "1.34+dfsg-1.1",
+        "low",
+        false,
+    ),
+    // A binNMU: the source version (5.2.15-2) is what is compared.
+    (
+        "bash",
+        "CVE-2099-0007",
+        "resolved",
+        "5.2.15-2",
+        "medium",
+        false,
+    ),
+    // Open, no fix: affected whatever the version.
+    ("sudo", "CVE-2099-0008", "open", "", "unimportant", true),
+    // Never affected in bookworm.
+    ("gnutls28", "CVE-2099-0009", "resolved", "0", "high", false),
+];
+
+fn tracker_json() -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (pkg, cve, status, fixed, urgency, _) in TRACKER {
+        let mut rel = serde_json::json!({ "status": status, "urgency": urgency });
+        if !fixed.is_empty() {
+            rel["fixed_version"] = (*fixed).into();
+        }
+        m.entry(pkg.to_string())
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .unwrap()
+            .insert(
+                cve.to_string(),
+                serde_json::json!({ "description": "test", "releases": { "bookworm": rel, "bullseye": { "status": "open", "urgency": "high" } } }),
+            );
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The same feed in debsecan's own format (`VERSION 1`, vulnerability
+/// names, then `source,index,flags,fixed,` lines), zlib-compressed.
+fn debsecan_feed() -> Vec<u8> {
+    let mut names = String::new();
+    let mut lines = String::new();
+    for (i, (pkg, cve, status, fixed, urgency, _)) in TRACKER.iter().enumerate() {
+        names.push_str(&format!("{cve},,test\n"));
+        if *status == "resolved" && *fixed == "0" {
+            continue;
+        }
+        let u = match *urgency {
+            "low" => 'L',
+            "medium" => 'M',
+            "high" => 'H',
+            _ => ' ',
+        };
+        let fix = if fixed.is_empty() { ' ' } else { 'F' };
+        lines.push_str(&format!("{pkg},{i},S{u}?{fix},{fixed},\n"));
+    }
+    let body = format!("VERSION 1\n{names}\n{lines}\n\n");
+    let mut z = flate2::write::ZlibEncoder::new(vec![], flate2::Compression::default());
+    z.write_all(body.as_bytes()).unwrap();
+    z.finish().unwrap()
+}
+
+/// Serves `body` to every GET on loopback; returns the base URL.
+fn serve(body: Vec<u8>) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
+        }
+    });
+    url
+}
+
+const OSV_CRITICAL: &str = r#"{
+  "schema_version": "1.6.0",
+  "id": "DSA-9999-1",
+  "aliases": ["CVE-2099-1000"],
+  "summary": "openssl: planted critical",
+  "database_specific": { "severity": "CRITICAL" },
+  "affected": [{
+    "package": { "ecosystem": "Debian:12", "name": "openssl" },
+    "ranges": [{ "type": "ECOSYSTEM", "events": [ { "introduced": "0" }, { "fixed": "3.0.11-1~deb12u2" } ] }]
+  }]
+}"#;
+
+const OSV_OTHER_RELEASE: &str = r#"{
+  "id": "DSA-9999-2",
+  "database_specific": { "severity": "CRITICAL" },
+  "affected": [{
+    "package": { "ecosystem": "Debian:11", "name": "openssl" },
+    "ranges": [{ "type": "ECOSYSTEM", "events": [ { "introduced": "0" } ] }]
+  }]
+}"#;
+
+const OSV_LISTED: &str = r#"{
+  "id": "OSV-2099-3",
+  "database_specific": { "severity": "MODERATE" },
+  "affected": [{
+    "package": { "ecosystem": "Debian", "name": "gnutls28" },
+    "versions": ["3.7.9-2"]
+  }]
+}"#;
+
+/// OpenVEX: the critical (by its CVE alias) not affected until 2099; the
+/// zlib finding not affected until 2020, long expired.
+const VEX: &str = r#"{
+  "@context": "https://openvex.dev/ns/v0.2.0",
+  "@id": "https://example.com/vex/kiln-test",
+  "author": "Image Security <security@example.com>",
+  "timestamp": "2026-01-01T00:00:00Z",
+  "version": 1,
+  "statements": [
+    {
+      "vulnerability": { "name": "CVE-2099-1000" },
+      "products": [{ "@id": "pkg:oci/gated", "subcomponents": [{ "@id": "pkg:deb/debian/libssl3" }] }],
+      "status": "not_affected",
+      "justification": "vulnerable_code_not_in_execute_path",
+      "kiln:expires": "2099-01-01T00:00:00Z"
+    },
+    {
+      "vulnerability": { "name": "CVE-2099-0004" },
+      "products": [{ "@id": "pkg:deb/debian/zlib1g" }],
+      "status": "not_affected",
+      "justification": "inline_mitigations_already_exist",
+      "kiln:expires": "2020-01-01T00:00:00Z"
+    }
+  ]
+}"#;
+
+fn ready() -> bool {
+    crate::require("rescan", &["runc", "busybox"], true)
+}
+
+/// Builds and registers the planted image (channel `prod`).
+fn planted_build(s: &Scratch) {
+    busybox_rootfs(
+        s,
+        &[
+            ("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n"),
+            ("var/lib/dpkg/status", STATUS),
+        ],
+    );
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"gated\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\nnetwork = \"none\"\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.register]\nchannels = [\"prod\"]\n",
+    );
+    let o = s.kiln().arg("build").arg(&t).output().unwrap();
+    assert_exit(&o, 0);
+}
+
+fn write_feeds(s: &Scratch) {
+    s.write("tracker.json", &tracker_json().to_string());
+    s.write("osv/DSA-9999-1.json", OSV_CRITICAL);
+    s.write("osv/DSA-9999-2.json", OSV_OTHER_RELEASE);
+    s.write("osv/OSV-2099-3.json", OSV_LISTED);
+    s.write("vex.json", VEX);
+}
+
+/// (id, package) of every finding in a `--json` report, with the VEX
+/// status each carries.
+fn findings(report: &serde_json::Value) -> Vec<(String, String, Option<String>)> {
+    report["versions"][0]["artifacts"][0]["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings in {report:#}"))
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["package"].as_str().unwrap().to_string(),
+                f["vex"]["status"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    planted_build(&s);
+    write_feeds(&s);
+
+    let o = s
+        .kiln()
+        .args([
+            "rescan",
+            "gated",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let (out, err) = text(&o);
+    assert!(
+        err.contains("vex.json#2") && err.contains("expired") && err.contains("ignored"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["versions"][0]["version"], "1.0.0+1", "{r:#}");
+    assert_eq!(r["versions"][0]["channels"], serde_json::json!(["prod"]));
+    assert_eq!(r["versions"][0]["artifacts"][0]["scanned"], true);
+    let got: BTreeSet<_> = findings(&r).into_iter().collect();
+    let not_affected = Some("not_affected".to_string());
+    let want: BTreeSet<(String, String, Option<String>)> = [
+        ("CVE-2099-0001", "libssl3", None),
+        ("DSA-9999-1", "libssl3", not_affected.clone()),
+        ("CVE-2099-0004", "zlib1g", None),
+        ("CVE-2099-0005", "tar", None),
+        ("CVE-2099-0008", "sudo", None),
+        ("OSV-2099-3", "libgnutls30", None),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c))
+    .collect();
+    assert_eq!(got, want);
+    let counts = &r["versions"][0]["counts"];
+    assert_eq!(counts["critical"], 0, "{counts}");
+    assert_eq!(counts["high"], 2, "{counts}");
+    assert_eq!(counts["medium"], 1, "{counts}");
+    assert_eq!(counts["low"], 2, "{counts}");
+    assert_eq!(counts["vex_not_affected"], 1, "{counts}");
+    assert_eq!(r["channels"][0]["channel"], "prod");
+    let zlib = r["versions"][0]["artifacts"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["package"] == "zlib1g")
+        .unwrap();
+    assert_eq!(zlib["fixed"], "1:1.2.13.dfsg-2");
+    assert!(
+        zlib["expired_vex"][0]
+            .as_str()
+            .unwrap()
+            .contains("vex.json#2"),
+        "{zlib}"
+    );
+
+    // Thresholds: the critical is VEX'd away, the highs are not.
+    let o = s
+        .kiln()
+        .args([
+            "rescan",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--fail-on",
+            "critical",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let out = text(&o).0;
+    assert!(
+        out.contains(
+            "channel gated/prod -> 1.0.0+1: 2 high, 1 medium, 2 low; 1 not affected per VEX"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("[VEX not_affected by Image Security <security@example.com> until 2099-01-01T00:00:00Z]"), "{out}");
+    let o = s
+        .kiln()
+        .args([
+            "rescan",
+            "--feed",
+            "tracker.json",
+            "--feed",
+            "osv",
+            "--vex",
+            "vex.json",
+            "--fail-on",
+            "high",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    // Without the VEX document the critical counts.
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--fail-on", "critical"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(text(&o).0.contains("critical DSA-9999-1"), "{:?}", text(&o));
+
+    // The recorded SBOM edited after the build: not scanned, exit 1.
+    let cdx = walk(&s.state().join("manifests"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".cdx.json"))
+        .unwrap();
+    let doc = std::fs::read_to_string(&cdx).unwrap();
+    std::fs::write(&cdx, doc.replace("3.0.11-1~deb12u1", "3.0.11-1~deb12u9")).unwrap();
+    let o = s.kiln().args(["rescan", "--feed", "osv"]).output().unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        text(&o).0.contains("NOT SCANNED")
+            && text(&o).0.contains("is not the one the manifest recorded"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Hostile inputs, no catalog needed: a broken feed is named by
+/// file:line:col, a VEX statement without an expiry or author is refused
+/// by position, an unsupported OSV range type by name.
+#[test]
+fn bad_feeds_and_vex_are_refused_with_their_position() {
+    let s = Scratch::new();
+    s.write("bad.json", "{\n  \"id\": \"X\",\n  \"affected\": [,]\n}\n");
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "bad.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("bad.json:3:"), "{:?}", text(&o));
+    s.write("semver.json", r#"{"id":"G","affected":[{"package":{"ecosystem":"Debian:12","name":"a"},"ranges":[{"type":"GIT","events":[]}]}]}"#);
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "semver.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).1.contains("range type `GIT` is not supported"),
+        "{:?}",
+        text(&o)
+    );
+    s.write("osv/a.json", OSV_CRITICAL);
+    s.write(
+        "vex.json",
+        &VEX.replace(
+            "\"kiln:expires\": \"2020-01-01T00:00:00Z\"",
+            "\"impact_statement\": \"x\"",
+        ),
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--vex", "vex.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o)
+            .1
+            .contains("vex.json#2: the statement has no expiry"),
+        "{:?}",
+        text(&o)
+    );
+    s.write(
+        "anon.json",
+        &VEX.replace("\"author\": \"Image Security <security@example.com>\",", ""),
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--vex", "anon.json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o)
+            .1
+            .contains("anon.json#1: the statement is not attributed"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+/// debsecan, on the same status file and the same tracker data (in its
+/// own format, served on loopback), reports the same (CVE, package)
+/// pairs as `kiln rescan` does from the image's SBOM; and both agree with
+/// the expectations written beside the feed.
+#[test]
+fn debian_matching_agrees_with_debsecan() {
+    if !ready() || !crate::require("rescan (debsecan cross-check)", &["debsecan"], false) {
+        return;
+    }
+    let s = Scratch::new();
+    planted_build(&s);
+    write_feeds(&s);
+    let status = s.write("status", STATUS);
+    let url = serve(debsecan_feed());
+    let o = std::process::Command::new("debsecan")
+        .args(["--suite", "bookworm", "--format", "simple", "--history"])
+        .arg(s.path().join("history"))
+        .arg("--source")
+        .arg(&url)
+        .arg("--status")
+        .arg(&status)
+        .arg("--whitelist")
+        .arg(s.path().join("whitelist"))
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let theirs: BTreeSet<(String, String)> = text(&o)
+        .0
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "tracker.json", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let ours: BTreeSet<(String, String)> = findings(&r)
+        .into_iter()
+        .map(|(id, pkg, _)| (id, pkg))
+        .collect();
+    assert_eq!(ours, theirs, "kiln (left) and debsecan (right) disagree");
+    fn binary_of(src: &str) -> &str {
+        match src {
+            "openssl" => "libssl3",
+            "zlib" => "zlib1g",
+            "gnutls28" => "libgnutls30",
+            other => other,
+        }
+    }
+    let expected: BTreeSet<(String, String)> = TRACKER
+        .iter()
+        .filter(|t| t.5)
+        .map(|t| (t.1.to_string(), binary_of(t.0).to_string()))
+        .collect();
+    assert_eq!(ours, expected);
+}
