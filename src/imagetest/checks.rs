@@ -632,7 +632,6 @@ async fn shell(
     Ok(vec![check("exit_status", 0, observed, r.code == 0)])
 }
 
-
 /// `: a | b | c`, the last three of `lines`, or nothing: what a failed
 /// command showed, in one line.
 pub(super) fn last_lines<'a>(lines: impl DoubleEndedIterator<Item = &'a String>) -> String {
