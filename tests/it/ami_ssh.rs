@@ -625,7 +625,7 @@ inline = ["touch {started}", "i=0; while [ ! -e {gate} ] && [ $i -lt 900 ]; do s
     assert!(
         text(&clean)
             .0
-            .contains("security groups and key pairs tagged kiln:run="),
+            .contains("key pairs and security groups tagged kiln:run="),
         "{}",
         text(&clean).0
     );
