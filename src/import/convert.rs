@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use super::model::{Block, Expr, Input, Loc, Node};
+use super::model::{Block, Expr, Input, Loc, Node, Part};
 use super::report::{Level, Report};
 use super::translate::{Binding, Names};
 
@@ -142,6 +142,40 @@ impl<'a> Converter<'a> {
                 false
             }
         }
+    }
+
+    /// A string in which Packer's build variables named in `placeholders`
+    /// (`{{ .Path }}`) become kiln's placeholders (`{path}`); any other
+    /// build variable is reported, as [`Self::text`] does.
+    pub(super) fn text_with_placeholders(
+        &mut self,
+        n: &Node,
+        construct: &str,
+        placeholders: &[(&str, &str)],
+    ) -> Option<String> {
+        let parts = match &n.expr {
+            Expr::Str(s) if s.contains("{{") => super::gotmpl::parts(s, &n.loc),
+            Expr::Template(parts) => parts.clone(),
+            _ => return self.text(n, construct, false),
+        };
+        let parts = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Interp(Node {
+                    expr: Expr::Other(ref w),
+                    ..
+                }) => match placeholders.iter().find(|(packer, _)| w.contains(packer)) {
+                    Some((_, kiln)) => Part::Lit((*kiln).into()),
+                    None => p,
+                },
+                p => p,
+            })
+            .collect();
+        let node = Node {
+            expr: Expr::Template(parts),
+            loc: n.loc.clone(),
+        };
+        self.text(&node, construct, false)
     }
 
     /// A string (or `None`, reported as for [`Self::put`]).

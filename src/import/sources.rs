@@ -5,7 +5,7 @@
 use toml_edit::{Array, InlineTable, Item, Table, Value};
 
 use super::convert::Converter;
-use super::model::{Attr, Block, Expr, Node, Part};
+use super::model::{Attr, Block, Expr, Node};
 use super::report::Level;
 use super::translate::Binding;
 
@@ -504,30 +504,14 @@ impl Converter<'_> {
     /// `{{ .HTTPPort }}` as kiln's `{http_ip}` and `{http_port}`; other
     /// build variables are reported.
     fn boot_command_text(&mut self, n: &Node, construct: &str) -> Option<String> {
-        let parts = match &n.expr {
-            Expr::Str(s) if s.contains("{{") => super::gotmpl::parts(s, &n.loc),
-            Expr::Template(parts) => parts.clone(),
-            _ => return self.text(n, construct, false),
-        };
-        let parts = parts
-            .into_iter()
-            .map(|p| match p {
-                Part::Interp(Node {
-                    expr: Expr::Other(w),
-                    ..
-                }) if w.contains("{{ .HTTPIP }}") => Part::Lit("{http_ip}".into()),
-                Part::Interp(Node {
-                    expr: Expr::Other(w),
-                    ..
-                }) if w.contains("{{ .HTTPPort }}") => Part::Lit("{http_port}".into()),
-                p => p,
-            })
-            .collect();
-        let node = Node {
-            expr: Expr::Template(parts),
-            loc: n.loc.clone(),
-        };
-        self.text(&node, construct, false)
+        self.text_with_placeholders(
+            n,
+            construct,
+            &[
+                ("{{ .HTTPIP }}", "{http_ip}"),
+                ("{{ .HTTPPort }}", "{http_port}"),
+            ],
+        )
     }
 
     /// Packer sizes are MiB numbers (or strings with a unit); kiln's are

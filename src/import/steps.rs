@@ -8,7 +8,7 @@
 use toml_edit::{Array, InlineTable, Item, Table, Value};
 
 use super::convert::Converter;
-use super::model::{Attr, Block, Expr, Node, Part};
+use super::model::{Attr, Block, Expr, Node};
 use super::report::Level;
 
 impl Converter<'_> {
@@ -229,30 +229,11 @@ impl Converter<'_> {
     /// Packer's `execute_command` with `{{ .Path }}` and `{{ .Vars }}` as
     /// kiln's `{path}` and `{vars}`; any other build variable is reported.
     fn execute_command(&mut self, n: &Node, construct: &str) -> Option<String> {
-        let parts = match &n.expr {
-            Expr::Str(s) if s.contains("{{") => super::gotmpl::parts(s, &n.loc),
-            Expr::Template(parts) => parts.clone(),
-            _ => return self.text(n, construct, false),
-        };
-        let parts = parts
-            .into_iter()
-            .map(|p| match p {
-                Part::Interp(Node {
-                    expr: Expr::Other(w),
-                    ..
-                }) if w.contains("{{ .Path }}") => Part::Lit("{path}".into()),
-                Part::Interp(Node {
-                    expr: Expr::Other(w),
-                    ..
-                }) if w.contains("{{ .Vars }}") => Part::Lit("{vars}".into()),
-                p => p,
-            })
-            .collect();
-        let node = Node {
-            expr: Expr::Template(parts),
-            loc: n.loc.clone(),
-        };
-        self.text(&node, construct, false)
+        self.text_with_placeholders(
+            n,
+            construct,
+            &[("{{ .Path }}", "{path}"), ("{{ .Vars }}", "{vars}")],
+        )
     }
 
     /// `["K=V", …]` as kiln's `env = { K = "V" }`.
