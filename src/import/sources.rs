@@ -265,22 +265,11 @@ impl Converter<'_> {
                         t.insert("disk", toml_edit::value(p));
                     }
                 }
-                "iso_checksum" if disk_image => match a.value.as_str() {
-                    Some(s)
-                        if s.starts_with("sha256:")
-                            || s.starts_with("sha512:")
-                            || s.starts_with("file:") =>
-                    {
-                        t.insert("disk_checksum", toml_edit::value(s));
+                "iso_checksum" if disk_image => match a.value.as_str().and_then(checksum) {
+                    Some(sum) => {
+                        t.insert("disk_checksum", toml_edit::value(sum));
                     }
-                    Some(s)
-                        if (s.len() == 64 || s.len() == 128)
-                            && s.chars().all(|c| c.is_ascii_hexdigit()) =>
-                    {
-                        let algo = if s.len() == 64 { "sha256" } else { "sha512" };
-                        t.insert("disk_checksum", toml_edit::value(format!("{algo}:{s}")));
-                    }
-                    _ => self.report.push(
+                    None => self.report.push(
                         Level::NotConverted,
                         c,
                         Some(&a.loc),
@@ -313,22 +302,11 @@ impl Converter<'_> {
                         t.insert("iso_url", toml_edit::value(v));
                     }
                 }
-                "iso_checksum" => match a.value.as_str() {
-                    Some(s)
-                        if s.starts_with("sha256:")
-                            || s.starts_with("sha512:")
-                            || s.starts_with("file:") =>
-                    {
-                        t.insert("iso_checksum", toml_edit::value(s));
+                "iso_checksum" => match a.value.as_str().and_then(checksum) {
+                    Some(sum) => {
+                        t.insert("iso_checksum", toml_edit::value(sum));
                     }
-                    Some(s)
-                        if (s.len() == 64 || s.len() == 128)
-                            && s.chars().all(|c| c.is_ascii_hexdigit()) =>
-                    {
-                        let algo = if s.len() == 64 { "sha256" } else { "sha512" };
-                        t.insert("iso_checksum", toml_edit::value(format!("{algo}:{s}")));
-                    }
-                    _ => self.report.push(
+                    None => self.report.push(
                         Level::NotConverted,
                         c,
                         Some(&a.loc),
@@ -819,4 +797,20 @@ impl Converter<'_> {
         }
         Table::new()
     }
+}
+
+/// Packer's `iso_checksum` in kiln's form: `sha256:`/`sha512:`/`file:` as
+/// they are, a bare hex digest with its algorithm named by its length.
+fn checksum(s: &str) -> Option<String> {
+    if s.starts_with("sha256:") || s.starts_with("sha512:") || s.starts_with("file:") {
+        return Some(s.to_string());
+    }
+    let algo = match s.len() {
+        64 => "sha256",
+        128 => "sha512",
+        _ => return None,
+    };
+    s.chars()
+        .all(|c| c.is_ascii_hexdigit())
+        .then(|| format!("{algo}:{s}"))
 }
