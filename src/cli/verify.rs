@@ -465,14 +465,21 @@ fn verify_disk_image(
             prov.display()
         ));
     }
+    let mut detail = serde_json::json!({
+        "artifact": { "id": path, "digest": digest },
+        "signature": blob::sig_path(path),
+        "provenance": prov,
+        "predicateType": statement["predicateType"],
+        "invocationId": statement["predicate"]["runDetails"]["metadata"]["invocationId"],
+    });
+    // The latest test run's attestation, beside the disk (a build's tests
+    // or a later `kiln test`), for `--require-tests`.
+    let tests = crate::sign::testresult::beside(path);
+    if tests.is_file() {
+        detail["tests"] = serde_json::json!({ "attestation": { "file": tests } });
+    }
     Ok((
-        serde_json::json!({
-            "artifact": { "id": path, "digest": digest },
-            "signature": blob::sig_path(path),
-            "provenance": prov,
-            "predicateType": statement["predicateType"],
-            "invocationId": statement["predicate"]["runDetails"]["metadata"]["invocationId"],
-        }),
+        detail,
         format!(
             "verified disk image `{}` ({digest}): signature `{}` and provenance `{}` (build {})",
             path.display(),
@@ -853,7 +860,7 @@ fn layout_tests(
     let dir = testresult::layout_dir(layout);
     let tag = layout.strip_prefix(dir).and_then(|t| t.strip_prefix(':'));
     let digest = testresult::layout_digest(std::path::Path::new(dir), tag)?;
-    let beside = testresult::beside_layout(std::path::Path::new(dir));
+    let beside = testresult::beside(std::path::Path::new(dir));
     let bytes = std::fs::read(&beside).map_err(|e| {
         format!(
             "`oci-layout:{layout}` ({digest}): no test attestation: cannot read `{}`: {e}",

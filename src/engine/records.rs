@@ -142,8 +142,8 @@ pub(super) async fn write_artifact_records(
 }
 
 /// The signed test-result statement of a tested artifact: beside the
-/// manifest, attached to registry images, beside OCI layouts (`DIR` →
-/// `DIR.tests.intoto.json`); recorded in `artifact.tests` (`attestation`)
+/// manifest, attached to registry images, beside OCI layouts and disk
+/// images (`DIR.tests.intoto.json`, `FILE.tests.intoto.json`); recorded in `artifact.tests` (`attestation`)
 /// for the manifest. Without a signing key the report is only recorded.
 pub(super) async fn write_test_attestation(
     dir: &Path,
@@ -205,11 +205,25 @@ pub(super) async fn write_test_attestation(
     }
     if let Some(layout) = artifact.id.strip_prefix("oci-layout:") {
         let layout_dir = crate::sign::testresult::layout_dir(layout);
-        let beside = crate::sign::testresult::beside_layout(Path::new(layout_dir));
+        let beside = crate::sign::testresult::beside(Path::new(layout_dir));
         manifest::write_atomic(&beside, &env_bytes)
             .map_err(|e| format!("cannot write the test attestation: {e}"))?;
         say(format!(
             "test attestation beside the layout: `{}`",
+            beside.display()
+        ));
+        paths.push(beside.clone());
+        attached = format!("file:{}", beside.display()).into();
+    }
+    // A disk image (QEMU): its attestation goes beside it, like its
+    // signature and provenance, for `kiln verify FILE --require-tests`.
+    let disk = Path::new(&artifact.id);
+    if disk.is_absolute() && disk.is_file() {
+        let beside = crate::sign::testresult::beside(disk);
+        manifest::write_atomic(&beside, &env_bytes)
+            .map_err(|e| format!("cannot write the test attestation: {e}"))?;
+        say(format!(
+            "test attestation beside the disk image: `{}`",
             beside.display()
         ));
         paths.push(beside.clone());

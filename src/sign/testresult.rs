@@ -49,8 +49,9 @@ pub fn layout_dir(layout: &str) -> &str {
     }
 }
 
-/// Where a layout's test attestation lives: `DIR.tests.intoto.json`.
-pub fn beside_layout(dir: &std::path::Path) -> std::path::PathBuf {
+/// Where the test attestation of an OCI layout or a disk image lives:
+/// beside it, `DIR.tests.intoto.json` or `FILE.tests.intoto.json`.
+pub fn beside(dir: &std::path::Path) -> std::path::PathBuf {
     let mut name = dir.as_os_str().to_owned();
     name.push(".tests.intoto.json");
     std::path::PathBuf::from(name)

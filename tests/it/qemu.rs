@@ -79,6 +79,7 @@ pub(crate) fn build(
         .arg(template)
         .env("KILN_TMPFS", &tmpfs.0)
         .env("KILN_QEMU_TEST_TOKEN", SECRET)
+        .env("KILN_PASSWORD", "test-pw")
         .output()
         .unwrap();
     let summary = crate::json_summary(&o);
@@ -968,8 +969,12 @@ inline = ["grep -qx from-the-host /etc/greeting", "echo greeting checked", "! ls
 /// `[[build.test]]` on a QEMU artifact: after the export, a fresh guest
 /// boots from the exported disk (on its own overlay) and the checks run
 /// there over SSH — what the build left only in memory (`/run`) is gone,
-/// what it wrote to the disk is there, sshd runs. Then `kiln test` runs a
-/// failing expectation against the same disk: exit 1, the disk unchanged.
+/// what it wrote to the disk is there, sshd runs. The signed test
+/// attestation lands beside the disk, so `kiln verify DISK
+/// --require-tests` passes. Then `kiln test` runs a failing expectation
+/// against the same disk: exit 1, the disk unchanged, and its signed
+/// (failing) attestation replaces the one beside the disk, so
+/// `--require-tests` now refuses it.
 #[test]
 fn qemu_artifact_tests_boot_the_exported_disk() {
     if !ready() {
@@ -979,9 +984,13 @@ fn qemu_artifact_tests_boot_the_exported_disk() {
     let base = img.join("disk.qcow2");
     let s = Scratch::new();
     let tmpfs = TmpfsDir::new();
+    s.keygen("cosign", "test-pw");
     let body = |want: &str| {
         format!(
             r#"
+[build.sign]
+key = "cosign.key"
+
 [[build.provisioner]]
 type = "shell"
 inline = ["echo provisioned > /etc/kiln-proof", "echo build-only > /run/kiln-build-only"]
@@ -1032,6 +1041,19 @@ stdout_matches = "^[0-9a-f-]{{36}}$"
     assert_nothing_left(&s, &tmpfs);
     let disk = s.path().join("out/deb.qcow2");
     let digest = sha256(&disk);
+    let beside = s.path().join("out/deb.qcow2.tests.intoto.json");
+    assert!(beside.is_file(), "the test attestation is beside the disk");
+    let verify = || {
+        s.kiln()
+            .args(["verify", "--require-tests", "--key", "cosign.pub"])
+            .arg(&disk)
+            .output()
+            .unwrap()
+    };
+    let o = verify();
+    let (v_out, v_err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{v_out}{v_err}");
+    assert!(v_out.contains("tests: PASSED"), "{v_out}");
 
     // `kiln test` with an expectation the disk does not meet.
     let t2 = s.write(
@@ -1049,6 +1071,7 @@ stdout_matches = "^[0-9a-f-]{{36}}$"
         .arg(&disk)
         .env("KILN_TMPFS", &tmpfs.0)
         .env("KILN_QEMU_TEST_TOKEN", SECRET)
+        .env("KILN_PASSWORD", "test-pw")
         .output()
         .unwrap();
     let (o_out, o_err) = text(&o);
@@ -1058,6 +1081,13 @@ stdout_matches = "^[0-9a-f-]{{36}}$"
         "the failing check is named: {o_out}{o_err}"
     );
     assert_eq!(sha256(&disk), digest, "the artifact was not written to");
+    let o = verify();
+    let (v_out, v_err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{v_out}{v_err}");
+    assert!(
+        format!("{v_out}{v_err}").contains("did not pass"),
+        "the later failing run counts: {v_out}{v_err}"
+    );
     assert_nothing_left(&s, &tmpfs);
 }
 
