@@ -278,6 +278,19 @@ fn qemu_download_resumes_after_a_dropped_connection() {
             .any(|e| e["bytes"] == half as u64 && e["done"] == false),
         "the resumed download reports from where it resumed: {events:?}"
     );
+    // A bounded rate: besides each attempt's first report and the last,
+    // at most one per 500 ms.
+    let at = |e: &serde_json::Value| {
+        humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap()
+    };
+    let span = at(events.last().unwrap())
+        .duration_since(at(&events[0]))
+        .unwrap();
+    assert!(
+        events.len() as u128 <= 3 + span.as_millis() / 500 + 1,
+        "{} events in {span:?}: {events:?}",
+        events.len()
+    );
     let end = events.last().unwrap();
     assert_eq!(end["done"], true, "{end}");
     assert_eq!(end["bytes"], data.len() as u64, "{end}");
