@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn strpos_plain_and_literal_strings_map_one_to_one() {
-        assert_eq!(value_offsets("\"ab<x>\"", "ab<x>").unwrap(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            value_offsets("\"ab<x>\"", "ab<x>").unwrap(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
         assert_eq!(value_offsets("'a\\b'", "a\\b").unwrap(), vec![1, 2, 3, 4]);
         assert_eq!(at("'''\nx<y>'''", "x<y>", 1), '<');
     }

@@ -1223,6 +1223,10 @@ fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
         "AAVMF's boot manager ran within 4 minutes under TCG: {seen}"
     );
     assert!(!status.success(), "stopped before SSH: {seen}");
-    assert_eq!(sha256(vars), vars_digest, "AAVMF's own variable store changed");
+    assert_eq!(
+        sha256(vars),
+        vars_digest,
+        "AAVMF's own variable store changed"
+    );
     assert_nothing_left(&s, &tmpfs);
 }

@@ -113,7 +113,9 @@ fn serve(
             range,
             status: 404,
         });
-        return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return conn.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     };
     let first = !seen.lock().unwrap().iter().any(|s| s.path == path);
     let from = range
@@ -261,7 +263,10 @@ fn qemu_download_resumes_after_a_dropped_connection() {
     assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
 
     let events = download_events(&out);
-    assert!(events.len() >= 3, "a first, a resumed and a last: {events:?}");
+    assert!(
+        events.len() >= 3,
+        "a first, a resumed and a last: {events:?}"
+    );
     let mut last = 0;
     for e in &events {
         assert_eq!(e["url"], url.as_str(), "{e}");
@@ -280,9 +285,7 @@ fn qemu_download_resumes_after_a_dropped_connection() {
     );
     // A bounded rate: besides each attempt's first report and the last,
     // at most one per 500 ms.
-    let at = |e: &serde_json::Value| {
-        humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap()
-    };
+    let at = |e: &serde_json::Value| humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap();
     let span = at(events.last().unwrap())
         .duration_since(at(&events[0]))
         .unwrap();
@@ -310,7 +313,10 @@ fn qemu_download_resumes_after_a_dropped_connection() {
     let left: Vec<_> = std::fs::read_dir(s.state().join("qemu/bases"))
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "`kiln cleanup --caches` empties it: {left:?}");
+    assert!(
+        left.is_empty(),
+        "`kiln cleanup --caches` empties it: {left:?}"
+    );
 }
 
 /// A server that ignores `Range` answers the resumed request with the
@@ -372,7 +378,10 @@ fn qemu_download_starts_over_when_range_is_ignored_or_the_partial_is_wrong() {
     let ranges: Vec<_> = seen.iter().map(|s| (s.range.clone(), s.status)).collect();
     assert_eq!(
         ranges,
-        vec![(Some(format!("bytes={}-", data.len() / 4)), 206), (None, 200)],
+        vec![
+            (Some(format!("bytes={}-", data.len() / 4)), 206),
+            (None, 200)
+        ],
         "{out}"
     );
     assert!(

@@ -180,7 +180,8 @@ pub fn parse(s: &str) -> Result<Vec<Token>, ParseError> {
                 column: i + 1,
                 len: 1,
                 message: format!("`{}` cannot be typed", c.escape_default()),
-                help: "a US keyboard types printable ASCII; use <enter>, <tab>… for the rest".into(),
+                help: "a US keyboard types printable ASCII; use <enter>, <tab>… for the rest"
+                    .into(),
             });
         }
         out.push(Token::Char(c));
@@ -420,12 +421,23 @@ mod tests {
         assert!(e.help.starts_with("did you mean `<enter>`?"), "{}", e.help);
         let e = parse("x <enter").unwrap_err();
         assert_eq!((e.column, e.len), (3, 6));
-        assert!(e.message.contains("`<enter` is not closed"), "{}", e.message);
+        assert!(
+            e.message.contains("`<enter` is not closed"),
+            "{}",
+            e.message
+        );
         let e = parse("<wait5x>").unwrap_err();
         assert_eq!((e.column, e.len), (6, 2), "the duration itself");
-        assert!(e.message.contains("`5x` is not a duration"), "{}", e.message);
+        assert!(
+            e.message.contains("`5x` is not a duration"),
+            "{}",
+            e.message
+        );
         // A `<` before text that names no key is typed.
-        assert!(parse("a <b> c<d").is_err(), "`<b>` is a tag-like unknown key");
+        assert!(
+            parse("a <b> c<d").is_err(),
+            "`<b>` is a tag-like unknown key"
+        );
         assert!(parse("if a<b then").is_ok());
     }
 

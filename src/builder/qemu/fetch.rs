@@ -526,9 +526,16 @@ async fn download(
             .await
             .map_err(|e| Failure::Mirror(BuildError::io("cannot read the base")(e)))?;
         let total = src.metadata().await.ok().map(|m| m.len());
-        file = open_part(part, 0, &mut hasher).await.map_err(Failure::Mirror)?;
+        file = open_part(part, 0, &mut hasher)
+            .await
+            .map_err(Failure::Mirror)?;
         bytes = 0;
-        meter = Meter { url, total, last: None, progress: report.progress };
+        meter = Meter {
+            url,
+            total,
+            last: None,
+            progress: report.progress,
+        };
         meter.tick(0);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -593,9 +600,16 @@ async fn download(
                 String::new()
             }
         ));
-        file = open_part(part, offset, &mut hasher).await.map_err(Failure::Mirror)?;
+        file = open_part(part, offset, &mut hasher)
+            .await
+            .map_err(Failure::Mirror)?;
         bytes = offset;
-        meter = Meter { url, total, last: None, progress: report.progress };
+        meter = Meter {
+            url,
+            total,
+            last: None,
+            progress: report.progress,
+        };
         meter.tick(bytes);
         loop {
             let chunk = match resp.chunk().await {
@@ -702,11 +716,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.img");
         std::fs::write(&base, b"abc").unwrap();
-        let want = Checksum::literal(
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        )
-        .unwrap()
-        .unwrap();
+        let want =
+            Checksum::literal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+                .unwrap()
+                .unwrap();
         let state = dir.path().join("state");
         let cache = state.join(CACHE);
         crate::builder::cache::private_dir(&cache).unwrap();

@@ -616,13 +616,22 @@ mod tests {
         });
         assert_eq!(spec.emulator(), "qemu-system-aarch64");
         let line = line(&spec);
-        assert!(line.starts_with("-machine virt -accel tcg -cpu max "), "{line}");
+        assert!(
+            line.starts_with("-machine virt -accel tcg -cpu max "),
+            "{line}"
+        );
         assert!(
             line.contains("-drive if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd -drive if=pflash,unit=1,format=raw,file=/w/efivars.fd"),
             "{line}"
         );
-        assert!(line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2"), "{line}");
-        assert!(line.contains("-device virtio-net-pci,netdev=kiln-net"), "{line}");
+        assert!(
+            line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-device virtio-net-pci,netdev=kiln-net"),
+            "{line}"
+        );
         for absent in ["-kernel", "smm", "q35", "ide-cd"] {
             assert!(!line.contains(absent), "{absent}: {line}");
         }
