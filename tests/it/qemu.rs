@@ -44,7 +44,7 @@ pub(crate) fn sha256(path: &Path) -> String {
 
 /// A private folder on tmpfs for the build's sockets and seed
 /// (`KILN_TMPFS`), so the test can see that it is emptied.
-pub(crate) struct TmpfsDir(PathBuf);
+pub(crate) struct TmpfsDir(pub(crate) PathBuf);
 
 impl TmpfsDir {
     pub(crate) fn new() -> TmpfsDir {

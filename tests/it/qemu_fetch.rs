@@ -1,8 +1,9 @@
 //! Downloads of QEMU bases end to end: `kiln build --json` against an
 //! HTTP server started by the test that cuts its first answer off
-//! half-way, honours `Range` or ignores it. The download resumes (or
-//! starts over), is verified, reports progress as `download` events and
-//! lands in the cache that `kiln cleanup --caches` empties. The guest is
+//! half-way, honours `Range` or ignores it, and against a kiln killed in
+//! the middle of a download. The download resumes (or starts over), is
+//! verified, reports progress as `download` events and lands in the cache
+//! that `kiln cleanup --caches` empties. The guest is
 //! a disk with no OS under real QEMU (TCG) that never answers SSH: the
 //! build fails after the download, which is what is looked at.
 
@@ -391,5 +392,65 @@ fn qemu_download_starts_over_when_range_is_ignored_or_the_partial_is_wrong() {
     assert!(out.contains(&format!("sha256:{digest} verified")), "{out}");
     assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
     assert!(!part.exists(), "the partial file became the cached base");
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// kiln is killed (SIGKILL) in the middle of a download. The next build
+/// is not blocked by the dead build's lock, and resumes the `.part` file
+/// it left with `Range: bytes=<its size>-`.
+#[test]
+fn qemu_download_killed_midway_is_resumed_by_the_next_build() {
+    if !ready() {
+        return;
+    }
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let (data, digest) = base_disk(&s);
+    let server = RangeServer::start(
+        HashMap::from([("/base.img".to_string(), data.clone())]),
+        Behaviour {
+            ranges: true,
+            cut_first_at: None,
+            pause: Duration::from_millis(100),
+        },
+    );
+    let t = url_template(&s, &format!("http://{}/base.img", server.addr), &digest);
+    let mut child = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("KILN_TMPFS", &tmpfs.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let midway = lines.by_ref().map_while(Result::ok).any(|l| {
+        serde_json::from_str::<serde_json::Value>(&l).is_ok_and(|e| {
+            e["event"] == "download" && e["bytes"].as_u64().unwrap_or(0) > 0 && e["done"] == false
+        })
+    });
+    assert!(midway, "kiln reported no progress before the end");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lines);
+    let part = s
+        .state()
+        .join("qemu/bases")
+        .join(format!(".sha256-{digest}.part"));
+    let left = std::fs::metadata(&part)
+        .expect("the partial download")
+        .len();
+    assert!(left > 0 && left < data.len() as u64, "{left}");
+    crate::assert_exit(&s.kiln().arg("cleanup").output().unwrap(), 0);
+
+    let (code, summary, out) = build(&s, &tmpfs, &t);
+    assert_eq!(code, 1, "{summary}\n{out}");
+    let seen = server.seen("/base.img");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].range, Some(format!("bytes={left}-")), "{out}");
+    assert_eq!(seen[1].status, 206);
+    assert!(out.contains(&format!("resuming at byte {left}")), "{out}");
+    assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
     assert_nothing_left(&s, &tmpfs);
 }
