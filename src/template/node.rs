@@ -225,6 +225,12 @@ mod tests {
         assert_eq!(d.0[0].location().unwrap().1, 1);
         assert_eq!(d.0[1].location().unwrap().1, 2);
 
+        // Through an escape, the error points at the `${`, not the string.
+        let f = file("a = \"\\u00e9 ${}\"\n");
+        let mut d = Diagnostics::default();
+        parse_document(&f, &mut d).unwrap();
+        assert_eq!(d.0[0].location().unwrap().2, 13, "{}", d.0[0]);
+
         let f = file("a = = 1\n");
         let mut d = Diagnostics::default();
         assert!(parse_document(&f, &mut d).is_none());
