@@ -13,7 +13,7 @@ use tokio::process::Child;
 use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{bootcmd, disk, fetch, firmware, httpserve, seed};
+use super::{bootcmd, disk, download, fetch, firmware, httpserve, seed};
 use crate::builder::ArtifactInstance;
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
@@ -428,7 +428,7 @@ impl Builder for QemuBuilder {
             (BaseSource::Path(d), _) => (ctx.template_dir.join(d), false),
             (BaseSource::Urls(urls), Some(want)) => {
                 let say = |m: String| ctx.message(m);
-                let progress = |p: fetch::Progress<'_>| {
+                let progress = |p: download::Progress<'_>| {
                     ctx.emit(crate::ui::Event::Download {
                         job: Some(ctx.name.clone()),
                         url: p.url.to_string(),
@@ -437,11 +437,11 @@ impl Builder for QemuBuilder {
                         done: p.done,
                     })
                 };
-                let report = fetch::Report {
+                let report = download::Report {
                     say: &say,
                     progress: &progress,
                 };
-                fetch::cached_base(urls, want, &ctx.state_dir, &report).await?
+                download::cached_base(urls, want, &ctx.state_dir, &report).await?
             }
             (BaseSource::Urls(_), None) => unreachable!("checked in from_plan"),
         };

@@ -12,6 +12,8 @@ mod build;
 #[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
+mod download;
+#[cfg(feature = "qemu")]
 mod fetch;
 #[cfg(feature = "qemu")]
 mod firmware;
