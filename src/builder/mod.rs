@@ -290,7 +290,20 @@ impl Builders {
             provisioners: crate::provisioner::SCHEMAS.to_vec(),
             tests: crate::imagetest::SCHEMAS.to_vec(),
             provisioner_checks: crate::provisioner::settings_problems,
+            source_checks: source_settings_problems,
         }
+    }
+}
+
+/// Each source type's checks of its settings beyond their types, for
+/// `kiln validate` (`TemplateSchema::source_checks`).
+fn source_settings_problems(
+    ty: &str,
+    settings: &std::collections::BTreeMap<String, crate::template::Value>,
+) -> Vec<crate::template::schema::SettingProblem> {
+    match ty {
+        "qemu" => qemu::settings_problems(settings),
+        _ => vec![],
     }
 }
 

@@ -405,6 +405,13 @@ impl Converter<'_> {
                 "machine_type" | "cpu_model" | "net_device" | "qemu_binary" | "sockets"
                 | "cores" | "disk_cache" | "disk_discard" | "disk_detect_zeroes" | "qemuargs" => {
                     self.put(&mut t, key, &a.value, &c, false);
+                    // Packer picks the guest architecture by the binary;
+                    // kiln by `arch` (its machine, firmware and emulator).
+                    if key == "qemu_binary"
+                        && a.value.as_str().is_some_and(|b| b.ends_with("qemu-system-aarch64"))
+                    {
+                        t.insert("arch", toml_edit::value("aarch64"));
+                    }
                 }
                 "disk_interface" => match a.value.as_str() {
                     Some(x @ ("virtio" | "virtio-scsi" | "ide" | "nvme")) => {
@@ -431,7 +438,7 @@ impl Converter<'_> {
                     Level::NotConverted,
                     c,
                     Some(&a.loc),
-                    "kiln picks the firmware files itself: Debian's OVMF with `firmware = \"uefi\"` (`secure_boot = true` for Microsoft's keys)",
+                    "kiln picks the firmware files itself: Debian's OVMF with `firmware = \"uefi\"` (`secure_boot = true` for Microsoft's keys), AAVMF with `arch = \"aarch64\"`",
                     "set `firmware = \"uefi\"` if the image boots UEFI",
                 ),
                 k if QEMU_COSMETIC.contains(&k) => {}

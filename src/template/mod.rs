@@ -17,6 +17,7 @@ pub mod node;
 pub mod plan;
 pub mod resolve;
 pub mod schema;
+pub mod strpos;
 pub mod value;
 pub mod variables;
 

@@ -168,24 +168,17 @@ impl Converter<'_> {
         Node { kind, span }
     }
 
-    /// Parses a string's `${…}`; maps positions exactly when the TOML
-    /// source spells the value without escapes.
+    /// Parses a string's `${…}`; maps positions through escapes and
+    /// multi-line strings ([`strpos`](super::strpos)).
     fn string(&self, value: &str, span: Span, diags: &mut Diagnostics) -> Interpolated {
         let raw = self.src.get(span.clone()).unwrap_or("");
-        let q = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
-            3
-        } else {
-            1
-        };
-        let mut inner_start = span.start + q;
-        let mut inner = raw.get(q..raw.len().saturating_sub(q)).unwrap_or("");
-        if q == 3 && inner.starts_with('\n') {
-            inner = &inner[1..];
-            inner_start += 1;
-        }
-        let exact = inner == value;
+        let map = super::strpos::value_offsets(raw, value);
         let start = span.start;
-        let offset_of = move |i: usize| if exact { inner_start + i } else { start };
+        let offset_of = move |i: usize| {
+            map.as_ref()
+                .and_then(|m| m.get(i))
+                .map_or(start, |o| start + o)
+        };
         match expr::parse(value, span.clone(), &offset_of) {
             Ok(t) => t,
             Err(e) => {
@@ -231,6 +224,12 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert_eq!(d.0[0].location().unwrap().1, 1);
         assert_eq!(d.0[1].location().unwrap().1, 2);
+
+        // Through an escape, the error points at the `${`, not the string.
+        let f = file("a = \"\\u00e9 ${}\"\n");
+        let mut d = Diagnostics::default();
+        parse_document(&f, &mut d).unwrap();
+        assert_eq!(d.0[0].location().unwrap().2, 13, "{}", d.0[0]);
 
         let f = file("a = = 1\n");
         let mut d = Diagnostics::default();

@@ -162,7 +162,26 @@ pub struct TemplateSchema {
     pub tests: Vec<(&'static str, &'static [Field])>,
     /// The provisioners' own checks of their settings beyond the types.
     pub provisioner_checks: ProvisionerCheck,
+    /// The source types' own checks of their settings beyond the types.
+    pub source_checks: SourceCheck,
 }
+
+/// A problem a source type finds in its resolved settings: the key, the
+/// list item, and the bytes of that string value it is about, so the
+/// error points at the character in the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingProblem {
+    pub key: &'static str,
+    /// The item of a list value.
+    pub item: Option<usize>,
+    /// Byte range inside the (string) value.
+    pub bytes: Option<std::ops::Range<usize>>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// Problems with a source's settings (its type, its resolved table).
+pub type SourceCheck = fn(&str, &BTreeMap<String, Value>) -> Vec<SettingProblem>;
 
 /// Problems with a provisioner's settings (its type, its resolved table)
 /// beyond their types, as `(key, message)`, reported as input errors.
@@ -175,6 +194,7 @@ impl Default for TemplateSchema {
             provisioners: vec![],
             tests: vec![],
             provisioner_checks: |_, _| vec![],
+            source_checks: |_, _| vec![],
         }
     }
 }

@@ -118,6 +118,20 @@ pub enum Event {
         job: Option<String>,
         text: String,
     },
+    /// A download's progress (a QEMU base disk or ISO): a first report,
+    /// then at most one every 500 ms, then one with `done` when the whole
+    /// file is there (verified next). `bytes` counts what is on disk, so a
+    /// resumed download starts above 0; it only grows, except when a
+    /// download starts over (a server that ignores `Range`, a partial file
+    /// that did not verify), which begins with a report of its own.
+    Download {
+        job: Option<String>,
+        url: String,
+        bytes: u64,
+        /// The file's size, when the server says (`null` otherwise).
+        total: Option<u64>,
+        done: bool,
+    },
     Error {
         job: Option<String>,
         message: String,

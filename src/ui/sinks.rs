@@ -17,6 +17,9 @@ use super::{Event, JobStatus, Redactor, Sink};
 pub struct HumanSink {
     progress: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
+    /// A bar per download (by job and URL), on a terminal only: the log
+    /// has the download's start and end as messages.
+    downloads: HashMap<(Option<String>, String), ProgressBar>,
 }
 
 impl HumanSink {
@@ -25,6 +28,7 @@ impl HumanSink {
         HumanSink {
             progress: tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             bars: HashMap::new(),
+            downloads: HashMap::new(),
         }
     }
 
@@ -46,6 +50,53 @@ impl HumanSink {
             }
             None => eprintln!("{text}"),
         }
+    }
+}
+
+impl HumanSink {
+    /// Moves (or makes, or clears when done) a download's bar.
+    fn download(
+        &mut self,
+        job: &Option<String>,
+        url: &str,
+        bytes: u64,
+        total: Option<u64>,
+        done: bool,
+    ) {
+        let Some(mp) = &self.progress else { return };
+        let key = (job.clone(), url.to_string());
+        if done {
+            if let Some(bar) = self.downloads.remove(&key) {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        let bar = self.downloads.entry(key).or_insert_with(|| {
+            let (bar, template) = match total {
+                Some(t) => (
+                    ProgressBar::new(t),
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+                ),
+                None => (
+                    ProgressBar::new_spinner(),
+                    "{prefix} {spinner} {bytes} {bytes_per_sec} {wide_msg}",
+                ),
+            };
+            let bar = mp.add(bar);
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            let who = job.as_deref().map(|j| format!("{j}: ")).unwrap_or_default();
+            bar.set_prefix(format!("{who}downloading"));
+            bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
+            bar
+        });
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(bytes);
     }
 }
 
@@ -119,6 +170,13 @@ impl Sink for HumanSink {
                 text,
             } => self.line(format!("==> {job}: {text}")),
             Event::Message { job: None, text } => self.line(format!("==> {text}")),
+            Event::Download {
+                job,
+                url,
+                bytes,
+                total,
+                done,
+            } => self.download(job, url, *bytes, *total, *done),
             Event::Error { job, message, .. } => {
                 let who = job.as_deref().map(|j| format!("{j}: ")).unwrap_or_default();
                 self.line(format!("error: {who}{message}"))
@@ -169,6 +227,9 @@ impl Sink for HumanSink {
 
     fn finish(&mut self) {
         for (_, bar) in self.bars.drain() {
+            bar.finish_and_clear();
+        }
+        for (_, bar) in self.downloads.drain() {
             bar.finish_and_clear();
         }
     }

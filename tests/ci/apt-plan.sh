@@ -40,8 +40,14 @@ out=$(apt_sim "${args[@]}") || fail "planned install does not resolve: $out"
 grep -q '^E:' <<<"$out" && fail "apt error: $out"
 grep -q '^Remv qemu-utils' <<<"$out" && fail "plan removes qemu-utils (qemu-img)"
 grep -q '^Inst qemu-system-x86 ' <<<"$out" || fail "plan does not install qemu-system-x86: $out"
+for p in qemu-system-arm qemu-efi-aarch64; do
+  printf '%s\n' "${args[@]}" | grep -q "^$p\$" || fail "plan lacks $p: ${args[*]}"
+  grep -q "^Inst $p " <<<"$out" || fail "plan does not install $p: $out"
+done
 sys_v=$(sed -n 's/^Inst qemu-system-x86 (\([^ ]*\) .*/\1/p' <<<"$out")
+arm_v=$(sed -n 's/^Inst qemu-system-arm (\([^ ]*\) .*/\1/p' <<<"$out")
+[ "$sys_v" = "$arm_v" ] || fail "qemu-system-x86 $sys_v and qemu-system-arm $arm_v differ"
 utils_v=$(sed -n 's/^Inst qemu-utils \(\[[^]]*\] \)\?(\([^ ]*\) .*/\2/p' <<<"$out")
 [ -n "$utils_v" ] || utils_v=$(gzip -dc tests/ci/dpkg-status.initial.gz | awk '/^Package: qemu-utils$/{f=1} f&&/^Version:/{print $2; exit}')
 [ "$sys_v" = "$utils_v" ] || fail "emulator $sys_v and qemu-utils $utils_v differ"
-echo "apt-plan: ok: ${#args[@]} packages resolve from the initial state; qemu-system-x86 and qemu-utils both at $sys_v"
+echo "apt-plan: ok: ${#args[@]} packages resolve from the initial state; qemu-system-x86, qemu-system-arm and qemu-utils all at $sys_v"

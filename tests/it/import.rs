@@ -314,7 +314,19 @@ build {
     }
     assert!(err.contains("efi_firmware_code"), "{err}");
     assert!(!err.contains("machine_type"), "{err}");
+    assert!(!out.contains("arch ="), "{out}");
     let o = s.kiln().args(["validate", "kiln.toml"]).output().unwrap();
+    assert_exit(&o, 0);
+
+    // An aarch64 emulator: kiln's `arch` (AAVMF for UEFI, `virt`).
+    let arm = std::fs::read_to_string(s.path().join("t.pkr.hcl"))
+        .unwrap()
+        .replace("qemu-system-x86_64", "/usr/bin/qemu-system-aarch64")
+        .replace("machine_type = \"q35\"", "machine_type = \"virt\"");
+    s.write("arm.pkr.hcl", &arm);
+    let (out, _) = import_to(&s, "arm.pkr.hcl", "arm.toml");
+    assert!(out.contains("arch = \"aarch64\""), "{out}");
+    let o = s.kiln().args(["validate", "arm.toml"]).output().unwrap();
     assert_exit(&o, 0);
 
     // A downloaded base: mirrors and a checksum file.

@@ -37,6 +37,8 @@ mod provisioners;
 #[cfg(feature = "qemu")]
 mod qemu;
 #[cfg(feature = "qemu")]
+mod qemu_fetch;
+#[cfg(feature = "qemu")]
 mod qemu_iso;
 mod readme;
 #[cfg(feature = "oci")]

@@ -44,7 +44,7 @@ pub(crate) fn sha256(path: &Path) -> String {
 
 /// A private folder on tmpfs for the build's sockets and seed
 /// (`KILN_TMPFS`), so the test can see that it is emptied.
-pub(crate) struct TmpfsDir(PathBuf);
+pub(crate) struct TmpfsDir(pub(crate) PathBuf);
 
 impl TmpfsDir {
     pub(crate) fn new() -> TmpfsDir {
@@ -1167,5 +1167,96 @@ inline = ["echo left-by-the-provisioner > /root/marker", "exit 3"]
     while !qemu_processes(&state).is_empty() && start.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert_nothing_left(&s, &tmpfs);
+}
+
+/// aarch64 with `firmware = "uefi"`: kiln picks AAVMF (Debian's
+/// `qemu-efi-aarch64`) on `qemu-system-aarch64 -machine virt` under TCG,
+/// with no `kernel`. The disk has no OS, so the firmware's boot manager
+/// reports that it found nothing to boot on the serial console — the
+/// proof that the firmware ran. kiln is then stopped (SIGTERM) and
+/// leaves nothing behind; AAVMF's shipped variable store is untouched.
+#[test]
+fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
+    if !crate::require(
+        "QEMU aarch64",
+        &["qemu-system-aarch64", "qemu-img", "sha256sum"],
+        true,
+    ) {
+        return;
+    }
+    let (code, vars) = (
+        Path::new("/usr/share/AAVMF/AAVMF_CODE.fd"),
+        Path::new("/usr/share/AAVMF/AAVMF_VARS.fd"),
+    );
+    if !code.is_file() || !vars.is_file() {
+        let msg = "QEMU aarch64 tests need qemu-efi-aarch64 (AAVMF, installed by .ci/run)";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let vars_digest = sha256(vars);
+    let s = Scratch::new();
+    let tmpfs = TmpfsDir::new();
+    let disk = no_os_source(&s, "10m");
+    let t = s.write(
+        "a.toml",
+        &format!(
+            "[image]\nname = \"arm\"\nversion = \"1.0.0\"\n\n[source.qemu.arm]\narch = \"aarch64\"\nfirmware = \"uefi\"\naccelerator = \"tcg\"\ncpus = 1\nmemory = \"512MiB\"\n{disk}\n[[build]]\nname = \"b\"\nsources = [\"qemu.arm\"]\n"
+        ),
+    );
+    let mut child = s
+        .kiln()
+        .args(["build", "--json"])
+        .arg(&t)
+        .env("KILN_TMPFS", &tmpfs.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut seen = String::new();
+    while !seen.contains("BdsDxe:") {
+        let left = std::time::Duration::from_secs(240).saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        seen.push_str(&l);
+        seen.push('\n');
+    }
+    assert!(
+        seen.contains("firmware: UEFI (`/usr/share/AAVMF/AAVMF_CODE.fd`)"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("BdsDxe:"),
+        "AAVMF's boot manager ran within 4 minutes under TCG: {seen}"
+    );
+    assert!(!status.success(), "stopped before SSH: {seen}");
+    assert_eq!(
+        sha256(vars),
+        vars_digest,
+        "AAVMF's own variable store changed"
+    );
     assert_nothing_left(&s, &tmpfs);
 }

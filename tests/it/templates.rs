@@ -472,3 +472,69 @@ fn one_mistake_gives_one_error() {
         &["d.toml:4:10: secret `db` needs exactly one source, found env and file"],
     );
 }
+
+/// A `boot_command` that does not parse is refused by `kiln validate`
+/// at the character in the template: a misspelt key, a `<waitX>` whose X
+/// is no duration (inside a string with an escape before it), a key left
+/// unclosed in a multi-line string. A string built with `${…}` is shown
+/// at its start, and the message says so.
+#[test]
+fn validate_points_at_the_bad_character_of_a_boot_command() {
+    let s = Scratch::new();
+    let zeros = "0".repeat(64);
+    let t = s.write(
+        "b.toml",
+        &[
+            "[image]",
+            "name = \"b\"",
+            "version = \"1.0.0\"",
+            "[variables.kw]",
+            "type = \"string\"",
+            "default = \"auto\"",
+            "[source.qemu.i]",
+            "iso_url = \"x.iso\"",
+            &format!("iso_checksum = \"sha256:{zeros}\""),
+            "disk_size = \"1G\"",
+            "output = \"out/i.qcow2\"",
+            "boot_command = [",
+            "  \"linux auto<entr>\",",
+            "  \"\\tx <wait5x>\",",
+            "  \"\"\"",
+            "multi <enter\"\"\",",
+            "  \"${var.kw}<entr>\",",
+            "  \"fine <enter><wait2s>\",",
+            "]",
+            "[[build]]",
+            "sources = [\"qemu.i\"]",
+            "",
+        ]
+        .join("\n"),
+    );
+    let o = s.kiln().arg("validate").arg(&t).output().unwrap();
+    assert_exit(&o, 2);
+    let err = text(&o).1;
+    for want in [
+        "b.toml:13:14: `source.qemu.i`: `boot_command[0]`: unknown key `<entr>`",
+        "did you mean `<enter>`?",
+        "b.toml:14:13: `source.qemu.i`: `boot_command[1]`: `<wait5x>`: `5x` is not a duration",
+        "b.toml:16:7: `source.qemu.i`: `boot_command[2]`: `<enter` is not closed",
+        "b.toml:17:3: `source.qemu.i`: `boot_command[3]`: unknown key `<entr>` (at byte 4 of the string's value",
+        "error: 4 errors found",
+    ] {
+        assert!(err.contains(want), "{want}:\n{err}");
+    }
+    let o = s
+        .kiln()
+        .args(["validate", "--json"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let places: Vec<_> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(places, vec![(13, 14), (14, 13), (16, 7), (17, 3)], "{v}");
+}

@@ -74,11 +74,53 @@ const MODIFIERS: &[(&str, &str)] = &[
     ("rightsuper", "meta_r"),
 ];
 
-/// A boot command string that does not parse: 1-based column and why.
+/// A boot command string that does not parse: where (1-based column and
+/// length, in characters), why, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     pub column: usize,
+    pub len: usize,
     pub message: String,
+    pub help: String,
+}
+
+const KNOWN: &str = "known: <enter>, <esc>, <tab>, <bs>, <del>, <spacebar>, <up>/<down>/<left>/<right>, <home>, <end>, <pageUp>, <pageDown>, <insert>, <f1>…<f12>, <wait>, <wait5>, <wait10>, <wait2s>/<wait500ms>/<wait1m>, <leftCtrlOn>/<leftCtrlOff> (and Alt, Shift, Super, left and right)";
+
+/// Every name `<…>` takes (for "did you mean").
+fn all_names() -> Vec<String> {
+    let mut names: Vec<String> = KEYS.iter().map(|(k, _)| k.to_string()).collect();
+    for (m, _) in MODIFIERS {
+        names.extend([m.to_string(), format!("{m}on"), format!("{m}off")]);
+    }
+    names.extend(["wait", "wait5", "wait10"].map(String::from));
+    names
+}
+
+/// The error for `<name>` that names nothing, at character `at` (the
+/// `<`): a `<waitX>` whose X is no duration points at X.
+fn unknown_name(name: &str, at: usize) -> ParseError {
+    let lower = name.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("wait") {
+        return ParseError {
+            column: at + 1 + 5,
+            len: rest.chars().count(),
+            message: format!("`<{name}>`: `{}` is not a duration", &name[4..]),
+            help: "`<wait>` waits 1s, `<wait5>` 5 seconds; units: `<wait500ms>`, `<wait2s>`, `<wait1m>`".into(),
+        };
+    }
+    let hint = all_names()
+        .into_iter()
+        .map(|n| (strsim::jaro_winkler(&lower, &n), n))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| format!("did you mean `<{n}>`? "))
+        .unwrap_or_default();
+    ParseError {
+        column: at + 1,
+        len: name.chars().count() + 2,
+        message: format!("unknown key `<{name}>`"),
+        help: format!("{hint}{KNOWN}"),
+    }
 }
 
 /// Parses one `boot_command` string.
@@ -89,7 +131,8 @@ pub fn parse(s: &str) -> Result<Vec<Token>, ParseError> {
     while i < chars.len() {
         let c = chars[i];
         // `<name>`: a key, a wait or a modifier; `<` not followed by a
-        // name and `>` is typed as is (`a < b`).
+        // name and `>` is typed as is (`a < b`), unless the name is one
+        // of the keys' (`<enter` without its `>`: a typo, not text).
         if c == '<' {
             let name: String = chars[i + 1..]
                 .iter()
@@ -97,14 +140,17 @@ pub fn parse(s: &str) -> Result<Vec<Token>, ParseError> {
                 .collect();
             let end = i + 1 + name.chars().count();
             if !name.is_empty() && chars.get(end) == Some(&'>') {
-                out.push(named(&name).ok_or_else(|| ParseError {
-                    column: i + 1,
-                    message: format!(
-                        "unknown key `<{name}>`; known: <enter>, <esc>, <tab>, <bs>, <del>, <spacebar>, <up>/<down>/<left>/<right>, <home>, <end>, <pageUp>, <pageDown>, <insert>, <f1>…<f12>, <wait>, <wait5>, <wait10>, <wait2s>/<wait500ms>/<wait1m>, <leftCtrlOn>/<leftCtrlOff> (and Alt, Shift, Super, left and right)"
-                    ),
-                })?);
+                out.push(named(&name).ok_or_else(|| unknown_name(&name, i))?);
                 i = end + 1;
                 continue;
+            }
+            if !name.is_empty() && named(&name).is_some() {
+                return Err(ParseError {
+                    column: i + 1,
+                    len: name.chars().count() + 1,
+                    message: format!("`<{name}` is not closed"),
+                    help: format!("write `<{name}>`; a `<` that is to be typed needs no `>` but must not be followed by a key name"),
+                });
             }
         }
         // `{name}`: a placeholder; `{` not followed by a name and `}` is
@@ -119,9 +165,9 @@ pub fn parse(s: &str) -> Result<Vec<Token>, ParseError> {
                 let known = PLACEHOLDERS.iter().find(|p| **p == name).ok_or_else(|| {
                     ParseError {
                         column: i + 1,
-                        message: format!(
-                            "unknown placeholder `{{{name}}}`; a boot command knows {{http_ip}} and {{http_port}} (the guest-side address of `http_directory`)"
-                        ),
+                        len: name.chars().count() + 2,
+                        message: format!("unknown placeholder `{{{name}}}`"),
+                        help: "a boot command knows {http_ip} and {http_port} (the guest-side address of `http_directory`)".into(),
                     }
                 })?;
                 out.push(Token::Placeholder(known));
@@ -132,10 +178,10 @@ pub fn parse(s: &str) -> Result<Vec<Token>, ParseError> {
         if qcode_of(c).is_none() {
             return Err(ParseError {
                 column: i + 1,
-                message: format!(
-                    "`{}` cannot be typed (a US keyboard types printable ASCII; use <enter>, <tab>… for the rest)",
-                    c.escape_default()
-                ),
+                len: 1,
+                message: format!("`{}` cannot be typed", c.escape_default()),
+                help: "a US keyboard types printable ASCII; use <enter>, <tab>… for the rest"
+                    .into(),
             });
         }
         out.push(Token::Char(c));
@@ -359,12 +405,40 @@ mod tests {
     fn bootcmd_unknown_key_or_placeholder_names_the_column() {
         let e = parse("linux <enter><foo>").unwrap_err();
         assert_eq!(e.column, 14);
+        assert_eq!(e.len, 5);
         assert!(e.message.contains("`<foo>`"), "{}", e.message);
         let e = parse("url={http_host}").unwrap_err();
         assert_eq!(e.column, 5);
         assert!(e.message.contains("{http_host}"), "{}", e.message);
         let e = parse("é").unwrap_err();
         assert_eq!(e.column, 1);
+    }
+
+    #[test]
+    fn bootcmd_typos_unclosed_keys_and_bad_waits_point_at_the_characters() {
+        let e = parse("ab<entr>").unwrap_err();
+        assert_eq!((e.column, e.len), (3, 6));
+        assert!(e.help.starts_with("did you mean `<enter>`?"), "{}", e.help);
+        let e = parse("x <enter").unwrap_err();
+        assert_eq!((e.column, e.len), (3, 6));
+        assert!(
+            e.message.contains("`<enter` is not closed"),
+            "{}",
+            e.message
+        );
+        let e = parse("<wait5x>").unwrap_err();
+        assert_eq!((e.column, e.len), (6, 2), "the duration itself");
+        assert!(
+            e.message.contains("`5x` is not a duration"),
+            "{}",
+            e.message
+        );
+        // A `<` before text that names no key is typed.
+        assert!(
+            parse("a <b> c<d").is_err(),
+            "`<b>` is a tag-like unknown key"
+        );
+        assert!(parse("if a<b then").is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::process::Child;
 use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{bootcmd, disk, fetch, httpserve, seed};
+use super::{bootcmd, disk, download, fetch, firmware, httpserve, seed};
 use crate::builder::ArtifactInstance;
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
@@ -230,15 +230,11 @@ impl QemuSettings {
         }
         let machine = s.machine()?;
         if Arch::parse(s.arch.as_deref()) == Arch::Aarch64
-            && matches!(machine.firmware, Firmware::Uefi { .. })
+            && machine.firmware == Firmware::Bios
+            && s.kernel.is_none()
         {
-            return Err(BuildError::NotSupported(
-                "`firmware = \"uefi\"` is not supported yet for aarch64 guests (AAVMF)".into(),
-            ));
-        }
-        if Arch::parse(s.arch.as_deref()) == Arch::Aarch64 && s.kernel.is_none() {
-            return Err(BuildError::NotSupported(
-                "aarch64 guests are not supported yet without `kernel` (direct kernel boot): kiln does not pick UEFI firmware for them".into(),
+            return Err(BuildError::Config(
+                "an aarch64 guest has no BIOS to boot its disk: set `firmware = \"uefi\"` (AAVMF) or `kernel` (direct kernel boot)".into(),
             ));
         }
         Ok(s)
@@ -306,10 +302,12 @@ impl QemuSettings {
             .map(|(i, line)| {
                 bootcmd::parse(line).map_err(|e| {
                     BuildError::Config(format!(
-                        "`boot_command[{i}]`, column {}: {}\n  {line}\n  {}^",
+                        "`boot_command[{i}]`, column {}: {}\n  {line}\n  {}{}\nhint: {}",
                         e.column,
                         e.message,
-                        " ".repeat(e.column - 1)
+                        " ".repeat(e.column - 1),
+                        "^".repeat(e.len.max(1)),
+                        e.help
                     ))
                 })
             })
@@ -395,7 +393,7 @@ impl Builder for QemuBuilder {
             }
         }
         if let Firmware::Uefi { secure_boot } = machine.firmware {
-            ovmf_files(secure_boot)?;
+            firmware::files(Arch::parse(s.arch.as_deref()), secure_boot)?;
         }
         launch::tmpfs_root()?;
         Ok(())
@@ -430,7 +428,20 @@ impl Builder for QemuBuilder {
             (BaseSource::Path(d), _) => (ctx.template_dir.join(d), false),
             (BaseSource::Urls(urls), Some(want)) => {
                 let say = |m: String| ctx.message(m);
-                fetch::cached_base(urls, want, &ctx.state_dir, &say).await?
+                let progress = |p: download::Progress<'_>| {
+                    ctx.emit(crate::ui::Event::Download {
+                        job: Some(ctx.name.clone()),
+                        url: p.url.to_string(),
+                        bytes: p.bytes,
+                        total: p.total,
+                        done: p.done,
+                    })
+                };
+                let report = download::Report {
+                    say: &say,
+                    progress: &progress,
+                };
+                download::cached_base(urls, want, &ctx.state_dir, &report).await?
             }
             (BaseSource::Urls(_), None) => unreachable!("checked in from_plan"),
         };
@@ -691,11 +702,9 @@ async fn boot_from(
     let uefi = match machine.firmware {
         Firmware::Bios => None,
         Firmware::Uefi { secure_boot } => {
-            let (code, vars_template) = ovmf_files(secure_boot)?;
+            let (code, vars_template) = firmware::files(arch, secure_boot)?;
             let vars = work.join("efivars.fd");
-            fs_err::tokio::copy(&vars_template, &vars)
-                .await
-                .map_err(BuildError::io("cannot copy the UEFI variable store"))?;
+            firmware::copy_vars(arch, &vars_template, &vars).await?;
             ctx.message(format!(
                 "firmware: UEFI (`{}`{})",
                 code.display(),
@@ -874,28 +883,6 @@ async fn type_boot_command(
         }
     }
     Ok(())
-}
-
-/// Debian's `ovmf` package: the firmware code and the variable store to
-/// copy, secure boot's with Microsoft's keys enrolled.
-const OVMF_DIR: &str = "/usr/share/OVMF";
-
-fn ovmf_files(secure_boot: bool) -> Result<(PathBuf, PathBuf), BuildError> {
-    let (code, vars) = if secure_boot {
-        ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")
-    } else {
-        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
-    };
-    let dir = Path::new(OVMF_DIR);
-    for f in [code, vars] {
-        if !dir.join(f).is_file() {
-            return Err(BuildError::NotSupported(format!(
-                "`firmware = \"uefi\"` needs `{}` (on Debian: `apt-get install ovmf`)",
-                dir.join(f).display()
-            )));
-        }
-    }
-    Ok((dir.join(code), dir.join(vars)))
 }
 
 /// Registers a resource on `undo` before it is created.

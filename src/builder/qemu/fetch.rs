@@ -1,18 +1,12 @@
 //! Base disks by URL and the checksums that pin them: `disk_checksum` as
 //! `sha256:`/`sha512:` or `file:` a checksum file (path or URL, GNU or BSD
-//! lines, matched by file name); `disk_url`/`disk_urls` (mirrors, tried in
-//! order) downloaded into a content-addressed cache under the state
-//! folder (`STATE/qemu/bases/<algo>-<hex>`). A download is hashed as it is
-//! written and named only once it matches; a lock per digest makes
-//! concurrent builds download it once.
+//! lines, matched by file name), hashing and verifying a file. The
+//! download of `disk_url`/`disk_urls` into the cache is `download`'s.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use sha2::{Digest, Sha256, Sha512};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::Path;
 
 use crate::builder::BuildError;
+use sha2::{Digest, Sha256, Sha512};
 
 /// The cache of downloaded bases, relative to the state folder.
 pub const CACHE: &str = "qemu/bases";
@@ -24,7 +18,7 @@ pub enum Algo {
 }
 
 impl Algo {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Algo::Sha256 => "sha256",
             Algo::Sha512 => "sha512",
@@ -135,14 +129,14 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://") || s.starts_with("file://")
 }
 
-fn client() -> Result<reqwest::Client, BuildError> {
+pub(super) fn client() -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| BuildError::io("cannot make an HTTP client")(std::io::Error::other(e)))
 }
 
-fn http_error(url: &str) -> impl Fn(reqwest::Error) -> BuildError + '_ {
+pub(super) fn http_error(url: &str) -> impl Fn(reqwest::Error) -> BuildError + '_ {
     move |e| BuildError::Io {
         what: format!("cannot download `{url}`"),
         source: std::io::Error::other(e),
@@ -186,27 +180,27 @@ pub async fn checksum(spec: &str, name: &str, template_dir: &Path) -> Result<Che
     })
 }
 
-enum Hasher {
+pub(super) enum Hasher {
     Sha256(Sha256),
     Sha512(Sha512),
 }
 
 impl Hasher {
-    fn new(algo: Algo) -> Hasher {
+    pub(super) fn new(algo: Algo) -> Hasher {
         match algo {
             Algo::Sha256 => Hasher::Sha256(Sha256::new()),
             Algo::Sha512 => Hasher::Sha512(Sha512::new()),
         }
     }
 
-    fn update(&mut self, b: &[u8]) {
+    pub(super) fn update(&mut self, b: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(b),
             Hasher::Sha512(h) => h.update(b),
         }
     }
 
-    fn hex(self) -> String {
+    pub(super) fn hex(self) -> String {
         match self {
             Hasher::Sha256(h) => hex::encode(h.finalize()),
             Hasher::Sha512(h) => hex::encode(h.finalize()),
@@ -246,137 +240,6 @@ pub async fn verify(path: &Path, want: &Checksum) -> Result<(), BuildError> {
             want.algo.name()
         )));
     }
-    Ok(())
-}
-
-/// The cached base for `want`, downloaded from the first of `urls` that
-/// serves it (each download verified before it is named). Returns the
-/// path and whether it was downloaded (and so verified) just now.
-pub async fn cached_base(
-    urls: &[String],
-    want: &Checksum,
-    state_dir: &Path,
-    say: &(dyn Fn(String) + Sync),
-) -> Result<(PathBuf, bool), BuildError> {
-    let dir = state_dir.join(CACHE);
-    crate::builder::cache::private_dir(&dir).map_err(BuildError::io(format!(
-        "cannot create the base cache `{}`",
-        dir.display()
-    )))?;
-    let name = format!("{}-{}", want.algo.name(), want.hex);
-    let target = dir.join(&name);
-    let lock_path = dir.join(format!(".{name}.lock"));
-    // One download per digest: others wait here, then find the file.
-    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        f.lock()?;
-        Ok(f)
-    })
-    .await
-    .map_err(|e| BuildError::io("lock")(std::io::Error::other(e)))?
-    .map_err(BuildError::io("cannot lock the base cache"))?;
-    if target.is_file() {
-        say(format!("base {want} is cached (`{}`)", target.display()));
-        return Ok((target, false));
-    }
-    let partial = dir.join(format!(".{name}.partial"));
-    let mut failures = vec![];
-    for url in urls {
-        match download(url, want, &partial, say).await {
-            Ok(()) => {
-                fs_err::tokio::rename(&partial, &target)
-                    .await
-                    .map_err(BuildError::io("cannot move the download into the cache"))?;
-                drop(lock);
-                return Ok((target, true));
-            }
-            Err(e) => {
-                let _ = fs_err::tokio::remove_file(&partial).await;
-                say(format!("`{url}`: {e}"));
-                failures.push(format!("`{url}`: {e}"));
-            }
-        }
-    }
-    Err(BuildError::Config(format!(
-        "no mirror served the base with {want}; nothing was launched:\n  {}",
-        failures.join("\n  ")
-    )))
-}
-
-/// Streams `url` into `partial`, hashing as it writes; fails unless the
-/// digest matches.
-async fn download(
-    url: &str,
-    want: &Checksum,
-    partial: &Path,
-    say: &(dyn Fn(String) + Sync),
-) -> Result<(), BuildError> {
-    let started = Instant::now();
-    let mut file = fs_err::tokio::File::create(partial)
-        .await
-        .map_err(BuildError::io("cannot start the download"))?;
-    let mut hasher = Hasher::new(want.algo);
-    let mut bytes = 0u64;
-    if let Some(path) = url.strip_prefix("file://") {
-        say(format!("copying base `{path}`"));
-        let mut src = fs_err::tokio::File::open(path)
-            .await
-            .map_err(BuildError::io("cannot read the base"))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = src
-                .read(&mut buf)
-                .await
-                .map_err(BuildError::io("cannot read the base"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .await
-                .map_err(BuildError::io("cannot write the download"))?;
-            bytes += n as u64;
-        }
-    } else {
-        let mut resp = client()?
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(http_error(url))?;
-        say(format!(
-            "downloading base `{url}`{}",
-            resp.content_length()
-                .map(|n| format!(" ({})", crate::builder::cache::human_bytes(n)))
-                .unwrap_or_default()
-        ));
-        while let Some(chunk) = resp.chunk().await.map_err(http_error(url))? {
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(BuildError::io("cannot write the download"))?;
-            bytes += chunk.len() as u64;
-        }
-    }
-    let actual = hasher.hex();
-    if actual != want.hex {
-        return Err(BuildError::Config(format!(
-            "it served {}:{actual}, not {want}",
-            want.algo.name()
-        )));
-    }
-    file.sync_all()
-        .await
-        .map_err(BuildError::io("cannot sync the download"))?;
-    say(format!(
-        "downloaded {} in {:.1}s, {want} verified",
-        crate::builder::cache::human_bytes(bytes),
-        started.elapsed().as_secs_f64()
-    ));
     Ok(())
 }
 

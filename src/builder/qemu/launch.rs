@@ -598,6 +598,45 @@ mod tests {
         );
     }
 
+    /// aarch64 with UEFI: `qemu-system-aarch64 -machine virt`, AAVMF's
+    /// code read-only and the build's vars in the two pflash units, no
+    /// `-kernel`, the disk and NIC on virtio PCI.
+    #[test]
+    fn qemu_aarch64_uefi_reaches_the_command_line() {
+        let m = machine(MachineSettings {
+            firmware: Some("uefi"),
+            ..Default::default()
+        });
+        let mut spec = spec(&m);
+        spec.arch = Arch::Aarch64;
+        spec.uefi = Some(UefiFiles {
+            code: Path::new("/usr/share/AAVMF/AAVMF_CODE.fd"),
+            vars: Path::new("/w/efivars.fd"),
+            secure_boot: false,
+        });
+        assert_eq!(spec.emulator(), "qemu-system-aarch64");
+        let line = line(&spec);
+        assert!(
+            line.starts_with("-machine virt -accel tcg -cpu max "),
+            "{line}"
+        );
+        assert!(
+            line.contains("-drive if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd -drive if=pflash,unit=1,format=raw,file=/w/efivars.fd"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-device virtio-net-pci,netdev=kiln-net"),
+            "{line}"
+        );
+        for absent in ["-kernel", "smm", "q35", "ide-cd"] {
+            assert!(!line.contains(absent), "{absent}: {line}");
+        }
+    }
+
     #[tokio::test]
     async fn qemu_accelerator_choice_honours_explicit_requests() {
         let dir = tempfile::tempdir().unwrap();

@@ -4,14 +4,19 @@
 //! communicator; snapshot powers the guest off and exports a standalone,
 //! hashed image. Every file and the QEMU process are on the undo stack.
 
-#[cfg(feature = "qemu")]
+// Parsed at `kiln validate` time too, whatever the features.
+#[cfg_attr(not(feature = "qemu"), allow(dead_code))]
 mod bootcmd;
 #[cfg(feature = "qemu")]
 mod build;
 #[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
+mod download;
+#[cfg(feature = "qemu")]
 mod fetch;
+#[cfg(feature = "qemu")]
+mod firmware;
 #[cfg(feature = "qemu")]
 mod httpserve;
 #[cfg(feature = "qemu")]
@@ -23,10 +28,12 @@ mod qmp;
 #[cfg(feature = "qemu")]
 mod seed;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Builder;
-use crate::template::schema::{Field, Kind, STR_LIST};
+use crate::template::schema::{Field, Kind, SettingProblem, STR_LIST};
+use crate::template::Value;
 
 const QEMUARGS: Kind = Kind::List(&STR_LIST);
 const DISK_INTERFACES: &[&str] = &["virtio", "virtio-scsi", "ide", "nvme"];
@@ -86,6 +93,32 @@ pub const FIELDS: &[Field] = &[
     Field::opt("cd_content", Kind::Map(&Kind::Str)),
     Field::opt("cd_label", Kind::Str),
 ];
+
+/// The settings `kiln validate` checks beyond their types: each
+/// `boot_command` string that does not parse, with the characters at
+/// fault. A string holding a secret is checked only when it is typed (its
+/// value is not known here and must not be shown).
+pub(super) fn settings_problems(settings: &BTreeMap<String, Value>) -> Vec<SettingProblem> {
+    let Some(Value::List(items)) = settings.get("boot_command") else {
+        return vec![];
+    };
+    let mut out = vec![];
+    for (i, item) in items.iter().enumerate() {
+        let Value::Str(line) = item else { continue };
+        let Err(e) = bootcmd::parse(line) else {
+            continue;
+        };
+        let byte = |col: usize| line.char_indices().nth(col).map_or(line.len(), |(b, _)| b);
+        out.push(SettingProblem {
+            key: "boot_command",
+            item: Some(i),
+            bytes: Some(byte(e.column - 1)..byte(e.column - 1 + e.len)),
+            message: format!("`boot_command[{i}]`: {}", e.message),
+            help: Some(e.help),
+        });
+    }
+    out
+}
 
 pub(super) fn builder() -> Arc<dyn Builder> {
     #[cfg(feature = "qemu")]

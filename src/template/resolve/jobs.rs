@@ -240,7 +240,9 @@ impl Template {
                         source_name: s.name.clone(),
                     },
                     |sc| {
-                        sc.eval_table(s.node, s.fields, &format!("source.{}.{}", s.ty, s.name));
+                        let v =
+                            sc.eval_table(s.node, s.fields, &format!("source.{}.{}", s.ty, s.name));
+                        self.check_source_settings(sc, schema, s, v.as_ref());
                     },
                 );
             }
@@ -263,8 +265,8 @@ impl Template {
         let job_source = format!("{}.{}", s.ty, s.name);
         scope.with_job(refs, |sc| {
             let source = sc.eval_table(s.node, s.fields, &format!("source.{}.{}", s.ty, s.name));
+            let mut ok = self.check_source_settings(sc, schema, s, source.as_ref());
             let mut plans = vec![];
-            let mut ok = true;
             for (i, p) in provisioners.iter().enumerate() {
                 match self.provisioner(sc, schema, p, i + 1, &job_source, source_names) {
                     Some(Some(plan)) => plans.push(plan),
@@ -385,6 +387,60 @@ impl Template {
         })
     }
 
+    /// The source type's own checks of its resolved settings; false when
+    /// any failed. Each error points at the characters it is about when
+    /// the template spells the string as it is, else at the string.
+    fn check_source_settings(
+        &self,
+        sc: &Scope,
+        schema: &TemplateSchema,
+        s: &SourceDecl,
+        settings: Option<&Value>,
+    ) -> bool {
+        let Some(Value::Map(settings)) = settings else {
+            return true;
+        };
+        let problems = (schema.source_checks)(&s.ty, settings);
+        for p in &problems {
+            let ctx = format!("source.{}.{}", s.ty, s.name);
+            let entry = s.node.get(p.key);
+            let mut node = entry.map(|e| &e.value);
+            let mut value = settings.get(p.key);
+            if let Some(i) = p.item {
+                node = match node.map(|n| &n.kind) {
+                    Some(NodeKind::List(items)) => items.get(i),
+                    _ => None,
+                };
+                value = match value {
+                    Some(Value::List(items)) => items.get(i),
+                    _ => None,
+                };
+            }
+            let mut message = format!("`{ctx}`: {}", p.message);
+            let span = match (node, value, &p.bytes) {
+                (Some(n), Some(Value::Str(v)), Some(bytes)) => {
+                    let raw = self.file.text.get(n.span.clone()).unwrap_or_default();
+                    match crate::template::strpos::value_offsets(raw, v) {
+                        Some(map) if bytes.end < map.len() => {
+                            n.span.start + map[bytes.start]..n.span.start + map[bytes.end]
+                        }
+                        _ => {
+                            message.push_str(&format!(
+                                " (at byte {} of the string's value, which the template does not spell as it is — `${{…}}` or `$${{`: the place shown is the string's start)",
+                                bytes.start
+                            ));
+                            n.span.clone()
+                        }
+                    }
+                }
+                (Some(n), _, _) => n.span.clone(),
+                (None, _, _) => entry.map_or(s.span.clone(), |e| e.key_span.clone()),
+            };
+            sc.error(span, message, p.help.clone());
+        }
+        problems.is_empty()
+    }
+
     /// Applies `--only` / `--except`.
     pub(super) fn select(
         &self,
@@ -429,7 +485,6 @@ impl Template {
 pub(super) struct SourceDecl<'n> {
     ty: String,
     name: String,
-    #[allow(dead_code)]
     span: Span,
     node: &'n Node,
     fields: &'static [Field],
