@@ -294,6 +294,7 @@ fn rego_policy(
         version: verified["catalog"]["version"].as_str(),
         status: None,
         channels: &[],
+        rescan: None,
     };
     let doc = input::document(verified, &ctx).map_err(|e| e.to_string())?;
     if print_input {
