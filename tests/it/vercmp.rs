@@ -95,8 +95,11 @@ fn generated_rpm(n: usize) -> Vec<(String, String)> {
     (0..n)
         .map(|_| {
             let a = one(&mut g);
-            // Often a near neighbour of `a`, so the pair differs late.
-            let b = if g.next() % 2 == 0 {
+            // Often a near neighbour of `a`, so the pair differs late,
+            // or `a` with other separators (rpm ties those).
+            let b = if g.next() % 8 == 0 {
+                a.replace('.', "_").replace('+', ".")
+            } else if g.next() % 2 == 0 {
                 let mut b = a.clone();
                 b.push_str(g.pick(&seps));
                 b.push_str(g.pick(&segs));
@@ -175,9 +178,10 @@ fn rpm_ordering_agrees_with_librpm() {
         pairs.len(),
         disagree.join("\n")
     );
-    // The generated pairs are not all ties: the check has teeth.
+    // Every verdict occurs often: the check has teeth.
     for v in [-1, 0, 1] {
-        assert!(theirs.iter().filter(|x| **x == v).count() > 20, "{v}");
+        let n = theirs.iter().filter(|x| **x == v).count();
+        assert!(n > 20, "rpm said {v} only {n} times");
     }
 }
 
