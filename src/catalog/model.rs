@@ -191,8 +191,11 @@ impl Action {
                 text
             }
             Action::Rescan(r) => {
-                let signed: Vec<&str> =
-                    r.vex.iter().filter_map(|v| v.signed_by.as_deref()).collect();
+                let signed: Vec<&str> = r
+                    .vex
+                    .iter()
+                    .filter_map(|v| v.signed_by.as_deref())
+                    .collect();
                 format!(
                     "rescan {} {}: {} ({} feed{}, {} VEX document{}{})",
                     r.image,

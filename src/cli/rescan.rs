@@ -83,8 +83,7 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
             }
         }
     }
-    let advisories: Vec<feed::Advisory> =
-        feeds.iter().flat_map(|f| f.advisories.clone()).collect();
+    let advisories: Vec<feed::Advisory> = feeds.iter().flat_map(|f| f.advisories.clone()).collect();
     let unmatched = vuln::unmatched_ecosystems(&advisories);
     for (eco, n) in &unmatched {
         eprintln!(
@@ -263,7 +262,10 @@ async fn log_rescans(
     let mut out = vec![];
     for r in records {
         let (image, version) = (r.image.clone(), r.version.clone());
-        let seq = w.record(catalog::Action::Rescan(r), &actor, &key).await?.seq;
+        let seq = w
+            .record(catalog::Action::Rescan(r), &actor, &key)
+            .await?
+            .seq;
         out.push(json!({ "image": image, "version": version, "seq": seq }));
     }
     w.commit().await?;

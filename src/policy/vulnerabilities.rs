@@ -102,7 +102,9 @@ pub fn section(
         .iter()
         .filter_map(|f| f.modified.as_deref())
         .filter_map(|m| age_days(m, now))
-        .fold(None, |acc: Option<f64>, d| Some(acc.map_or(d, |a| a.max(d))));
+        .fold(None, |acc: Option<f64>, d| {
+            Some(acc.map_or(d, |a| a.max(d)))
+        });
     json!({
         "scanned": scan.is_some_and(|a| a.scanned),
         "error": scan.and_then(|a| a.error.clone()),

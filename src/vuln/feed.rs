@@ -78,14 +78,17 @@ pub fn load(path: &Path) -> Result<Feed, String> {
     for f in files {
         let bytes = fs_err::read(&f).map_err(|e| e.to_string())?;
         let digest = crate::manifest::sha256_hex(&bytes);
-        let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         digests.insert(name, digest.clone().into());
         single = digest;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}:{}:{}: not JSON: {e}", f.display(), e.line(), e.column()))?;
-        let stamp = newest_modified(&v).or_else(|| {
-            fs_err::metadata(&f).ok().and_then(|m| m.modified().ok())
-        });
+        let stamp = newest_modified(&v)
+            .or_else(|| fs_err::metadata(&f).ok().and_then(|m| m.modified().ok()));
         newest = newest.max(stamp);
         advisories.extend(parse(&v, &f.display().to_string())?);
     }

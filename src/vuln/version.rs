@@ -39,7 +39,11 @@ const DISTROS: &[(&str, Scheme, &[&str])] = &[
     ("Red Hat", Scheme::Rpm, &["rhel"]),
     ("AlmaLinux", Scheme::Rpm, &["almalinux"]),
     ("Rocky Linux", Scheme::Rpm, &["rocky"]),
-    ("openSUSE", Scheme::Rpm, &["opensuse-leap", "opensuse-tumbleweed", "opensuse"]),
+    (
+        "openSUSE",
+        Scheme::Rpm,
+        &["opensuse-leap", "opensuse-tumbleweed", "opensuse"],
+    ),
     ("SUSE", Scheme::Rpm, &["sles", "sles_sap", "sle-micro"]),
     ("Mageia", Scheme::Rpm, &["mageia"]),
     ("Photon OS", Scheme::Rpm, &["photon"]),

@@ -423,9 +423,13 @@ mod tests {
         assert_eq!(ok.statements[0].vulnerabilities, ["CVE-2024-2"]);
         let mut st2 = st.clone();
         st2["predicateType"] = "https://slsa.dev/provenance/v1".into();
-        let env = dsse::sign(INTOTO_PAYLOAD_TYPE, &serde_json::to_vec(&st2).unwrap(), &key)
-            .await
-            .unwrap();
+        let env = dsse::sign(
+            INTOTO_PAYLOAD_TYPE,
+            &serde_json::to_vec(&st2).unwrap(),
+            &key,
+        )
+        .await
+        .unwrap();
         let p = write("slsa.json", &serde_json::to_value(&env).unwrap());
         let e = load(&p, now, std::slice::from_ref(&good)).unwrap_err();
         assert!(e.contains("is not OpenVEX"), "{e}");

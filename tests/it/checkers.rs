@@ -95,7 +95,12 @@ pub fn dsse(public: &Path, envelope: &Path, payload_type: &str, payload_out: &Pa
 /// securesystemslib as the producer: a fresh key signs `payload` under
 /// `payload_type` into `envelope_out`; its public key goes to
 /// `public_out` (PEM).
-pub fn dsse_sign(payload: &Path, payload_type: &str, envelope_out: &Path, public_out: &Path) -> Output {
+pub fn dsse_sign(
+    payload: &Path,
+    payload_type: &str,
+    envelope_out: &Path,
+    public_out: &Path,
+) -> Output {
     run(Command::new("python3")
         .arg(script("dsse_sign.py"))
         .arg(payload)

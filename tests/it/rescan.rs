@@ -595,7 +595,10 @@ fn gated_build(s: &Scratch) {
     busybox_rootfs(
         s,
         &[
-            ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n"),
+            (
+                "etc/os-release",
+                "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+            ),
             ("var/lib/dpkg/status", STATUS),
         ],
     );
@@ -612,13 +615,21 @@ fn audit_log(s: &Scratch) -> Vec<serde_json::Value> {
     let o = s.kiln().args(["audit", "--json"]).output().unwrap();
     assert_exit(&o, 0);
     let a: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
-    a["log"].as_array().unwrap().iter().map(|e| e["change"].clone()).collect()
+    a["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["change"].clone())
+        .collect()
 }
 
 fn key_id_of(pem: &Path) -> String {
     use sha2::Digest as _;
     let pem = std::fs::read_to_string(pem).unwrap();
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(pem.trim().as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(pem.trim().as_bytes()))
+    )
 }
 
 /// Build (planted vulnerable openssl) → rescan with a feed naming a
@@ -660,17 +671,26 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     // No rescan logged yet: prod is refused for that.
     let o = promote(&[]);
     assert_exit(&o, 1);
-    assert!(text(&o).1.contains("deny_unscanned: no rescan of this version is logged"), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("deny_unscanned: no rescan of this version is logged"),
+        "{:?}",
+        text(&o)
+    );
 
     // A rescan with the critical, logged.
     let o = rescan(&[]);
     assert_exit(&o, 0);
     let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
     assert_eq!(r["versions"][0]["counts"]["critical"], 1, "{r:#}");
-    let first_seq = r["recorded"][0]["seq"].as_u64().unwrap_or_else(|| panic!("{r:#}"));
+    let first_seq = r["recorded"][0]["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r:#}"));
     let o = promote(&["--print-input"]);
     assert_exit(&o, 0);
-    let denied_input: serde_json::Value = serde_json::from_str(text(&o).0.lines().next().unwrap()).unwrap();
+    let denied_input: serde_json::Value =
+        serde_json::from_str(text(&o).0.lines().next().unwrap()).unwrap();
     let v = &denied_input["vulnerabilities"];
     assert_eq!(v["scanned"], true, "{v:#}");
     assert_eq!(v["rescan"], first_seq);
@@ -681,7 +701,9 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     let o = promote(&[]);
     assert_exit(&o, 1);
     assert!(
-        text(&o).1.contains("deny_vulnerable: critical DSA-9999-1 in libssl3 without a VEX statement"),
+        text(&o)
+            .1
+            .contains("deny_vulnerable: critical DSA-9999-1 in libssl3 without a VEX statement"),
         "{:?}",
         text(&o)
     );
@@ -702,28 +724,59 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     // Refused, each by name, and nothing logged: unsigned while a key is
     // configured, signed by another key, tampered, signed without a key
     // to check it.
-    let rescans_before = audit_log(&s).iter().filter(|c| c["action"] == "rescan").count();
+    let rescans_before = audit_log(&s)
+        .iter()
+        .filter(|c| c["action"] == "rescan")
+        .count();
     let o = rescan(&["--vex", "vex.json", "--vex-key", "sec.pub"]);
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("vex.json: the VEX document is not signed"), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("vex.json: the VEX document is not signed"),
+        "{:?}",
+        text(&o)
+    );
     let o = rescan(&["--vex", "vex.dsse.json", "--vex-key", "other.pub"]);
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("does not verify with any `--vex-key`"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("does not verify with any `--vex-key`"),
+        "{:?}",
+        text(&o)
+    );
     let tampered = crate::checkers::envelope_with_flipped_payload(&signed, s.path());
     let o = rescan(&["--vex", tampered.to_str().unwrap(), "--vex-key", "sec.pub"]);
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("changed after signing"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("changed after signing"),
+        "{:?}",
+        text(&o)
+    );
     let o = rescan(&["--vex", "vex.dsse.json"]);
     assert_exit(&o, 2);
-    assert!(text(&o).1.contains("give the public key it is signed with"), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("give the public key it is signed with"),
+        "{:?}",
+        text(&o)
+    );
     assert_eq!(
-        audit_log(&s).iter().filter(|c| c["action"] == "rescan").count(),
+        audit_log(&s)
+            .iter()
+            .filter(|c| c["action"] == "rescan")
+            .count(),
         rescans_before
     );
 
     // The signed VEX, verified: the critical is not affected, the expired
     // statement ignored; logged.
-    let o = rescan(&["--vex", "vex.dsse.json", "--vex-key", "other.pub", "--vex-key", "sec.pub"]);
+    let o = rescan(&[
+        "--vex",
+        "vex.dsse.json",
+        "--vex-key",
+        "other.pub",
+        "--vex-key",
+        "sec.pub",
+    ]);
     assert_exit(&o, 0);
     let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
     let f = &r["versions"][0]["artifacts"][0]["findings"][0];
@@ -732,9 +785,16 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     assert_eq!(r["vex"][0]["signed_by"], sec.as_str());
     assert_eq!(r["versions"][0]["counts"]["critical"], 0);
     let o = promote(&["--print-input"]);
-    let allowed_input: serde_json::Value = serde_json::from_str(text(&o).0.lines().next().unwrap()).unwrap();
-    assert_eq!(allowed_input["vulnerabilities"]["findings"][0]["vex"]["signed_by"], sec.as_str());
-    assert_eq!(allowed_input["vulnerabilities"]["vex"][0]["signed_by"], sec.as_str());
+    let allowed_input: serde_json::Value =
+        serde_json::from_str(text(&o).0.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        allowed_input["vulnerabilities"]["findings"][0]["vex"]["signed_by"],
+        sec.as_str()
+    );
+    assert_eq!(
+        allowed_input["vulnerabilities"]["vex"][0]["signed_by"],
+        sec.as_str()
+    );
     let o = promote(&[]);
     assert_exit(&o, 0);
     assert!(text(&o).0.contains("policy allow"), "{:?}", text(&o));
@@ -749,7 +809,11 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
                 "rescan critical={} vexed={} signed={}",
                 c["counts"]["critical"], c["counts"]["vex_not_affected"], c["vex"][0]["signed_by"]
             ),
-            _ => format!("{} {}", c["decision"].as_str().unwrap(), c["channel"].as_str().unwrap()),
+            _ => format!(
+                "{} {}",
+                c["decision"].as_str().unwrap(),
+                c["channel"].as_str().unwrap()
+            ),
         })
         .collect();
     assert_eq!(
@@ -766,7 +830,10 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     let human = s.kiln().arg("audit").output().unwrap();
     assert_exit(&human, 0);
     let out = text(&human).0;
-    assert!(out.contains("rescan gated 1.0.0+1: 1 critical (1 feed, 0 VEX documents)"), "{out}");
+    assert!(
+        out.contains("rescan gated 1.0.0+1: 1 critical (1 feed, 0 VEX documents)"),
+        "{out}"
+    );
     assert!(
         out.contains(&format!("rescan gated 1.0.0+1: no findings; 1 not affected per VEX (1 feed, 1 VEX document, signed by {sec})")),
         "{out}"
@@ -794,13 +861,25 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         let theirs = s.path().join("theirs.pub");
         let o = crate::checkers::dsse_sign(&st, "application/vnd.in-toto+json", &env, &theirs);
         assert_exit(&o, 0);
-        let o = rescan(&["--vex", "theirs.json", "--vex-key", "theirs.pub", "--no-record"]);
+        let o = rescan(&[
+            "--vex",
+            "theirs.json",
+            "--vex-key",
+            "theirs.pub",
+            "--no-record",
+        ]);
         assert_exit(&o, 0);
         let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
         let f = &r["versions"][0]["artifacts"][0]["findings"][0];
         assert_eq!(f["vex"]["signed_by"], key_id_of(&theirs).as_str(), "{r:#}");
         assert_eq!(r["recorded"], serde_json::Value::Null);
-        let o = rescan(&["--vex", "theirs.json", "--vex-key", "sec.pub", "--no-record"]);
+        let o = rescan(&[
+            "--vex",
+            "theirs.json",
+            "--vex-key",
+            "sec.pub",
+            "--no-record",
+        ]);
         assert_exit(&o, 2);
     }
 
@@ -808,12 +887,15 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     if crate::policy::opa_ready() {
         let rego = s.path().join("gate.rego");
         let inputs = [denied_input, allowed_input];
-        let policy = kiln::policy::Policy::load(std::slice::from_ref(&rego), "data.kiln.promote").unwrap();
-        let ours: Vec<kiln::policy::Verdict> = inputs.iter().map(|i| policy.evaluate(i).unwrap()).collect();
-        let theirs: Vec<kiln::policy::Verdict> = crate::policy::opa_eval("kiln.promote", &[&rego], &inputs)
-            .iter()
-            .map(kiln::policy::verdict_of)
-            .collect();
+        let policy =
+            kiln::policy::Policy::load(std::slice::from_ref(&rego), "data.kiln.promote").unwrap();
+        let ours: Vec<kiln::policy::Verdict> =
+            inputs.iter().map(|i| policy.evaluate(i).unwrap()).collect();
+        let theirs: Vec<kiln::policy::Verdict> =
+            crate::policy::opa_eval("kiln.promote", &[&rego], &inputs)
+                .iter()
+                .map(kiln::policy::verdict_of)
+                .collect();
         assert_eq!(ours, theirs, "regorus and OPA disagree");
         assert!(!ours[0].allowed() && ours[1].allowed(), "{ours:?}");
     }
@@ -821,7 +903,9 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     // An edited rescan entry breaks the chain at its position.
     let mut edited = false;
     for f in walk(&s.state().join("catalog")) {
-        let Ok(t) = std::fs::read_to_string(&f) else { continue };
+        let Ok(t) = std::fs::read_to_string(&f) else {
+            continue;
+        };
         if t.contains("\"action\":\"rescan\"") && t.contains("\"critical\":1") {
             std::fs::write(&f, t.replacen("\"critical\":1", "\"critical\":0", 1)).unwrap();
             edited = true;
@@ -868,10 +952,22 @@ fn alpine_versions_match_by_apk_rules_and_unknown_ecosystems_are_reported() {
             r#"{{"id":"{id}","database_specific":{{"severity":"HIGH"}},"affected":[{{"package":{{"ecosystem":"{eco}","name":"{name}"}},"ranges":[{{"type":"ECOSYSTEM","events":[{{"introduced":"0"}},{{"fixed":"{fixed}"}}]}}]}}]}}"#
         )
     };
-    s.write("osv/a.json", &osv("ALPINE-1", "Alpine:v3.19", "musl", "1.2.4_git20230717-r5"));
-    s.write("osv/b.json", &osv("ALPINE-2", "Alpine:v3.19", "musl", "1.2.4_git20230717-r4"));
-    s.write("osv/c.json", &osv("ALPINE-3", "Alpine:v3.19", "busybox", "1.36.1_p1-r0"));
-    s.write("osv/d.json", &osv("ALPINE-4", "Alpine:v3.18", "musl", "9.9-r0"));
+    s.write(
+        "osv/a.json",
+        &osv("ALPINE-1", "Alpine:v3.19", "musl", "1.2.4_git20230717-r5"),
+    );
+    s.write(
+        "osv/b.json",
+        &osv("ALPINE-2", "Alpine:v3.19", "musl", "1.2.4_git20230717-r4"),
+    );
+    s.write(
+        "osv/c.json",
+        &osv("ALPINE-3", "Alpine:v3.19", "busybox", "1.36.1_p1-r0"),
+    );
+    s.write(
+        "osv/d.json",
+        &osv("ALPINE-4", "Alpine:v3.18", "musl", "9.9-r0"),
+    );
     s.write("osv/e.json", &osv("GHSA-1", "npm", "lodash", "4.17.21"));
     let o = s
         .kiln()
@@ -880,7 +976,10 @@ fn alpine_versions_match_by_apk_rules_and_unknown_ecosystems_are_reported() {
         .unwrap();
     assert_exit(&o, 0);
     let (out, err) = text(&o);
-    assert!(err.contains("1 feed record(s) of ecosystem `npm` not matched"), "{err}");
+    assert!(
+        err.contains("1 feed record(s) of ecosystem `npm` not matched"),
+        "{err}"
+    );
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(r["unmatched_ecosystems"], serde_json::json!({ "npm": 1 }));
     let got: BTreeSet<(String, String)> = findings(&r)
@@ -893,8 +992,15 @@ fn alpine_versions_match_by_apk_rules_and_unknown_ecosystems_are_reported() {
         .collect();
     assert_eq!(got, want, "{r:#}");
 
-    s.write("osv/f.json", &osv("ALPINE-5", "Alpine:v3.19", "musl", "1.2.4bc"));
-    let o = s.kiln().args(["rescan", "--feed", "osv", "--no-record"]).output().unwrap();
+    s.write(
+        "osv/f.json",
+        &osv("ALPINE-5", "Alpine:v3.19", "musl", "1.2.4bc"),
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--no-record"])
+        .output()
+        .unwrap();
     assert_exit(&o, 1);
     let out = text(&o).0;
     assert!(

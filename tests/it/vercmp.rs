@@ -128,7 +128,11 @@ fn rpm_verdicts(pairs: &[(String, String)]) -> Vec<i32> {
             ));
         }
         lua.push('}');
-        let o = Command::new("rpm").arg("--eval").arg(&lua).output().unwrap();
+        let o = Command::new("rpm")
+            .arg("--eval")
+            .arg(&lua)
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "rpm --eval failed: {}",
@@ -160,7 +164,12 @@ fn rpm_ordering_agrees_with_librpm() {
     }
     let mut pairs: Vec<(String, String)> = RPM_PAIRS
         .iter()
-        .flat_map(|(a, b)| [(a.to_string(), b.to_string()), (b.to_string(), a.to_string())])
+        .flat_map(|(a, b)| {
+            [
+                (a.to_string(), b.to_string()),
+                (b.to_string(), a.to_string()),
+            ]
+        })
         .collect();
     pairs.extend(generated_rpm(1500));
     let theirs = rpm_verdicts(&pairs);
@@ -191,8 +200,9 @@ fn rpm_ordering_agrees_with_librpm() {
 /// out.
 #[test]
 fn apk_ordering_agrees_with_apk_tools_own_table() {
-    let table = std::fs::read_to_string(crate::repo().join("tests/fixtures/apk-tools-version.data"))
-        .unwrap();
+    let table =
+        std::fs::read_to_string(crate::repo().join("tests/fixtures/apk-tools-version.data"))
+            .unwrap();
     let (mut compared, mut validated, mut fuzzy) = (0, 0, 0);
     let mut wrong = vec![];
     for (n, raw) in table.lines().enumerate() {
@@ -232,13 +242,22 @@ fn apk_ordering_agrees_with_apk_tools_own_table() {
                 };
                 validated += 1;
                 if kiln::vuln::apk::is_valid(v) == invalid {
-                    wrong.push(format!("line {}: {line} (kiln: valid = {})", n + 1, !invalid));
+                    wrong.push(format!(
+                        "line {}: {line} (kiln: valid = {})",
+                        n + 1,
+                        !invalid
+                    ));
                 }
             }
             _ => panic!("line {}: {line}", n + 1),
         }
     }
-    assert!(wrong.is_empty(), "{} lines disagree:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} lines disagree:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert!(compared > 700 && validated > 25, "{compared} {validated}");
     eprintln!("apk table: {compared} comparisons, {validated} validity lines, {fuzzy} fuzzy lines skipped");
 }
@@ -295,10 +314,18 @@ fn apk_ordering_is_a_total_order_on_generated_versions() {
     for base in ["1.2.3", "1.2.3a"] {
         let b = base.to_string();
         for pre in ["_alpha", "_beta1", "_pre2", "_rc10"] {
-            assert_eq!(cmp(&format!("{base}{pre}"), &b), Ordering::Less, "{base}{pre}");
+            assert_eq!(
+                cmp(&format!("{base}{pre}"), &b),
+                Ordering::Less,
+                "{base}{pre}"
+            );
         }
         for post in ["_p1", "_git2", "-r0", "~ab"] {
-            assert_eq!(cmp(&format!("{base}{post}"), &b), Ordering::Greater, "{base}{post}");
+            assert_eq!(
+                cmp(&format!("{base}{post}"), &b),
+                Ordering::Greater,
+                "{base}{post}"
+            );
         }
     }
     assert_eq!(cmp(&"1.2.3.0".into(), &"1.2.3".into()), Ordering::Greater);
