@@ -78,7 +78,7 @@ fn generated_rpm(n: usize) -> Vec<(String, String)> {
     let seps = [".", ".", ".", "_", "+", "~", "^", ""];
     let one = |g: &mut Lcg| {
         let mut v = String::new();
-        if g.next() % 5 == 0 {
+        if g.next().is_multiple_of(5) {
             v.push_str(g.pick(&["0:", "1:", "2:"]));
         }
         v.push_str(g.pick(&["1", "2", "10"]));
@@ -86,7 +86,7 @@ fn generated_rpm(n: usize) -> Vec<(String, String)> {
             v.push_str(g.pick(&seps));
             v.push_str(g.pick(&segs));
         }
-        if g.next() % 2 == 0 {
+        if g.next().is_multiple_of(2) {
             v.push('-');
             v.push_str(g.pick(&["1", "2", "1.el9", "1.el9_4", "10.fc40"]));
         }
@@ -97,9 +97,9 @@ fn generated_rpm(n: usize) -> Vec<(String, String)> {
             let a = one(&mut g);
             // Often a near neighbour of `a`, so the pair differs late,
             // or `a` with other separators (rpm ties those).
-            let b = if g.next() % 8 == 0 {
+            let b = if g.next().is_multiple_of(8) {
                 a.replace('.', "_").replace('+', ".")
-            } else if g.next() % 2 == 0 {
+            } else if g.next().is_multiple_of(2) {
                 let mut b = a.clone();
                 b.push_str(g.pick(&seps));
                 b.push_str(g.pick(&segs));
@@ -275,21 +275,21 @@ fn apk_ordering_is_a_total_order_on_generated_versions() {
             v.push('.');
             v.push_str(g.pick(&["0", "1", "9", "10", "01"]));
         }
-        if g.next() % 4 == 0 {
+        if g.next().is_multiple_of(4) {
             v.push_str(g.pick(&["a", "b", "z"]));
         }
         for _ in 0..(g.next() % 3) {
             v.push('_');
             v.push_str(g.pick(&["alpha", "beta", "pre", "rc", "cvs", "svn", "git", "hg", "p"]));
-            if g.next() % 2 == 0 {
+            if g.next().is_multiple_of(2) {
                 v.push_str(g.pick(&["1", "2", "10", "20230717"]));
             }
         }
-        if g.next() % 4 == 0 {
+        if g.next().is_multiple_of(4) {
             v.push('~');
             v.push_str(g.pick(&["abc", "12ef", "0"]));
         }
-        if g.next() % 2 == 0 {
+        if g.next().is_multiple_of(2) {
             v.push_str(g.pick(&["-r0", "-r1", "-r10"]));
         }
         assert!(kiln::vuln::apk::is_valid(&v), "{v}");
