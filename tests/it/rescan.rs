@@ -589,8 +589,8 @@ deny_stale_feed contains msg if {
 }
 "#;
 
-/// The planted Debian image with `[build.sbom]`, the gate above and
-/// channel `dev` (allowed at build: not `prod`).
+/// The planted Debian image with `[build.sbom]`, signed, the gate above
+/// and channel `dev` (allowed at build: not `prod`).
 fn gated_build(s: &Scratch) {
     busybox_rootfs(
         s,
@@ -605,9 +605,16 @@ fn gated_build(s: &Scratch) {
     s.write("gate.rego", GATE);
     let t = s.write(
         "t.toml",
-        "[image]\nname = \"gated\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\nnetwork = \"none\"\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.policy]\nfiles = [\"gate.rego\"]\n\n[build.register]\nchannels = [\"dev\"]\n",
+        "[image]\nname = \"gated\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\nnetwork = \"none\"\n\n[[build]]\nsources = [\"oci.img\"]\n\n[[build.provisioner]]\ntype = \"shell\"\ninline = [\"echo hi > /etc/motd\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n\n[build.policy]\nfiles = [\"gate.rego\"]\n\n[build.register]\nchannels = [\"dev\"]\n",
     );
-    let o = s.kiln().arg("build").arg(&t).output().unwrap();
+    s.keygen("cosign", "pw");
+    let o = s
+        .kiln()
+        .arg("build")
+        .arg(&t)
+        .env("KILN_PASSWORD", "pw")
+        .output()
+        .unwrap();
     assert_exit(&o, 0);
 }
 
@@ -707,6 +714,29 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         "{:?}",
         text(&o)
     );
+    // A deploy-time `kiln verify --policy` sees the same logged rescan.
+    let o = s
+        .kiln()
+        .args(["images", "show", "gated", "1.0.0+1", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let shown: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(shown["rescan"]["seq"], first_seq, "{shown:#}");
+    let manifest = shown["artifacts"][0]["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let verify = || {
+        s.kiln()
+            .args(["verify", "--key", "cosign.pub", "--policy", "gate.rego"])
+            .arg(&manifest)
+            .output()
+            .unwrap()
+    };
+    let o = verify();
+    assert_exit(&o, 1);
+    assert!(text(&o).1.contains("deny_vulnerable"), "{:?}", text(&o));
 
     // The security team signs its VEX.
     let o = s
@@ -795,6 +825,8 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         allowed_input["vulnerabilities"]["vex"][0]["signed_by"],
         sec.as_str()
     );
+    let o = verify();
+    assert_exit(&o, 0);
     let o = promote(&[]);
     assert_exit(&o, 0);
     assert!(text(&o).0.contains("policy allow"), "{:?}", text(&o));
