@@ -827,6 +827,17 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     );
     let o = verify();
     assert_exit(&o, 0);
+    let o = s
+        .kiln()
+        .args(["images", "show", "gated", "1.0.0+1"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).0.contains("rescan:")
+            && text(&o).0.contains("no findings; 1 not affected per VEX"),
+        "{:?}",
+        text(&o)
+    );
     let o = promote(&[]);
     assert_exit(&o, 0);
     assert!(text(&o).0.contains("policy allow"), "{:?}", text(&o));
