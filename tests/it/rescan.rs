@@ -504,6 +504,37 @@ fn bad_feeds_and_vex_are_refused_with_their_position() {
         "{:?}",
         text(&o)
     );
+    // `kiln vex sign` refuses to sign what a rescan would refuse, before
+    // it needs a key; a `--vex-key` that is no public key is named.
+    let o = s
+        .kiln()
+        .args(["vex", "sign", "anon.json", "--key", "missing.key"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o)
+            .1
+            .contains("anon.json#1: the statement is not attributed"),
+        "{:?}",
+        text(&o)
+    );
+    s.write(
+        "not-a-key.pub",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
+    let o = s
+        .kiln()
+        .args(["rescan", "--feed", "osv", "--vex-key", "not-a-key.pub"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).1.contains("VEX key `not-a-key.pub`")
+            && text(&o).1.contains("is not a public key"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 /// debsecan, on the same status file and the same tracker data (in its
@@ -808,6 +839,11 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         "sec.pub",
     ]);
     assert_exit(&o, 0);
+    assert!(
+        text(&o).1.contains("VEX statement vex.dsse.json#2 (CVE-2099-0004 by Image Security <security@example.com>) expired at 2020-01-01T00:00:00Z: ignored"),
+        "{:?}",
+        text(&o)
+    );
     let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
     let f = &r["versions"][0]["artifacts"][0]["findings"][0];
     assert_eq!(f["vex"]["status"], "not_affected", "{r:#}");
