@@ -628,8 +628,8 @@ fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
     busybox_rootfs(
         &s,
         &[
-            ("etc/os-release", "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n"),
-            ("lib/apk/db/installed", "C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\n"),
+            ("etc/os-release", crate::rescan::ALPINE_OS_RELEASE),
+            ("lib/apk/db/installed", crate::rescan::APK_INSTALLED),
         ],
     );
     s.write(

@@ -661,6 +661,17 @@ fn audit_log(s: &Scratch) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Asserts the exit code and that stderr names `needle`.
+#[track_caller]
+fn refused(o: &std::process::Output, code: i32, needle: &str) {
+    assert_exit(o, code);
+    assert!(
+        text(o).1.contains(needle),
+        "`{needle}` not in {:?}",
+        text(o)
+    );
+}
+
 fn key_id_of(pem: &Path) -> String {
     use sha2::Digest as _;
     let pem = std::fs::read_to_string(pem).unwrap();
@@ -707,14 +718,10 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     };
 
     // No rescan logged yet: prod is refused for that.
-    let o = promote(&[]);
-    assert_exit(&o, 1);
-    assert!(
-        text(&o)
-            .1
-            .contains("deny_unscanned: no rescan of this version is logged"),
-        "{:?}",
-        text(&o)
+    refused(
+        &promote(&[]),
+        1,
+        "deny_unscanned: no rescan of this version is logged",
     );
 
     // A rescan with the critical, logged.
@@ -736,14 +743,10 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     assert_eq!(v["findings"][0]["id"], "DSA-9999-1");
     assert_eq!(v["findings"][0]["status"], "affected");
     assert!(v["feed_age_days"].as_f64().unwrap() < 1.0, "{v:#}");
-    let o = promote(&[]);
-    assert_exit(&o, 1);
-    assert!(
-        text(&o)
-            .1
-            .contains("deny_vulnerable: critical DSA-9999-1 in libssl3 without a VEX statement"),
-        "{:?}",
-        text(&o)
+    refused(
+        &promote(&[]),
+        1,
+        "deny_vulnerable: critical DSA-9999-1 in libssl3 without a VEX statement",
     );
     // A deploy-time `kiln verify --policy` sees the same logged rescan.
     let o = s
@@ -765,9 +768,7 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
             .output()
             .unwrap()
     };
-    let o = verify();
-    assert_exit(&o, 1);
-    assert!(text(&o).1.contains("deny_vulnerable"), "{:?}", text(&o));
+    refused(&verify(), 1, "deny_vulnerable");
 
     // The security team signs its VEX.
     let o = s
@@ -789,36 +790,26 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         .iter()
         .filter(|c| c["action"] == "rescan")
         .count();
-    let o = rescan(&["--vex", "vex.json", "--vex-key", "sec.pub"]);
-    assert_exit(&o, 2);
-    assert!(
-        text(&o)
-            .1
-            .contains("vex.json: the VEX document is not signed"),
-        "{:?}",
-        text(&o)
+    refused(
+        &rescan(&["--vex", "vex.json", "--vex-key", "sec.pub"]),
+        2,
+        "vex.json: the VEX document is not signed",
     );
-    let o = rescan(&["--vex", "vex.dsse.json", "--vex-key", "other.pub"]);
-    assert_exit(&o, 2);
-    assert!(
-        text(&o).1.contains("does not verify with any `--vex-key`"),
-        "{:?}",
-        text(&o)
+    refused(
+        &rescan(&["--vex", "vex.dsse.json", "--vex-key", "other.pub"]),
+        2,
+        "does not verify with any `--vex-key`",
     );
     let tampered = crate::checkers::envelope_with_flipped_payload(&signed, s.path());
-    let o = rescan(&["--vex", tampered.to_str().unwrap(), "--vex-key", "sec.pub"]);
-    assert_exit(&o, 2);
-    assert!(
-        text(&o).1.contains("changed after signing"),
-        "{:?}",
-        text(&o)
+    refused(
+        &rescan(&["--vex", tampered.to_str().unwrap(), "--vex-key", "sec.pub"]),
+        2,
+        "changed after signing",
     );
-    let o = rescan(&["--vex", "vex.dsse.json"]);
-    assert_exit(&o, 2);
-    assert!(
-        text(&o).1.contains("give the public key it is signed with"),
-        "{:?}",
-        text(&o)
+    refused(
+        &rescan(&["--vex", "vex.dsse.json"]),
+        2,
+        "give the public key it is signed with",
     );
     assert_eq!(
         audit_log(&s)
@@ -1001,6 +992,11 @@ fn sha256_of(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// An Alpine 3.19 image's os-release and apk database: musl and
+/// busybox-binsh (origin busybox).
+pub const ALPINE_OS_RELEASE: &str = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n";
+pub const APK_INSTALLED: &str = "C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\n";
+
 /// Alpine and ecosystems kiln does not match: a busybox image with a
 /// planted apk database (Alpine 3.19) against OSV records — apk's
 /// ordering decides (`_git…-r4` < `-r5`; a fix at the installed version
@@ -1016,8 +1012,8 @@ fn alpine_versions_match_by_apk_rules_and_unknown_ecosystems_are_reported() {
     busybox_rootfs(
         &s,
         &[
-            ("etc/os-release", "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n"),
-            ("lib/apk/db/installed", "C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\n"),
+            ("etc/os-release", ALPINE_OS_RELEASE),
+            ("lib/apk/db/installed", APK_INSTALLED),
         ],
     );
     let t = s.write(
