@@ -378,4 +378,49 @@ mod tests {
         assert!(f[0].counts());
         assert_eq!(f[0].expired_vex.len(), 1);
     }
+
+    /// RPM feeds name binary packages too; the ecosystem must be the
+    /// image's distribution and the release its major version.
+    #[test]
+    fn rpm_records_match_binary_names_by_distribution_and_release() {
+        let t = Target {
+            os_id: Some("almalinux".into()),
+            os_version: Some("9.3".into()),
+            packages: vec![SbomPackage {
+                name: "openssl-libs".into(),
+                version: "1:3.0.7-27.el9".into(),
+                purl: "pkg:rpm/almalinux/openssl-libs@3.0.7-27.el9?epoch=1".into(),
+                source: "openssl".into(),
+                source_version: "1:3.0.7-27.el9".into(),
+            }],
+        };
+        let rec = |eco: &str, name: &str, fixed: &str| {
+            json!({ "id": format!("{eco}/{name}/{fixed}"), "affected": [{
+                "package": { "ecosystem": eco, "name": name },
+                "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": fixed }] }] }] })
+        };
+        let adv: Vec<Advisory> = [
+            rec("AlmaLinux:9", "openssl-libs", "1:3.0.7-28.el9"),
+            rec("AlmaLinux:9", "openssl", "1:3.0.7-27.el9_4"),
+            rec("AlmaLinux:9", "openssl-libs", "1:3.0.7-27.el9"),
+            rec("AlmaLinux:9", "openssl-libs", "3.9-1.el9"),
+            rec("AlmaLinux:8", "openssl-libs", "1:9-1"),
+            rec("Rocky Linux:9", "openssl-libs", "1:9-1"),
+        ]
+        .iter()
+        .flat_map(|r| feed::parse(r, "r.json").unwrap())
+        .collect();
+        let ids: Vec<String> = scan(&t, &adv, &[])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "AlmaLinux:9/openssl-libs/1:3.0.7-28.el9",
+                "AlmaLinux:9/openssl/1:3.0.7-27.el9_4",
+            ]
+        );
+    }
 }
