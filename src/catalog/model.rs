@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::rescan::{LoggedRescan, RescanRecord};
 pub use crate::template::schema::is_valid_name;
 
 /// One change to the catalog, as recorded in a log entry.
@@ -52,6 +53,9 @@ pub enum Action {
     },
     /// A policy gate's decision before `channel` moved (or did not).
     Policy(PolicyDecision),
+    /// `kiln rescan` of a version: feeds, VEX, findings (the gate reads
+    /// the latest).
+    Rescan(RescanRecord),
 }
 
 /// What a policy gate decided (docs/policy.md).
@@ -120,6 +124,7 @@ impl Action {
             | Action::Revoke { image, .. }
             | Action::Delete { image, .. } => image,
             Action::Policy(d) => &d.image,
+            Action::Rescan(r) => &r.image,
         }
     }
 
@@ -184,6 +189,28 @@ impl Action {
                     text.push_str(&format!("; override reason: {r}"));
                 }
                 text
+            }
+            Action::Rescan(r) => {
+                let signed: Vec<&str> = r
+                    .vex
+                    .iter()
+                    .filter_map(|v| v.signed_by.as_deref())
+                    .collect();
+                format!(
+                    "rescan {} {}: {} ({} feed{}, {} VEX document{}{})",
+                    r.image,
+                    r.version,
+                    r.summary(),
+                    r.feeds.len(),
+                    if r.feeds.len() == 1 { "" } else { "s" },
+                    r.vex.len(),
+                    if r.vex.len() == 1 { "" } else { "s" },
+                    if signed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", signed by {}", signed.join(", "))
+                    }
+                )
             }
         }
     }
@@ -294,6 +321,9 @@ pub struct Version {
     pub seq: u64,
     /// `kiln prune` removed its artifacts (whatever its status says).
     pub artifacts_deleted: bool,
+    /// Its latest `kiln rescan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescan: Option<LoggedRescan>,
 }
 
 impl Version {
@@ -423,6 +453,7 @@ impl State {
                 registered_by: by,
                 seq: e.seq,
                 artifacts_deleted: false,
+                rescan: None,
             }),
             Action::Promote {
                 version, channel, ..
@@ -483,6 +514,16 @@ impl State {
             }
             // A decision moves nothing: the promote entry after it does.
             Action::Policy(_) => {}
+            Action::Rescan(r) => {
+                if let Some(v) = family.version_mut(&r.version) {
+                    v.rescan = Some(LoggedRescan {
+                        seq: e.seq,
+                        at,
+                        by,
+                        record: r.clone(),
+                    });
+                }
+            }
         }
     }
 

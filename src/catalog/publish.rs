@@ -166,6 +166,7 @@ mod tests {
             registered_by: "me".into(),
             seq: 1,
             artifacts_deleted: false,
+            rescan: None,
         };
         let key = crate::sign::load_or_create_plain_key(&tmp.path().join("k")).unwrap();
         let p = channel(&v, "prod", &key).await.unwrap();

@@ -267,6 +267,7 @@ fn signers(
             Action::Revoke { .. } => "revoke",
             Action::Delete { .. } => "delete",
             Action::Policy(_) => "policy decision",
+            Action::Rescan(_) => "rescan",
         };
         pems.insert(&e.signature.key_id, same_key_id(&e.signature.public_key));
         by_key

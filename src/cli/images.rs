@@ -254,6 +254,16 @@ async fn show(cat: &Catalog, image: &str, which: &str, json: bool) -> Result<Exi
         r.build_id, r.template_digest
     );
     println!("  channels:    {}", channels.join(", "));
+    match &v.rescan {
+        Some(l) => println!(
+            "  rescan:      #{} {} by {}: {}",
+            l.seq,
+            l.at,
+            l.by,
+            l.record.summary()
+        ),
+        None => println!("  rescan:      none logged (`kiln rescan`)"),
+    }
     for a in &r.artifacts {
         println!("  artifact     {} {}", a.kind, a.id);
         println!("    job:         {}", a.job);

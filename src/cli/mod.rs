@@ -24,6 +24,7 @@ mod show_manifest;
 mod test;
 mod validate;
 mod verify;
+mod vex;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,8 @@ pub enum Command {
     Sbom(sbom::SbomArgs),
     /// Rescan recorded SBOMs against offline vulnerability feeds, with OpenVEX.
     Rescan(rescan::RescanArgs),
+    /// OpenVEX documents: sign one for `kiln rescan --vex-key`.
+    Vex(vex::VexArgs),
     /// The image catalog: versions, channels, promote, rollback, revoke.
     Images(images::ImagesArgs),
     /// Create a cosign-compatible key pair.
@@ -239,6 +242,7 @@ async fn run(cli: Cli) -> Exit {
         Command::ShowManifest(args) => show_manifest::exec(args),
         Command::Sbom(args) => sbom::exec(args),
         Command::Rescan(args) => rescan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
+        Command::Vex(args) => vex::exec(args).await,
         Command::Check(args) => check::exec(args, &cli.state_dir).await,
         Command::Images(args) => images::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Keygen(args) => keygen::exec(args),

@@ -1,12 +1,14 @@
-//! `kiln rescan [IMAGE] --feed FILE|DIR [--vex FILE] [--json] [--fail-on
-//! SEVERITY]`: matches the SBOMs recorded for every version still active
-//! or in a channel against vulnerability feeds given as files (no
-//! network), with OpenVEX statements, and reports per version and per
-//! channel. Exit 0 clean (or below `--fail-on`), 1 when a counted finding
-//! at or above `--fail-on` remains or a version's SBOM cannot be trusted,
-//! 2 on bad input (feed, VEX, unknown image).
+//! `kiln rescan [IMAGE] --feed FILE|DIR [--vex FILE] [--vex-key PUB]
+//! [--json] [--fail-on SEVERITY] [--no-record]`: matches the SBOMs
+//! recorded for every version still active or in a channel against
+//! vulnerability feeds given as files (no network), with OpenVEX
+//! statements (signed ones verified first), reports per version and per
+//! channel, and logs each version's result in the catalog (a signed
+//! `rescan` entry the policy gate reads). Exit 0 clean (or below
+//! `--fail-on`), 1 when a counted finding at or above `--fail-on` remains
+//! or a version's SBOM cannot be trusted, 2 on bad input (feed, VEX,
+//! unknown image).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use super::images::fail;
 use super::Exit;
 use crate::catalog;
+use crate::vuln::record::{self, ArtifactOutcome};
 use crate::vuln::{self, feed, vex, Finding, Severity};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -46,10 +49,20 @@ pub struct RescanArgs {
     /// `.json` files, or Debian security-tracker JSON. Repeatable.
     #[arg(long = "feed", value_name = "FILE|DIR", required = true)]
     pub feeds: Vec<PathBuf>,
-    /// An OpenVEX document; every statement needs an author and a
-    /// `kiln:expires`. Repeatable.
+    /// An OpenVEX document, or a DSSE envelope around one (`kiln vex
+    /// sign`); every statement needs an author and a `kiln:expires`.
+    /// Repeatable.
     #[arg(long = "vex", value_name = "FILE")]
     pub vex: Vec<PathBuf>,
+    /// A public key (cosign PEM) VEX documents are signed with: with
+    /// one, every `--vex` must be an envelope one of these keys signed.
+    /// Repeatable.
+    #[arg(long = "vex-key", value_name = "PUB")]
+    pub vex_keys: Vec<PathBuf>,
+    /// Report only: do not log the result in the catalog (the policy
+    /// gate then does not see it).
+    #[arg(long)]
+    pub no_record: bool,
     /// One JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -60,27 +73,54 @@ pub struct RescanArgs {
 }
 
 pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> Exit {
-    let mut advisories = vec![];
+    let mut feeds = vec![];
     for f in &args.feeds {
         match feed::load(f) {
-            Ok(a) => advisories.extend(a),
+            Ok(feed) => feeds.push(feed),
             Err(e) => {
                 eprintln!("error: feed `{}`: {e}", f.display());
                 return Exit::BadInput;
             }
         }
     }
+    let advisories: Vec<feed::Advisory> = feeds.iter().flat_map(|f| f.advisories.clone()).collect();
+    let unmatched = vuln::unmatched_ecosystems(&advisories);
+    for (eco, n) in &unmatched {
+        eprintln!(
+            "note: {n} feed record(s) of ecosystem `{eco}` not matched: kiln matches OS packages of Debian, Ubuntu, Alpine, Wolfi, Chainguard and RPM distributions (docs/rescan.md)"
+        );
+    }
+    let mut keys = vec![];
+    for k in &args.vex_keys {
+        match vex::VexKey::load(k) {
+            Ok(key) => keys.push(key),
+            Err(e) => {
+                eprintln!("error: VEX key `{}`: {e}", k.display());
+                return Exit::BadInput;
+            }
+        }
+    }
     let now = SystemTime::now();
-    let mut statements = vec![];
+    let mut documents = vec![];
     for f in &args.vex {
-        match vex::load(f, now) {
-            Ok(s) => statements.extend(s),
+        match vex::load(f, now, &keys) {
+            Ok(d) => documents.push(d),
             Err(e) => {
                 eprintln!("error: VEX `{}`: {e}", f.display());
                 return Exit::BadInput;
             }
         }
     }
+    for d in documents.iter().filter(|d| d.signed_by.is_none()) {
+        eprintln!(
+            "warning: VEX `{}` is not signed: its statements are taken as given (give `--vex-key PUB` to require signed VEX)",
+            d.file
+        );
+    }
+    let statements: Vec<vex::Statement> = documents
+        .iter()
+        .flat_map(|d| d.statements.clone())
+        .collect();
     for s in statements.iter().filter(|s| s.expired) {
         eprintln!(
             "note: VEX statement {} ({} by {}) expired at {}: ignored",
@@ -106,6 +146,7 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
     }
     let mut versions = vec![];
     let mut channels = vec![];
+    let mut records = vec![];
     let mut broken = false;
     for (name, fam) in &snap.state.images {
         if args.image.as_ref().is_some_and(|i| i != name) {
@@ -117,21 +158,38 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
             if !v.is_active() && chans.is_empty() {
                 continue;
             }
-            let mut arts = vec![];
-            for a in &v.registration.artifacts {
-                let res = artifact_findings(a, &advisories, &statements);
-                if res.is_err() {
-                    broken = true;
-                }
-                arts.push(json!({
-                    "job": a.job,
-                    "artifact": a.id,
-                    "scanned": matches!(res, Ok(Some(_))),
-                    "error": res.as_ref().err(),
-                    "findings": res.ok().flatten().unwrap_or_default(),
-                }));
-            }
-            let counts = counts(&arts);
+            let results: Vec<Result<Option<Vec<Finding>>, String>> = v
+                .registration
+                .artifacts
+                .iter()
+                .map(|a| artifact_findings(a, &advisories, &statements))
+                .collect();
+            broken |= results.iter().any(Result::is_err);
+            let outcomes: Vec<ArtifactOutcome<'_>> = v
+                .registration
+                .artifacts
+                .iter()
+                .zip(&results)
+                .map(|(a, result)| ArtifactOutcome {
+                    job: &a.job,
+                    artifact: &a.id,
+                    result,
+                })
+                .collect();
+            let rec = record::version_record(name, ver, &outcomes, &feeds, &documents);
+            let counts = json!(rec.counts);
+            let arts: Vec<Value> = outcomes
+                .iter()
+                .map(|o| {
+                    json!({
+                        "job": o.job,
+                        "artifact": o.artifact,
+                        "scanned": matches!(o.result, Ok(Some(_))),
+                        "error": o.result.as_ref().err(),
+                        "findings": o.result.as_ref().ok().cloned().flatten().unwrap_or_default(),
+                    })
+                })
+                .collect();
             for c in &chans {
                 channels
                     .push(json!({ "image": name, "channel": c, "version": ver, "counts": counts }));
@@ -144,8 +202,17 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
                 "counts": counts,
                 "artifacts": arts,
             }));
+            records.push(rec);
         }
     }
+    let recorded = if args.no_record || records.is_empty() {
+        None
+    } else {
+        match log_rescans(&cat, records).await {
+            Ok(r) => Some(r),
+            Err(e) => return fail(&e),
+        }
+    };
     let threshold = args.fail_on.map(FailOn::severity);
     let over = threshold.is_some_and(|t| {
         versions.iter().any(|v| {
@@ -156,15 +223,17 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
         })
     });
     let report = json!({
-        "feeds": args.feeds,
+        "feeds": feeds.iter().map(|f| json!({ "path": f.path, "digest": f.digest, "modified": f.modified })).collect::<Vec<_>>(),
         "advisories": advisories.len(),
-        "vex": args.vex,
+        "unmatched_ecosystems": unmatched,
+        "vex": documents.iter().map(|d| json!({ "path": d.file, "digest": d.digest, "signed_by": d.signed_by })).collect::<Vec<_>>(),
         "vex_statements": statements.len(),
         "expired_vex_statements": statements.iter().filter(|s| s.expired).map(|s| &s.at).collect::<Vec<_>>(),
         "fail_on": threshold.map(Severity::name),
         "failed": over || broken,
         "versions": versions,
         "channels": channels,
+        "recorded": recorded,
     });
     if args.json {
         println!("{report:#}");
@@ -176,6 +245,31 @@ pub async fn exec(args: RescanArgs, state_dir: &Path, catalog: Option<&str>) -> 
     } else {
         Exit::Success
     }
+}
+
+/// Appends one signed `rescan` entry per version, in one locked change;
+/// returns `{image, version, seq}` of each.
+async fn log_rescans(
+    cat: &catalog::Catalog,
+    records: Vec<catalog::rescan::RescanRecord>,
+) -> Result<Vec<Value>, catalog::CatalogError> {
+    let (key, note) = cat.operator_key_noting()?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    let actor = catalog::actor();
+    let mut w = cat.writer().await?;
+    let mut out = vec![];
+    for r in records {
+        let (image, version) = (r.image.clone(), r.version.clone());
+        let seq = w
+            .record(catalog::Action::Rescan(r), &actor, &key)
+            .await?
+            .seq;
+        out.push(json!({ "image": image, "version": version, "seq": seq }));
+    }
+    w.commit().await?;
+    Ok(out)
 }
 
 fn artifact_findings(
@@ -193,32 +287,6 @@ fn artifact_findings(
         return Ok(None);
     };
     vuln::scan(&t, advisories, statements).map(Some)
-}
-
-/// Counted findings per severity, over a version's artifacts, plus how
-/// many a VEX statement took out.
-fn counts(arts: &[Value]) -> Value {
-    let mut m: BTreeMap<&str, u64> = Severity::ALL.iter().map(|s| (s.name(), 0)).collect();
-    let mut vexed = 0;
-    for a in arts {
-        for f in a["findings"].as_array().into_iter().flatten() {
-            let suppressed = matches!(f["vex"]["status"].as_str(), Some("not_affected" | "fixed"));
-            if suppressed {
-                vexed += 1;
-            } else if let Some(s) = f["severity"].as_str() {
-                *m.entry(
-                    Severity::ALL
-                        .iter()
-                        .find(|x| x.name() == s)
-                        .map_or("unknown", |x| x.name()),
-                )
-                .or_default() += 1;
-            }
-        }
-    }
-    let mut v = json!(m);
-    v["vex_not_affected"] = vexed.into();
-    v
 }
 
 fn summary(c: &Value) -> String {
@@ -242,11 +310,18 @@ fn summary(c: &Value) -> String {
 }
 
 fn print_human(r: &Value) {
+    let signed = r["vex"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["signed_by"].is_string())
+        .count();
     println!(
-        "{} advisories from {} feed(s), {} VEX statement(s)",
+        "{} advisories from {} feed(s), {} VEX statement(s) ({signed} of {} VEX document(s) signed)",
         r["advisories"],
         r["feeds"].as_array().map_or(0, Vec::len),
-        r["vex_statements"]
+        r["vex_statements"],
+        r["vex"].as_array().map_or(0, Vec::len),
     );
     let versions = r["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
@@ -284,9 +359,13 @@ fn print_human(r: &Value) {
                     .map_or("no fix".to_string(), |x| format!("fixed in {x}"));
                 let vex = match f["vex"]["status"].as_str() {
                     Some(st) => format!(
-                        " [VEX {st} by {} until {}]",
+                        " [VEX {st} by {} until {}{}]",
                         f["vex"]["author"].as_str().unwrap_or_default(),
-                        f["vex"]["expires"].as_str().unwrap_or_default()
+                        f["vex"]["expires"].as_str().unwrap_or_default(),
+                        f["vex"]["signed_by"]
+                            .as_str()
+                            .map(|k| format!(", signed by {k}"))
+                            .unwrap_or_default()
                     ),
                     None => String::new(),
                 };
@@ -313,6 +392,14 @@ fn print_human(r: &Value) {
             c["channel"].as_str().unwrap_or_default(),
             c["version"].as_str().unwrap_or_default(),
             summary(&c["counts"])
+        );
+    }
+    for rec in r["recorded"].as_array().into_iter().flatten() {
+        println!(
+            "logged: rescan of {} {} is catalog entry #{}",
+            rec["image"].as_str().unwrap_or_default(),
+            rec["version"].as_str().unwrap_or_default(),
+            rec["seq"]
         );
     }
     if let Some(t) = r["fail_on"].as_str() {

@@ -134,8 +134,20 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
                 let judged = match args.policy.as_deref() {
                     Some("no-failed-high") => Some(check_policy(Policy::NoFailedHigh, &detail)),
                     Some(file) => {
-                        match rego_policy(file, &args.policy_entrypoint, &detail, args.print_input)
-                        {
+                        let rescan = match logged_rescan(&detail, state_dir, catalog).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return Exit::Failure;
+                            }
+                        };
+                        match rego_policy(
+                            file,
+                            &args.policy_entrypoint,
+                            &detail,
+                            rescan.as_ref(),
+                            args.print_input,
+                        ) {
                             Ok(None) => return Exit::Success,
                             Ok(Some(Ok(text))) => Some(Ok(text)),
                             Ok(Some(Err(text))) => Some(Err(text)),
@@ -278,10 +290,34 @@ pub async fn exec(args: VerifyArgs, state_dir: &std::path::Path, catalog: Option
 /// A Rego `--policy` on a verified build manifest: `Ok(None)` when only
 /// the input was printed; `Ok(Some(verdict text))`; `Err` for a policy
 /// that cannot be used (bad input).
+/// The latest rescan the catalog logged for the version a verified
+/// build manifest names (`None`: no catalog, version or rescan), so
+/// `verify --policy` sees the `vulnerabilities` `promote` sees.
+async fn logged_rescan(
+    verified: &serde_json::Value,
+    state_dir: &std::path::Path,
+    catalog: Option<&str>,
+) -> Result<Option<crate::catalog::rescan::LoggedRescan>, String> {
+    let (Some(image), Some(version)) = (
+        verified["image"]["name"].as_str(),
+        verified["catalog"]["version"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    let Some(state) = verified_state(state_dir, catalog).await? else {
+        return Ok(None);
+    };
+    Ok(state
+        .family(image)
+        .and_then(|f| f.version(version))
+        .and_then(|v| v.rescan.clone()))
+}
+
 fn rego_policy(
     file: &str,
     entrypoint: &str,
     verified: &serde_json::Value,
+    rescan: Option<&crate::catalog::rescan::LoggedRescan>,
     print_input: bool,
 ) -> Result<Option<Result<String, String>>, String> {
     use crate::policy::input::{self, Context, Occasion};
@@ -294,6 +330,7 @@ fn rego_policy(
         version: verified["catalog"]["version"].as_str(),
         status: None,
         channels: &[],
+        rescan,
     };
     let doc = input::document(verified, &ctx).map_err(|e| e.to_string())?;
     if print_input {

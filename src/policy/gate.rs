@@ -168,6 +168,7 @@ pub fn evaluate_version(
             version: Some(&v.registration.version),
             status: Some(v.status.name()),
             channels: channels_now,
+            rescan: v.rescan.as_ref(),
         };
         let doc = input::document(&manifest, &ctx)?;
         let verdict = policy.evaluate(&doc)?;

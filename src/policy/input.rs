@@ -2,9 +2,9 @@
 //! build recorded: its build manifest (template, provenance, hardening
 //! reports, `[[build.test]]` results, SBOM record and the CycloneDX
 //! document it names), the catalog version and the decision's context
-//! (target channel, why it is asked). Its fields are documented in
-//! docs/policy.md; `vulnerabilities` is reserved for scan findings and is
-//! empty today (`scanned: false`).
+//! (target channel, why it is asked) and the version's latest logged
+//! `kiln rescan` ([`super::vulnerabilities`]). Its fields are documented
+//! in docs/policy.md.
 
 use std::path::Path;
 
@@ -47,6 +47,8 @@ pub struct Context<'a> {
     pub status: Option<&'a str>,
     /// Channels that point at the version now.
     pub channels: &'a [String],
+    /// The version's latest rescan in the catalog log.
+    pub rescan: Option<&'a crate::catalog::rescan::LoggedRescan>,
 }
 
 /// The input document for one artifact's build manifest.
@@ -89,10 +91,12 @@ pub fn document(manifest: &Value, ctx: &Context<'_>) -> Result<Value, PolicyErro
         "hardening": hardening(&manifest["hardening"]),
         "tests": tests(&manifest["tests"]),
         "sbom": sbom(&manifest["sbom"])?,
-        "vulnerabilities": {
-            "scanned": false,
-            "findings": [],
-        },
+        "vulnerabilities": super::vulnerabilities::section(
+            ctx.rescan,
+            manifest["job"].as_str(),
+            artifact["id"].as_str(),
+            std::time::SystemTime::now(),
+        ),
     }))
 }
 
@@ -210,6 +214,7 @@ mod tests {
             version: Some("1.0.0+1"),
             status: Some("active"),
             channels: &[],
+            rescan: None,
         };
         let d = document(&m, &ctx).unwrap();
         assert_eq!(d["kiln_input"], FORMAT);

@@ -11,6 +11,7 @@
 
 pub mod gate;
 pub mod input;
+pub mod vulnerabilities;
 
 use std::path::PathBuf;
 

@@ -5,6 +5,7 @@
 //! [`Advisory`] records that [`super::scan`] matches against an SBOM.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -33,11 +34,26 @@ pub struct Advisory {
     pub origin: String,
 }
 
+/// One `--feed` as read: its advisories, and what the catalog log keeps
+/// of it.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pub path: String,
+    /// `sha256:` of the file; for a folder, of its `.json` files' names
+    /// and digests (canonical JSON).
+    pub digest: String,
+    /// The newest OSV `modified` of its records, else its newest file's
+    /// modification time (RFC 3339): how current the feed is.
+    pub modified: Option<String>,
+    pub advisories: Vec<Advisory>,
+}
+
 /// Reads every feed file a `--feed` names (a folder: its `.json` files,
 /// sorted). Errors name the file and, for bad JSON, line and column.
-pub fn load(path: &Path) -> Result<Vec<Advisory>, String> {
+pub fn load(path: &Path) -> Result<Feed, String> {
     let mut files: Vec<PathBuf> = vec![];
-    if path.is_dir() {
+    let is_dir = path.is_dir();
+    if is_dir {
         let rd = fs_err::read_dir(path).map_err(|e| e.to_string())?;
         for e in rd {
             let p = e.map_err(|e| e.to_string())?.path();
@@ -55,14 +71,51 @@ pub fn load(path: &Path) -> Result<Vec<Advisory>, String> {
     } else {
         files.push(path.to_path_buf());
     }
-    let mut out = vec![];
+    let mut advisories = vec![];
+    let mut digests = serde_json::Map::new();
+    let mut single = String::new();
+    let mut newest: Option<SystemTime> = None;
     for f in files {
-        let text = fs_err::read_to_string(&f).map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&text)
+        let bytes = fs_err::read(&f).map_err(|e| e.to_string())?;
+        let digest = crate::manifest::sha256_hex(&bytes);
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        digests.insert(name, digest.clone().into());
+        single = digest;
+        let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}:{}:{}: not JSON: {e}", f.display(), e.line(), e.column()))?;
-        out.extend(parse(&v, &f.display().to_string())?);
+        let stamp = newest_modified(&v)
+            .or_else(|| fs_err::metadata(&f).ok().and_then(|m| m.modified().ok()));
+        newest = newest.max(stamp);
+        advisories.extend(parse(&v, &f.display().to_string())?);
     }
-    Ok(out)
+    let digest = if is_dir {
+        crate::manifest::sha256_hex(&crate::manifest::canonical(&Value::Object(digests)))
+    } else {
+        single
+    };
+    Ok(Feed {
+        path: path.display().to_string(),
+        digest,
+        modified: newest.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        advisories,
+    })
+}
+
+/// The newest `modified` among the OSV records of a document.
+fn newest_modified(v: &Value) -> Option<SystemTime> {
+    let one = |r: &Value| {
+        r["modified"]
+            .as_str()
+            .and_then(|m| humantime::parse_rfc3339_weak(m).ok())
+    };
+    match v {
+        Value::Array(items) => items.iter().filter_map(one).max(),
+        _ => one(v),
+    }
 }
 
 /// The advisories of one parsed feed document.
@@ -83,6 +136,24 @@ pub fn parse(v: &Value, file: &str) -> Result<Vec<Advisory>, String> {
             "{file}: neither an OSV record nor Debian security-tracker JSON"
         )),
     }
+}
+
+/// The release an OSV ecosystem suffix names: its first number
+/// (`v3.19` → `3.19`, `enterprise_linux:8::appstream` → `8`,
+/// `22.04:LTS` → `22.04`, `Leap 15.5` → `15.5`), else the suffix as
+/// written (`Tumbleweed`).
+fn release_of(suffix: &str) -> String {
+    let Some(start) = suffix.find(|c: char| c.is_ascii_digit()) else {
+        return suffix.to_string();
+    };
+    let tail = &suffix[start..];
+    let mut end = tail
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(tail.len());
+    while tail[..end].ends_with('.') {
+        end -= 1;
+    }
+    tail[..end].to_string()
 }
 
 fn severity_word(s: &str) -> Severity {
@@ -123,7 +194,7 @@ fn osv(r: &Value, file: &str) -> Result<Vec<Advisory>, String> {
             .as_str()
             .ok_or_else(|| format!("{at}: no package.name"))?;
         let (eco, release) = match eco_full.split_once(':') {
-            Some((e, r)) => (e, Some(r.trim_start_matches('v').to_string())),
+            Some((e, r)) => (e, Some(release_of(r))),
             None => (eco_full, None),
         };
         let mut ranges = vec![];
@@ -233,7 +304,7 @@ fn debian_tracker(v: &Value, file: &str) -> Result<Vec<Advisory>, String> {
                 out.push(Advisory {
                     id: cve.clone(),
                     aliases: vec![],
-                    ecosystem: Ecosystem::Debian,
+                    ecosystem: Ecosystem::DEBIAN,
                     release: Some(suite.clone()),
                     package: pkg.clone(),
                     ranges: vec![range],
@@ -272,12 +343,26 @@ mod tests {
         let a = parse(&r, "f.json").unwrap();
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].release.as_deref(), Some("12"));
-        assert_eq!(a[0].ecosystem, Ecosystem::Debian);
+        assert_eq!(a[0].ecosystem, Ecosystem::DEBIAN);
         assert_eq!(a[0].ranges.len(), 2);
         assert_eq!(a[0].ranges[0].fixed.as_deref(), Some("3.0.11-1~deb12u2"));
         assert_eq!(a[0].ranges[1].fixed, None);
         assert_eq!(a[0].severity, Severity::High);
         assert_eq!(a[0].aliases, vec!["CVE-2024-1".to_string()]);
+    }
+
+    #[test]
+    fn releases_are_read_from_each_ecosystem_suffix() {
+        for (suffix, release) in [
+            ("12", "12"),
+            ("v3.19", "3.19"),
+            ("enterprise_linux:8::appstream", "8"),
+            ("22.04:LTS", "22.04"),
+            ("Leap 15.5", "15.5"),
+            ("Tumbleweed", "Tumbleweed"),
+        ] {
+            assert_eq!(release_of(suffix), release, "{suffix}");
+        }
     }
 
     #[test]

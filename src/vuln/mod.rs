@@ -1,13 +1,19 @@
 //! Offline vulnerability rescans of recorded SBOMs: a build's CycloneDX
 //! document (its digest checked against the manifest) matched against
 //! feeds read from files ([`feed`]: OSV records, Debian's security
-//! tracker) with each ecosystem's version ordering ([`version`]), and
-//! OpenVEX statements ([`vex`]) that take findings out of the count.
-//! `kiln rescan` (cli) walks the catalog and presents the results.
+//! tracker) with each ecosystem's version ordering ([`version`], Alpine's
+//! in [`apk`]), and OpenVEX statements ([`vex`], signed or not) that take
+//! findings out of the count. `kiln rescan` (cli) walks the catalog,
+//! presents the results and records them ([`record`]) in the catalog's
+//! log, where the policy gate reads them.
 
+pub mod apk;
 pub mod feed;
+pub mod record;
 pub mod version;
 pub mod vex;
+
+use std::collections::BTreeMap;
 
 use std::path::Path;
 
@@ -15,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use feed::Advisory;
-use version::Ecosystem;
+use version::{Ecosystem, Scheme};
 use vex::Statement;
 
 /// How bad a finding is; ordered from least to worst.
@@ -126,6 +132,10 @@ pub struct VexNote {
     pub expires: String,
     /// `FILE#N`.
     pub statement: String,
+    /// The key id of the `--vex-key` its document was verified with
+    /// (absent: an unsigned document, taken as given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// One vulnerable package.
@@ -169,17 +179,47 @@ const DEBIAN_CODENAMES: &[(&str, &str)] = &[
     ("14", "forky"),
 ];
 
-/// Whether an advisory for `release` applies to an image of `os_version`.
+/// Whether an advisory for `release` applies to an image of `os_version`:
+/// the same release, or `os_version` a point release of it (`3.19.1` of
+/// `3.19`, `9.3` of `9`, `15-SP5` of `15`); Debian's codenames too.
 fn release_matches(eco: &Ecosystem, release: Option<&str>, os_version: Option<&str>) -> bool {
     let Some(r) = release else { return true };
     let Some(v) = os_version else { return false };
     let major = v.split('.').next().unwrap_or(v);
-    match eco {
-        Ecosystem::Debian => {
-            r == v || r == major || DEBIAN_CODENAMES.iter().any(|(n, c)| *n == major && *c == r)
-        }
-        _ => v == r || v.starts_with(&format!("{r}.")),
+    if *eco == Ecosystem::DEBIAN
+        && (r == major || DEBIAN_CODENAMES.iter().any(|(n, c)| *n == major && *c == r))
+    {
+        return true;
     }
+    v == r
+        || v.strip_prefix(r)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+}
+
+/// The installed version to compare when advisory `a` (naming `package`)
+/// may concern `p`: Debian's and Alpine's feeds name source packages, so
+/// the source version; RPM feeds name binary or source packages.
+fn installed<'p>(scheme: Scheme, p: &'p SbomPackage, package: &str) -> Option<&'p str> {
+    if p.source == package {
+        Some(&p.source_version)
+    } else if scheme == Scheme::Rpm && p.name == package {
+        Some(&p.version)
+    } else {
+        None
+    }
+}
+
+/// Feed records of ecosystems kiln does not match against OS packages
+/// (`npm`, `PyPI`, a distribution it does not know), counted by name:
+/// the rescan reports them instead of passing over them in silence.
+pub fn unmatched_ecosystems(advisories: &[Advisory]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for a in advisories {
+        if let Ecosystem::Other(name) = &a.ecosystem {
+            *out.entry(name.clone()).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// Matches a target's packages against the advisories (by source package
@@ -192,14 +232,19 @@ pub fn scan(
 ) -> Result<Vec<Finding>, String> {
     let mut out: Vec<Finding> = vec![];
     for a in advisories {
-        if a.ecosystem.os_id().is_none() || a.ecosystem.os_id() != t.os_id.as_deref() {
+        let Some(scheme) = a.ecosystem.scheme() else {
+            continue;
+        };
+        if !a.ecosystem.describes(t.os_id.as_deref()) {
             continue;
         }
         if !release_matches(&a.ecosystem, a.release.as_deref(), t.os_version.as_deref()) {
             continue;
         }
-        for p in t.packages.iter().filter(|p| p.source == a.package) {
-            let v = &p.source_version;
+        for p in &t.packages {
+            let Some(v) = installed(scheme, p, &a.package) else {
+                continue;
+            };
             // Exact text first: a listed version needs no ordering.
             let listed = a.versions.iter().any(|x| {
                 x == v
@@ -234,6 +279,7 @@ pub fn scan(
                 author: s.author.clone(),
                 expires: s.expires.clone(),
                 statement: s.at.clone(),
+                signed_by: s.signed_by.clone(),
             });
             out.push(Finding {
                 id: a.id.clone(),
@@ -331,5 +377,50 @@ mod tests {
         let f = scan(&target(), &adv, &st).unwrap();
         assert!(f[0].counts());
         assert_eq!(f[0].expired_vex.len(), 1);
+    }
+
+    /// RPM feeds name binary packages too; the ecosystem must be the
+    /// image's distribution and the release its major version.
+    #[test]
+    fn rpm_records_match_binary_names_by_distribution_and_release() {
+        let t = Target {
+            os_id: Some("almalinux".into()),
+            os_version: Some("9.3".into()),
+            packages: vec![SbomPackage {
+                name: "openssl-libs".into(),
+                version: "1:3.0.7-27.el9".into(),
+                purl: "pkg:rpm/almalinux/openssl-libs@3.0.7-27.el9?epoch=1".into(),
+                source: "openssl".into(),
+                source_version: "1:3.0.7-27.el9".into(),
+            }],
+        };
+        let rec = |eco: &str, name: &str, fixed: &str| {
+            json!({ "id": format!("{eco}/{name}/{fixed}"), "affected": [{
+                "package": { "ecosystem": eco, "name": name },
+                "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": fixed }] }] }] })
+        };
+        let adv: Vec<Advisory> = [
+            rec("AlmaLinux:9", "openssl-libs", "1:3.0.7-28.el9"),
+            rec("AlmaLinux:9", "openssl", "1:3.0.7-27.el9_4"),
+            rec("AlmaLinux:9", "openssl-libs", "1:3.0.7-27.el9"),
+            rec("AlmaLinux:9", "openssl-libs", "3.9-1.el9"),
+            rec("AlmaLinux:8", "openssl-libs", "1:9-1"),
+            rec("Rocky Linux:9", "openssl-libs", "1:9-1"),
+        ]
+        .iter()
+        .flat_map(|r| feed::parse(r, "r.json").unwrap())
+        .collect();
+        let ids: Vec<String> = scan(&t, &adv, &[])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "AlmaLinux:9/openssl-libs/1:3.0.7-28.el9",
+                "AlmaLinux:9/openssl/1:3.0.7-27.el9_4",
+            ]
+        );
     }
 }

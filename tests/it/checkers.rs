@@ -92,6 +92,23 @@ pub fn dsse(public: &Path, envelope: &Path, payload_type: &str, payload_out: &Pa
         .arg(payload_out))
 }
 
+/// securesystemslib as the producer: a fresh key signs `payload` under
+/// `payload_type` into `envelope_out`; its public key goes to
+/// `public_out` (PEM).
+pub fn dsse_sign(
+    payload: &Path,
+    payload_type: &str,
+    envelope_out: &Path,
+    public_out: &Path,
+) -> Output {
+    run(Command::new("python3")
+        .arg(script("dsse_sign.py"))
+        .arg(payload)
+        .arg(payload_type)
+        .arg(envelope_out)
+        .arg(public_out))
+}
+
 /// sigstore-js: a blob signature (base64 file) or a DSSE envelope.
 pub fn sigstore(public: &Path, mode: &str, target: &Path, sig: Option<&Path>) -> Output {
     let mut c = Command::new("node");

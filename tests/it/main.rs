@@ -51,6 +51,7 @@ mod sbom;
 mod sign;
 mod templates;
 mod vault;
+mod vercmp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

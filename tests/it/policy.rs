@@ -19,9 +19,9 @@ fn ready() -> bool {
 }
 
 /// The policy of the issue: no failed high hardening rule, tests passed,
-/// no critical vulnerability without VEX (`vulnerabilities` is empty
-/// until scans exist: that rule is exercised on planted inputs below),
-/// and a signed build.
+/// no critical vulnerability without VEX (here on planted inputs; the
+/// findings of real logged rescans are gated in tests/it/rescan.rs), and
+/// a signed build.
 const GATE: &str = r#"package kiln.promote
 
 deny_failed_hardening contains msg if {
@@ -567,7 +567,7 @@ fn a_malformed_policy_is_named_by_file_line_and_column() {
     assert!(text(&o).1.contains("t.toml:14:"), "{:?}", text(&o));
 }
 
-fn opa_ready() -> bool {
+pub fn opa_ready() -> bool {
     if !crate::require("OPA cross-check", &["python3"], false) {
         return false;
     }
@@ -586,7 +586,7 @@ fn opa_ready() -> bool {
 }
 
 /// Each input's package document under OPA (tests/checkers/opa_eval.py).
-fn opa_eval(
+pub fn opa_eval(
     package: &str,
     files: &[&Path],
     inputs: &[serde_json::Value],
@@ -628,8 +628,8 @@ fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
     busybox_rootfs(
         &s,
         &[
-            ("etc/os-release", "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n"),
-            ("lib/apk/db/installed", "C:Q1abc=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\nL:MIT\no:musl\n\nC:Q1def=\nP:busybox-binsh\nV:1.36.1-r15\nA:x86_64\nL:GPL-2.0-only\no:busybox\n\n"),
+            ("etc/os-release", crate::rescan::ALPINE_OS_RELEASE),
+            ("lib/apk/db/installed", crate::rescan::APK_INSTALLED),
         ],
     );
     s.write(
