@@ -71,11 +71,24 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
             return Exit::BadInput;
         }
     };
+    let mut digest = None;
     let id = if job.source_type == "qemu" {
         // A disk image made by the QEMU builder (or one like it).
         let path = std::path::Path::new(&args.artifact);
         match std::path::absolute(path) {
-            Ok(abs) if abs.is_file() => abs.display().to_string(),
+            Ok(abs) if abs.is_file() => {
+                // The content digest the signed result is about, taken
+                // before the test (the test boots an overlay; the disk is
+                // never written).
+                match crate::sign::blob::sha256_file(&abs) {
+                    Ok(d) => digest = Some(format!("sha256:{}", hex::encode(d))),
+                    Err(e) => {
+                        eprintln!("error: `{}`: {e}", abs.display());
+                        return Exit::Failure;
+                    }
+                }
+                abs.display().to_string()
+            }
             _ => {
                 eprintln!(
                     "error: `{}`: expected the path of a disk image (qcow2 or raw) for the QEMU source",
@@ -104,7 +117,7 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
     let artifact = ArtifactInfo {
         kind: job.source_type.clone(),
         id,
-        digest: None,
+        digest,
         base: None,
         endpoint: None,
         signatures: vec![],
