@@ -224,7 +224,7 @@ async fn query_rpm(comm: &dyn Communicator) -> Result<Option<Vec<RpmHeader>>, St
         3 => Ok(None),
         0 => parse_query(&lines).map(Some),
         c => Err(format!(
-            "`rpm -qa` in the instance failed (exit {c}): {}",
+            "`rpm -qa` in the instance failed (exit {c}: {}): reading this rpm database is not supported yet",
             errors.join("; ")
         )),
     }
