@@ -563,7 +563,10 @@ mod tests {
     fn rpm_packages_and_purls() {
         let mut inv = Inventory::from_texts(Some("ID=fedora\nVERSION_ID=40\n"), None, None);
         let h = rpmheader::parse(&rpmheader::tests::hello()).unwrap();
-        inv.add_rpm("/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)".into(), vec![h]);
+        inv.add_rpm(
+            "/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)".into(),
+            vec![h],
+        );
         let p = &inv.packages[0];
         assert_eq!(p.version, "2:2.1-3.fc40");
         assert_eq!(p.source, Some(("hello-src".into(), "2.1-3.fc40".into())));
@@ -572,7 +575,10 @@ mod tests {
             inv.purl(p),
             "pkg:rpm/fedora/hello@2%3A2.1-3.fc40?arch=noarch&distro=fedora-40&upstream=hello-src"
         );
-        assert_eq!(inv.databases, ["/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)"]);
+        assert_eq!(
+            inv.databases,
+            ["/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)"]
+        );
     }
 
     #[test]

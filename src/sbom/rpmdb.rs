@@ -288,7 +288,10 @@ mod tests {
         assert_eq!(p[1].evr(), "2:4.15.1-4.fc40");
         assert_eq!(p[1].license.as_deref(), Some("BSD-3-Clause"));
         let bad = parse_query(&["a\tb".to_string()]).unwrap_err();
-        assert!(bad.contains("line 1") && bad.contains("7 tab-separated"), "{bad}");
+        assert!(
+            bad.contains("line 1") && bad.contains("7 tab-separated"),
+            "{bad}"
+        );
         let bad = parse_query(&["a\tx\t1\t1\t\t\t".to_string()]).unwrap_err();
         assert!(bad.contains("epoch"), "{bad}");
     }
@@ -303,7 +306,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("ws");
         std::fs::create_dir(&root).unwrap();
-        let undo = Undo::new(Journal::new(&tmp.path().join("state")), Reapers::default(), "b", "j");
+        let undo = Undo::new(
+            Journal::new(&tmp.path().join("state")),
+            Reapers::default(),
+            "b",
+            "j",
+        );
         let c = LocalCommunicator::new(root, tmp.path().join("scripts"), undo);
         let data: Vec<u8> = (0..300_001u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let file = tmp.path().join("db");
@@ -314,7 +322,10 @@ mod tests {
         let e = read_bytes(&c, f, data.len() - 1).await.unwrap_err();
         assert!(e.contains("larger than"), "{e}");
         let missing = tmp.path().join("none");
-        assert_eq!(read_bytes(&c, missing.to_str().unwrap(), 10).await.unwrap(), None);
+        assert_eq!(
+            read_bytes(&c, missing.to_str().unwrap(), 10).await.unwrap(),
+            None
+        );
     }
 
     /// A real SQLite database in rpm's schema, made here with SQLite

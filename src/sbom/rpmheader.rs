@@ -64,15 +64,13 @@ pub fn parse(blob: &[u8]) -> Result<RpmHeader, String> {
         return Err(format!("header blob with {dl} bytes of data"));
     }
     let data_start = 8 + il * 16;
-    let data = blob
-        .get(data_start..data_start + dl)
-        .ok_or_else(|| {
-            format!(
-                "header blob truncated: {il} entries and {dl} data bytes need {} bytes, it has {}",
-                data_start + dl,
-                blob.len()
-            )
-        })?;
+    let data = blob.get(data_start..data_start + dl).ok_or_else(|| {
+        format!(
+            "header blob truncated: {il} entries and {dl} data bytes need {} bytes, it has {}",
+            data_start + dl,
+            blob.len()
+        )
+    })?;
     let entries: Vec<Entry> = (0..il)
         .map(|i| {
             let at = 8 + i * 16;
@@ -194,7 +192,12 @@ pub(crate) mod tests {
             (TAG_EPOCH, TYPE_INT32, 1, 2u32.to_be_bytes().to_vec()),
             (TAG_LICENSE, TYPE_STRING, 1, s("MIT")),
             (TAG_ARCH, TYPE_STRING, 1, s("noarch")),
-            (TAG_SOURCERPM, TYPE_STRING, 1, s("hello-src-2.1-3.fc40.src.rpm")),
+            (
+                TAG_SOURCERPM,
+                TYPE_STRING,
+                1,
+                s("hello-src-2.1-3.fc40.src.rpm"),
+            ),
             (1004, TYPE_I18NSTRING, 1, s("a summary")),
         ])
     }

@@ -116,8 +116,7 @@ pub fn busybox_rootfs_bytes(s: &Scratch, extra: &[(&str, &[u8])]) -> PathBuf {
         None,
     );
     for applet in [
-        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id", "stat", "head",
-        "base64",
+        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id", "stat", "head", "base64",
     ] {
         add(
             &format!("bin/{applet}"),
@@ -135,13 +134,7 @@ pub fn busybox_rootfs_bytes(s: &Scratch, extra: &[(&str, &[u8])]) -> PathBuf {
         None,
     );
     for (name, content) in extra {
-        add(
-            name,
-            content,
-            0o644,
-            tar::EntryType::Regular,
-            None,
-        );
+        add(name, content, 0o644, tar::EntryType::Regular, None);
     }
     b.into_inner().unwrap().flush().unwrap();
     path

@@ -363,7 +363,10 @@ fn no_database_or_unreadable_rpm_fails_clearly() {
     for (extra, says) in [
         (vec![], "no package database found"),
         (
-            vec![("var/lib/rpm/rpmdb.sqlite", &b"SQLite format 3\0 and then garbage"[..])],
+            vec![(
+                "var/lib/rpm/rpmdb.sqlite",
+                &b"SQLite format 3\0 and then garbage"[..],
+            )],
             "`/var/lib/rpm/rpmdb.sqlite`: not an",
         ),
         (
@@ -424,7 +427,12 @@ fn rpm_sqlite_database_matches_rpm_and_trivy() {
             .arg(&spec)
             .output()
             .unwrap();
-        assert!(o.status.success(), "rpmbuild {name}: {}{}", text(&o).0, text(&o).1);
+        assert!(
+            o.status.success(),
+            "rpmbuild {name}: {}{}",
+            text(&o).0,
+            text(&o).1
+        );
     }
     let rpms: Vec<PathBuf> = std::fs::read_dir(top.join("RPMS/noarch"))
         .unwrap()
@@ -441,7 +449,12 @@ fn rpm_sqlite_database_matches_rpm_and_trivy() {
             .args(args)
             .output()
             .unwrap();
-        assert!(o.status.success(), "rpm {args:?}: {}{}", text(&o).0, text(&o).1);
+        assert!(
+            o.status.success(),
+            "rpm {args:?}: {}{}",
+            text(&o).0,
+            text(&o).1
+        );
         text(&o).0
     };
     rpm(&["--initdb"]);
@@ -451,16 +464,28 @@ fn rpm_sqlite_database_matches_rpm_and_trivy() {
     rpm(&install);
     let db = root.join("var/lib/rpm/rpmdb.sqlite");
     let bytes = std::fs::read(&db).unwrap_or_else(|e| {
-        panic!("{}: {e} (not the sqlite backend?): {:?}", db.display(), std::fs::read_dir(root.join("var/lib/rpm")).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>()))
+        panic!(
+            "{}: {e} (not the sqlite backend?): {:?}",
+            db.display(),
+            std::fs::read_dir(root.join("var/lib/rpm"))
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+        )
     });
-    assert!(bytes.starts_with(b"SQLite format 3\0"), "the sqlite backend");
+    assert!(
+        bytes.starts_with(b"SQLite format 3\0"),
+        "the sqlite backend"
+    );
     // rpm leaves its write-ahead log beside the database: planted too, as
     // an image has it.
     let wal = std::fs::read(root.join("var/lib/rpm/rpmdb.sqlite-wal")).unwrap_or_default();
-    let expected: BTreeSet<String> = rpm(&["-qa", "--qf", "%{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\\n"])
-        .lines()
-        .map(String::from)
-        .collect();
+    let expected: BTreeSet<String> = rpm(&[
+        "-qa",
+        "--qf",
+        "%{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\\n",
+    ])
+    .lines()
+    .map(String::from)
+    .collect();
     assert_eq!(expected.len(), 3, "{expected:?}");
     let os_release = "NAME=\"Fedora Linux\"\nVERSION=\"40 (Container Image)\"\nID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40 (Container Image)\"\n";
     crate::oci::busybox_rootfs_bytes(
@@ -479,8 +504,7 @@ fn rpm_sqlite_database_matches_rpm_and_trivy() {
     let (manifest, log, _) = build_ok(&s, &t, "");
     let rec = &manifest["sbom"];
     assert_eq!(
-        rec["databases"][0],
-        "/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)",
+        rec["databases"][0], "/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)",
         "{log}"
     );
     let spdx_file = PathBuf::from(rec["spdx"]["file"].as_str().unwrap());
@@ -526,7 +550,11 @@ fn rpm_sqlite_database_matches_rpm_and_trivy() {
     std::fs::create_dir_all(troot.join("var/lib/rpm")).unwrap();
     std::fs::create_dir_all(troot.join("etc")).unwrap();
     std::fs::write(troot.join("etc/os-release"), os_release).unwrap();
-    std::fs::write(troot.join("etc/fedora-release"), "Fedora release 40 (Forty)\n").unwrap();
+    std::fs::write(
+        troot.join("etc/fedora-release"),
+        "Fedora release 40 (Forty)\n",
+    )
+    .unwrap();
     std::fs::write(troot.join("var/lib/rpm/rpmdb.sqlite"), &bytes).unwrap();
     std::fs::write(troot.join("var/lib/rpm/rpmdb.sqlite-wal"), &wal).unwrap();
     let trivy = crate::sbom_check::trivy_packages(&troot, s.path());

@@ -203,7 +203,12 @@ fn documented(generator: &str) -> Vec<(String, String)> {
     section
         .lines()
         .filter_map(|l| {
-            let cells: Vec<&str> = l.trim().trim_matches('|').split('|').map(str::trim).collect();
+            let cells: Vec<&str> = l
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
             (cells.len() >= 4 && cells[0] == generator).then(|| {
                 (
                     cells[1].trim_matches('`').to_string(),
@@ -218,7 +223,11 @@ fn documented(generator: &str) -> Vec<(String, String)> {
 /// lists for `generator` (by the side that has it and the package name).
 /// Prints what differed either way (the test's report).
 #[track_caller]
-pub fn assert_same_or_documented(kiln: &BTreeSet<String>, other: &BTreeSet<String>, generator: &str) {
+pub fn assert_same_or_documented(
+    kiln: &BTreeSet<String>,
+    other: &BTreeSet<String>,
+    generator: &str,
+) {
     let only_kiln: Vec<&String> = kiln.difference(other).collect();
     let only_other: Vec<&String> = other.difference(kiln).collect();
     eprintln!(
@@ -249,7 +258,10 @@ pub fn assert_same_or_documented(kiln: &BTreeSet<String>, other: &BTreeSet<Strin
 /// `root`'s database.
 pub fn dpkg_query_packages(root: &Path) -> BTreeSet<String> {
     let o = Command::new("dpkg-query")
-        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
         .args(["-W", "-f", "${Package} ${Version} ${db:Status-Status}\\n"])
         .output()
         .unwrap();
@@ -296,10 +308,7 @@ impl MountedDisk {
             .output()
             .unwrap();
         if !o.status.success() {
-            let msg = format!(
-                "losetup cannot attach a loop device here: {}",
-                text(&o).1
-            );
+            let msg = format!("losetup cannot attach a loop device here: {}", text(&o).1);
             assert!(!in_ci(), "{msg}");
             eprintln!("SKIPPED: {msg}");
             return None;
@@ -332,7 +341,9 @@ impl Drop for MountedDisk {
 #[test]
 fn purls_of_other_generators_read_back() {
     assert_eq!(
-        purl_package("pkg:deb/debian/bsdutils@2.38.1-5%2Bdeb12u1?arch=amd64&distro=debian-12&epoch=1"),
+        purl_package(
+            "pkg:deb/debian/bsdutils@2.38.1-5%2Bdeb12u1?arch=amd64&distro=debian-12&epoch=1"
+        ),
         Some(("deb".into(), "bsdutils".into(), "1:2.38.1-5+deb12u1".into()))
     );
     assert_eq!(

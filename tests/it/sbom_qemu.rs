@@ -18,7 +18,11 @@ use crate::{assert_exit, text, Scratch};
 #[test]
 fn qemu_disk_sboms_validate_and_match_the_exported_root_filesystem() {
     if !crate::qemu::ready()
-        || !crate::require("QEMU SBOM", &["losetup", "mount", "umount", "dpkg-query"], true)
+        || !crate::require(
+            "QEMU SBOM",
+            &["losetup", "mount", "umount", "dpkg-query"],
+            true,
+        )
         || !crate::sbom_check::validators_ready()
         || !crate::sbom_check::trivy_ready()
     {
@@ -116,7 +120,8 @@ fn qemu_disk_sboms_validate_and_match_the_exported_root_filesystem() {
     assert!(
         purls
             .iter()
-            .any(|p| p.starts_with("pkg:deb/debian/openssh-server@") && p.contains("distro=debian-12")),
+            .any(|p| p.starts_with("pkg:deb/debian/openssh-server@")
+                && p.contains("distro=debian-12")),
         "{purls:?}"
     );
 
