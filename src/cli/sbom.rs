@@ -58,7 +58,7 @@ fn document(
     let rec = &m["sbom"][name];
     if rec.is_null() {
         return Err(format!(
-            "`{}` records no {name} SBOM (build with `[build.sbom] enabled = true`; SBOMs of qemu/ami artifacts are not supported yet)",
+            "`{}` records no {name} SBOM (build with `[build.sbom] enabled = true`; SBOMs of AMIs are not supported yet)",
             manifest.display()
         ));
     }

@@ -273,6 +273,7 @@ async fn write_sboms(
     let subject = crate::sbom::Subject {
         name: &artifact.id,
         digest: &digest,
+        kind: &artifact.kind,
     };
     let mut paths = vec![];
     let mut record = serde_json::json!({
@@ -327,6 +328,21 @@ async fn write_sboms(
                 .map_err(|e| e.to_string())?;
                 say(format!("{format} SBOM attestation attached: `{at}`"));
                 attached = format!("registry:{at}").into();
+            }
+            // A disk image has no registry: its attestations go beside
+            // the file, as its provenance does.
+            if crate::sign::is_disk_image(&artifact.kind) {
+                let file = Path::new(artifact.id.strip_prefix("file:").unwrap_or(&artifact.id));
+                let beside = crate::sign::blob::sbom_attestation_path(file, format);
+                manifest::write_atomic(&beside, &env_bytes).map_err(|e| {
+                    format!("cannot write the {format} SBOM attestation beside the disk image: {e}")
+                })?;
+                say(format!(
+                    "{format} SBOM attestation beside the disk image: `{}`",
+                    beside.display()
+                ));
+                paths.push(beside.clone());
+                attached = format!("file:{}", beside.display()).into();
             }
             say(format!("{format} SBOM attestation `{}`", att.display()));
             attestation = serde_json::json!({ "file": att, "attached": attached, "predicateType": predicate_type });

@@ -1,17 +1,24 @@
 //! The sbom step (`[build.sbom] enabled = true`), after `snapshot` (and
 //! the tests, which read the inventory in their own instance when there
-//! are `[[build.test]]`s): each distinct OCI artifact not read yet is
-//! started fresh by its builder, its package databases read through the instance's
-//! communicator (`sbom::collect`), and the inventory kept on the artifact;
-//! `records` writes the SPDX and CycloneDX documents from it. A failure
-//! to read fails the job: an SBOM that was asked for is never silently
-//! missing. Other artifact kinds get a message: not supported yet.
+//! are `[[build.test]]`s): each distinct artifact not read yet — an OCI
+//! image or a QEMU disk image — is started fresh by its builder, its
+//! package databases read through the instance's communicator
+//! (`sbom::collect`), and the inventory kept on the artifact; `records`
+//! writes the SPDX and CycloneDX documents from it. A failure to read
+//! fails the job: an SBOM that was asked for is never silently missing.
+//! Other artifact kinds get a message: not supported yet.
 
 use crate::builder::Builder;
 use crate::job::{JobContext, Undo};
 use crate::ui::ArtifactInfo;
 
-/// Reads the inventory of every OCI artifact (once per digest) onto
+/// Whether the sbom step reads artifacts of `kind`: OCI images and disk
+/// images (QEMU exports), whose content digest the documents describe.
+pub(super) fn readable(kind: &str) -> bool {
+    kind == "oci" || crate::sign::is_disk_image(kind)
+}
+
+/// Reads the inventory of every readable artifact (once per digest) onto
 /// `artifact.sbom`; the instances stay on `undo` for the caller to unwind.
 pub(super) async fn sbom_artifacts(
     ctx: &JobContext,
@@ -25,7 +32,7 @@ pub(super) async fn sbom_artifacts(
             // Read in the test instance already.
             continue;
         }
-        if a.kind != "oci" || !builder.can_test() {
+        if !readable(&a.kind) || !builder.can_test() {
             ctx.message(format!(
                 "SBOM for {} artifacts is not supported yet: `{}` has none",
                 a.kind, a.id

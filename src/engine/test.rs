@@ -32,7 +32,7 @@ pub(super) async fn test_artifacts(
             None => {
                 // `[build.sbom]`: the package databases are read in the
                 // same instance, after the checks (which only look).
-                let sbom = ctx.plan.sbom && a.kind == "oci";
+                let sbom = ctx.plan.sbom && super::sbom::readable(&a.kind);
                 let (r, inv) = test_artifact_with(ctx, builder, undo, a, &ctx.plan.tests, sbom)
                     .await
                     .map_err(super::JobError::Test)?;

@@ -1,7 +1,8 @@
 //! Software bills of materials of a produced artifact: what its package
 //! databases say is installed (dpkg's `/var/lib/dpkg/status`, apk's
-//! `/lib/apk/db/installed`, with `/etc/os-release` for the distribution),
-//! read from a fresh instance of the artifact through a [`Communicator`],
+//! `/lib/apk/db/installed`, rpm's database ([`rpmdb`]), with
+//! `/etc/os-release` for the distribution), read from a fresh instance of
+//! the artifact through a [`Communicator`],
 //! written as SPDX 2.3 JSON ([`spdx`]) and CycloneDX 1.6 JSON
 //! ([`cyclonedx`]) with the artifact's digest as the described subject.
 //!
@@ -9,9 +10,13 @@
 //! URL, the creation time given by the caller (the build's), the document
 //! namespace and serial number derived from the artifact's digest.
 //!
-//! Not supported yet: rpm databases (an instance with one fails
-//! [`collect`] rather than giving an empty bill), licenses of dpkg
-//! packages (dpkg does not record them; `NOASSERTION`).
+//! Not supported yet: Berkeley DB / ndb rpm databases in an image without
+//! `rpm` (an instance with one fails [`collect`] rather than giving an
+//! empty bill), licenses of dpkg packages (dpkg does not record them;
+//! `NOASSERTION`).
+
+pub mod rpmdb;
+pub mod rpmheader;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -22,11 +27,6 @@ use crate::communicator::Communicator;
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 pub const APK_INSTALLED: &str = "/lib/apk/db/installed";
 pub const OS_RELEASE: &str = "/etc/os-release";
-const RPM_DBS: &[&str] = &[
-    "/var/lib/rpm/rpmdb.sqlite",
-    "/var/lib/rpm/Packages",
-    "/usr/lib/sysimage/rpm/rpmdb.sqlite",
-];
 
 /// The package manager a package was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,6 +34,7 @@ const RPM_DBS: &[&str] = &[
 pub enum Ecosystem {
     Deb,
     Apk,
+    Rpm,
 }
 
 /// One installed package.
@@ -43,11 +44,11 @@ pub struct Package {
     pub name: String,
     pub version: String,
     pub arch: Option<String>,
-    /// The source package (dpkg `Source:`, apk `o:`) and its version,
-    /// when the database records one.
+    /// The source package (dpkg `Source:`, apk `o:`, rpm's source rpm) and
+    /// its version, when the database records one.
     pub source: Option<(String, String)>,
-    /// A license as the database records it (apk `L:`), not checked to
-    /// be an SPDX expression.
+    /// A license as the database records it (apk `L:`, rpm `License`),
+    /// not checked to be an SPDX expression.
     pub license: Option<String>,
 }
 
@@ -68,10 +69,28 @@ pub struct Inventory {
 
 /// What the documents describe: the artifact and its content digest.
 pub struct Subject<'a> {
-    /// The artifact's id (`oci-layout:DIR:TAG`, `registry:REF`, …).
+    /// The artifact's id (`oci-layout:DIR:TAG`, `registry:REF`, a disk
+    /// image's path, …).
     pub name: &'a str,
     /// `sha256:HEX`.
     pub digest: &'a str,
+    /// The artifact's kind (`oci`, `qcow2`, `raw`, `ami`): what the
+    /// documents call the subject (see [`Subject::purposes`]).
+    pub kind: &'a str,
+}
+
+impl Subject<'_> {
+    /// The subject's SPDX `primaryPackagePurpose` and CycloneDX component
+    /// type: a container image is `CONTAINER`/`container`; a disk image
+    /// file `FILE`/`file`; a cloud machine image (no file, no container)
+    /// `OTHER`/`platform`.
+    pub fn purposes(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            "oci" => ("CONTAINER", "container"),
+            "qcow2" | "raw" => ("FILE", "file"),
+            _ => ("OTHER", "platform"),
+        }
+    }
 }
 
 /// The value of one `Field:` of a dpkg paragraph.
@@ -173,11 +192,29 @@ impl Inventory {
         inv
     }
 
-    /// The package URL of `p`: `pkg:deb/debian/NAME@VERSION?arch=…&distro=debian-12`.
+    /// Adds the packages of an rpm database, `label` naming it and how it
+    /// was read.
+    pub fn add_rpm(&mut self, label: String, headers: Vec<rpmheader::RpmHeader>) {
+        self.databases.push(label);
+        self.packages.extend(headers.into_iter().map(|h| Package {
+            ecosystem: Ecosystem::Rpm,
+            version: h.evr(),
+            source: h.source_rpm.as_deref().and_then(rpmheader::source_of),
+            name: h.name,
+            arch: h.arch,
+            license: h.license,
+        }));
+        self.packages.sort();
+        self.packages.dedup();
+    }
+
+    /// The package URL of `p`: `pkg:deb/debian/NAME@VERSION?arch=…&distro=debian-12`,
+    /// `pkg:rpm/fedora/NAME@[EPOCH:]VERSION-RELEASE?arch=…&distro=fedora-40`.
     pub fn purl(&self, p: &Package) -> String {
         let (ty, default_ns) = match p.ecosystem {
             Ecosystem::Deb => ("deb", "debian"),
             Ecosystem::Apk => ("apk", "alpine"),
+            Ecosystem::Rpm => ("rpm", "redhat"),
         };
         let ns = self.os_id.as_deref().unwrap_or(default_ns);
         let mut q = vec![];
@@ -262,7 +299,7 @@ pub fn spdx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "checksums": [{ "algorithm": "SHA256", "checksumValue": hex }],
-        "primaryPackagePurpose": "CONTAINER",
+        "primaryPackagePurpose": subject.purposes().0,
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
@@ -405,7 +442,7 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
             "timestamp": timestamp(created),
             "tools": { "components": [{ "type": "application", "name": "kiln", "version": env!("CARGO_PKG_VERSION") }] },
             "component": {
-                "type": "container",
+                "type": subject.purposes().1,
                 "bom-ref": "artifact",
                 "name": subject.name,
                 "hashes": [{ "alg": "SHA-256", "content": hex }],
@@ -417,8 +454,8 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
 }
 
 /// Reads the package databases of a running instance of the artifact;
-/// `Err` when none can be read or the instance has an rpm database (not
-/// supported yet).
+/// `Err` when none can be read, or an rpm database only an `rpm` the image
+/// lacks could read (not supported yet).
 pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
     use crate::imagetest::checks::read_text;
     let os = read_text(comm, OS_RELEASE).await?;
@@ -428,29 +465,18 @@ pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
     };
     let dpkg = read_text(comm, DPKG_STATUS).await?;
     let apk = read_text(comm, APK_INSTALLED).await?;
-    for rpm in RPM_DBS {
-        if exists(comm, rpm).await {
-            return Err(format!(
-                "the artifact has an rpm database (`{rpm}`): SBOMs of rpm-based images are not supported yet"
-            ));
-        }
-    }
-    if dpkg.is_none() && apk.is_none() {
+    let rpm = rpmdb::read(comm).await?;
+    if dpkg.is_none() && apk.is_none() && rpm.is_none() {
         return Err(format!(
-            "no package database found in the artifact (`{DPKG_STATUS}`, `{APK_INSTALLED}`; rpm is not supported yet)"
+            "no package database found in the artifact (`{DPKG_STATUS}`, `{APK_INSTALLED}`, `{}`)",
+            rpmdb::SQLITE_DBS.join("`, `")
         ));
     }
-    Ok(Inventory::from_texts(
-        os.as_deref(),
-        dpkg.as_deref(),
-        apk.as_deref(),
-    ))
-}
-
-async fn exists(comm: &dyn Communicator, path: &str) -> bool {
-    crate::imagetest::checks::path_exists(comm, path)
-        .await
-        .unwrap_or(false)
+    let mut inv = Inventory::from_texts(os.as_deref(), dpkg.as_deref(), apk.as_deref());
+    if let Some(r) = rpm {
+        inv.add_rpm(r.label, r.packages);
+    }
+    Ok(inv)
 }
 
 #[cfg(test)]
@@ -507,6 +533,7 @@ mod tests {
         let s = Subject {
             name: &name,
             digest: &digest,
+            kind: "oci",
         };
         let a = spdx(&inv, &s, "2026-12-06T20:00:00.123Z");
         assert_eq!(a, spdx(&inv, &s, "2026-12-06T20:00:00.123Z"));
@@ -530,6 +557,28 @@ mod tests {
         );
         assert_eq!(c["components"].as_array().unwrap().len(), 4);
         assert!(c["serialNumber"].as_str().unwrap().starts_with("urn:uuid:"));
+    }
+
+    #[test]
+    fn rpm_packages_and_purls() {
+        let mut inv = Inventory::from_texts(Some("ID=fedora\nVERSION_ID=40\n"), None, None);
+        let h = rpmheader::parse(&rpmheader::tests::hello()).unwrap();
+        inv.add_rpm(
+            "/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)".into(),
+            vec![h],
+        );
+        let p = &inv.packages[0];
+        assert_eq!(p.version, "2:2.1-3.fc40");
+        assert_eq!(p.source, Some(("hello-src".into(), "2.1-3.fc40".into())));
+        assert_eq!(p.license.as_deref(), Some("MIT"));
+        assert_eq!(
+            inv.purl(p),
+            "pkg:rpm/fedora/hello@2%3A2.1-3.fc40?arch=noarch&distro=fedora-40&upstream=hello-src"
+        );
+        assert_eq!(
+            inv.databases,
+            ["/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)"]
+        );
     }
 
     #[test]

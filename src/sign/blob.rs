@@ -23,6 +23,12 @@ pub fn provenance_path(file: &Path) -> PathBuf {
     beside(file, "intoto.json")
 }
 
+/// Where a disk image's signed SBOM of `format` (`spdx`, `cyclonedx`)
+/// goes: `FILE.spdx.intoto.json`, `FILE.cyclonedx.intoto.json`.
+pub fn sbom_attestation_path(file: &Path, format: &str) -> PathBuf {
+    beside(file, &format!("{format}.intoto.json"))
+}
+
 fn beside(file: &Path, suffix: &str) -> PathBuf {
     let mut s = file.as_os_str().to_owned();
     s.push(".");

@@ -47,6 +47,9 @@ mod registry_auth;
 mod rescan;
 #[cfg(feature = "oci")]
 mod sbom;
+mod sbom_check;
+#[cfg(feature = "qemu")]
+mod sbom_qemu;
 #[cfg(feature = "oci")]
 mod sign;
 mod templates;

@@ -83,6 +83,12 @@ impl Drop for Registry {
 
 /// A minimal busybox root filesystem as a tar file.
 pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
+    let extra: Vec<(&str, &[u8])> = extra.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+    busybox_rootfs_bytes(s, &extra)
+}
+
+/// [`busybox_rootfs`] with files of any content.
+pub fn busybox_rootfs_bytes(s: &Scratch, extra: &[(&str, &[u8])]) -> PathBuf {
     let busybox = std::fs::read("/usr/bin/busybox")
         .or_else(|_| std::fs::read("/bin/busybox"))
         .unwrap();
@@ -110,7 +116,7 @@ pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
         None,
     );
     for applet in [
-        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id", "stat",
+        "sh", "cat", "echo", "rm", "mkdir", "chmod", "sleep", "ls", "id", "stat", "head", "base64",
     ] {
         add(
             &format!("bin/{applet}"),
@@ -128,13 +134,7 @@ pub fn busybox_rootfs(s: &Scratch, extra: &[(&str, &str)]) -> PathBuf {
         None,
     );
     for (name, content) in extra {
-        add(
-            name,
-            content.as_bytes(),
-            0o644,
-            tar::EntryType::Regular,
-            None,
-        );
+        add(name, content, 0o644, tar::EntryType::Regular, None);
     }
     b.into_inner().unwrap().flush().unwrap();
     path

@@ -56,6 +56,10 @@ impl TmpfsDir {
         TmpfsDir(p)
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+
     fn is_empty(&self) -> bool {
         std::fs::read_dir(&self.0).unwrap().next().is_none()
     }

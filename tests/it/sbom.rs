@@ -2,7 +2,8 @@
 //! (scripts/hardening/debian-rootfs.sh) whose SPDX and CycloneDX
 //! documents are accepted by independent validators (`pyspdxtools -i`
 //! from PyPI spdx-tools, cyclonedx-python-lib's JSON validator) and whose
-//! package set is what `dpkg-query` reads from the same rootfs; their
+//! package set is what `dpkg-query` and trivy's rootfs mode read from the
+//! built image's rootfs (`sbom_check`); their
 //! signed in-toto attestations checked by securesystemslib, sigstore-js
 //! and in-toto-attestation; an apk database; and the clear failures (no
 //! package database, rpm). Needs root, runc, busybox (and mmdebstrap for
@@ -13,87 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::oci::busybox_rootfs;
+use crate::sbom_check::{assert_valid, cdx_set, read_json, spdx_set};
 use crate::{assert_exit, text, Scratch};
 
-const CDX_VALIDATE: &str = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif err is not None:\n    print(err)\n    sys.exit(1)\n";
-
 fn validators_ready() -> bool {
-    crate::require("SBOM", &["runc", "busybox", "pyspdxtools", "python3"], true) && {
-        let ok = Command::new("python3")
-            .args(["-c", "import cyclonedx.validation.json"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("SBOM tests need cyclonedx-python-lib[json-validation] (installed by .ci/run)");
-        }
-        ok
-    }
-}
-
-/// Both validators accept the documents.
-#[track_caller]
-fn assert_valid(spdx: &Path, cdx: &Path) {
-    let o = Command::new("pyspdxtools")
-        .arg("-i")
-        .arg(spdx)
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success() && !out.contains("rror") && !err.contains("rror"),
-        "pyspdxtools refused {}: {out}{err}",
-        spdx.display()
-    );
-    let o = Command::new("python3")
-        .args(["-c", CDX_VALIDATE])
-        .arg(cdx)
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success(),
-        "cyclonedx-python-lib refused {}: {out}{err}",
-        cdx.display()
-    );
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-/// `name version` of every package the SPDX document lists (the artifact
-/// and the OS left out), and of every CycloneDX library component.
-fn spdx_set(doc: &serde_json::Value) -> BTreeSet<String> {
-    doc["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["primaryPackagePurpose"] == "LIBRARY")
-        .map(|p| {
-            format!(
-                "{} {}",
-                p["name"].as_str().unwrap(),
-                p["versionInfo"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-fn cdx_set(doc: &serde_json::Value) -> BTreeSet<String> {
-    doc["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["type"] == "library")
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["name"].as_str().unwrap(),
-                c["version"].as_str().unwrap()
-            )
-        })
-        .collect()
+    crate::require("SBOM", &["runc", "busybox"], true) && crate::sbom_check::validators_ready()
 }
 
 /// Builds `template` and returns the manifest of its first artifact, the
@@ -123,7 +48,12 @@ fn build_ok(s: &Scratch, template: &Path, password: &str) -> (serde_json::Value,
 fn debian_image_sboms_validate_and_match_dpkg_query() {
     if !validators_ready()
         || !crate::oci::ready()
-        || !crate::require("Debian SBOM", &["mmdebstrap", "dpkg-query", "tar"], true)
+        || !crate::require(
+            "Debian SBOM",
+            &["mmdebstrap", "dpkg-query", "umoci", "distro2sbom"],
+            true,
+        )
+        || !crate::sbom_check::trivy_ready()
     {
         return;
     }
@@ -170,32 +100,19 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         assert_eq!(d.as_str(), Some(got.as_str()), "{}", f.display());
     }
 
-    // The package set, read independently by dpkg-query from the rootfs.
-    let unpacked = s.path().join("rootfs");
-    std::fs::create_dir_all(&unpacked).unwrap();
-    let o = Command::new("tar")
-        .arg("-xf")
-        .arg(&rootfs)
-        .arg("-C")
+    // The package set, read independently from the built image's own
+    // rootfs (the OCI layout unpacked by umoci): by dpkg-query, and by
+    // trivy's rootfs mode.
+    let unpacked = s.path().join("unpacked");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(s.path().join("out/img:1"))
         .arg(&unpacked)
-        .arg("./var/lib/dpkg")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o).1);
-    let o = Command::new("dpkg-query")
-        .arg(format!(
-            "--admindir={}",
-            unpacked.join("var/lib/dpkg").display()
-        ))
-        .args(["-W", "-f", "${Package} ${Version} ${db:Status-Status}\\n"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o).1);
-    let expected: BTreeSet<String> = text(&o)
-        .0
-        .lines()
-        .filter_map(|l| l.strip_suffix(" installed").map(String::from))
-        .collect();
+    assert!(o.status.success(), "umoci: {}", text(&o).1);
+    let root = unpacked.join("rootfs");
+    let expected = crate::sbom_check::dpkg_query_packages(&root);
     assert!(expected.len() > 50, "{expected:?}");
     let spdx = read_json(&spdx_file);
     let cdx = read_json(&cdx_file);
@@ -207,6 +124,14 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     );
     assert_eq!(in_cdx, expected, "CycloneDX vs dpkg-query");
     assert_eq!(rec["packages"], expected.len());
+    let t = std::time::Instant::now();
+    let trivy = crate::sbom_check::trivy_packages(&root, s.path());
+    let trivy_ms = t.elapsed().as_millis();
+    crate::sbom_check::assert_same_or_documented(&in_cdx, &trivy, "trivy");
+    // A second opinion: distro2sbom, through dpkg on the same root.
+    let d2s = crate::sbom_check::distro2sbom_packages(&root, s.path());
+    crate::sbom_check::assert_same_or_documented(&in_cdx, &d2s, "distro2sbom");
+    let _ = std::fs::remove_dir_all(&unpacked);
     let step_ms = |step: &str| {
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -215,7 +140,7 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     };
     let step_ms = (step_ms("test"), step_ms("sbom"));
     eprintln!(
-        "MEASURED: {} packages, SPDX and CycloneDX agree with dpkg-query; (test, sbom) steps {step_ms:?} ms; SPDX {} bytes, CycloneDX {} bytes",
+        "MEASURED: {} packages, SPDX and CycloneDX agree with dpkg-query; (test, sbom) steps {step_ms:?} ms; trivy {trivy_ms} ms; SPDX {} bytes, CycloneDX {} bytes",
         expected.len(),
         std::fs::metadata(&spdx_file).unwrap().len(),
         std::fs::metadata(&cdx_file).unwrap().len()
@@ -432,22 +357,33 @@ fn apk_database_gives_apk_purls() {
     );
 }
 
-/// What cannot be read fails the build, saying why: no package database,
-/// or an rpm one (not supported yet). No SBOM is silently missing.
+/// What cannot be read fails the build, saying why: no package database;
+/// an rpm database that is not one (an SQLite header and garbage); a
+/// Berkeley DB `Packages` in an image without `rpm` (not supported yet).
+/// No SBOM is silently missing.
 #[test]
-fn no_database_or_rpm_fails_clearly() {
+fn no_database_or_unreadable_rpm_fails_clearly() {
     if !crate::require("SBOM", &["runc", "busybox"], true) {
         return;
     }
+    let bdb_magic: &[u8] = &[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x62, 0x31, 0x05, 0];
     for (extra, says) in [
         (vec![], "no package database found"),
         (
-            vec![("var/lib/rpm/rpmdb.sqlite", "SQLite format 3")],
-            "rpm-based images are not supported yet",
+            vec![(
+                "var/lib/rpm/rpmdb.sqlite",
+                &b"SQLite format 3\0 and then garbage"[..],
+            )],
+            "`/var/lib/rpm/rpmdb.sqlite`: not an",
+        ),
+        (
+            vec![("var/lib/rpm/Packages", bdb_magic)],
+            // busybox's own `rpm` applet cannot list a database.
+            "not supported yet",
         ),
     ] {
         let s = Scratch::new();
-        busybox_rootfs(&s, &extra);
+        crate::oci::busybox_rootfs_bytes(&s, &extra);
         let t = s.write(
             "t.toml",
             "[image]\nname = \"bb\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nsources = [\"oci.img\"]\n\n[build.sbom]\nenabled = true\n",
@@ -460,4 +396,174 @@ fn no_database_or_rpm_fails_clearly() {
             "expected `{says}`: {out}{err}"
         );
     }
+}
+
+/// Tiny noarch rpms built here with Debian's `rpmbuild` (a License, an
+/// Epoch, a subpackage whose source rpm has another name), installed with
+/// `rpm --root R --justdb` into a real rpm sqlite database, planted in a
+/// busybox image with Fedora's os-release: kiln's SBOMs validate and list
+/// what `rpm -qa --root R` lists, and what trivy reads from the same
+/// database.
+#[test]
+fn rpm_sqlite_database_matches_rpm_and_trivy() {
+    if !validators_ready()
+        || !crate::require("rpm SBOM", &["rpm", "rpmbuild"], true)
+        || !crate::sbom_check::trivy_ready()
+    {
+        return;
+    }
+    let s = Scratch::new();
+    let top = s.path().join("rpmbuild");
+    let specs = [
+        ("kiln-hello", "Epoch: 2\nVersion: 1.2.0\nRelease: 3.fc40\nLicense: MIT\n", ""),
+        (
+            "kiln-tool",
+            "Version: 0.9.1\nRelease: 1.fc40\nLicense: Apache-2.0 AND BSD-3-Clause\n",
+            "%package -n kiln-tool-data\nSummary: data\nLicense: CC0-1.0\n%description -n kiln-tool-data\ndata\n%files -n kiln-tool-data\n",
+        ),
+    ];
+    for (name, fields, sub) in specs {
+        let spec = s.write(
+            &format!("{name}.spec"),
+            &format!("Name: {name}\n{fields}Summary: kiln test package\nBuildArch: noarch\n%description\nA kiln SBOM test package.\n{sub}%files\n"),
+        );
+        let o = Command::new("rpmbuild")
+            .arg("-bb")
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "rpmbuild {name}: {}{}",
+            text(&o).0,
+            text(&o).1
+        );
+    }
+    let rpms: Vec<PathBuf> = std::fs::read_dir(top.join("RPMS/noarch"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(rpms.len(), 3, "{rpms:?}");
+    let root = s.path().join("rpmroot");
+    std::fs::create_dir_all(&root).unwrap();
+    let rpm = |args: &[&str]| {
+        let o = Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["--dbpath", "/var/lib/rpm"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "rpm {args:?}: {}{}",
+            text(&o).0,
+            text(&o).1
+        );
+        text(&o).0
+    };
+    rpm(&["--initdb"]);
+    let mut install = vec!["-i", "--justdb", "--nodeps", "--noscripts", "--nosignature"];
+    let names: Vec<String> = rpms.iter().map(|p| p.display().to_string()).collect();
+    install.extend(names.iter().map(String::as_str));
+    rpm(&install);
+    let db = root.join("var/lib/rpm/rpmdb.sqlite");
+    let bytes = std::fs::read(&db).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (not the sqlite backend?): {:?}",
+            db.display(),
+            std::fs::read_dir(root.join("var/lib/rpm"))
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+        )
+    });
+    assert!(
+        bytes.starts_with(b"SQLite format 3\0"),
+        "the sqlite backend"
+    );
+    // rpm leaves its write-ahead log beside the database: planted too, as
+    // an image has it.
+    let wal = std::fs::read(root.join("var/lib/rpm/rpmdb.sqlite-wal")).unwrap_or_default();
+    let expected: BTreeSet<String> = rpm(&[
+        "-qa",
+        "--qf",
+        "%{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\\n",
+    ])
+    .lines()
+    .map(String::from)
+    .collect();
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    let os_release = "NAME=\"Fedora Linux\"\nVERSION=\"40 (Container Image)\"\nID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40 (Container Image)\"\n";
+    crate::oci::busybox_rootfs_bytes(
+        &s,
+        &[
+            ("etc/os-release", os_release.as_bytes()),
+            ("etc/fedora-release", b"Fedora release 40 (Forty)\n"),
+            ("var/lib/rpm/rpmdb.sqlite", &bytes),
+            ("var/lib/rpm/rpmdb.sqlite-wal", &wal),
+        ],
+    );
+    let t = s.write(
+        "t.toml",
+        "[image]\nname = \"rpm\"\nversion = \"1.0.0\"\n\n[source.oci.img]\nfrom = \"rootfs:base.tar\"\nto = [\"oci-layout:out/img:1\"]\n\n[[build]]\nsources = [\"oci.img\"]\n\n[build.sbom]\nenabled = true\n",
+    );
+    let (manifest, log, _) = build_ok(&s, &t, "");
+    let rec = &manifest["sbom"];
+    assert_eq!(
+        rec["databases"][0], "/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)",
+        "{log}"
+    );
+    let spdx_file = PathBuf::from(rec["spdx"]["file"].as_str().unwrap());
+    let cdx_file = PathBuf::from(rec["cyclonedx"]["file"].as_str().unwrap());
+    assert_valid(&spdx_file, &cdx_file);
+    let (spdx, cdx) = (read_json(&spdx_file), read_json(&cdx_file));
+    assert_eq!(spdx_set(&spdx), expected, "SPDX vs rpm -qa");
+    assert_eq!(cdx_set(&cdx), expected, "CycloneDX vs rpm -qa");
+    let comp = |name: &str| {
+        cdx["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {cdx}"))
+            .clone()
+    };
+    let hello = comp("kiln-hello");
+    assert_eq!(
+        hello["purl"],
+        "pkg:rpm/fedora/kiln-hello@2%3A1.2.0-3.fc40?arch=noarch&distro=fedora-40"
+    );
+    assert_eq!(hello["licenses"][0]["license"]["name"], "MIT");
+    let data = comp("kiln-tool-data");
+    assert_eq!(
+        data["purl"],
+        "pkg:rpm/fedora/kiln-tool-data@0.9.1-1.fc40?arch=noarch&distro=fedora-40&upstream=kiln-tool"
+    );
+    assert_eq!(data["licenses"][0]["license"]["name"], "CC0-1.0");
+    let spdx_data = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kiln-tool-data")
+        .unwrap();
+    assert_eq!(
+        spdx_data["sourceInfo"],
+        "built package from: kiln-tool 0.9.1-1.fc40"
+    );
+
+    // trivy, reading the same database in a root filesystem of its own.
+    let troot = s.path().join("trivy-root");
+    std::fs::create_dir_all(troot.join("var/lib/rpm")).unwrap();
+    std::fs::create_dir_all(troot.join("etc")).unwrap();
+    std::fs::write(troot.join("etc/os-release"), os_release).unwrap();
+    std::fs::write(
+        troot.join("etc/fedora-release"),
+        "Fedora release 40 (Forty)\n",
+    )
+    .unwrap();
+    std::fs::write(troot.join("var/lib/rpm/rpmdb.sqlite"), &bytes).unwrap();
+    std::fs::write(troot.join("var/lib/rpm/rpmdb.sqlite-wal"), &wal).unwrap();
+    let trivy = crate::sbom_check::trivy_packages(&troot, s.path());
+    crate::sbom_check::assert_same_or_documented(&cdx_set(&cdx), &trivy, "trivy");
 }
