@@ -64,36 +64,45 @@ impl Builder for AmiBuilder {
             run: uuid::Uuid::new_v4().simple().to_string(),
             job: ctx.name.clone(),
         };
-        // In the journal before anything exists: whatever carries the
-        // run's tag is found and removed on every exit path.
-        register(
-            ctx,
-            AwsRun {
-                region: s.region.clone(),
-                endpoint: s.endpoint.clone(),
-                run: tags.run.clone(),
-            }
-            .resource(),
-            "EC2 instance and security group of this build",
-        )
-        .await?;
-        if let Some(w) = sshconf::world_warning(&s) {
-            ctx.message(w);
-        }
         let spot = s.spot().map_err(BuildError::Config)?;
-        // Filters become ids: the subnet (and so the VPC) before the group.
-        let placed = network::place(&aws, &s).await?;
-        for line in &placed.said {
-            ctx.message(line.clone());
-        }
+        let user_data = user_data(&s, ctx)?;
+        // The base is only looked up (nothing is created), so it goes
+        // alongside everything else up to the launch: the journal entry,
+        // the network filters and the security group.
+        let (base, access) = tokio::join!(source::resolve(&aws, &s.from), async {
+            // In the journal before anything exists: whatever carries the
+            // run's tag is found and removed on every exit path.
+            register(
+                ctx,
+                AwsRun {
+                    region: s.region.clone(),
+                    endpoint: s.endpoint.clone(),
+                    run: tags.run.clone(),
+                }
+                .resource(),
+                "EC2 instance and security group of this build",
+            )
+            .await?;
+            if let Some(w) = sshconf::world_warning(&s) {
+                ctx.message(w);
+            }
+            // Filters become ids: the subnet (and so the VPC) before the group.
+            let placed = network::place(&aws, &s).await?;
+            for line in &placed.said {
+                ctx.message(line.clone());
+            }
+            let subnet = placed.subnet;
+            let s = AmiSettings {
+                subnet_id: subnet.clone(),
+                ..s.clone()
+            };
+            access(&aws, &s, &tags, ctx).await.map(|a| (subnet, a))
+        });
+        let (base, (subnet, (groups, key))) = (base?, access?);
         let s = AmiSettings {
-            subnet_id: placed.subnet,
+            subnet_id: subnet,
             ..s
         };
-        // The base and the security groups do not depend on each other.
-        let (base, access) =
-            tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags, ctx));
-        let (base, (groups, key)) = (base?, access?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -104,7 +113,6 @@ impl Builder for AmiBuilder {
                 .map(|p| format!(", from SSM parameter {p}"))
                 .unwrap_or_default()
         ));
-        let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         let key_name = key.as_ref().map(|k| k.name.as_str());
         let launched = launch::instance(
@@ -369,12 +377,6 @@ impl Instance for AmiInstance {
             c.disconnect().await;
         }
         ctx.message(format!("stopping {}", self.instance));
-        launch::stop(
-            &self.aws,
-            &self.instance,
-            crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
-        )
-        .await?;
         let name = ami_name(
             s.ami_name.as_deref(),
             &ctx.image.name,
@@ -388,10 +390,20 @@ impl Instance for AmiInstance {
             tag("kiln:source-ami", &self.base),
         ];
         extra.extend(s.tags.iter().map(|(k, v)| tag(k, v)));
-
-        // Stays on the undo stack until `distribute` is done: a failed
-        // test (or anything else) deregisters the image.
-        let handle = register_image(ctx, s, &s.region, &self.tags.run, &name).await?;
+        // The image is journaled while the instance stops (its reaper finds
+        // nothing to remove if it was never made). It stays on the undo
+        // stack until `distribute` is done: a failed test (or anything
+        // else) deregisters the image.
+        let (stopped, handle) = tokio::join!(
+            launch::stop(
+                &self.aws,
+                &self.instance,
+                crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
+            ),
+            register_image(ctx, s, &s.region, &self.tags.run, &name)
+        );
+        let handle = handle?;
+        stopped?;
         let id = image::create(
             &self.aws,
             &self.instance,

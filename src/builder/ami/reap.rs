@@ -21,34 +21,29 @@ fn run_filter(run: &str) -> Filter {
 /// security groups.
 pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), String> {
     let aws = Clients::connect(&Target::new(region, endpoint)).await;
-    spot_requests(&aws, run).await?;
-    let instances = live_instances(&aws, run).await?;
-    if !instances.is_empty() {
-        aws.ec2
-            .terminate_instances()
-            .set_instance_ids(Some(instances.clone()))
-            .send()
-            .await
-            .map_err(|e| format!("cannot terminate {instances:?}: {}", describe(&e)))?;
-        wait_for(
-            &format!("instances {instances:?} to terminate"),
-            TERMINATE_LIMIT,
-            || async {
-                // Security groups can be deleted only once nothing uses them.
-                Ok(live_instances(&aws, run).await?.is_empty().then_some(()))
-            },
-        )
-        .await?;
-    }
-    key_pairs(&aws, run).await?;
-    volumes(&aws, run).await?;
-    let groups = aws
-        .ec2
-        .describe_security_groups()
-        .filters(run_filter(run))
-        .send()
-        .await
+    // Listing the instances needs no answer about spot requests; but an
+    // open request could still start one after the listing, so when any
+    // request was cancelled the instances are listed again.
+    let (cancelled, listed) = tokio::join!(spot_requests(&aws, run), live_instances(&aws, run));
+    let instances = match cancelled? {
+        0 => listed?,
+        _ => live_instances(&aws, run).await?,
+    };
+    // The key pairs and the group list do not wait for the instances:
+    // a key pair only matters at launch, and the groups are only deleted
+    // once the instances are gone.
+    let (terminated, keys, groups) = tokio::join!(
+        terminate(&aws, run, &instances),
+        key_pairs(&aws, run),
+        aws.ec2.describe_security_groups().filters(run_filter(run)).send(),
+    );
+    terminated?;
+    keys?;
+    let groups = groups
         .map_err(|e| format!("cannot list security groups of run {run}: {}", describe(&e)))?;
+    // Volumes the instances leave (`delete_on_termination = false`) are
+    // available only once they are terminated.
+    volumes(&aws, run).await?;
     for g in groups.security_groups() {
         let Some(id) = g.group_id() else { continue };
         // A terminated instance's network interface lets go of its group
@@ -73,6 +68,26 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
     Ok(())
 }
 
+/// Terminates `instances` and waits until none of the run is left
+/// (security groups can be deleted only once nothing uses them).
+async fn terminate(aws: &Clients, run: &str, instances: &[String]) -> Result<(), String> {
+    if instances.is_empty() {
+        return Ok(());
+    }
+    aws.ec2
+        .terminate_instances()
+        .set_instance_ids(Some(instances.to_vec()))
+        .send()
+        .await
+        .map_err(|e| format!("cannot terminate {instances:?}: {}", describe(&e)))?;
+    wait_for(
+        &format!("instances {instances:?} to terminate"),
+        TERMINATE_LIMIT,
+        || async { Ok(live_instances(aws, run).await?.is_empty().then_some(())) },
+    )
+    .await
+}
+
 /// Deletes the run's key pairs (`communicator = "ssh"`).
 async fn key_pairs(aws: &Clients, run: &str) -> Result<(), String> {
     let out = aws
@@ -94,8 +109,9 @@ async fn key_pairs(aws: &Clients, run: &str) -> Result<(), String> {
 }
 
 /// Cancels the run's open or active spot requests (one-time requests
-/// close with their instance; this catches one whose instance never came).
-async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
+/// close with their instance; this catches one whose instance never came);
+/// returns how many it cancelled.
+async fn spot_requests(aws: &Clients, run: &str) -> Result<usize, String> {
     let out = aws
         .ec2
         .describe_spot_instance_requests()
@@ -115,7 +131,7 @@ async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
         .filter_map(|r| r.spot_instance_request_id().map(str::to_string))
         .collect();
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     aws.ec2
         .cancel_spot_instance_requests()
@@ -123,7 +139,7 @@ async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| format!("cannot cancel spot requests {ids:?}: {}", describe(&e)))?;
-    Ok(())
+    Ok(ids.len())
 }
 
 /// Deletes the run's volumes that outlived its instances (every volume
