@@ -42,30 +42,42 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
     let groups = groups
         .map_err(|e| format!("cannot list security groups of run {run}: {}", describe(&e)))?;
     // Volumes the instances leave (`delete_on_termination = false`) are
-    // available only once they are terminated.
-    volumes(&aws, run).await?;
-    for g in groups.security_groups() {
-        let Some(id) = g.group_id() else { continue };
-        // A terminated instance's network interface lets go of its group
-        // a little after the instance is gone.
-        wait_for(
-            &format!("security group {id} to be deleted"),
-            TERMINATE_LIMIT,
-            || async {
-                match aws.ec2.delete_security_group().group_id(id).send().await {
-                    Ok(_) => Ok(Some(())),
-                    Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(Some(())),
-                    Err(e) if code(&e) == Some("DependencyViolation") => Ok(None),
-                    Err(e) => Err(format!(
-                        "cannot delete security group {id}: {}",
-                        describe(&e)
-                    )),
-                }
-            },
+    // available only once they are terminated; the groups are free then
+    // too, and neither waits for the other.
+    let (vols, deleted) = tokio::join!(
+        volumes(&aws, run),
+        futures_util::future::join_all(
+            groups
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(|id| delete_group(&aws, id)),
         )
-        .await?;
-    }
+    );
+    vols?;
+    deleted.into_iter().collect::<Result<Vec<()>, String>>()?;
     Ok(())
+}
+
+/// Deletes one security group of the run. A terminated instance's network
+/// interface lets go of its group a little after the instance is gone.
+async fn delete_group(aws: &Clients, id: &str) -> Result<(), String> {
+    wait_for(
+        &format!("security group {id} to be deleted"),
+        TERMINATE_LIMIT,
+        || async {
+            match aws.ec2.delete_security_group().group_id(id).send().await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(Some(())),
+                Err(e) if code(&e) == Some("DependencyViolation") => Ok(None),
+                Err(e) => Err(format!(
+                    "cannot delete security group {id}: {}",
+                    describe(&e)
+                )),
+            }
+        },
+    )
+    .await
 }
 
 /// Terminates `instances` and waits until none of the run is left
