@@ -35,7 +35,10 @@ pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), 
     let (terminated, keys, groups) = tokio::join!(
         terminate(&aws, run, &instances),
         key_pairs(&aws, run),
-        aws.ec2.describe_security_groups().filters(run_filter(run)).send(),
+        aws.ec2
+            .describe_security_groups()
+            .filters(run_filter(run))
+            .send(),
     );
     terminated?;
     keys?;
