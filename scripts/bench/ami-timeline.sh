@@ -35,12 +35,13 @@ name = "bench"
 sources = ["ami.bench"]
 TOML
 # One untimed build first (moto imports its EC2 code on first use), then a
-# fresh moto account for the traced one; kiln's catalog key is kept, as
-# ami-vs-packer.sh keeps it.
+# fresh moto account for the traced one; kiln's catalog key and fingerprint
+# secret are kept, as ami-vs-packer.sh keeps them.
 (cd "$dir" && KILN_STATE_DIR="$dir/state" NO_COLOR=1 "$kiln" build kiln.toml > "$dir/kiln.log" 2>&1) ||
   { cat "$dir/kiln.log"; exit 1; }
 curl -sf -X POST "$endpoint/moto-api/reset" >/dev/null
-find "$dir/state" -mindepth 1 -maxdepth 1 ! -name keys -exec rm -rf {} +
+find "$dir/state" -mindepth 1 -maxdepth 1 ! -name keys ! -name catalog -exec rm -rf {} +
+find "$dir/state/catalog" -mindepth 1 -maxdepth 1 ! -name fingerprint.key -exec rm -rf {} +
 (cd "$dir" && KILN_STATE_DIR="$dir/state" NO_COLOR=1 strace -f -tt -T -s 300 \
   -e trace=connect,writev,recvfrom,fsync,execve,exit_group -o "$dir/strace.txt" \
   "$kiln" build kiln.toml > "$dir/kiln.log" 2>&1) || { cat "$dir/kiln.log"; exit 1; }
