@@ -107,11 +107,15 @@ build() {
   local t0 t1
   t0=$(ms)
   if [ "$1" = kiln ]; then
-    # A fresh catalog, manifests and journal every run, but the catalog
-    # signing key kiln creates on first use is kept, as on any machine
-    # that ran kiln before (creating it is an scrypt-encrypted key: ~90 ms
-    # of a release build, once per machine).
-    [ -d "$dir/state" ] && find "$dir/state" -mindepth 1 -maxdepth 1 ! -name keys -exec rm -rf {} +
+    # A fresh catalog log, manifests and journal every run, but what kiln
+    # creates once per machine and catalog is kept, as on any machine that
+    # ran kiln before: the catalog signing key (`keys/`) and the catalog's
+    # fingerprint secret (`catalog/fingerprint.key`, written and fsynced
+    # when a catalog is new).
+    if [ -d "$dir/state" ]; then
+      find "$dir/state" -mindepth 1 -maxdepth 1 ! -name keys ! -name catalog -exec rm -rf {} +
+      find "$dir/state/catalog" -mindepth 1 -maxdepth 1 ! -name fingerprint.key -exec rm -rf {} +
+    fi
     (cd "$dir" && KILN_STATE_DIR="$dir/state" NO_COLOR=1 "$kiln" build kiln.toml > "$dir/kiln.log" 2>&1) ||
       { echo "kiln build failed:" >&2; tail -20 "$dir/kiln.log" >&2; exit 1; }
   else

@@ -41,6 +41,8 @@ pub async fn run(
         jobs: plan.jobs.iter().map(JobPlan::name).collect(),
     });
     let template_dir = plan.template_dir();
+    // Asked of git now, ready when the records are written.
+    manifest::warm_template_source(plan);
 
     // Preflight: refuse up front what cannot run, before anything is created.
     let mut prepared = vec![];
@@ -123,6 +125,7 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let journal = Journal::new(&opts.state_dir);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut ended = vec![];
     for (order, (job, (provisioners, signer))) in prepared.into_iter().enumerate() {
         let name = job.name();
         let builder = builders
@@ -145,6 +148,8 @@ pub async fn run(
             hardening_reports: Default::default(),
         };
         let (permits, siblings, opts) = (permits.clone(), siblings.clone(), opts.clone());
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        ended.push(ended_rx);
         tasks.spawn(async move {
             let permit = tokio::select! {
                 p = permits.acquire_owned() => p.ok(),
@@ -159,6 +164,7 @@ pub async fn run(
                         &provisioners,
                         signer.as_deref(),
                         (opts.on_error, opts.keep_on_failure),
+                        ended_tx,
                     );
                     match std::panic::AssertUnwindSafe(job).catch_unwind().await {
                         Ok(summary) => summary,
@@ -199,6 +205,49 @@ pub async fn run(
             (order, summary)
         });
     }
+    // Every job's steps are over when each has sent what it made (a job
+    // that never ran, or panicked, sends nothing: then the records wait
+    // for the tasks). The records and the catalog registration go ahead
+    // while the jobs unwind their undo stacks.
+    let mut early = vec![];
+    for rx in ended {
+        early.push(rx.await.ok());
+    }
+    let summaries = match early.into_iter().collect::<Option<Vec<JobSummary>>>() {
+        Some(mut early) => {
+            let ((), done) = tokio::join!(
+                write_manifests(plan, opts, &mut early, &job_signers, &fp_inputs, &bus),
+                join_jobs(&mut tasks, &bus)
+            );
+            // What the records decided (a failed registration fails the
+            // job), with the jobs' whole time, cleanup included.
+            for s in early.iter_mut() {
+                if let Some(d) = done.iter().find(|d| d.job == s.job) {
+                    s.duration_ms = d.duration_ms;
+                }
+            }
+            early
+        }
+        None => {
+            let mut done = join_jobs(&mut tasks, &bus).await;
+            write_manifests(plan, opts, &mut done, &job_signers, &fp_inputs, &bus).await;
+            done
+        }
+    };
+    for key in keys.values() {
+        key.close().await;
+    }
+    // Jobs removed their own work directories; drop the build's, if empty.
+    let _ = std::fs::remove_dir(build_work_dir(&opts.state_dir, &plan.build_id));
+    finish(plan, summaries, started, &bus)
+}
+
+/// Waits for every job's task (its cleanup included); their summaries in
+/// plan order.
+async fn join_jobs(
+    tasks: &mut tokio::task::JoinSet<(usize, JobSummary)>,
+    bus: &EventBus,
+) -> Vec<JobSummary> {
     let mut results = vec![];
     while let Some(r) = tasks.join_next().await {
         match r {
@@ -213,14 +262,7 @@ pub async fn run(
         }
     }
     results.sort_by_key(|(order, _)| *order);
-    let mut summaries: Vec<JobSummary> = results.into_iter().map(|(_, s)| s).collect();
-    write_manifests(plan, opts, &mut summaries, &job_signers, &fp_inputs, &bus).await;
-    for key in keys.values() {
-        key.close().await;
-    }
-    // Jobs removed their own work directories; drop the build's, if empty.
-    let _ = std::fs::remove_dir(build_work_dir(&opts.state_dir, &plan.build_id));
-    finish(plan, summaries, started, &bus)
+    results.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Secrets and sensitive variables by name, as the leak scan needs them.

@@ -12,13 +12,17 @@ use crate::job::JobContext;
 use crate::sign::SigningKey;
 use crate::ui::{ArtifactInfo, Event, JobStatus, JobSummary};
 
-/// Runs one job's steps, then unwinds its undo stack.
+/// Runs one job's steps, then unwinds its undo stack. As soon as the
+/// steps are over (before the unwinding), what the job made is sent on
+/// `ended`, so the build's records and catalog registration can go ahead
+/// while the job cleans up: nothing on the undo stack is an artifact.
 pub(super) async fn run_job(
     ctx: &JobContext,
     builder: &dyn crate::builder::Builder,
     provisioners: &Provisioners,
     signer: Option<&SigningKey>,
     (on_error, keep_on_failure): (OnError, bool),
+    ended: tokio::sync::oneshot::Sender<JobSummary>,
 ) -> JobSummary {
     let started = Instant::now();
     // The test instance has a stack of its own, so it can be kept alone.
@@ -112,6 +116,7 @@ pub(super) async fn run_job(
         r = steps => r,
         _ = ctx.cancel.cancelled() => Err(JobError::Cancelled),
     };
+    let _ = ended.send(summary_of(ctx, &result, started));
     let keep = matches!(result, Err(ref e) if !matches!(e, JobError::Cancelled))
         && on_error == OnError::Abort;
     let keep_test = keep || (keep_on_failure && matches!(result, Err(JobError::TestFailed(_))));
@@ -172,11 +177,12 @@ pub(super) async fn run_job(
             duration_ms: t.elapsed().as_millis() as u64,
         });
     }
-    let (status, error, artifacts) = match result {
-        Ok(a) => (JobStatus::Succeeded, None, a),
-        Err(JobError::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string()), vec![]),
-        Err(e) => (JobStatus::Failed, Some(e.to_string()), vec![]),
-    };
+    let JobSummary {
+        status,
+        error,
+        artifacts,
+        ..
+    } = summary_of(ctx, &result, started);
     for a in &artifacts {
         ctx.bus.emit(Event::Artifact {
             job: ctx.name.clone(),
@@ -194,6 +200,26 @@ pub(super) async fn run_job(
         job: ctx.name.clone(),
         status,
         duration_ms,
+        error,
+        artifacts,
+    }
+}
+
+/// The job's summary from its steps' result, with the time so far.
+fn summary_of(
+    ctx: &JobContext,
+    result: &Result<Vec<ArtifactInfo>, JobError>,
+    started: Instant,
+) -> JobSummary {
+    let (status, error, artifacts) = match result {
+        Ok(a) => (JobStatus::Succeeded, None, a.clone()),
+        Err(JobError::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string()), vec![]),
+        Err(e) => (JobStatus::Failed, Some(e.to_string()), vec![]),
+    };
+    JobSummary {
+        job: ctx.name.clone(),
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
         error,
         artifacts,
     }

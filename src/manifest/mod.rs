@@ -20,7 +20,7 @@ use crate::ui::ArtifactInfo;
 pub use canonical::{canonical, sha256_hex};
 pub use digest::provisioner_digest;
 pub use fingerprint::{fingerprint, fingerprint_inputs, fingerprint_with_base};
-pub use review::{provisioner_record, template_source};
+pub use review::{provisioner_record, template_source, warm_template_source};
 
 /// `[build.policy]` as the manifest records it: each file with its
 /// digest, and the entrypoint (what `kiln images promote` evaluates).

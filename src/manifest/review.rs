@@ -4,7 +4,9 @@
 //! (git repository without credentials, commit, dirty). `docs/manifest.md`
 //! shows an annotated example; `kiln show-manifest` renders one.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
 
@@ -64,12 +66,42 @@ pub fn provisioner_record(
 /// repository's `origin` (credentials in the URL removed), the commit
 /// checked out, and whether its tracked files differ from it (`dirty`: the
 /// manifest then describes uncommitted content). `None` outside git.
+///
+/// Asked once per template and process: it takes four `git` runs, so the
+/// engine starts it in the background when a build starts
+/// ([`warm_template_source`]) and the records, written at the end, find
+/// the answer ready — the state of the checkout the build started from.
 pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
-    let dir = plan.template_dir();
+    source_of(&plan.template, &plan.template_dir())
+}
+
+/// Starts [`template_source`] on a blocking thread, so its answer is ready
+/// when the records need it.
+pub fn warm_template_source(plan: &BuildPlan) {
+    let (template, dir) = (plan.template.clone(), plan.template_dir());
+    tokio::task::spawn_blocking(move || source_of(&template, &dir));
+}
+
+fn source_of(template: &Path, dir: &Path) -> Option<serde_json::Value> {
+    type Cells = HashMap<PathBuf, Arc<OnceLock<Option<serde_json::Value>>>>;
+    static ASKED: OnceLock<Mutex<Cells>> = OnceLock::new();
+    let key = std::path::absolute(template).unwrap_or_else(|_| template.to_path_buf());
+    let cell = ASKED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    // A second caller waits for the first one's answer.
+    cell.get_or_init(|| ask_git(template, dir)).clone()
+}
+
+fn ask_git(template: &Path, dir: &Path) -> Option<serde_json::Value> {
     let git = |args: &[&str]| -> Option<String> {
         let o = std::process::Command::new("git")
             .arg("-C")
-            .arg(&dir)
+            .arg(dir)
             .args(args)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -85,7 +117,7 @@ pub fn template_source(plan: &BuildPlan) -> Option<serde_json::Value> {
     // are not changes to what was built from.
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
     let origin = git(&["config", "--get", "remote.origin.url"]).map(|u| without_userinfo(&u));
-    let path = std::path::absolute(&plan.template)
+    let path = std::path::absolute(template)
         .ok()
         .and_then(|t| t.strip_prefix(&top).ok().map(|p| p.display().to_string()));
     Some(json!({

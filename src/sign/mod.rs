@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sigstore::crypto::signing_key::SigStoreKeyPair;
-use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, SigningScheme};
+use sigstore::crypto::{CosignVerificationKey, SigningScheme};
 
 /// What went wrong with keys or signatures.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +44,13 @@ pub struct SigningKey {
 }
 
 enum Signer {
-    /// A cosign key file, decrypted in memory; the same key as a p256
-    /// signing key for signatures over a digest (files too large to hold).
+    /// A cosign key file, decrypted in memory, as a p256 signing key.
+    /// Its nonces are RFC 6979's (derived from the key and the digest):
+    /// no random number generator is involved, so signing never waits for
+    /// a generator's seeding (aws-lc's jitter entropy source takes tens of
+    /// milliseconds of CPU on its first use) and a weak generator cannot
+    /// leak the key. Verifiers cannot tell these signatures from cosign's.
     Local {
-        signer: SigStoreSigner,
         prehash: Box<p256::ecdsa::SigningKey>,
     },
     /// A key in Vault's transit engine: kiln sends the SHA-256 digest,
@@ -82,19 +85,8 @@ impl SigningKey {
 
     /// An ECDSA P-256 signature (ASN.1 DER) of `msg`, as cosign makes them.
     pub async fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
-        match &self.signer {
-            Signer::Local { signer, .. } => signer
-                .sign(msg)
-                .map_err(|e| SignError::Key(format!("cannot sign: {e}"))),
-            Signer::Transit { vault, name } => {
-                use sha2::Digest as _;
-                let digest = sha2::Sha256::digest(msg);
-                vault
-                    .transit_sign(name, &digest)
-                    .await
-                    .map_err(|e| SignError::Key(e.to_string()))
-            }
-        }
+        use sha2::Digest as _;
+        self.sign_digest(&sha2::Sha256::digest(msg).into()).await
     }
 
     /// An ECDSA P-256 signature (ASN.1 DER) of the message whose SHA-256
@@ -103,7 +95,7 @@ impl SigningKey {
     /// -sign` make them — without holding the message.
     pub async fn sign_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, SignError> {
         match &self.signer {
-            Signer::Local { prehash, .. } => {
+            Signer::Local { prehash } => {
                 use p256::ecdsa::signature::hazmat::PrehashSigner as _;
                 let sig: p256::ecdsa::Signature = prehash
                     .sign_prehash(digest)
@@ -119,9 +111,6 @@ impl SigningKey {
 
     /// A local key pair as a signer.
     fn local(pair: &SigStoreKeyPair) -> Result<SigningKey, SignError> {
-        let signer = pair
-            .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
-            .map_err(|e| SignError::Key(e.to_string()))?;
         let der = pair
             .private_key_to_der()
             .map_err(|e| SignError::Key(e.to_string()))?;
@@ -133,7 +122,6 @@ impl SigningKey {
             .map_err(|e| SignError::Key(e.to_string()))?;
         Ok(SigningKey {
             signer: Signer::Local {
-                signer,
                 prehash: Box::new(prehash),
             },
             public_pem,
@@ -411,5 +399,45 @@ mod tests {
             .verify_signature(sigstore::crypto::Signature::Raw(&sig), b"hellO")
             .is_err());
         assert!(load_signing_key("vault-transit:x", tmp.path()).is_err());
+    }
+
+    /// RFC 6979 A.2.5 (P-256, SHA-256, message `sample`): the nonce, and so
+    /// `r`, are the RFC's own; the same input signs the same way twice, and
+    /// sigstore's verifier (aws-lc, not the p256 crate) accepts it.
+    #[tokio::test]
+    async fn local_signatures_use_rfc6979_nonces_and_verify_elsewhere() {
+        let x = hex::decode("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+            .unwrap();
+        let prehash = p256::ecdsa::SigningKey::from_slice(&x).unwrap();
+        let public_pem = {
+            use p256::pkcs8::EncodePublicKey as _;
+            prehash
+                .verifying_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+                .unwrap()
+        };
+        let key = SigningKey {
+            signer: Signer::Local {
+                prehash: Box::new(prehash),
+            },
+            public_pem: public_pem.clone(),
+        };
+        let sig = key.sign(b"sample").await.unwrap();
+        assert_eq!(sig, key.sign(b"sample").await.unwrap(), "deterministic");
+        let parsed = p256::ecdsa::Signature::from_der(&sig).unwrap();
+        assert_eq!(
+            hex::encode_upper(parsed.r().to_bytes()),
+            "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716"
+        );
+        let v = CosignVerificationKey::from_pem(
+            public_pem.as_bytes(),
+            &SigningScheme::ECDSA_P256_SHA256_ASN1,
+        )
+        .unwrap();
+        v.verify_signature(sigstore::crypto::Signature::Raw(&sig), b"sample")
+            .unwrap();
+        assert!(v
+            .verify_signature(sigstore::crypto::Signature::Raw(&sig), b"samplE")
+            .is_err());
     }
 }

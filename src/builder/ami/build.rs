@@ -64,36 +64,55 @@ impl Builder for AmiBuilder {
             run: uuid::Uuid::new_v4().simple().to_string(),
             job: ctx.name.clone(),
         };
-        // In the journal before anything exists: whatever carries the
-        // run's tag is found and removed on every exit path.
-        register(
-            ctx,
-            AwsRun {
-                region: s.region.clone(),
-                endpoint: s.endpoint.clone(),
-                run: tags.run.clone(),
-            }
-            .resource(),
-            "EC2 instance and security group of this build",
-        )
-        .await?;
-        if let Some(w) = sshconf::world_warning(&s) {
-            ctx.message(w);
-        }
         let spot = s.spot().map_err(BuildError::Config)?;
-        // Filters become ids: the subnet (and so the VPC) before the group.
-        let placed = network::place(&aws, &s).await?;
-        for line in &placed.said {
-            ctx.message(line.clone());
-        }
+        let user_data = user_data(&s, ctx)?;
+        // The base is only looked up (nothing is created), so it goes
+        // alongside everything else up to the launch: the journal entry,
+        // the network filters and the security group.
+        let (base, access) = tokio::join!(source::resolve(&aws, &s.from), async {
+            // The network lookups create nothing either: beside the
+            // journal entry, which must be on disk before the group (the
+            // first create call) is made — whatever carries the run's tag
+            // is then found and removed on every exit path.
+            let (registered, placed) = tokio::join!(
+                register(
+                    ctx,
+                    AwsRun {
+                        region: s.region.clone(),
+                        endpoint: s.endpoint.clone(),
+                        run: tags.run.clone(),
+                    }
+                    .resource(),
+                    "EC2 instance and security group of this build",
+                ),
+                async {
+                    // Filters become ids: the subnet (and so the VPC) first.
+                    let placed = network::place(&aws, &s).await?;
+                    let s = AmiSettings {
+                        subnet_id: placed.subnet.clone(),
+                        ..s.clone()
+                    };
+                    let vpc = vpc_for_groups(&aws, &s).await?;
+                    Ok::<_, BuildError>((placed, s, vpc))
+                }
+            );
+            registered?;
+            let (placed, s, vpc) = placed?;
+            if let Some(w) = sshconf::world_warning(&s) {
+                ctx.message(w);
+            }
+            for line in &placed.said {
+                ctx.message(line.clone());
+            }
+            access(&aws, &s, &tags, ctx, vpc.as_deref())
+                .await
+                .map(|a| (placed.subnet, a))
+        });
+        let (base, (subnet, (groups, key))) = (base?, access?);
         let s = AmiSettings {
-            subnet_id: placed.subnet,
+            subnet_id: subnet,
             ..s
         };
-        // The base and the security groups do not depend on each other.
-        let (base, access) =
-            tokio::join!(source::resolve(&aws, &s.from), access(&aws, &s, &tags, ctx));
-        let (base, (groups, key)) = (base?, access?);
         ctx.message(format!(
             "source AMI {} ({}) in {}{}",
             base.id,
@@ -104,7 +123,6 @@ impl Builder for AmiBuilder {
                 .map(|p| format!(", from SSM parameter {p}"))
                 .unwrap_or_default()
         ));
-        let user_data = user_data(&s, ctx)?;
         let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         let key_name = key.as_ref().map(|k| k.name.as_str());
         let launched = launch::instance(
@@ -142,13 +160,16 @@ impl Builder for AmiBuilder {
 
 /// The instance's security groups ([`groups`]) and, with
 /// `communicator = "ssh"`, the run's key pair.
+/// `vpc`: the VPC of the instance's subnet when already known
+/// ([`vpc_for_groups`]), else it is looked up here.
 pub(super) async fn access(
     aws: &Clients,
     s: &AmiSettings,
     tags: &RunTags,
     ctx: &JobContext,
+    vpc: Option<&str>,
 ) -> Result<(Vec<String>, Option<ssh::RunKey>), BuildError> {
-    let groups = groups(aws, s, tags, ctx).await?;
+    let groups = groups(aws, s, tags, ctx, vpc).await?;
     let key = match sshconf::is_ssh(s) {
         true => Some(ssh::import_key(aws, tags).await?),
         false => None,
@@ -194,11 +215,15 @@ pub(super) async fn groups(
     s: &AmiSettings,
     tags: &RunTags,
     ctx: &JobContext,
+    vpc: Option<&str>,
 ) -> Result<Vec<String>, BuildError> {
-    match (&s.security_group_id, &s.security_group_filter) {
-        (Some(g), _) => Ok(vec![g.clone()]),
-        (None, Some(f)) => {
-            let vpc = launch::vpc_of(aws, s.subnet_id.as_deref()).await?;
+    let vpc = match (vpc, &s.security_group_id) {
+        (_, Some(g)) => return Ok(vec![g.clone()]),
+        (Some(v), None) => v.to_string(),
+        (None, None) => launch::vpc_of(aws, s.subnet_id.as_deref()).await?,
+    };
+    match &s.security_group_filter {
+        Some(f) => {
             let found = network::security_groups(aws, f, &vpc).await?;
             ctx.message(format!(
                 "warning: security groups {} from `security_group_filter` are used as they are: kiln makes no group of its own, so the instance is reachable as far as their ingress rules allow",
@@ -206,13 +231,26 @@ pub(super) async fn groups(
             ));
             Ok(found)
         }
-        (None, None) => {
-            let group = launch::security_group(aws, s, tags).await?;
+        None => {
+            let group = launch::security_group(aws, s, tags, &vpc).await?;
             if sshconf::is_ssh(s) {
                 ssh::allow_ingress(aws, &group, &sshconf::source_cidrs(s), tags).await?;
             }
             Ok(vec![group])
         }
+    }
+}
+
+/// The VPC the instance's groups belong to ([`launch::vpc_of`] its
+/// subnet), or `None` when the template names the group itself: a lookup
+/// that creates nothing, so it need not wait for the journal.
+pub(super) async fn vpc_for_groups(
+    aws: &Clients,
+    s: &AmiSettings,
+) -> Result<Option<String>, BuildError> {
+    match &s.security_group_id {
+        Some(_) => Ok(None),
+        None => launch::vpc_of(aws, s.subnet_id.as_deref()).await.map(Some),
     }
 }
 
@@ -369,12 +407,6 @@ impl Instance for AmiInstance {
             c.disconnect().await;
         }
         ctx.message(format!("stopping {}", self.instance));
-        launch::stop(
-            &self.aws,
-            &self.instance,
-            crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
-        )
-        .await?;
         let name = ami_name(
             s.ami_name.as_deref(),
             &ctx.image.name,
@@ -388,10 +420,20 @@ impl Instance for AmiInstance {
             tag("kiln:source-ami", &self.base),
         ];
         extra.extend(s.tags.iter().map(|(k, v)| tag(k, v)));
-
-        // Stays on the undo stack until `distribute` is done: a failed
-        // test (or anything else) deregisters the image.
-        let handle = register_image(ctx, s, &s.region, &self.tags.run, &name).await?;
+        // The image is journaled while the instance stops (its reaper finds
+        // nothing to remove if it was never made). It stays on the undo
+        // stack until `distribute` is done: a failed test (or anything
+        // else) deregisters the image.
+        let (stopped, handle) = tokio::join!(
+            launch::stop(
+                &self.aws,
+                &self.instance,
+                crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT),
+            ),
+            register_image(ctx, s, &s.region, &self.tags.run, &name)
+        );
+        let handle = handle?;
+        stopped?;
         let id = image::create(
             &self.aws,
             &self.instance,

@@ -99,20 +99,21 @@ pub async fn vpc_of(aws: &Clients, subnet: Option<&str>) -> Result<String, Build
     }
 }
 
-/// Creates the temporary security group: no ingress rule at all.
+/// Creates the temporary security group in `vpc` ([`vpc_of`] the
+/// instance's subnet): no ingress rule at all.
 pub async fn security_group(
     aws: &Clients,
     s: &AmiSettings,
     tags: &RunTags,
+    vpc: &str,
 ) -> Result<String, BuildError> {
-    let vpc = vpc_of(aws, s.subnet_id.as_deref()).await?;
     let name = format!("kiln-{}", tags.run);
     let out = aws
         .ec2
         .create_security_group()
         .group_name(&name)
         .description(group_description(s))
-        .vpc_id(&vpc)
+        .vpc_id(vpc)
         .tag_specifications(tags.spec(ResourceType::SecurityGroup, &[tag("Name", &name)]))
         .send()
         .await

@@ -21,56 +21,86 @@ fn run_filter(run: &str) -> Filter {
 /// security groups.
 pub async fn run(region: &str, endpoint: Option<&str>, run: &str) -> Result<(), String> {
     let aws = Clients::connect(&Target::new(region, endpoint)).await;
-    spot_requests(&aws, run).await?;
-    let instances = live_instances(&aws, run).await?;
-    if !instances.is_empty() {
+    // Listing the instances needs no answer about spot requests; but an
+    // open request could still start one after the listing, so when any
+    // request was cancelled the instances are listed again.
+    let (cancelled, listed) = tokio::join!(spot_requests(&aws, run), live_instances(&aws, run));
+    let instances = match cancelled? {
+        0 => listed?,
+        _ => live_instances(&aws, run).await?,
+    };
+    // The key pairs and the group list do not wait for the instances:
+    // a key pair only matters at launch, and the groups are only deleted
+    // once the instances are gone.
+    let (terminated, keys, groups) = tokio::join!(
+        terminate(&aws, run, &instances),
+        key_pairs(&aws, run),
         aws.ec2
-            .terminate_instances()
-            .set_instance_ids(Some(instances.clone()))
-            .send()
-            .await
-            .map_err(|e| format!("cannot terminate {instances:?}: {}", describe(&e)))?;
-        wait_for(
-            &format!("instances {instances:?} to terminate"),
-            TERMINATE_LIMIT,
-            || async {
-                // Security groups can be deleted only once nothing uses them.
-                Ok(live_instances(&aws, run).await?.is_empty().then_some(()))
-            },
+            .describe_security_groups()
+            .filters(run_filter(run))
+            .send(),
+    );
+    terminated?;
+    keys?;
+    let groups = groups
+        .map_err(|e| format!("cannot list security groups of run {run}: {}", describe(&e)))?;
+    // Volumes the instances leave (`delete_on_termination = false`) are
+    // available only once they are terminated; the groups are free then
+    // too, and neither waits for the other.
+    let (vols, deleted) = tokio::join!(
+        volumes(&aws, run),
+        futures_util::future::join_all(
+            groups
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(|id| delete_group(&aws, id)),
         )
-        .await?;
+    );
+    vols?;
+    deleted.into_iter().collect::<Result<Vec<()>, String>>()?;
+    Ok(())
+}
+
+/// Deletes one security group of the run. A terminated instance's network
+/// interface lets go of its group a little after the instance is gone.
+async fn delete_group(aws: &Clients, id: &str) -> Result<(), String> {
+    wait_for(
+        &format!("security group {id} to be deleted"),
+        TERMINATE_LIMIT,
+        || async {
+            match aws.ec2.delete_security_group().group_id(id).send().await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(Some(())),
+                Err(e) if code(&e) == Some("DependencyViolation") => Ok(None),
+                Err(e) => Err(format!(
+                    "cannot delete security group {id}: {}",
+                    describe(&e)
+                )),
+            }
+        },
+    )
+    .await
+}
+
+/// Terminates `instances` and waits until none of the run is left
+/// (security groups can be deleted only once nothing uses them).
+async fn terminate(aws: &Clients, run: &str, instances: &[String]) -> Result<(), String> {
+    if instances.is_empty() {
+        return Ok(());
     }
-    key_pairs(&aws, run).await?;
-    volumes(&aws, run).await?;
-    let groups = aws
-        .ec2
-        .describe_security_groups()
-        .filters(run_filter(run))
+    aws.ec2
+        .terminate_instances()
+        .set_instance_ids(Some(instances.to_vec()))
         .send()
         .await
-        .map_err(|e| format!("cannot list security groups of run {run}: {}", describe(&e)))?;
-    for g in groups.security_groups() {
-        let Some(id) = g.group_id() else { continue };
-        // A terminated instance's network interface lets go of its group
-        // a little after the instance is gone.
-        wait_for(
-            &format!("security group {id} to be deleted"),
-            TERMINATE_LIMIT,
-            || async {
-                match aws.ec2.delete_security_group().group_id(id).send().await {
-                    Ok(_) => Ok(Some(())),
-                    Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(Some(())),
-                    Err(e) if code(&e) == Some("DependencyViolation") => Ok(None),
-                    Err(e) => Err(format!(
-                        "cannot delete security group {id}: {}",
-                        describe(&e)
-                    )),
-                }
-            },
-        )
-        .await?;
-    }
-    Ok(())
+        .map_err(|e| format!("cannot terminate {instances:?}: {}", describe(&e)))?;
+    wait_for(
+        &format!("instances {instances:?} to terminate"),
+        TERMINATE_LIMIT,
+        || async { Ok(live_instances(aws, run).await?.is_empty().then_some(())) },
+    )
+    .await
 }
 
 /// Deletes the run's key pairs (`communicator = "ssh"`).
@@ -94,8 +124,9 @@ async fn key_pairs(aws: &Clients, run: &str) -> Result<(), String> {
 }
 
 /// Cancels the run's open or active spot requests (one-time requests
-/// close with their instance; this catches one whose instance never came).
-async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
+/// close with their instance; this catches one whose instance never came);
+/// returns how many it cancelled.
+async fn spot_requests(aws: &Clients, run: &str) -> Result<usize, String> {
     let out = aws
         .ec2
         .describe_spot_instance_requests()
@@ -115,7 +146,7 @@ async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
         .filter_map(|r| r.spot_instance_request_id().map(str::to_string))
         .collect();
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     aws.ec2
         .cancel_spot_instance_requests()
@@ -123,7 +154,7 @@ async fn spot_requests(aws: &Clients, run: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| format!("cannot cancel spot requests {ids:?}: {}", describe(&e)))?;
-    Ok(())
+    Ok(ids.len())
 }
 
 /// Deletes the run's volumes that outlived its instances (every volume

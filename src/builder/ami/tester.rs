@@ -80,7 +80,7 @@ pub async fn launch_artifact(
         launch_block_device_mappings: vec![],
         ..s
     };
-    let (groups, key) = access(&aws, &s, &tags, ctx).await?;
+    let (groups, key) = access(&aws, &s, &tags, ctx, None).await?;
     let limit = crate::builder::duration_or(&s.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
     let key_name = key.as_ref().map(|k| k.name.as_str());
     let instance = launch::instance(
