@@ -18,22 +18,8 @@ trap 'kill -TERM -- "-$motopid" 2>/dev/null || true; wait "$motopid" 2>/dev/null
 for _ in $(seq 100); do curl -sf "$endpoint/moto-api/" >/dev/null && break; sleep 0.1; done
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
-cat > "$dir/kiln.toml" <<TOML
-[image]
-name = "bench-ami"
-version = "1.0.0"
-
-[source.ami.bench]
-region = "us-east-1"
-endpoint = "$endpoint"
-from = { owners = ["amazon"], name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", most_recent = true }
-instance_type = "t3.micro"
-ami_name = "kiln-bench-\${uuid()}"
-
-[[build]]
-name = "bench"
-sources = ["ami.bench"]
-TOML
+. scripts/bench/ami-template.sh
+ami_template "$dir/kiln.toml" "$endpoint" 'ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*'
 # One untimed build first (moto imports its EC2 code on first use), then a
 # fresh moto account for the traced one; kiln's catalog key and fingerprint
 # secret are kept, as ami-vs-packer.sh keeps them.

@@ -65,22 +65,8 @@ cat > "$dir/packer.json" <<JSON
 }
 JSON
 
-cat > "$dir/kiln.toml" <<TOML
-[image]
-name = "bench-ami"
-version = "1.0.0"
-
-[source.ami.bench]
-region = "us-east-1"
-endpoint = "$endpoint"
-from = { owners = ["amazon"], name = "$name_pattern", most_recent = true }
-instance_type = "t3.micro"
-ami_name = "kiln-bench-\${uuid()}"
-
-[[build]]
-name = "bench"
-sources = ["ami.bench"]
-TOML
+. scripts/bench/ami-template.sh
+ami_template "$dir/kiln.toml" "$endpoint" "$name_pattern"
 
 # What a build left in moto: "AMIS LEFTOVERS", the number of own AMIs named
 # $1* and a list of what should have been cleaned up (instances not
