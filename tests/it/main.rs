@@ -38,6 +38,8 @@ mod provisioners;
 mod qemu;
 #[cfg(feature = "qemu")]
 mod qemu_iso;
+#[cfg(feature = "qemu")]
+mod qemu_net;
 mod readme;
 #[cfg(feature = "oci")]
 mod registry_auth;

@@ -147,6 +147,8 @@ pub struct VmSpec<'a> {
     pub seed: Option<&'a Path>,
     pub qmp_socket: &'a Path,
     pub ssh_port: u16,
+    /// The NIC's MAC address: the seed's network config matches it.
+    pub mac: &'a str,
     pub kernel: Option<&'a Path>,
     pub initrd: Option<&'a Path>,
     pub append: Option<&'a str>,
@@ -321,7 +323,7 @@ pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
         .into(),
     );
     a.push("-device".into());
-    a.push(format!("{},netdev={NET_ID}", m.net_device).into());
+    a.push(format!("{},netdev={NET_ID},mac={}", m.net_device, spec.mac).into());
     if let Some(k) = spec.kernel {
         a.push("-kernel".into());
         a.push(k.into());
@@ -380,6 +382,7 @@ mod tests {
             seed: Some(Path::new("/s/seed.img")),
             qmp_socket: Path::new("/s/qmp.sock"),
             ssh_port: 2222,
+            mac: "52:54:00:6b:69:6c",
             kernel: None,
             initrd: None,
             append: None,
@@ -422,7 +425,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("-device virtio-net-pci,netdev=kiln-net"),
+            line.contains("-device virtio-net-pci,netdev=kiln-net,mac=52:54:00:6b:69:6c"),
             "{line}"
         );
         assert!(
@@ -539,7 +542,10 @@ mod tests {
         });
         let spec = spec(&m);
         let line = line(&spec);
-        assert!(line.contains("-device e1000,netdev=kiln-net"), "{line}");
+        assert!(
+            line.contains("-device e1000,netdev=kiln-net,mac=52:54:00:6b:69:6c"),
+            "{line}"
+        );
         assert!(!line.contains("virtio-net"), "{line}");
         assert!(
             line.ends_with("-device virtio-rng-pci -boot menu=on"),
