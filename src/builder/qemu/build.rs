@@ -1315,7 +1315,10 @@ mod tests {
             .check_cd()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`ssh_private_key_file` or `ssh_password`"), "{e}");
+        assert!(
+            e.contains("`ssh_private_key_file` or `ssh_password`"),
+            "{e}"
+        );
         let e = settings(serde_json::json!({
             "output": "o", "cloud_init": false, "ssh_password": "p",
             "user_data": "#cloud-config\n"

@@ -154,7 +154,10 @@ pub fn write_volume(
         files.push(("user-data".into(), content.user_data()?.into_bytes()));
         // A `network-config` of the template's own (`cd_files`,
         // `cd_content`) replaces kiln's.
-        if !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(NETWORK_CONFIG)) {
+        if !extra
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(NETWORK_CONFIG))
+        {
             files.push((NETWORK_CONFIG.into(), content.network_config().into_bytes()));
         }
     }
