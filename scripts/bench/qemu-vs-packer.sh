@@ -132,8 +132,8 @@ for run in $(seq "$runs"); do
   k=$(echo "$t1 - $t0" | bc)
   p=$(echo "$t2 - $t1" | bc)
   echo "run $run: kiln ${k}s, packer ${p}s (load $(cut -d' ' -f1-3 /proc/loadavg))"
-  echo "  kiln:  $(timeline "$klog" "$t0" "$t1" start 'booting `' ssh 'SSH ready after' provision 'shutting down|poweroff' shutdown 'powered off' export 'exporting' )"
-  echo "  packer:$(timeline "$plog" "$t1" "$t2" start 'Executing /usr/bin/qemu-system' ssh 'Connected to SSH' provision 'Gracefully halting' shutdown 'VM shut down' export 'Converting hard drive')"
+  echo "  kiln:  $(timeline "$klog" "$t0" "$t1" start 'booting `' boot-to-ssh 'SSH ready after' provision ': snapshot$' shutdown 'powered off' export 'artifact (qcow2|raw) ')"
+  echo "  packer:$(timeline "$plog" "$t1" "$t2" start 'Executing /usr/bin/qemu-system' boot-to-ssh 'Connected to SSH' provision 'Gracefully halting' shutdown 'VM shut down' export 'Builds finished')"
   kiln_total=$(echo "$kiln_total + $k" | bc)
   packer_total=$(echo "$packer_total + $p" | bc)
 done
