@@ -124,16 +124,23 @@ packer_total=0
 for run in $(seq "$runs"); do
   rm -rf "$dir/kiln-out" "$dir/state" "$dir/packer-out"
   klog="$logs/kiln-$run.log" plog="$logs/packer-$run.log"
-  t0=$(now)
-  (cd "$dir" && KILN_STATE_DIR="$dir/state" "$kiln" build kiln.toml 2>&1 | stamp > "$klog"; exit "${PIPESTATUS[0]}") || { tail -20 "$klog"; exit 1; }
-  t1=$(now)
-  (cd "$dir" && PACKER_LOG=1 packer build -color=false packer.json 2>&1 | stamp > "$plog"; exit "${PIPESTATUS[0]}") || { tail -20 "$plog"; exit 1; }
-  t2=$(now)
+  # Alternate which tool goes first: the load of a shared machine drifts.
+  run_kiln() {
+    t0=$(now)
+    (cd "$dir" && KILN_STATE_DIR="$dir/state" "$kiln" build kiln.toml 2>&1 | stamp > "$klog"; exit "${PIPESTATUS[0]}") || { tail -20 "$klog"; exit 1; }
+    t1=$(now)
+  }
+  run_packer() {
+    p0=$(now)
+    (cd "$dir" && PACKER_LOG=1 packer build -color=false packer.json 2>&1 | stamp > "$plog"; exit "${PIPESTATUS[0]}") || { tail -20 "$plog"; exit 1; }
+    t2=$(now)
+  }
+  if [ $((run % 2)) -eq 1 ]; then run_kiln; run_packer; else run_packer; run_kiln; fi
   k=$(echo "$t1 - $t0" | bc)
-  p=$(echo "$t2 - $t1" | bc)
+  p=$(echo "$t2 - $p0" | bc)
   echo "run $run: kiln ${k}s, packer ${p}s (load $(cut -d' ' -f1-3 /proc/loadavg))"
   echo "  kiln:  $(timeline "$klog" "$t0" "$t1" start 'booting `' boot-to-ssh 'SSH ready after' provision ': snapshot$' shutdown 'powered off' export 'artifact (qcow2|raw) ')"
-  echo "  packer:$(timeline "$plog" "$t1" "$t2" start 'Executing /usr/bin/qemu-system' boot-to-ssh 'Connected to SSH' provision 'Gracefully halting' shutdown 'VM shut down' export 'Builds finished')"
+  echo "  packer:$(timeline "$plog" "$p0" "$t2" start 'Executing /usr/bin/qemu-system' boot-to-ssh 'Connected to SSH' provision 'Gracefully halting' shutdown 'VM shut down' export 'Builds finished')"
   kiln_total=$(echo "$kiln_total + $k" | bc)
   packer_total=$(echo "$packer_total + $p" | bc)
 done
