@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::client::{self, Handle};
@@ -64,6 +64,11 @@ impl client::Handler for PinnedHostKey {
         }
     }
 }
+
+/// The longest pause between two connection attempts while waiting.
+const ATTEMPT_EVERY: Duration = Duration::from_millis(500);
+/// How many connection attempts may wait at once.
+const ATTEMPTS_IN_FLIGHT: usize = 4;
 
 /// Why one connection attempt failed.
 #[derive(Debug)]
@@ -173,33 +178,52 @@ impl SshCommunicator {
 
     /// Connects, retrying with short growing delays until `limit`;
     /// `alive` is checked between attempts (the VM may have died).
+    ///
+    /// Attempts overlap: a new one starts every [`ATTEMPT_EVERY`] at most
+    /// even while earlier ones still wait (up to [`ATTEMPTS_IN_FLIGHT`]).
+    /// User-mode networking accepts the TCP connection at once and holds
+    /// it while the guest has no network, retrying its SYN with growing
+    /// backoff, so a lone attempt can stay stuck for many seconds after
+    /// sshd listens; the first attempt that gets through wins.
     pub async fn wait_ready(
         &self,
         limit: Duration,
         alive: &mut (dyn FnMut() -> Result<(), String> + Send),
     ) -> Result<(), CommError> {
-        let start = Instant::now();
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let deadline = tokio::time::Instant::now() + limit;
         let mut delay = Duration::from_millis(100);
-        let mut last;
+        let mut next = tokio::time::Instant::now();
+        let mut last = String::from("no attempt finished");
+        let mut pending = FuturesUnordered::new();
         loop {
             alive().map_err(CommError::Refused)?;
-            match self.attempt().await {
-                Ok(handle) => {
-                    *self.session.lock().await = Some(handle);
-                    return Ok(());
-                }
-                Err(Attempt::Rejected(why)) => return Err(CommError::Refused(why)),
-                Err(Attempt::NotReady(why)) => last = why,
+            let now = tokio::time::Instant::now();
+            if now >= next && pending.len() < ATTEMPTS_IN_FLIGHT && now < deadline {
+                pending.push(self.attempt());
+                next = now + delay;
+                delay = (delay * 3 / 2).min(ATTEMPT_EVERY);
             }
-            if start.elapsed() + delay > limit {
+            if now >= deadline {
                 return Err(CommError::Refused(format!(
                     "SSH on {} was not ready within {} (last attempt: {last})",
                     self.target.addr,
                     humantime::format_duration(limit)
                 )));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 3 / 2).min(Duration::from_secs(2));
+            // Wake for the next attempt, the deadline, or a result.
+            let wake = next.max(now + Duration::from_millis(50)).min(deadline);
+            tokio::select! {
+                Some(result) = pending.next(), if !pending.is_empty() => match result {
+                    Ok(handle) => {
+                        *self.session.lock().await = Some(handle);
+                        return Ok(());
+                    }
+                    Err(Attempt::Rejected(why)) => return Err(CommError::Refused(why)),
+                    Err(Attempt::NotReady(why)) => last = why,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
         }
     }
 
@@ -511,6 +535,46 @@ async fn write_remote(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener that accepts and then says nothing, as QEMU's user-mode
+    /// network does while the guest has no address: attempts must not
+    /// queue behind the one it holds.
+    #[tokio::test]
+    async fn ssh_wait_keeps_trying_while_an_attempt_hangs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let server = tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(sock);
+            }
+        });
+        let comm = SshCommunicator::new(SshTarget {
+            addr,
+            username: "root".into(),
+            auth: SshAuth::Password("x".into()),
+        });
+        let started = std::time::Instant::now();
+        let err = comm
+            .wait_ready(Duration::from_millis(1500), &mut || Ok(()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("was not ready within"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (3..=ATTEMPTS_IN_FLIGHT).contains(&n),
+            "{n} connections: overlapping attempts, bounded"
+        );
+        server.abort();
+    }
 
     #[test]
     fn ssh_env_is_quoted_for_the_shell() {

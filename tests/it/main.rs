@@ -40,6 +40,8 @@ mod qemu;
 mod qemu_fetch;
 #[cfg(feature = "qemu")]
 mod qemu_iso;
+#[cfg(feature = "qemu")]
+mod qemu_net;
 mod readme;
 #[cfg(feature = "oci")]
 mod registry_auth;

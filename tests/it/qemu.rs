@@ -498,7 +498,7 @@ fn qemu_signed_disk_image_verifies_anywhere_and_not_once_changed_or_revoked() {
 /// The Debian test image booted on a non-default machine: virtio-scsi
 /// disk, a vmxnet3 NIC (Debian's cloud kernel has no e1000), a QEMU CPU model with 2 sockets × 1 core, unsafe
 /// caching with zero detection, and a virtio RNG from `qemuargs`. The
-/// guest sees each of them.
+/// guest sees each of them, and the NIC is `eth0` (kiln's network config).
 #[test]
 fn qemu_machine_settings_reach_the_guest() {
     if !ready() {
@@ -530,6 +530,7 @@ inline = [
   "echo cpus: $(nproc) sockets: $(grep 'physical id' /proc/cpuinfo | sort -u | wc -l)",
   "echo cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)",
   "echo rng: $(cat /sys/class/misc/hw_random/rng_available)",
+  "echo ifaces: $(ls /sys/class/net | tr '\n' ' ')",
 ]
 "#;
     let t = s.write("m.toml", &template(&source, check));
@@ -550,6 +551,8 @@ inline = [
     assert!(out.contains("cpus: 2 sockets: 2"), "{out}");
     assert!(out.contains("cpu: QEMU Virtual CPU"), "{out}");
     assert!(out.contains("rng: virtio_rng"), "{out}");
+    // kiln's network config named the vmxnet3 NIC by its MAC.
+    assert!(out.contains("ifaces: eth0 lo"), "{out}");
     assert!(s.path().join("out/m.qcow2").exists());
     assert_nothing_left(&s, &tmpfs);
 }

@@ -30,7 +30,7 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How often the wait for SSH says how long it has waited.
 const SSH_PROGRESS: Duration = Duration::from_secs(20);
 /// What usually keeps a guest's SSH from answering.
-const SSH_TIMEOUT_CAUSES: &str = "likely causes: the guest got no network address (its network configuration names another NIC than QEMU gives it: see `net_device` and `machine_type`, or let cloud-init configure it), sshd is not installed or not started, the image has no cloud-init with the NoCloud datasource (kiln's key never arrived: set `ssh_private_key_file` or `ssh_password`), or the boot is slower than `ssh_timeout` (TCG is much slower than KVM)";
+const SSH_TIMEOUT_CAUSES: &str = "likely causes: the guest got no network address (without cloud-init, or with `cloud_init = false`, kiln's network config does not apply and the image's own must name the NIC QEMU gives it: see `net_device` and `machine_type`), sshd is not installed or not started, the image has no cloud-init with the NoCloud datasource (kiln's key never arrived: set `ssh_private_key_file` or `ssh_password`), or the boot is slower than `ssh_timeout` (TCG is much slower than KVM)";
 /// How long a guest asked to power off from inside may take before ACPI.
 const POWEROFF_GRACE: Duration = Duration::from_secs(60);
 /// How soon kiln says that a guest ignores ACPI power-down.
@@ -55,6 +55,8 @@ struct QemuSettings {
     initrd: Option<String>,
     append: Option<String>,
     user_data: Option<String>,
+    /// `false`: no cloud-init files on the seed (no key, no network config).
+    cloud_init: Option<bool>,
     ssh_username: Option<String>,
     ssh_password: Option<String>,
     ssh_private_key_file: Option<String>,
@@ -315,8 +317,21 @@ impl QemuSettings {
     }
 
     /// `cd_files`/`cd_content`/`cd_label`, checked before launch: file
-    /// names only (no folders yet), a FAT label.
+    /// names only (no folders yet), a FAT label; and `cloud_init = false`,
+    /// which needs the template's own credentials.
     fn check_cd(&self) -> Result<(), BuildError> {
+        if self.cloud_init == Some(false) {
+            if self.user_data.is_some() {
+                return Err(BuildError::Config(
+                    "`user_data` reaches the guest through kiln's cloud-init seed, which `cloud_init = false` leaves out".into(),
+                ));
+            }
+            if self.ssh_private_key_file.is_none() && self.ssh_password.is_none() {
+                return Err(BuildError::Config(
+                    "`cloud_init = false` leaves out the seed that carries kiln's SSH key: set `ssh_private_key_file` or `ssh_password`".into(),
+                ));
+            }
+        }
         if let Some(l) = &self.cd_label {
             if l.is_empty() || l.len() > 11 || !l.is_ascii() {
                 return Err(BuildError::Config(format!(
@@ -653,8 +668,15 @@ async fn boot_from(
         }
     };
     let seed_path = private.join("seed.img");
-    let cloud_init = public_key.is_some() || s.user_data.is_some();
     let extra = s.cd_extra(&ctx.template_dir).await?;
+    let mac = seed::random_mac();
+    let cloud_init = seed_plan(s, public_key.is_some());
+    if let Some(why) = cloud_init.err() {
+        ctx.message(format!(
+            "no cloud-init seed ({why}): the guest's own configuration must bring up its NIC (MAC {mac})"
+        ));
+    }
+    let cloud_init = cloud_init.is_ok();
     let needs_seed = cloud_init || !extra.is_empty();
     if needs_seed {
         let hostname = format!("kiln-{}", short_id(&ctx.build_id));
@@ -665,7 +687,14 @@ async fn boot_from(
             username: &username,
             public_key: public_key.as_deref(),
             extra_user_data: s.user_data.as_deref(),
+            mac: &mac,
         };
+        if cloud_init {
+            ctx.message(format!(
+                "network: cloud-init renames the NIC with MAC {mac} to `{}` and configures it by DHCP (NoCloud `network-config`)",
+                seed::GUEST_NIC
+            ));
+        }
         seed::write_volume(
             &seed_path,
             cloud_init.then_some(&content),
@@ -731,6 +760,7 @@ async fn boot_from(
         seed: needs_seed.then_some(seed_path.as_path()),
         qmp_socket: &qmp_socket,
         ssh_port,
+        mac: &mac,
         kernel: kernel.as_deref(),
         initrd: initrd.as_deref(),
         append: s.append.as_deref(),
@@ -837,6 +867,22 @@ async fn boot_from(
         comm,
         http,
     })
+}
+
+/// Whether kiln's cloud-init files go on the seed: always (the network
+/// config must reach images that configure another NIC name), unless the
+/// template says `cloud_init = false` or puts its own files on a volume
+/// labelled other than `cidata` while bringing its own credentials; the
+/// error says which.
+fn seed_plan(s: &QemuSettings, kiln_key: bool) -> Result<(), &'static str> {
+    if s.cloud_init == Some(false) {
+        return Err("`cloud_init = false`");
+    }
+    let label = s.cd_label.as_deref().unwrap_or("cidata");
+    if !kiln_key && s.user_data.is_none() && !label.eq_ignore_ascii_case("cidata") {
+        return Err("`cd_label` is not `cidata`");
+    }
+    Ok(())
 }
 
 /// Packer's defaults: wait 10s for the installer, 100ms between keys.
@@ -1223,6 +1269,52 @@ impl Instance for QemuInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(v: serde_json::Value) -> QemuSettings {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// kiln's cloud-init files (and with them the network config) go on
+    /// the seed even with the template's own credentials; only
+    /// `cloud_init = false` or a foreign `cd_label` leave them out.
+    #[test]
+    fn qemu_seed_carries_cloud_init_unless_told_not_to() {
+        let s = settings(serde_json::json!({"output": "o"}));
+        assert_eq!(seed_plan(&s, true), Ok(()));
+        let own = serde_json::json!({"output": "o", "ssh_password": "p"});
+        assert_eq!(seed_plan(&settings(own.clone()), false), Ok(()));
+        let mut oemdrv = own.clone();
+        oemdrv["cd_label"] = "OEMDRV".into();
+        assert_eq!(
+            seed_plan(&settings(oemdrv), false),
+            Err("`cd_label` is not `cidata`")
+        );
+        let mut off = own.clone();
+        off["cloud_init"] = false.into();
+        let off = settings(off);
+        assert_eq!(seed_plan(&off, false), Err("`cloud_init = false`"));
+        off.check_cd().unwrap();
+    }
+
+    #[test]
+    fn qemu_cloud_init_off_needs_own_credentials_and_no_user_data() {
+        let e = settings(serde_json::json!({"output": "o", "cloud_init": false}))
+            .check_cd()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`ssh_private_key_file` or `ssh_password`"),
+            "{e}"
+        );
+        let e = settings(serde_json::json!({
+            "output": "o", "cloud_init": false, "ssh_password": "p",
+            "user_data": "#cloud-config\n"
+        }))
+        .check_cd()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`user_data`"), "{e}");
+    }
 
     #[test]
     fn qemu_console_lines_lose_their_escapes() {

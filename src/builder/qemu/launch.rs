@@ -147,6 +147,8 @@ pub struct VmSpec<'a> {
     pub seed: Option<&'a Path>,
     pub qmp_socket: &'a Path,
     pub ssh_port: u16,
+    /// The NIC's MAC address: the seed's network config matches it.
+    pub mac: &'a str,
     pub kernel: Option<&'a Path>,
     pub initrd: Option<&'a Path>,
     pub append: Option<&'a str>,
@@ -186,7 +188,16 @@ fn path_opt(prefix: &str, path: &Path, suffix: &str) -> OsString {
 /// copy on tmpfs).
 fn disk_args(spec: &VmSpec<'_>, a: &mut Vec<OsString>) {
     let m = spec.machine;
-    let disk_opts = m.disk_options();
+    // The overlay is scratch: it is exported only after QEMU exited
+    // normally, and QEMU writes back everything it holds when it exits,
+    // so the guest's flushes need not reach the host's disk (they cost
+    // seconds of a build under load). `disk_cache` overrides it.
+    let default_cache = if m.disk_cache.is_none() {
+        ",cache=unsafe"
+    } else {
+        ""
+    };
+    let disk_opts = format!("{}{default_cache}", m.disk_options());
     let mut drive = |file: &Path, opts: String| {
         a.push("-drive".into());
         a.push(path_opt("file=", file, &opts));
@@ -321,7 +332,7 @@ pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
         .into(),
     );
     a.push("-device".into());
-    a.push(format!("{},netdev={NET_ID}", m.net_device).into());
+    a.push(format!("{},netdev={NET_ID},mac={}", m.net_device, spec.mac).into());
     if let Some(k) = spec.kernel {
         a.push("-kernel".into());
         a.push(k.into());
@@ -380,6 +391,7 @@ mod tests {
             seed: Some(Path::new("/s/seed.img")),
             qmp_socket: Path::new("/s/qmp.sock"),
             ssh_port: 2222,
+            mac: "52:54:00:6b:69:6c",
             kernel: None,
             initrd: None,
             append: None,
@@ -414,15 +426,17 @@ mod tests {
         assert!(line.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{line}");
         assert!(line.contains("-serial chardev:kiln-console"), "{line}");
         assert!(
-            line.contains("-drive file=/w/overlay.qcow2,if=virtio,format=qcow2,discard=unmap"),
-            "{line}"
+            line.contains(
+                "-drive file=/w/overlay.qcow2,if=virtio,format=qcow2,discard=unmap,cache=unsafe "
+            ),
+            "the scratch overlay ignores guest flushes by default: {line}"
         );
         assert!(
             line.contains("file=/s/seed.img,if=virtio,format=raw,readonly=on"),
             "{line}"
         );
         assert!(
-            line.contains("-device virtio-net-pci,netdev=kiln-net"),
+            line.contains("-device virtio-net-pci,netdev=kiln-net,mac=52:54:00:6b:69:6c"),
             "{line}"
         );
         assert!(
@@ -539,7 +553,10 @@ mod tests {
         });
         let spec = spec(&m);
         let line = line(&spec);
-        assert!(line.contains("-device e1000,netdev=kiln-net"), "{line}");
+        assert!(
+            line.contains("-device e1000,netdev=kiln-net,mac=52:54:00:6b:69:6c"),
+            "{line}"
+        );
         assert!(!line.contains("virtio-net"), "{line}");
         assert!(
             line.ends_with("-device virtio-rng-pci -boot menu=on"),

@@ -57,6 +57,7 @@ pub const FIELDS: &[Field] = &[
     Field::opt("initrd", Kind::InputFile),
     Field::opt("append", Kind::Str),
     Field::opt("user_data", Kind::Str),
+    Field::opt("cloud_init", Kind::Bool),
     Field::opt("ssh_username", Kind::Str),
     Field::opt("ssh_password", Kind::Str).sensitive_ok(),
     Field::opt("ssh_private_key_file", Kind::InputFile),

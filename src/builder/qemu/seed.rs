@@ -1,6 +1,9 @@
 //! Guest access: the build's ephemeral ed25519 key pair (kept in memory
 //! only) and the cloud-init NoCloud seed, a small FAT volume labelled
-//! `CIDATA` holding `meta-data` and `user-data`, written by kiln itself.
+//! `CIDATA` holding `meta-data`, `user-data` and `network-config`, written
+//! by kiln itself. The network config matches the NIC by the MAC address
+//! kiln gives it and renames it, so the guest's network comes up whatever
+//! name the machine type gives the NIC.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -11,6 +14,9 @@ use crate::builder::BuildError;
 
 /// Size of the seed volume: small, but above FAT12's cluster minimum.
 const SEED_BYTES: u64 = 1 << 20;
+
+/// NoCloud's network configuration file on the seed.
+pub const NETWORK_CONFIG: &str = "network-config";
 
 /// A fresh ed25519 key pair from the OS random source (memory only).
 pub fn ephemeral_key() -> Result<PrivateKey, BuildError> {
@@ -33,6 +39,21 @@ pub struct SeedContent<'a> {
     /// The template's `user_data`, merged in: a `#cloud-config` document
     /// whose top-level keys are appended after kiln's own.
     pub extra_user_data: Option<&'a str>,
+    /// The MAC address kiln gives the guest's NIC (`-device …,mac=`): the
+    /// network config matches it.
+    pub mac: &'a str,
+}
+
+/// The name kiln's network config gives the NIC: cloud-init renames the
+/// interface with this MAC to it before any renderer's configuration is
+/// applied, so ENI, netplan, networkd and sysconfig all find it.
+pub const GUEST_NIC: &str = "eth0";
+
+/// A MAC address in QEMU's `52:54:00` range with three random bytes: a
+/// locally administered, unicast address, fresh per boot.
+pub fn random_mac() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
 impl SeedContent<'_> {
@@ -40,6 +61,18 @@ impl SeedContent<'_> {
         format!(
             "instance-id: {}\nlocal-hostname: {}\n",
             self.instance_id, self.hostname
+        )
+    }
+
+    /// The NoCloud `network-config` (version 1): the NIC with kiln's MAC
+    /// is renamed to [`GUEST_NIC`] and configured by DHCP. Matching by MAC
+    /// rather than by name glob is what every renderer honours: cloud-init
+    /// renames the interface itself (`ip link set … name`) before the
+    /// renderer's files are read.
+    pub fn network_config(&self) -> String {
+        format!(
+            "version: 1\nconfig:\n  - type: physical\n    name: {GUEST_NIC}\n    mac_address: \"{}\"\n    subnets:\n      - type: dhcp\n",
+            self.mac
         )
     }
 
@@ -119,6 +152,14 @@ pub fn write_volume(
         }
         files.push(("meta-data".into(), content.meta_data().into_bytes()));
         files.push(("user-data".into(), content.user_data()?.into_bytes()));
+        // A `network-config` of the template's own (`cd_files`,
+        // `cd_content`) replaces kiln's.
+        if !extra
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(NETWORK_CONFIG))
+        {
+            files.push((NETWORK_CONFIG.into(), content.network_config().into_bytes()));
+        }
     }
     for (name, bytes) in extra {
         if files.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -190,6 +231,7 @@ mod tests {
             username: user,
             public_key: Some("ssh-ed25519 AAAA test"),
             extra_user_data: extra,
+            mac: "52:54:00:6b:69:6c",
         }
     }
 
@@ -295,6 +337,57 @@ mod tests {
         )
         .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The network config matches the NIC by kiln's MAC and names it; a
+    /// `network-config` of the template's own replaces it.
+    #[test]
+    fn qemu_seed_network_config_matches_the_nic_by_mac() {
+        let c = content("root", None);
+        assert_eq!(
+            c.network_config(),
+            "version: 1\nconfig:\n  - type: physical\n    name: eth0\n    mac_address: \"52:54:00:6b:69:6c\"\n    subnets:\n      - type: dhcp\n"
+        );
+        let read = |path: &Path, name: &str| {
+            let mut file = std::fs::File::open(path).unwrap();
+            let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).unwrap();
+            let mut text = String::new();
+            fs.root_dir()
+                .open_file(name)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed.img");
+        write_seed(&path, &c).unwrap();
+        assert_eq!(read(&path, "network-config"), c.network_config());
+        let own = b"version: 2\nethernets: {}\n".to_vec();
+        let path = dir.path().join("own.img");
+        write_volume(
+            &path,
+            Some(&c),
+            &[("network-config".into(), own.clone())],
+            "cidata",
+        )
+        .unwrap();
+        assert_eq!(read(&path, "network-config").as_bytes(), own);
+    }
+
+    #[test]
+    fn qemu_macs_are_fresh_local_unicast_addresses() {
+        let (a, b) = (random_mac(), random_mac());
+        assert_ne!(a, b);
+        for mac in [a, b] {
+            let bytes: Vec<u8> = mac
+                .split(':')
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect();
+            assert_eq!(bytes.len(), 6, "{mac}");
+            assert_eq!(bytes[0] & 1, 0, "unicast: {mac}");
+            assert_eq!(bytes[0] & 2, 2, "locally administered: {mac}");
+        }
     }
 
     #[test]
