@@ -31,6 +31,7 @@ const DEFAULT_HOST_KEY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// kiln resolved for the instance (an emulator's instances have made-up
 /// addresses; `tests/it/ami_ssh.rs` puts a local sshd there). Read only by
 /// debug builds: a release kiln never looks at it.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub const TEST_ENDPOINT_VAR: &str = "KILN_TEST_SSH_ENDPOINT";
 
 /// The run's SSH key: in memory, and known to EC2 as key pair `name`.
