@@ -9,16 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v strace >/dev/null || { echo "needs strace (Debian package strace)" >&2; exit 1; }
 kiln=$(realpath "${1:-target/release/kiln}")
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-endpoint=http://127.0.0.1:$port
-setsid moto_server -H 127.0.0.1 -p "$port" > "$dir/moto.log" 2>&1 &
-motopid=$!
-trap 'kill -TERM -- "-$motopid" 2>/dev/null || true; wait "$motopid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do curl -sf "$endpoint/moto-api/" >/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
-unset AWS_PROFILE AWS_SESSION_TOKEN
-. scripts/bench/ami-template.sh
+. scripts/bench/ami-common.sh
+start_moto
 ami_template "$dir/kiln.toml" "$endpoint" 'ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*'
 # One untimed build first (moto imports its EC2 code on first use), then a
 # fresh moto account for the traced one; kiln's catalog key and fingerprint

@@ -29,18 +29,8 @@ kiln=${1:-target/release/kiln}
 [ "$kiln" = none ] || kiln=$(realpath "$kiln")
 runs=${2:-5}
 name_pattern='ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*'
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-endpoint=http://127.0.0.1:$port
-
-# Its own process group, so the trap stops moto and anything it started.
-setsid moto_server -H 127.0.0.1 -p "$port" > "$dir/moto.log" 2>&1 &
-motopid=$!
-trap 'kill -TERM -- "-$motopid" 2>/dev/null || true; wait "$motopid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do curl -sf "$endpoint/moto-api/" >/dev/null && break; sleep 0.1; done
-curl -sf "$endpoint/moto-api/" >/dev/null || { echo "moto_server did not start:"; cat "$dir/moto.log"; exit 1; }
-
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+. scripts/bench/ami-common.sh
+start_moto
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_POLL_DELAY_SECONDS AWS_MAX_ATTEMPTS AWS_TIMEOUT_SECONDS
 export CHECKPOINT_DISABLE=1
 
@@ -65,7 +55,6 @@ cat > "$dir/packer.json" <<JSON
 }
 JSON
 
-. scripts/bench/ami-template.sh
 ami_template "$dir/kiln.toml" "$endpoint" "$name_pattern"
 
 # What a build left in moto: "AMIS LEFTOVERS", the number of own AMIs named
