@@ -275,7 +275,7 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
         .unwrap();
     let digest = format!(
         "sha256:{}",
-        sha256_hex(std::fs::read(s.path().join("gate.rego")).unwrap())
+        crate::sha256_hex(&std::fs::read(s.path().join("gate.rego")).unwrap())
     );
     assert_eq!(entry["change"]["policies"][0]["digest"], digest.as_str());
     assert_eq!(entry["change"]["inputs"].as_array().unwrap().len(), 1);
@@ -336,7 +336,7 @@ fn policy_gates_build_channels_and_promotion_and_every_decision_is_logged() {
 
 /// The build manifest of a catalog version.
 fn manifest_of(s: &Scratch, version: &str) -> PathBuf {
-    let manifests = walk(&s.state().join("manifests"));
+    let manifests = crate::files_under(&s.state().join("manifests"));
     manifests
         .iter()
         .find(|p| {
@@ -354,7 +354,7 @@ fn manifest_of(s: &Scratch, version: &str) -> PathBuf {
 
 /// Turns the first `deny` decision into an `allow` in the on-disk log.
 fn tamper_first_decision(dir: &Path) -> bool {
-    let mut files: Vec<PathBuf> = walk(dir);
+    let mut files: Vec<PathBuf> = crate::files_under(dir);
     files.sort();
     for f in files {
         let Ok(t) = std::fs::read_to_string(&f) else {
@@ -370,24 +370,6 @@ fn tamper_first_decision(dir: &Path) -> bool {
         }
     }
     false
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn sha256_hex(bytes: Vec<u8>) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The same policy on the same input documents — the real ones `kiln
@@ -674,7 +656,7 @@ fn sbom_packages_reach_the_policy_and_an_edited_sbom_is_refused() {
     assert_eq!(input["signer"]["key_id"], serde_json::Value::Null);
 
     // Edit the recorded CycloneDX document: the gate refuses to read it.
-    let cdx = walk(&s.state().join("manifests"))
+    let cdx = crate::files_under(&s.state().join("manifests"))
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".cdx.json"))
         .unwrap();

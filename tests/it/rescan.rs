@@ -411,7 +411,7 @@ fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
     assert!(text(&o).0.contains("critical DSA-9999-1"), "{:?}", text(&o));
 
     // The recorded SBOM edited after the build: not scanned, exit 1.
-    let cdx = walk(&s.state().join("manifests"))
+    let cdx = crate::files_under(&s.state().join("manifests"))
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".cdx.json"))
         .unwrap();
@@ -425,19 +425,6 @@ fn rescan_finds_planted_versions_honours_vex_and_ignores_expired_statements() {
         "{:?}",
         text(&o)
     );
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Hostile inputs, no catalog needed: a broken feed is named by
@@ -922,7 +909,7 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
         assert_eq!(payload, VEX.as_bytes());
         let statement = serde_json::json!({
             "_type": "https://in-toto.io/Statement/v1",
-            "subject": [{ "name": "vex.json", "digest": { "sha256": sha256_of(VEX.as_bytes()) } }],
+            "subject": [{ "name": "vex.json", "digest": { "sha256": crate::sha256_hex(VEX.as_bytes()) } }],
             "predicateType": "https://openvex.dev/ns/v0.2.0",
             "predicate": serde_json::from_str::<serde_json::Value>(VEX).unwrap(),
         });
@@ -972,7 +959,7 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
 
     // An edited rescan entry breaks the chain at its position.
     let mut edited = false;
-    for f in walk(&s.state().join("catalog")) {
+    for f in crate::files_under(&s.state().join("catalog")) {
         let Ok(t) = std::fs::read_to_string(&f) else {
             continue;
         };
@@ -985,11 +972,6 @@ fn logged_rescans_and_signed_vex_decide_promotion() {
     assert!(edited);
     let o = s.kiln().arg("audit").output().unwrap();
     assert_exit(&o, 1);
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// An Alpine 3.19 image's os-release and apk database: musl and
