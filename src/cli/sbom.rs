@@ -3,7 +3,8 @@
 //! and its sha256; the document is printed only when its bytes match.
 //! With `--key` the manifest's own signature is verified first, and so is
 //! the document's signed attestation (its predicate must be the document,
-//! byte for byte as JSON).
+//! byte for byte as JSON, its subject the artifact: the content digest, or
+//! for an AMI the digest of its identity, recomputed here).
 
 use std::path::{Path, PathBuf};
 
@@ -58,7 +59,7 @@ fn document(
     let rec = &m["sbom"][name];
     if rec.is_null() {
         return Err(format!(
-            "`{}` records no {name} SBOM (build with `[build.sbom] enabled = true`; SBOMs of AMIs are not supported yet)",
+            "`{}` records no {name} SBOM (build with `[build.sbom] enabled = true`)",
             manifest.display()
         ));
     }
@@ -94,17 +95,50 @@ fn document(
             .map_err(|e| format!("`{att_file}`: not a statement: {e}"))?;
         let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("`{}`: not JSON: {e}", file.display()))?;
-        let hex = m["artifact"]["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .trim_start_matches("sha256:");
-        if st["predicate"] != doc || st["subject"][0]["digest"]["sha256"] != hex {
+        let (subject, digest) = subject_of(&m)?;
+        let hex = digest.trim_start_matches("sha256:");
+        if st["predicate"] != doc
+            || st["subject"][0]["digest"]["sha256"] != hex
+            || st["subject"][0]["name"] != subject.as_str()
+        {
             return Err(format!(
-                "`{att_file}` does not attest this document for the artifact {}",
-                m["artifact"]["digest"]
+                "`{att_file}` does not attest this document for the artifact `{subject}` ({digest})"
             ));
         }
         note.push_str(&format!("; attestation `{att_file}` verified"));
     }
     Ok((bytes, note))
+}
+
+/// The name and digest an artifact's SBOM attestations must have as
+/// subject: its id and content digest; for an AMI, `ami:REGION/ami-…` and
+/// the digest of the identity the manifest recorded, which must be the
+/// artifact's (region and id) and hash to the recorded subject digest.
+fn subject_of(m: &serde_json::Value) -> Result<(String, String), String> {
+    let artifact = &m["artifact"];
+    if let Some(d) = artifact["digest"].as_str() {
+        let id = artifact["id"].as_str().unwrap_or_default();
+        return Ok((id.to_string(), d.to_string()));
+    }
+    let id = artifact["id"].as_str().unwrap_or_default();
+    let (region, ami) = crate::builder::ami::parse_artifact_id(id)
+        .filter(|_| artifact["kind"] == "ami")
+        .ok_or_else(|| format!("the manifest's artifact `{id}` has no content digest"))?;
+    let recorded = &m["sbom"]["subject"];
+    let identity: crate::sbom::AmiIdentity = serde_json::from_value(recorded["identity"].clone())
+        .map_err(|e| format!("the manifest records no identity of the AMI `{id}`: {e}"))?;
+    if identity.region != region || identity.image_id != ami {
+        return Err(format!(
+            "the manifest's SBOM subject is `{}`, not its artifact `{id}`",
+            identity.name()
+        ));
+    }
+    let digest = identity.digest();
+    if recorded["digest"].as_str() != Some(digest.as_str()) {
+        return Err(format!(
+            "the AMI identity recorded for `{id}` hashes to {digest}, not the recorded {}",
+            recorded["digest"]
+        ));
+    }
+    Ok((identity.name(), digest))
 }

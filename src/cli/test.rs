@@ -125,6 +125,7 @@ pub async fn exec(args: TestArgs, state_dir: &Path) -> Exit {
         hardening: vec![],
         runs: vec![],
         tests: None,
+        identity: None,
         sbom: None,
     };
     let redactor = std::sync::Arc::new(std::sync::RwLock::new(crate::ui::Redactor::new(

@@ -247,8 +247,10 @@ pub(super) async fn write_test_attestation(
 /// sbom step read (`artifact.sbom`): `STEM.spdx.json` and `STEM.cdx.json`
 /// beside the manifest, created at the build's end; when the build signs,
 /// each as a signed in-toto statement (`STEM.spdx.intoto.json`,
-/// `STEM.cdx.intoto.json`), attached to registry images too.
-/// `artifact.sbom` becomes the record of them for the manifest.
+/// `STEM.cyclonedx.intoto.json`), attached to registry images too, beside
+/// disk images; an AMI's are recorded in its manifest only.
+/// `artifact.sbom` becomes the record of them for the manifest, with the
+/// subject they describe (`engine::sbom::subject_of`).
 async fn write_sboms(
     dir: &Path,
     stem: &str,
@@ -264,14 +266,10 @@ async fn write_sboms(
     else {
         return Err(format!("no package inventory of `{}`", artifact.id));
     };
-    let Some(digest) = artifact.digest.clone() else {
-        return Err(format!(
-            "`{}` has no content digest to describe",
-            artifact.id
-        ));
-    };
+    let described = super::sbom::subject_of(artifact)?;
+    let digest = described.digest.clone();
     let subject = crate::sbom::Subject {
-        name: &artifact.id,
+        name: &described.name,
         digest: &digest,
         kind: &artifact.kind,
     };
@@ -280,7 +278,11 @@ async fn write_sboms(
         "packages": inv.packages.len(),
         "databases": inv.databases,
         "os": { "id": inv.os_id, "version_id": inv.os_version },
+        "subject": { "name": described.name, "digest": digest },
     });
+    if let Some(identity) = &described.identity {
+        record["subject"]["identity"] = serde_json::to_value(identity).expect("JSON serializes");
+    }
     let docs = [
         (
             "spdx",
@@ -303,7 +305,7 @@ async fn write_sboms(
         paths.push(path.clone());
         let mut attestation = serde_json::Value::Null;
         if let Some(key) = signer {
-            let st = crate::sign::sbom::statement(&artifact.id, &digest, predicate_type, &doc);
+            let st = crate::sign::sbom::statement(&described.name, &digest, predicate_type, &doc);
             let body = serde_json::to_vec(&st).expect("JSON serializes");
             let env = crate::sign::dsse::sign(crate::sign::provenance::PAYLOAD_TYPE, &body, key)
                 .await

@@ -1,8 +1,8 @@
 //! The sbom step (`[build.sbom] enabled = true`), after `snapshot` (and
 //! the tests, which read the inventory in their own instance when there
 //! are `[[build.test]]`s): each distinct artifact not read yet — an OCI
-//! image or a QEMU disk image — is started fresh by its builder, its
-//! package databases read through the instance's communicator
+//! image, a QEMU disk image or an AMI — is started fresh by its builder,
+//! its package databases read through the instance's communicator
 //! (`sbom::collect`), and the inventory kept on the artifact; `records`
 //! writes the SPDX and CycloneDX documents from it. A failure to read
 //! fails the job: an SBOM that was asked for is never silently missing.
@@ -13,9 +13,41 @@ use crate::job::{JobContext, Undo};
 use crate::ui::ArtifactInfo;
 
 /// Whether the sbom step reads artifacts of `kind`: OCI images and disk
-/// images (QEMU exports), whose content digest the documents describe.
+/// images (QEMU exports), whose content digest the documents describe, and
+/// AMIs, described by their identity (see [`subject_of`]).
 pub(super) fn readable(kind: &str) -> bool {
-    kind == "oci" || crate::sign::is_disk_image(kind)
+    kind == "oci" || kind == "ami" || crate::sign::is_disk_image(kind)
+}
+
+/// What an artifact's documents describe: its id and content digest, or
+/// for an AMI (no content digest) `ami:REGION/ami-…` and the sha256 of its
+/// identity's canonical JSON (`sbom::AmiIdentity`, docs/sbom.md).
+pub(super) fn subject_of(a: &ArtifactInfo) -> Result<Subject, String> {
+    if let Some(digest) = &a.digest {
+        return Ok(Subject {
+            name: a.id.clone(),
+            digest: digest.clone(),
+            identity: None,
+        });
+    }
+    let identity = a
+        .identity
+        .clone()
+        .filter(|_| a.kind == "ami")
+        .and_then(|v| serde_json::from_value::<crate::sbom::AmiIdentity>(v).ok())
+        .ok_or_else(|| format!("`{}` has no content digest or identity to describe", a.id))?;
+    Ok(Subject {
+        name: identity.name(),
+        digest: identity.digest(),
+        identity: Some(identity),
+    })
+}
+
+/// See [`subject_of`].
+pub(super) struct Subject {
+    pub(super) name: String,
+    pub(super) digest: String,
+    pub(super) identity: Option<crate::sbom::AmiIdentity>,
 }
 
 /// Reads the inventory of every readable artifact (once per digest) onto
@@ -39,12 +71,7 @@ pub(super) async fn sbom_artifacts(
             ));
             continue;
         }
-        let Some(digest) = a.digest.clone() else {
-            return Err(super::JobError::Sbom(format!(
-                "`{}` has no content digest to describe",
-                a.id
-            )));
-        };
+        let digest = subject_of(a).map_err(super::JobError::Sbom)?.digest;
         if let Some((_, inv)) = done.iter().find(|(d, _)| *d == digest) {
             a.sbom = Some(inv.clone());
             continue;

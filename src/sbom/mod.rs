@@ -91,6 +91,58 @@ impl Subject<'_> {
             _ => ("OTHER", "platform"),
         }
     }
+
+    /// What the digest is of, when it is not the artifact's content: an
+    /// AMI's is of its identity ([`AmiIdentity`]).
+    fn digest_note(&self) -> Option<&'static str> {
+        (self.kind == "ami").then_some(
+            "an AMI has no content digest: the SHA-256 is of the canonical JSON {\"image_id\",\"region\",\"snapshot_ids\" (sorted)} of the image, as `aws ec2 describe-images` lists it (kiln docs/sbom.md)",
+        )
+    }
+}
+
+/// What identifies an AMI, which has no content digest: its region, its
+/// id and its EBS snapshots (sorted). The sha256 of its canonical JSON —
+/// `{"image_id":…,"region":…,"snapshot_ids":[…]}`, keys sorted, no
+/// whitespace — stands in for the digest as the subject of its SBOMs;
+/// anyone can recompute it from `aws ec2 describe-images` (docs/sbom.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmiIdentity {
+    // Fields in sorted order: serde_json writes them so, which makes the
+    // compact serialization the canonical JSON.
+    pub image_id: String,
+    pub region: String,
+    pub snapshot_ids: Vec<String>,
+}
+
+impl AmiIdentity {
+    /// The identity of `image_id` in `region` backed by `snapshot_ids` (in
+    /// any order, as `describe-images` lists its block devices).
+    pub fn new(region: &str, image_id: &str, snapshot_ids: &[String]) -> Self {
+        let mut snapshot_ids = snapshot_ids.to_vec();
+        snapshot_ids.sort();
+        snapshot_ids.dedup();
+        AmiIdentity {
+            image_id: image_id.into(),
+            region: region.into(),
+            snapshot_ids,
+        }
+    }
+
+    /// The subject's name: `ami:REGION/ami-…`.
+    pub fn name(&self) -> String {
+        format!("ami:{}/{}", self.region, self.image_id)
+    }
+
+    /// The canonical JSON the digest is taken over.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("JSON serializes")
+    }
+
+    /// `sha256:HEX` of [`AmiIdentity::canonical`].
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(self.canonical())))
+    }
 }
 
 /// The value of one `Field:` of a dpkg paragraph.
@@ -304,6 +356,9 @@ pub fn spdx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
     })];
+    if let Some(note) = subject.digest_note() {
+        packages[0]["comment"] = note.into();
+    }
     let mut relationships = vec![json!({
         "spdxElementId": "SPDXRef-DOCUMENT",
         "relationshipType": "DESCRIBES",
@@ -433,6 +488,15 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
         }
         components.push(c);
     }
+    let mut artifact = json!({
+        "type": subject.purposes().1,
+        "bom-ref": "artifact",
+        "name": subject.name,
+        "hashes": [{ "alg": "SHA-256", "content": hex }],
+    });
+    if let Some(note) = subject.digest_note() {
+        artifact["description"] = note.into();
+    }
     json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
@@ -441,12 +505,7 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
         "metadata": {
             "timestamp": timestamp(created),
             "tools": { "components": [{ "type": "application", "name": "kiln", "version": env!("CARGO_PKG_VERSION") }] },
-            "component": {
-                "type": subject.purposes().1,
-                "bom-ref": "artifact",
-                "name": subject.name,
-                "hashes": [{ "alg": "SHA-256", "content": hex }],
-            },
+            "component": artifact,
             "properties": [{ "name": "kiln:databases", "value": inv.databases.join(",") }],
         },
         "components": components,
@@ -458,6 +517,7 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
 /// lacks could read (not supported yet).
 pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
     use crate::imagetest::checks::read_text;
+    returns_output(comm).await?;
     let os = read_text(comm, OS_RELEASE).await?;
     let os = match os {
         Some(t) => Some(t),
@@ -476,7 +536,43 @@ pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
     if let Some(r) = rpm {
         inv.add_rpm(r.label, r.packages);
     }
+    if inv.packages.is_empty() {
+        return Err(format!(
+            "the instance returned no package database content: {} read, but no installed package in it (an empty bill is never written)",
+            inv.databases
+                .iter()
+                .map(|d| format!("`{d}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     Ok(inv)
+}
+
+/// The line a probe command prints, to tell an instance whose
+/// communicator returns no output from one with no package database.
+const PROBE: &str = "kiln-sbom-probe";
+
+/// Refuses a communicator that runs commands but returns none of their
+/// output (moto's SSM answers every command with empty output): every
+/// database would read as empty, and the bill with it.
+async fn returns_output(comm: &dyn Communicator) -> Result<(), String> {
+    let cmd = crate::communicator::RemoteCommand {
+        script: format!("echo {PROBE}"),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let mut seen = false;
+    let code = comm
+        .exec(&cmd, &mut |_, line| seen |= line.trim() == PROBE)
+        .await
+        .map_err(|e| e.to_string())?;
+    if code != 0 || !seen {
+        return Err(format!(
+            "the instance returned no package database: `echo {PROBE}` gave no output (exit {code}), so its communicator returns no command output and nothing can be read through it"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -579,6 +675,26 @@ mod tests {
             inv.databases,
             ["/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)"]
         );
+    }
+
+    #[test]
+    fn an_ami_identity_digest_is_the_documented_recipe() {
+        // The digest `jq -cj '{image_id: $i, region: $r, snapshot_ids: (… |
+        // sort)}' | sha256sum` gives (docs/sbom.md), computed with them.
+        let id = AmiIdentity::new(
+            "us-east-1",
+            "ami-0123456789abcdef0",
+            &["snap-0bbb".into(), "snap-0aaa".into()],
+        );
+        assert_eq!(
+            String::from_utf8(id.canonical()).unwrap(),
+            r#"{"image_id":"ami-0123456789abcdef0","region":"us-east-1","snapshot_ids":["snap-0aaa","snap-0bbb"]}"#
+        );
+        assert_eq!(
+            id.digest(),
+            "sha256:70ccc65467c2e10599eebf31fcc682e6f6cae52cb073731206528b0ca1e05cd7"
+        );
+        assert_eq!(id.name(), "ami:us-east-1/ami-0123456789abcdef0");
     }
 
     #[test]

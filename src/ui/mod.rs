@@ -64,6 +64,11 @@ pub struct ArtifactInfo {
     /// attestation; not in events.
     #[serde(skip)]
     pub tests: Option<serde_json::Value>,
+    /// What identifies an artifact that has no content digest (an AMI:
+    /// `sbom::AmiIdentity`, its region, id and snapshot ids), as its
+    /// builder read it; its SBOMs describe it by this (docs/sbom.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<serde_json::Value>,
     /// `[build.sbom]`: the artifact's package inventory
     /// (`sbom::Inventory`) after the sbom step, replaced by the record of
     /// the written documents (paths, digests, attestations) for the

@@ -25,19 +25,19 @@ use crate::aws::{self, Moto, REGION, SOURCE_NAME};
 use crate::{assert_exit, text, Scratch};
 
 const SECRET: &str = "hunter2-over-ssh-7f3a";
-const CIDR4: &str = "203.0.113.0/24";
+pub(crate) const CIDR4: &str = "203.0.113.0/24";
 const CIDR6: &str = "2001:db8::/32";
 
 /// An OpenSSH server on a free loopback port, as root, accepting the keys
 /// in its own `authorized_keys`; stopped with its process group on drop.
-struct Sshd {
+pub(crate) struct Sshd {
     child: Child,
-    dir: tempfile::TempDir,
-    addr: String,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) addr: String,
 }
 
 impl Sshd {
-    fn start() -> Option<Sshd> {
+    pub(crate) fn start() -> Option<Sshd> {
         if !crate::require("AMI over SSH", &["sshd", "ssh-keygen"], true) {
             return None;
         }
@@ -94,7 +94,7 @@ impl Sshd {
         Some(s)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
@@ -144,9 +144,9 @@ fn which(tool: &str) -> PathBuf {
 }
 
 /// What the cloud-init stand-in saw of the running instance.
-struct Booted {
+pub(crate) struct Booted {
     /// The run's public key, as installed.
-    key_line: String,
+    pub(crate) key_line: String,
     public_ip: Option<String>,
     private_ip: Option<String>,
 }
@@ -161,7 +161,7 @@ fn cloud_init_stand_in(endpoint: String, sshd_dir: PathBuf) -> tokio::task::Join
 
 /// [`cloud_init_stand_in`] for `n` instances one after the other (a build
 /// instance, then the test instance of its AMI), each with its own key.
-fn cloud_init_stand_in_for(
+pub(crate) fn cloud_init_stand_in_for(
     n: usize,
     endpoint: String,
     sshd_dir: PathBuf,
@@ -225,7 +225,7 @@ async fn boot_next(endpoint: &str, sshd_dir: &Path, seen: &[String]) -> Booted {
     }
 }
 
-fn template(endpoint: &str, extra_source: &str, provisioners: &str) -> String {
+pub(crate) fn template(endpoint: &str, extra_source: &str, provisioners: &str) -> String {
     format!(
         r#"[image]
 name = "web"
@@ -253,7 +253,7 @@ env = "KILN_TEST_DB"
     )
 }
 
-fn kiln(s: &Scratch, sshd: Option<&Sshd>) -> Command {
+pub(crate) fn kiln(s: &Scratch, sshd: Option<&Sshd>) -> Command {
     let mut c = s.kiln();
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -268,7 +268,7 @@ fn kiln(s: &Scratch, sshd: Option<&Sshd>) -> Command {
 }
 
 /// No instance, temporary security group or key pair of the build left.
-async fn assert_nothing_left(endpoint: &str) {
+pub(crate) async fn assert_nothing_left(endpoint: &str) {
     let ec2 = aws::ec2(endpoint, REGION);
     assert_eq!(aws::live_instances(&ec2).await, Vec::<String>::new());
     assert_eq!(

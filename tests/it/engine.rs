@@ -112,6 +112,7 @@ impl Instance for TestInstance {
             hardening: vec![],
             runs: vec![],
             tests: None,
+            identity: None,
             sbom: None,
             signatures: vec![],
             kind: "test".into(),

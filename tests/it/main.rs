@@ -6,6 +6,8 @@ mod ami;
 #[cfg(feature = "ami")]
 mod ami_launch;
 #[cfg(feature = "ami")]
+mod ami_sbom;
+#[cfg(feature = "ami")]
 mod ami_ssh;
 #[cfg(feature = "ami")]
 mod ami_tests;

@@ -453,7 +453,7 @@ impl Instance for AmiInstance {
             .chain(s.snapshot_tags.iter().map(|(k, v)| tag(k, v)))
             .collect();
         image::tag(&self.aws, &snapshots, snapshot_tags).await?;
-        let artifact = self.artifact(&s.region, &id);
+        let artifact = self.artifact(&s.region, &id, &snapshots);
         ctx.message(format!(
             "AMI {id} in {} (copies, sharing and protection wait for its tests)",
             s.region
@@ -507,7 +507,7 @@ impl Instance for AmiInstance {
             ));
         }
         image::share(&self.aws, &id, &snapshots, &sharing).await?;
-        let mut made = vec![(self.aws.target.region.clone(), id.clone())];
+        let mut made = vec![(self.aws.target.region.clone(), id.clone(), snapshots)];
 
         // Copies, all regions at once.
         let (run_tags, extra) = (&self.tags, &extra);
@@ -542,7 +542,7 @@ impl Instance for AmiInstance {
                 image::tag(&to, std::slice::from_ref(&copy), all_tags).await?;
                 image::tag(&to, &snaps, snapshot_tags).await?;
                 image::share(&to, &copy, &snaps, &sharing).await?;
-                Ok::<_, BuildError>((to.target.region.clone(), copy))
+                Ok::<_, BuildError>((to.target.region.clone(), copy, snaps))
             });
         }
         for r in futures_util::future::join_all(copies).await {
@@ -551,7 +551,7 @@ impl Instance for AmiInstance {
         // Protection last: until every copy is complete, the undo stack
         // must still be able to deregister them all.
         if s.deregistration_protection {
-            for (region, ami) in &made {
+            for (region, ami, _) in &made {
                 let aws = Clients::connect(&self.aws.target.in_region(region)).await;
                 image::protect(&aws, ami).await?;
             }
@@ -560,13 +560,17 @@ impl Instance for AmiInstance {
         for h in handles {
             ctx.undo.release(h).await;
         }
-        // The copies are the tested image's: they carry its test report.
-        let tests = artifacts.first().and_then(|a| a.tests.clone());
-        let copies = made.into_iter().skip(1).map(|(region, ami)| {
+        // The copies are the tested image's: they carry its test report
+        // and its package inventory (each SBOM names its own copy).
+        let first = artifacts.first();
+        let tests = first.and_then(|a| a.tests.clone());
+        let sbom = first.and_then(|a| a.sbom.clone());
+        let copies = made.into_iter().skip(1).map(|(region, ami, snaps)| {
             ctx.message(format!("AMI {ami} in {region} (a copy of {id})"));
             ArtifactInfo {
                 tests: tests.clone(),
-                ..self.artifact(&region, &ami)
+                sbom: sbom.clone(),
+                ..self.artifact(&region, &ami, &snaps)
             }
         });
         Ok(artifacts.into_iter().chain(copies).collect())
@@ -574,8 +578,10 @@ impl Instance for AmiInstance {
 }
 
 impl AmiInstance {
-    /// The record of one AMI of this build.
-    fn artifact(&self, region: &str, ami: &str) -> ArtifactInfo {
+    /// The record of one AMI of this build, identified by its region, id
+    /// and snapshots (it has no content digest).
+    fn artifact(&self, region: &str, ami: &str, snapshots: &[String]) -> ArtifactInfo {
+        let identity = crate::sbom::AmiIdentity::new(region, ami, snapshots);
         ArtifactInfo {
             kind: "ami".into(),
             id: super::artifact_id(region, ami),
@@ -587,6 +593,7 @@ impl AmiInstance {
             hardening: vec![],
             runs: vec![],
             tests: None,
+            identity: Some(serde_json::to_value(identity).expect("JSON serializes")),
             sbom: None,
         }
     }

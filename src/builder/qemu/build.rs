@@ -1261,6 +1261,7 @@ impl Instance for QemuInstance {
             hardening: vec![],
             runs: vec![],
             tests: None,
+            identity: None,
             sbom: None,
         }])
     }
