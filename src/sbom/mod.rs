@@ -516,15 +516,14 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
 /// `Err` when none can be read, or an rpm database only an `rpm` the image
 /// lacks could read (not supported yet).
 pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
-    use crate::imagetest::checks::read_text;
     returns_output(comm).await?;
-    let os = read_text(comm, OS_RELEASE).await?;
+    let os = read_text(comm, OS_RELEASE, MAX_OS_RELEASE_BYTES).await?;
     let os = match os {
         Some(t) => Some(t),
-        None => read_text(comm, "/usr/lib/os-release").await?,
+        None => read_text(comm, "/usr/lib/os-release", MAX_OS_RELEASE_BYTES).await?,
     };
-    let dpkg = read_text(comm, DPKG_STATUS).await?;
-    let apk = read_text(comm, APK_INSTALLED).await?;
+    let dpkg = read_text(comm, DPKG_STATUS, MAX_TEXT_DB_BYTES).await?;
+    let apk = read_text(comm, APK_INSTALLED, MAX_TEXT_DB_BYTES).await?;
     let rpm = rpmdb::read(comm).await?;
     if dpkg.is_none() && apk.is_none() && rpm.is_none() {
         return Err(format!(
@@ -547,6 +546,52 @@ pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
         ));
     }
     Ok(inv)
+}
+
+/// The most of a text database (dpkg status, apk installed) kiln takes
+/// from an instance: a large server's dpkg status is a few MiB.
+pub const MAX_TEXT_DB_BYTES: usize = 64 << 20;
+const MAX_OS_RELEASE_BYTES: usize = 64 << 10;
+
+/// A text file of the instance (`cat`), `None` when it cannot be read;
+/// refused once more than `cap` bytes arrived — counted here as the lines
+/// come in, whatever the instance's `cat` does — so an image cannot make
+/// the host hold more than `cap`.
+async fn read_text(
+    comm: &dyn Communicator,
+    path: &str,
+    cap: usize,
+) -> Result<Option<String>, String> {
+    let cmd = crate::communicator::RemoteCommand {
+        script: format!("cat {} 2>/dev/null", crate::communicator::sh_quote(path)),
+        timeout: Some(std::time::Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let (mut text, mut lines, mut over) = (String::new(), 0usize, false);
+    let code = comm
+        .exec(&cmd, &mut |s, line| {
+            if s != crate::ui::Stream::Stdout || over {
+                return;
+            }
+            if text.len() + line.len() + 1 > cap {
+                over = true;
+                text = String::new();
+                return;
+            }
+            if lines > 0 {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            lines += 1;
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if over {
+        return Err(format!(
+            "`{path}` in the instance is larger than {cap} bytes: refused"
+        ));
+    }
+    Ok((code == 0).then_some(text))
 }
 
 /// The line a probe command prints, to tell an instance whose
@@ -675,6 +720,32 @@ mod tests {
             inv.databases,
             ["/var/lib/rpm/rpmdb.sqlite (sqlite, read by kiln)"]
         );
+    }
+
+    /// Through the local communicator (the host's `sh` and `cat`): a
+    /// file within the cap is read whole, a larger one refused, a missing
+    /// one is `None`.
+    #[tokio::test]
+    async fn text_databases_are_read_within_a_cap() {
+        use crate::communicator::local::LocalCommunicator;
+        use crate::job::{Journal, Reapers, Undo};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let undo = Undo::new(Journal::new(d), Reapers::default(), "b", "j");
+        let comm = LocalCommunicator::new(d.into(), d.join("scripts"), undo.clone());
+        let f = d.join("status");
+        std::fs::write(&f, DPKG).unwrap();
+        let path = f.display().to_string();
+        let read = read_text(&comm, &path, DPKG.len()).await.unwrap().unwrap();
+        assert_eq!(parse_dpkg(&read), parse_dpkg(DPKG));
+        assert_eq!(read, DPKG.trim_end());
+        let err = read_text(&comm, &path, DPKG.len() / 2).await.unwrap_err();
+        assert!(err.contains("is larger than"), "{err}");
+        let missing = d.join("none").display().to_string();
+        assert_eq!(read_text(&comm, &missing, 100).await.unwrap(), None);
+        // And the whole read: the probe answers, the database is read.
+        returns_output(&comm).await.unwrap();
+        undo.unwind().await;
     }
 
     #[test]

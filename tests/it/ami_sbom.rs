@@ -72,8 +72,9 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
     let Some(moto) = Moto::start() else { return };
     let s = Scratch::new();
     s.keygen("cosign", "pw");
-    let extra =
-        format!("ssh_source_cidrs = [\"{CIDR4}\"]\ncopy_to = [\"{COPY_REGION}\"]\nencrypted = false");
+    let extra = format!(
+        "ssh_source_cidrs = [\"{CIDR4}\"]\ncopy_to = [\"{COPY_REGION}\"]\nencrypted = false"
+    );
     let steps = "[[build.provisioner]]\ntype = \"shell\"\ninline = [\"true\"]\n\n[build.sbom]\nenabled = true\n\n[build.sign]\nkey = \"cosign.key\"\n";
     s.write(
         "t.toml",
@@ -271,7 +272,10 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
         use sha2::Digest;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spdx_bytes)))
     };
-    assert_eq!(signed_manifest["sbom"]["spdx"]["digest"], spdx_digest.as_str());
+    assert_eq!(
+        signed_manifest["sbom"]["spdx"]["digest"],
+        spdx_digest.as_str()
+    );
 }
 
 /// moto's SSM runs nothing and returns empty output: the sbom step (its
