@@ -278,6 +278,59 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
     );
 }
 
+/// With `[[build.test]]`s the packages are read in the tests' instance of
+/// the AMI, after the checks: no third instance.
+#[tokio::test]
+async fn with_tests_the_ami_is_read_in_the_test_instance() {
+    if !crate::require("AMI SBOM", &["dpkg-query"], false) {
+        return;
+    }
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let s = Scratch::new();
+    let extra = format!("ssh_source_cidrs = [\"{CIDR4}\"]");
+    let steps = "[[build.test]]\ntype = \"command\"\nrun = \"test -s /var/lib/dpkg/status\"\n\n[build.sbom]\nenabled = true\n";
+    s.write(
+        "t.toml",
+        &crate::ami_ssh::template(&moto.endpoint(), &extra, steps),
+    );
+    let stand_in = cloud_init_stand_in_for(2, moto.endpoint(), sshd.dir.path().to_path_buf());
+    let out = tokio::task::spawn_blocking({
+        let mut c = crate::ami_ssh::kiln(&s, Some(&sshd));
+        c.arg("--json");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    stand_in.await.unwrap();
+    let (o, e) = text(&out);
+    let all = format!("{o}{e}");
+    assert!(out.status.success(), "{all}\nsshd:\n{}", sshd.log());
+    assert!(
+        all.contains("in the test instance")
+            && all.matches("reading the package databases").count() == 1,
+        "{all}"
+    );
+    let summary = crate::json_summary(&out);
+    let manifest = read_json(Path::new(
+        summary["jobs"][0]["artifacts"][0]["manifest"]
+            .as_str()
+            .unwrap(),
+    ));
+    assert_eq!(manifest["tests"]["tests"][0]["outcome"], "pass");
+    let expected = crate::sbom_check::dpkg_query_packages(Path::new("/"));
+    assert_eq!(manifest["sbom"]["packages"], expected.len());
+    let ec2 = aws::ec2(&moto.endpoint(), REGION);
+    let desc = ec2.describe_instances().send().await.unwrap();
+    let n = desc
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .count();
+    assert_eq!(n, 2, "the build instance and the test instance only");
+    crate::ami_ssh::assert_nothing_left(&moto.endpoint()).await;
+}
+
 /// moto's SSM runs nothing and returns empty output: the sbom step (its
 /// own instance, and the tests' instance when there are tests) fails the
 /// build saying the instance returned nothing, no SBOM or manifest is
