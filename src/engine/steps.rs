@@ -186,7 +186,7 @@ pub(super) async fn run_job(
     for a in &artifacts {
         ctx.bus.emit(Event::Artifact {
             job: ctx.name.clone(),
-            artifact: a.clone(),
+            artifact: Box::new(a.clone()),
         });
     }
     let duration_ms = started.elapsed().as_millis() as u64;

@@ -117,7 +117,8 @@ pub enum Event {
     },
     Artifact {
         job: String,
-        artifact: ArtifactInfo,
+        // Boxed: the record is large, the other events small.
+        artifact: Box<ArtifactInfo>,
     },
     Message {
         job: Option<String>,
