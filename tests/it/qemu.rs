@@ -519,7 +519,22 @@ disk_cache = "unsafe"
 disk_detect_zeroes = "unmap"
 net_device = "vmxnet3"
 qemuargs = [["-device", "virtio-rng-pci"]]
+cd_files = ["answers/conf", "answers/scripts/", "extra/*.sh"]
 "#;
+    // `cd_files` by Packer's rule: a folder keeps its name and structure,
+    // a trailing `/` puts its contents at the root, a glob adds each match.
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    for (f, text) in [
+        ("answers/conf/a.cfg", format!("a-{id}")),
+        ("answers/conf/sub/b.cfg", format!("b-{id}")),
+        ("answers/scripts/setup.sh", format!("setup-{id}")),
+        ("extra/one.sh", format!("one-{id}")),
+        ("extra/two.sh", format!("two-{id}")),
+        ("extra/skip.txt", "not matched".into()),
+    ] {
+        s.write(f, &text);
+    }
+    std::fs::create_dir_all(s.path().join("answers/conf/empty")).unwrap();
     let check = r#"
 [[build.provisioner]]
 type = "shell"
@@ -531,6 +546,9 @@ inline = [
   "echo cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)",
   "echo rng: $(cat /sys/class/misc/hw_random/rng_available)",
   "echo ifaces: $(ls /sys/class/net | tr '\n' ' ')",
+  "mkdir -p /mnt/seed && mount -o ro LABEL=CIDATA /mnt/seed",
+  "cd /mnt/seed && for f in $(find . -path ./meta-data -o -path ./user-data -o -path ./network-config -o -print | sort); do if [ -d $f ]; then echo \"seedfile: $f/\"; else echo \"seedfile: $f $(cat $f)\"; fi; done",
+  "cd / && umount /mnt/seed",
 ]
 "#;
     let t = s.write("m.toml", &template(&source, check));
@@ -553,6 +571,33 @@ inline = [
     assert!(out.contains("rng: virtio_rng"), "{out}");
     // kiln's network config named the vmxnet3 NIC by its MAC.
     assert!(out.contains("ifaces: eth0 lo"), "{out}");
+    // The seed volume, read by the guest's own vfat driver: exactly
+    // these, with their structure (the empty folder too).
+    let cd: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once("seedfile: "))
+        .filter_map(|(_, r)| r.split('"').next())
+        .filter(|r| r.starts_with("./"))
+        .collect();
+    assert_eq!(
+        cd,
+        [
+            "./".to_string(),
+            "./conf/".into(),
+            "./conf/a.cfg a-{id}".replace("{id}", id),
+            "./conf/empty/".into(),
+            "./conf/sub/".into(),
+            "./conf/sub/b.cfg b-{id}".replace("{id}", id),
+            "./one.sh one-{id}".replace("{id}", id),
+            "./setup.sh setup-{id}".replace("{id}", id),
+            "./two.sh two-{id}".replace("{id}", id),
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("seed volume `cidata`: 5 file(s) from `cd_files`/`cd_content`"),
+        "{out}"
+    );
     assert!(s.path().join("out/m.qcow2").exists());
     assert_nothing_left(&s, &tmpfs);
 }
@@ -566,6 +611,12 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
     }
     let s = Scratch::new();
     let tmpfs = TmpfsDir::new();
+    // A `cd_files` folder with a link out of it to a host file.
+    s.write("cd/ks.cfg", "text\n");
+    s.write("secret.txt", "host secret\n");
+    std::fs::create_dir_all(s.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(s.path().join("secret.txt"), s.path().join("linked/escape"))
+        .unwrap();
     for (extra, want) in [
         (
             "qemuargs = [[\"-netdev\", \"user,id=n0\"]]\n",
@@ -579,6 +630,18 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
             "cpus = 8\nsockets = 1\ncores = 4\n",
             "`cpus = 8` does not fit",
         ),
+        (
+            "cd_files = [\"cd/*.iso\"]\n",
+            "`cd_files[0]` (`cd/*.iso`) matches nothing in",
+        ),
+        (
+            "cd_files = [\"cd/\", \"cd/ks.cfg\"]\n",
+            "`cd_files[0]` (`cd/`) and `cd_files[1]` (`cd/ks.cfg`) both put `ks.cfg` on the volume",
+        ),
+        (
+            "cd_files = [\"linked\"]\n",
+            "/linked/escape` is a link; kiln does not follow links",
+        ),
     ] {
         let t = s.write("t.toml", &template(&(no_os_source(&s, "4s") + extra), ""));
         let (code, summary, out) = build(&s, &tmpfs, &t);
@@ -588,6 +651,23 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
         assert!(!out.contains("booting"), "{out}");
         assert_nothing_left(&s, &tmpfs);
     }
+}
+
+/// A `cd_files` entry that is not a glob pattern is refused before
+/// anything runs (as bad input, exit 2), at its character in the template.
+#[test]
+fn qemu_cd_files_bad_glob_is_refused_at_its_column() {
+    let s = Scratch::new();
+    let source = "disk = \"d.qcow2\"\ninsecure_skip_checksum = true\noutput = \"out/x.qcow2\"\ncd_files = [\"ks.cfg\", \"conf/[z-a\"]\n";
+    let t = s.write("build.toml", &template(source, ""));
+    let o = s.kiln().args(["validate"]).arg(&t).output().unwrap();
+    let (stdout, stderr) = crate::text(&o);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(o.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("build.toml:14:29: `source.qemu.vm`: `cd_files[1]` is not a glob pattern: invalid range pattern"),
+        "{all}"
+    );
 }
 
 /// What the UEFI tests need beyond `ready()`: OVMF and the tools of
