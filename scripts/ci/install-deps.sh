@@ -144,7 +144,8 @@ for p in "${PIP_PACKAGES[@]}"; do
   python3 -m pip show -q "$name" >/dev/null 2>&1 || "${PIP[@]}" "$p"
 done
 # moto's server needs the `[server]` extra, which `pip show moto` does not
-# tell apart: check for what the tests start.
+# tell apart: check for what the tests start. Its werkzeug also serves
+# the `If-Range` download test (tests/it/qemu_fetch.rs).
 python3 -c 'import flask, flask_cors' >/dev/null 2>&1 || "${PIP[@]}" 'moto[server]'
 # The real OPA engine (its Go library behind Python bindings) for the
 # policy cross-check (tests/it/policy.rs, tests/checkers/opa_eval.py); its

@@ -5,7 +5,7 @@
 //! no OS, which never boots. Needs root; missing tools fail the tests in
 //! CI (`CI=true`) and skip them, loudly, elsewhere.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -519,7 +519,22 @@ disk_cache = "unsafe"
 disk_detect_zeroes = "unmap"
 net_device = "vmxnet3"
 qemuargs = [["-device", "virtio-rng-pci"]]
+cd_files = ["answers/conf", "answers/scripts/", "extra/*.sh"]
 "#;
+    // `cd_files` by Packer's rule: a folder keeps its name and structure,
+    // a trailing `/` puts its contents at the root, a glob adds each match.
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    for (f, text) in [
+        ("answers/conf/a.cfg", format!("a-{id}")),
+        ("answers/conf/sub/b.cfg", format!("b-{id}")),
+        ("answers/scripts/setup.sh", format!("setup-{id}")),
+        ("extra/one.sh", format!("one-{id}")),
+        ("extra/two.sh", format!("two-{id}")),
+        ("extra/skip.txt", "not matched".into()),
+    ] {
+        s.write(f, &text);
+    }
+    std::fs::create_dir_all(s.path().join("answers/conf/empty")).unwrap();
     let check = r#"
 [[build.provisioner]]
 type = "shell"
@@ -531,6 +546,9 @@ inline = [
   "echo cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)",
   "echo rng: $(cat /sys/class/misc/hw_random/rng_available)",
   "echo ifaces: $(ls /sys/class/net | tr '\n' ' ')",
+  "mkdir -p /mnt/seed && mount -o ro LABEL=CIDATA /mnt/seed",
+  "cd /mnt/seed && for f in $(find . -path ./meta-data -o -path ./user-data -o -path ./network-config -o -print | sort); do if [ -d $f ]; then echo \"seedfile: $f/\"; else echo \"seedfile: $f $(cat $f)\"; fi; done",
+  "cd / && umount /mnt/seed",
 ]
 "#;
     let t = s.write("m.toml", &template(&source, check));
@@ -553,6 +571,33 @@ inline = [
     assert!(out.contains("rng: virtio_rng"), "{out}");
     // kiln's network config named the vmxnet3 NIC by its MAC.
     assert!(out.contains("ifaces: eth0 lo"), "{out}");
+    // The seed volume, read by the guest's own vfat driver: exactly
+    // these, with their structure (the empty folder too).
+    let cd: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once("seedfile: "))
+        .filter_map(|(_, r)| r.split('"').next())
+        .filter(|r| r.starts_with("./"))
+        .collect();
+    assert_eq!(
+        cd,
+        [
+            "./".to_string(),
+            "./conf/".into(),
+            "./conf/a.cfg a-{id}".replace("{id}", id),
+            "./conf/empty/".into(),
+            "./conf/sub/".into(),
+            "./conf/sub/b.cfg b-{id}".replace("{id}", id),
+            "./one.sh one-{id}".replace("{id}", id),
+            "./setup.sh setup-{id}".replace("{id}", id),
+            "./two.sh two-{id}".replace("{id}", id),
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("seed volume `cidata`: 5 file(s) from `cd_files`/`cd_content`"),
+        "{out}"
+    );
     assert!(s.path().join("out/m.qcow2").exists());
     assert_nothing_left(&s, &tmpfs);
 }
@@ -566,6 +611,12 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
     }
     let s = Scratch::new();
     let tmpfs = TmpfsDir::new();
+    // A `cd_files` folder with a link out of it to a host file.
+    s.write("cd/ks.cfg", "text\n");
+    s.write("secret.txt", "host secret\n");
+    std::fs::create_dir_all(s.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(s.path().join("secret.txt"), s.path().join("linked/escape"))
+        .unwrap();
     for (extra, want) in [
         (
             "qemuargs = [[\"-netdev\", \"user,id=n0\"]]\n",
@@ -579,6 +630,18 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
             "cpus = 8\nsockets = 1\ncores = 4\n",
             "`cpus = 8` does not fit",
         ),
+        (
+            "cd_files = [\"cd/*.iso\"]\n",
+            "`cd_files[0]` (`cd/*.iso`) matches nothing in",
+        ),
+        (
+            "cd_files = [\"cd/\", \"cd/ks.cfg\"]\n",
+            "`cd_files[0]` (`cd/`) and `cd_files[1]` (`cd/ks.cfg`) both put `ks.cfg` on the volume",
+        ),
+        (
+            "cd_files = [\"linked\"]\n",
+            "/linked/escape` is a link; kiln does not follow links",
+        ),
     ] {
         let t = s.write("t.toml", &template(&(no_os_source(&s, "4s") + extra), ""));
         let (code, summary, out) = build(&s, &tmpfs, &t);
@@ -588,6 +651,23 @@ fn qemu_bad_machine_settings_are_refused_before_launch() {
         assert!(!out.contains("booting"), "{out}");
         assert_nothing_left(&s, &tmpfs);
     }
+}
+
+/// A `cd_files` entry that is not a glob pattern is refused before
+/// anything runs (as bad input, exit 2), at its character in the template.
+#[test]
+fn qemu_cd_files_bad_glob_is_refused_at_its_column() {
+    let s = Scratch::new();
+    let source = "disk = \"d.qcow2\"\ninsecure_skip_checksum = true\noutput = \"out/x.qcow2\"\ncd_files = [\"ks.cfg\", \"conf/[z-a\"]\n";
+    let t = s.write("build.toml", &template(source, ""));
+    let o = s.kiln().args(["validate"]).arg(&t).output().unwrap();
+    let (stdout, stderr) = crate::text(&o);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(o.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("build.toml:14:29: `source.qemu.vm`: `cd_files[1]` is not a glob pattern: invalid range pattern"),
+        "{all}"
+    );
 }
 
 /// What the UEFI tests need beyond `ready()`: OVMF and the tools of
@@ -1179,37 +1259,176 @@ inline = ["echo left-by-the-provisioner > /root/marker", "exit 3"]
 
 /// aarch64 with `firmware = "uefi"`: kiln picks AAVMF (Debian's
 /// `qemu-efi-aarch64`) on `qemu-system-aarch64 -machine virt` under TCG,
-/// with no `kernel`. The disk has no OS, so the firmware's boot manager
-/// reports that it found nothing to boot on the serial console — the
-/// proof that the firmware ran. kiln is then stopped (SIGTERM) and
-/// leaves nothing behind; AAVMF's shipped variable store is untouched.
+/// with no `kernel`. The disk's ESP holds an unsigned EFI program; the
+/// firmware's boot manager starts it (the proof that the firmware ran
+/// and, beside the next test, that it does not check signatures). kiln
+/// is then stopped (SIGTERM) and leaves nothing behind; AAVMF's shipped
+/// variable store is untouched.
 #[test]
 fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
+    let vars = Path::new("/usr/share/AAVMF/AAVMF_VARS.fd");
+    let Some(seen) = aarch64_uefi_until("", "BdsDxe: starting Boot0001", vars) else {
+        return;
+    };
+    assert!(
+        seen.contains("firmware: UEFI (`/usr/share/AAVMF/AAVMF_CODE.fd`)"),
+        "{seen}"
+    );
+}
+
+/// aarch64 with `secure_boot = true`: AAVMF with Microsoft's keys
+/// enrolled and secure boot on (Debian's `AAVMF_VARS.ms.fd`). The same
+/// unsigned EFI program that the test above sees started is refused
+/// (`Access Denied`): the firmware enforces secure boot.
+#[test]
+fn qemu_aarch64_secure_boot_refuses_an_unsigned_loader() {
+    let vars = Path::new("/usr/share/AAVMF/AAVMF_VARS.ms.fd");
+    let Some(seen) = aarch64_uefi_until(
+        "secure_boot = true\n",
+        "BdsDxe: failed to load Boot0001",
+        vars,
+    ) else {
+        return;
+    };
+    assert!(
+        seen.contains("firmware: UEFI (`/usr/share/AAVMF/AAVMF_CODE.ms.fd`, secure boot with Microsoft's keys enrolled)"),
+        "{seen}"
+    );
+    assert!(seen.contains("Access Denied"), "{seen}");
+    assert!(!seen.contains("BdsDxe: starting Boot0001"), "{seen}");
+}
+
+/// A minimal unsigned PE32+ EFI application for AArch64 (one section
+/// whose entry point returns `EFI_SUCCESS`), made here byte by byte.
+fn unsigned_aa64_efi() -> Vec<u8> {
+    let mut f = vec![0u8; 0x400];
+    let put = |f: &mut Vec<u8>, at: usize, b: &[u8]| f[at..at + b.len()].copy_from_slice(b);
+    put(&mut f, 0, b"MZ");
+    put(&mut f, 0x3c, &0x40u32.to_le_bytes());
+    put(&mut f, 0x40, b"PE\0\0");
+    // COFF: AArch64, one section, a 240-byte optional header, executable.
+    let coff: [u16; 2] = [0xaa64, 1];
+    put(&mut f, 0x44, &coff[0].to_le_bytes());
+    put(&mut f, 0x46, &coff[1].to_le_bytes());
+    put(&mut f, 0x54, &240u16.to_le_bytes());
+    put(&mut f, 0x56, &0x22u16.to_le_bytes());
+    // Optional header (PE32+) at 0x58.
+    let o = 0x58;
+    put(&mut f, o, &0x20bu16.to_le_bytes());
+    put(&mut f, o + 4, &0x200u32.to_le_bytes()); // SizeOfCode
+    put(&mut f, o + 16, &0x1000u32.to_le_bytes()); // AddressOfEntryPoint
+    put(&mut f, o + 20, &0x1000u32.to_le_bytes()); // BaseOfCode
+    put(&mut f, o + 32, &0x1000u32.to_le_bytes()); // SectionAlignment
+    put(&mut f, o + 36, &0x200u32.to_le_bytes()); // FileAlignment
+    put(&mut f, o + 56, &0x2000u32.to_le_bytes()); // SizeOfImage
+    put(&mut f, o + 60, &0x200u32.to_le_bytes()); // SizeOfHeaders
+    put(&mut f, o + 68, &10u16.to_le_bytes()); // EFI application
+    for (i, v) in [0x100000u64, 0x1000, 0x100000, 0x1000].iter().enumerate() {
+        put(&mut f, o + 72 + 8 * i, &v.to_le_bytes());
+    }
+    put(&mut f, o + 108, &16u32.to_le_bytes()); // data directories
+                                                // The section header after the optional header.
+    let sh = o + 240;
+    put(&mut f, sh, b".text");
+    put(&mut f, sh + 8, &0x1000u32.to_le_bytes());
+    put(&mut f, sh + 12, &0x1000u32.to_le_bytes());
+    put(&mut f, sh + 16, &0x200u32.to_le_bytes());
+    put(&mut f, sh + 20, &0x200u32.to_le_bytes());
+    put(&mut f, sh + 36, &0x6000_0020u32.to_le_bytes());
+    // mov x0, xzr; ret
+    put(&mut f, 0x200, &0xaa1f_03e0u32.to_le_bytes());
+    put(&mut f, 0x204, &0xd65f_03c0u32.to_le_bytes());
+    f
+}
+
+/// A raw GPT disk whose EFI system partition holds [`unsigned_aa64_efi`]
+/// as `\EFI\BOOT\BOOTAA64.EFI` (the removable-media path), made with
+/// sfdisk and mtools; its source settings.
+fn unsigned_efi_disk(s: &Scratch) -> String {
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{cmd:?}: {o:?}");
+    };
+    let disk = s.path().join("esp-disk.img");
+    let part = s.path().join("esp.img");
+    let efi = s.path().join("BOOTAA64.EFI");
+    std::fs::write(&efi, unsigned_aa64_efi()).unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(30 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"label: gpt\nstart=2048, size=61440, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n",
+        )
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    run(Command::new("mkfs.vfat").args(["-n", "ESP"]).arg(&part));
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&part)
+        .args(["::EFI", "::EFI/BOOT"]));
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&part)
+        .arg(&efi)
+        .arg("::EFI/BOOT/BOOTAA64.EFI"));
+    let mut d = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    d.seek(std::io::SeekFrom::Start(2048 * 512)).unwrap();
+    d.write_all(&std::fs::read(&part).unwrap()).unwrap();
+    "disk = \"esp-disk.img\"\ninsecure_skip_checksum = true\nssh_timeout = \"10m\"\noutput = \"out/x.qcow2\"\n".into()
+}
+
+/// Runs `kiln build --json` of an aarch64 UEFI source (the disk of
+/// [`unsigned_efi_disk`], `extra` settings) until the console shows
+/// `until` (4 minutes at most under TCG), stops kiln (SIGTERM) and checks
+/// that it left nothing and that `vars`, the shipped variable store, is
+/// untouched. `None`: the tools are missing (a skip, or a failure under
+/// `CI=true`).
+fn aarch64_uefi_until(extra: &str, until: &str, vars: &Path) -> Option<String> {
     if !crate::require(
         "QEMU aarch64",
-        &["qemu-system-aarch64", "qemu-img", "sha256sum"],
+        &[
+            "qemu-system-aarch64",
+            "qemu-img",
+            "sha256sum",
+            "sfdisk",
+            "mkfs.vfat",
+            "mmd",
+            "mcopy",
+        ],
         true,
     ) {
-        return;
+        return None;
     }
-    let (code, vars) = (
-        Path::new("/usr/share/AAVMF/AAVMF_CODE.fd"),
-        Path::new("/usr/share/AAVMF/AAVMF_VARS.fd"),
-    );
+    let code = Path::new("/usr/share/AAVMF/AAVMF_CODE.fd");
     if !code.is_file() || !vars.is_file() {
         let msg = "QEMU aarch64 tests need qemu-efi-aarch64 (AAVMF, installed by .ci/run)";
         assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
         eprintln!("SKIPPED: {msg}");
-        return;
+        return None;
     }
     let vars_digest = sha256(vars);
     let s = Scratch::new();
     let tmpfs = TmpfsDir::new();
-    let disk = no_os_source(&s, "10m");
+    let disk = unsigned_efi_disk(&s);
     let t = s.write(
         "a.toml",
         &format!(
-            "[image]\nname = \"arm\"\nversion = \"1.0.0\"\n\n[source.qemu.arm]\narch = \"aarch64\"\nfirmware = \"uefi\"\naccelerator = \"tcg\"\ncpus = 1\nmemory = \"512MiB\"\n{disk}\n[[build]]\nname = \"b\"\nsources = [\"qemu.arm\"]\n"
+            "[image]\nname = \"arm\"\nversion = \"1.0.0\"\n\n[source.qemu.arm]\narch = \"aarch64\"\nfirmware = \"uefi\"\n{extra}accelerator = \"tcg\"\ncpus = 1\nmemory = \"512MiB\"\n{disk}\n[[build]]\nname = \"b\"\nsources = [\"qemu.arm\"]\n"
         ),
     );
     let mut child = s
@@ -1232,7 +1451,7 @@ fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
     });
     let started = std::time::Instant::now();
     let mut seen = String::new();
-    while !seen.contains("BdsDxe:") {
+    while !seen.contains(until) {
         let left = std::time::Duration::from_secs(240).saturating_sub(started.elapsed());
         match rx.recv_timeout(left) {
             Ok(l) => {
@@ -1252,12 +1471,8 @@ fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
         seen.push('\n');
     }
     assert!(
-        seen.contains("firmware: UEFI (`/usr/share/AAVMF/AAVMF_CODE.fd`)"),
-        "{seen}"
-    );
-    assert!(
-        seen.contains("BdsDxe:"),
-        "AAVMF's boot manager ran within 4 minutes under TCG: {seen}"
+        seen.contains(until),
+        "`{until}` on AAVMF's console within 4 minutes under TCG: {seen}"
     );
     assert!(!status.success(), "stopped before SSH: {seen}");
     assert_eq!(
@@ -1266,4 +1481,5 @@ fn qemu_aarch64_uefi_boots_aavmf_without_a_kernel() {
         "AAVMF's own variable store changed"
     );
     assert_nothing_left(&s, &tmpfs);
+    Some(seen)
 }

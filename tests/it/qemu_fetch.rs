@@ -454,3 +454,153 @@ fn qemu_download_killed_midway_is_resumed_by_the_next_build() {
     assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
     assert_nothing_left(&s, &tmpfs);
 }
+
+/// Werkzeug's file serving (its `send_file`, which implements `Range`,
+/// `ETag`, `Last-Modified` and `If-Range` by RFC 9110 — not code of
+/// this test's) behind a WSGI wrapper that breaks the first answer off
+/// half-way and then replaces the file, as a mirror that publishes a new
+/// image mid-download would. `argv`: folder, request log, `etag` or
+/// `date` (Werkzeug then sends no `ETag`). The log has one JSON line per
+/// request: `range`, `if_range`, `status`.
+const IF_RANGE_SERVER: &str = r#"
+import json, os, sys
+from werkzeug.serving import make_server
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Request
+
+root, log, mode, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+served = []
+
+def app(environ, start_response):
+    path = os.path.join(root, "base.img")
+    resp = send_file(path, environ, conditional=True, etag=(mode == "etag"), max_age=None)
+    with open(log, "a") as f:
+        f.write(json.dumps({"range": environ.get("HTTP_RANGE"), "if_range": environ.get("HTTP_IF_RANGE"),
+                            "status": resp.status_code, "etag": resp.headers.get("ETag"),
+                            "last_modified": resp.headers.get("Last-Modified")}) + "\n")
+    body = resp(environ, start_response)
+    if served:
+        return body
+    served.append(1)
+    def cut():
+        sent, half = 0, os.path.getsize(path) // 2
+        for chunk in body:
+            yield chunk[: max(0, half - sent)]
+            sent += len(chunk)
+            if sent >= half:
+                break
+        body.close()
+        # The new file: other bytes, a later modification time.
+        os.replace(os.path.join(root, "next.img"), path)
+        st = os.stat(path)
+        os.utime(path, (st.st_atime + 60, st.st_mtime + 60))
+        raise ConnectionAbortedError("cut off half-way")
+    return cut()
+
+print("ready", flush=True)
+make_server("127.0.0.1", port, app, threaded=True).serve_forever()
+"#;
+
+/// The mirror's file changes between the broken transfer and the
+/// resume: kiln's resume carries `If-Range` with the first answer's
+/// strong `ETag` (or, from a server without one, its `Last-Modified`),
+/// kept beside the `.part`; the server sees the change and answers 200
+/// with the whole new file, which kiln downloads from byte 0 — no
+/// spliced file, no second download after a failed verification.
+#[test]
+fn qemu_download_resume_is_conditional_on_the_file_not_changing() {
+    if !ready() || !crate::require("QEMU If-Range", &["python3"], true) {
+        return;
+    }
+    let werkzeug = std::process::Command::new("python3")
+        .args(["-c", "import werkzeug"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !werkzeug {
+        let msg = "QEMU If-Range tests need Python's werkzeug (moto[server], installed by scripts/ci/install-deps.sh)";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    for mode in ["etag", "date"] {
+        let s = Scratch::new();
+        let tmpfs = TmpfsDir::new();
+        let (data, digest) = base_disk(&s);
+        let www = s.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        // The first file differs from the one that verifies in its first
+        // half: spliced with the new second half, it would not verify.
+        let mut old = data.clone();
+        for b in &mut old[..data.len() / 2] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(www.join("base.img"), &old).unwrap();
+        std::fs::write(www.join("next.img"), &data).unwrap();
+        let log = s.path().join("requests.jsonl");
+        let addr = crate::free_addr();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let mut server = std::process::Command::new("python3")
+            .args(["-c", IF_RANGE_SERVER])
+            .arg(&www)
+            .arg(&log)
+            .args([mode, &port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::wait_listening(&addr, "werkzeug");
+        let t = url_template(&s, &format!("http://{addr}/base.img"), &digest);
+        let (code, summary, out) = build(&s, &tmpfs, &t);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(code, 1, "{mode}: {summary}\n{out}");
+        let seen: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(seen.len(), 2, "{mode}: {seen:?}\n{out}");
+        let first = &seen[0];
+        assert_eq!(
+            (&first["range"], &first["status"]),
+            (&serde_json::Value::Null, &200.into())
+        );
+        let validator = match mode {
+            "etag" => first["etag"].as_str().expect("werkzeug sends an ETag"),
+            _ => {
+                assert!(first["etag"].is_null(), "{first}");
+                first["last_modified"].as_str().unwrap()
+            }
+        };
+        let half = data.len() / 2;
+        assert_eq!(
+            seen[1]["range"],
+            format!("bytes={half}-"),
+            "{mode}: {seen:?}"
+        );
+        assert_eq!(seen[1]["if_range"], validator, "{mode}: {seen:?}");
+        assert_eq!(
+            seen[1]["status"], 200,
+            "the server saw the change: {seen:?}"
+        );
+        assert!(
+            out.contains("changed since the partial download (`If-Range: "),
+            "{mode}: {out}"
+        );
+        assert!(!out.contains("does not verify"), "{mode}: {out}");
+        assert!(out.contains(&format!("sha256:{digest} verified")), "{out}");
+        assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
+        let bases: Vec<_> = std::fs::read_dir(s.state().join("qemu/bases"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert_eq!(
+            bases,
+            [format!("sha256-{digest}")],
+            "no part or validator left"
+        );
+        assert_nothing_left(&s, &tmpfs);
+    }
+}

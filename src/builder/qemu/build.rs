@@ -13,7 +13,7 @@ use tokio::process::Child;
 use super::launch::{self, Accel, Arch, UefiFiles, VmSpec};
 use super::machine::{Firmware, Machine, MachineSettings};
 use super::qmp::Qmp;
-use super::{bootcmd, disk, download, fetch, firmware, httpserve, seed};
+use super::{bootcmd, cdfiles, disk, download, fetch, firmware, httpserve, seed};
 use crate::builder::ArtifactInstance;
 use crate::builder::{BuildError, Builder, Instance};
 use crate::communicator::ssh::{SshAuth, SshCommunicator, SshTarget};
@@ -316,8 +316,8 @@ impl QemuSettings {
             .collect()
     }
 
-    /// `cd_files`/`cd_content`/`cd_label`, checked before launch: file
-    /// names only (no folders yet), a FAT label; and `cloud_init = false`,
+    /// `cd_files`/`cd_content`/`cd_label`, checked before launch: a FAT
+    /// label, relative `cd_content` names; and `cloud_init = false`,
     /// which needs the template's own credentials.
     fn check_cd(&self) -> Result<(), BuildError> {
         if self.cloud_init == Some(false) {
@@ -349,27 +349,33 @@ impl QemuSettings {
         Ok(())
     }
 
-    /// The files `cd_files` and `cd_content` put on the seed volume.
+    /// The files `cd_files` and `cd_content` put on the seed volume (a
+    /// name ending in `/` is a folder), as [`cdfiles::plan`] maps them.
     async fn cd_extra(&self, template_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+        let content: Vec<(String, String)> = self
+            .cd_content
+            .iter()
+            .flatten()
+            .map(|(name, text)| (name.trim_start_matches('/').to_string(), text.clone()))
+            .collect();
+        let taken: Vec<(String, String)> = content
+            .iter()
+            .map(|(name, _)| (name.clone(), format!("`cd_content` key `{name}`")))
+            .collect();
+        let entries = self.cd_files.as_deref().unwrap_or_default();
         let mut out = vec![];
-        for f in self.cd_files.iter().flatten() {
-            let path = template_dir.join(f);
-            if path.is_dir() {
-                return Err(BuildError::NotSupported(format!(
-                    "`cd_files` entry `{f}` is a folder: folders (and globs) are not supported yet; list the files"
-                )));
+        for e in cdfiles::plan(template_dir, entries, &taken)? {
+            match e {
+                cdfiles::CdEntry::Folder { dest } => out.push((format!("{dest}/"), vec![])),
+                cdfiles::CdEntry::File { dest, source } => {
+                    let bytes = fs_err::tokio::read(&source).await.map_err(|e| {
+                        BuildError::Config(format!("`cd_files`: cannot read `{dest}`: {e}"))
+                    })?;
+                    out.push((dest, bytes));
+                }
             }
-            let bytes = fs_err::tokio::read(&path)
-                .await
-                .map_err(|e| BuildError::Config(format!("`cd_files` entry `{f}`: {e}")))?;
-            out.push((fetch::file_name(f), bytes));
         }
-        for (name, text) in self.cd_content.iter().flatten() {
-            out.push((
-                name.trim_start_matches('/').to_string(),
-                text.clone().into_bytes(),
-            ));
-        }
+        out.extend(content.into_iter().map(|(n, t)| (n, t.into_bytes())));
         Ok(out)
     }
 }
@@ -570,6 +576,9 @@ async fn boot_from(
 ) -> Result<Booted, BuildError> {
     let resolve = |p: &str| ctx.template_dir.join(p);
     let machine = s.machine()?;
+    // Before anything is created: a `cd_files` entry kiln refuses stops
+    // the build here.
+    let extra = s.cd_extra(&ctx.template_dir).await?;
 
     let work = ctx
         .state_dir
@@ -668,7 +677,6 @@ async fn boot_from(
         }
     };
     let seed_path = private.join("seed.img");
-    let extra = s.cd_extra(&ctx.template_dir).await?;
     let mac = seed::random_mac();
     let cloud_init = seed_plan(s, public_key.is_some());
     if let Some(why) = cloud_init.err() {
@@ -705,7 +713,7 @@ async fn boot_from(
             ctx.message(format!(
                 "seed volume `{}`: {} file(s) from `cd_files`/`cd_content`",
                 s.cd_label.as_deref().unwrap_or("cidata"),
-                extra.len()
+                extra.iter().filter(|(n, _)| !n.ends_with('/')).count()
             ));
         }
     }

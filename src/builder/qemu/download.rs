@@ -3,8 +3,10 @@
 //! builds download a base once; a download is hashed as it is written and
 //! named only once it matches; a broken transfer leaves a `.part` file
 //! that the next attempt (in this build or a later one) resumes with a
-//! `Range` request — or restarts, when the server ignores `Range` or the
-//! result does not verify. Progress goes to a callback at a bounded rate
+//! `Range` request, conditional (`If-Range`) on the validator of the
+//! answer it started with, kept beside it — or restarts, when the file
+//! changed on the server, the server ignores `Range` or the result does
+//! not verify. Progress goes to a callback at a bounded rate
 //! (the progress bar and `--json` `download` events).
 
 use std::path::{Path, PathBuf};
@@ -74,6 +76,7 @@ pub async fn cached_base(
                 fs_err::tokio::rename(&part, &target)
                     .await
                     .map_err(BuildError::io("cannot move the download into the cache"))?;
+                set_validator(&part, None).await?;
                 drop(lock);
                 return Ok((target, true));
             }
@@ -188,7 +191,66 @@ async fn remove_part(part: &Path) -> Result<(), BuildError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(BuildError::io("cannot remove a partial download")(e))
         }
-        _ => Ok(()),
+        _ => set_validator(part, None).await,
+    }
+}
+
+/// Where the validator of `part`'s answer is kept: `<part>.validator`.
+fn validator_path(part: &Path) -> PathBuf {
+    let mut p = part.as_os_str().to_owned();
+    p.push(".validator");
+    PathBuf::from(p)
+}
+
+/// The longest validator kept (an entity tag or an HTTP date is far
+/// shorter; a server's longer header is not used).
+const VALIDATOR_MAX: usize = 512;
+
+/// The `If-Range` value for an answer's headers: its entity tag when it
+/// is a strong one (RFC 9110 §13.1.5 forbids weak ones there), else its
+/// `Last-Modified` date; `None` when it has neither or they are unusable.
+pub fn validator(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let usable = |v: &reqwest::header::HeaderValue| {
+        v.to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= VALIDATOR_MAX)
+            .map(str::to_string)
+    };
+    headers
+        .get(reqwest::header::ETAG)
+        .and_then(usable)
+        .filter(|e| e.starts_with('"') && e.ends_with('"') && e.len() >= 2)
+        .or_else(|| headers.get(reqwest::header::LAST_MODIFIED).and_then(usable))
+}
+
+/// The validator kept for `part`, if any (a stored value that is not a
+/// header value is ignored: the resume is then unconditional).
+fn read_validator(part: &Path) -> Option<String> {
+    let bytes = std::fs::read(validator_path(part)).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?.trim();
+    (!text.is_empty()
+        && text.len() <= VALIDATOR_MAX
+        && text
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)))
+    .then(|| text.to_string())
+}
+
+/// Keeps (or, with `None`, drops) the validator of the answer `part`
+/// holds the start of.
+async fn set_validator(part: &Path, value: Option<&str>) -> Result<(), BuildError> {
+    let path = validator_path(part);
+    match value {
+        Some(v) => fs_err::tokio::write(&path, v)
+            .await
+            .map_err(BuildError::io("cannot keep the download's validator")),
+        None => match fs_err::tokio::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(BuildError::io("cannot remove the download's validator")(e))
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -291,6 +353,7 @@ async fn download(
         file = open_part(part, 0, &mut hasher)
             .await
             .map_err(Failure::Mirror)?;
+        set_validator(part, None).await.map_err(Failure::Mirror)?;
         bytes = 0;
         meter = Meter {
             url,
@@ -315,8 +378,14 @@ async fn download(
         }
     } else {
         let mut req = client().map_err(Failure::Mirror)?.get(url);
+        // Resume only the same file: with `If-Range`, a server whose file
+        // changed since the part was written answers 200 with all of it.
+        let if_range = read_validator(part).filter(|_| have > 0);
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        if let Some(v) = &if_range {
+            req = req.header(reqwest::header::IF_RANGE, v.as_str());
         }
         let mut resp = req
             .send()
@@ -343,12 +412,22 @@ async fn download(
                 }
             }
         } else {
-            if have > 0 {
-                (report.say)(format!(
+            match (have > 0, &if_range) {
+                (true, Some(v)) => (report.say)(format!(
+                    "`{url}` changed since the partial download (`If-Range: {v}` answered {}): downloading from the start",
+                    resp.status().as_u16()
+                )),
+                (true, None) => (report.say)(format!(
                     "`{url}` ignores `Range` (answered {}): downloading from the start",
                     resp.status().as_u16()
-                ));
+                )),
+                _ => {}
             }
+            // Kept before the body arrives: a transfer that breaks leaves
+            // the part and what identifies its file.
+            set_validator(part, validator(resp.headers()).as_deref())
+                .await
+                .map_err(Failure::Mirror)?;
             (0, resp.content_length())
         };
         (report.say)(format!(
@@ -413,6 +492,41 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_if_range_validator_is_a_strong_etag_or_the_date() {
+        use reqwest::header::{HeaderMap, HeaderValue, ETAG, LAST_MODIFIED};
+        let mut h = HeaderMap::new();
+        assert_eq!(validator(&h), None);
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        h.insert(LAST_MODIFIED, HeaderValue::from_static(date));
+        assert_eq!(validator(&h).as_deref(), Some(date));
+        h.insert(ETAG, HeaderValue::from_static("W/\"weak\""));
+        assert_eq!(validator(&h).as_deref(), Some(date), "weak tags never");
+        h.insert(ETAG, HeaderValue::from_static("\"abc-1\""));
+        assert_eq!(validator(&h).as_deref(), Some("\"abc-1\""));
+        let long = format!("\"{}\"", "x".repeat(VALIDATOR_MAX));
+        h.insert(ETAG, HeaderValue::from_str(&long).unwrap());
+        h.remove(LAST_MODIFIED);
+        assert_eq!(validator(&h), None, "an overlong tag is not kept");
+    }
+
+    /// A stored validator that is no header value (a torn or hostile
+    /// file) is not sent.
+    #[tokio::test]
+    async fn qemu_a_stored_validator_is_read_back_only_when_sane() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join(".sha256-x.part");
+        assert_eq!(read_validator(&part), None);
+        set_validator(&part, Some("\"abc\"")).await.unwrap();
+        assert_eq!(read_validator(&part).as_deref(), Some("\"abc\""));
+        std::fs::write(validator_path(&part), "\"a\"\r\nX-Evil: 1").unwrap();
+        assert_eq!(read_validator(&part), None);
+        std::fs::write(validator_path(&part), vec![b'a'; VALIDATOR_MAX + 1]).unwrap();
+        assert_eq!(read_validator(&part), None);
+        set_validator(&part, None).await.unwrap();
+        assert!(!validator_path(&part).exists());
+    }
 
     #[test]
     fn qemu_content_range_gives_start_and_total() {

@@ -2,7 +2,8 @@
 //! `ovmf`) for x86_64, AAVMF (Debian `qemu-efi-aarch64`) for aarch64.
 //! Which code file goes read-only into the first flash device, and the
 //! build's own copy of the variable store for the second — on aarch64's
-//! `virt` machine both must be exactly its flash size.
+//! `virt` machine both must be exactly its flash size. Secure boot uses
+//! the builds with Microsoft's keys enrolled, on both architectures.
 
 use std::path::{Path, PathBuf};
 
@@ -27,11 +28,18 @@ pub fn files(arch: Arch, secure_boot: bool) -> Result<(PathBuf, PathBuf), BuildE
             "OVMF_VARS_4M.fd",
             "ovmf",
         ),
-        (Arch::Aarch64, true) => {
-            return Err(BuildError::NotSupported(
-                "`secure_boot = true` is not supported yet for aarch64 guests".into(),
-            ))
-        }
+        // Debian's secure-boot pairing (its firmware descriptor
+        // `40-edk2-aarch64-secure-enrolled.json`): the one AAVMF build
+        // (`.ms` links to it) with Microsoft's keys enrolled and secure
+        // boot on in the variable store. No SMM on `virt`: the firmware
+        // enforces signatures, but the store is not shielded from the
+        // guest's kernel as OVMF's is behind SMM.
+        (Arch::Aarch64, true) => (
+            "/usr/share/AAVMF",
+            "AAVMF_CODE.ms.fd",
+            "AAVMF_VARS.ms.fd",
+            "qemu-efi-aarch64",
+        ),
         (Arch::Aarch64, false) => (
             "/usr/share/AAVMF",
             "AAVMF_CODE.fd",
@@ -110,7 +118,12 @@ mod tests {
             a.contains("/usr/share/AAVMF/AAVMF_CODE.fd") || a.contains("qemu-efi-aarch64"),
             "{a}"
         );
-        assert!(named(Arch::Aarch64, true).contains("not supported yet for aarch64"));
+        let a = named(Arch::Aarch64, true);
+        assert!(
+            a == "/usr/share/AAVMF/AAVMF_CODE.ms.fd /usr/share/AAVMF/AAVMF_VARS.ms.fd"
+                || a.contains("apt-get install qemu-efi-aarch64"),
+            "{a}"
+        );
     }
 
     #[tokio::test]

@@ -271,14 +271,17 @@ pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
         Arch::X86_64 => "q35".into(),
         Arch::Aarch64 => "virt".into(),
     });
-    if matches!(
-        spec.uefi,
-        Some(UefiFiles {
-            secure_boot: true,
-            ..
-        })
-    ) {
-        // Secure boot's variable store is only safe behind SMM.
+    // Secure boot's variable store is only safe behind SMM, which x86's
+    // q35 has; aarch64's `virt` has none (AAVMF is built without it).
+    let smm = spec.arch == Arch::X86_64
+        && matches!(
+            spec.uefi,
+            Some(UefiFiles {
+                secure_boot: true,
+                ..
+            })
+        );
+    if smm {
         machine.push_str(",smm=on");
     }
     let mut a: Vec<OsString> = Vec::new();
@@ -293,7 +296,7 @@ pub fn args(spec: &VmSpec<'_>) -> Vec<OsString> {
     a.push("-qmp".into());
     a.push(path_opt("unix:", spec.qmp_socket, ",server=on,wait=off"));
     if let Some(uefi) = &spec.uefi {
-        if uefi.secure_boot {
+        if smm {
             a.extend(
                 ["-global", "driver=cfi.pflash01,property=secure,value=on"].map(OsString::from),
             );
@@ -650,6 +653,23 @@ mod tests {
             "{line}"
         );
         for absent in ["-kernel", "smm", "q35", "ide-cd"] {
+            assert!(!line.contains(absent), "{absent}: {line}");
+        }
+        // Secure boot: AAVMF with Microsoft's keys in both pflash units,
+        // and none of x86's SMM (a `secure` flash would be out of the
+        // firmware's reach on `virt`).
+        spec.uefi = Some(UefiFiles {
+            code: Path::new("/usr/share/AAVMF/AAVMF_CODE.ms.fd"),
+            vars: Path::new("/w/efivars.fd"),
+            secure_boot: true,
+        });
+        let line = line_of(&spec);
+        assert!(line.starts_with("-machine virt -accel tcg "), "{line}");
+        assert!(
+            line.contains("-drive if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.ms.fd -drive if=pflash,unit=1,format=raw,file=/w/efivars.fd"),
+            "{line}"
+        );
+        for absent in ["smm", "cfi.pflash01", "secure=on"] {
             assert!(!line.contains(absent), "{absent}: {line}");
         }
     }

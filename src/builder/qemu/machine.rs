@@ -225,12 +225,12 @@ impl Machine {
             (other, _) => return Err(bad("firmware", other, &["bios", "uefi"])),
         };
         if firmware == (Firmware::Uefi { secure_boot: true })
-            && machine_type
-                .as_deref()
-                .is_some_and(|m| !m.starts_with("q35") && !m.starts_with("pc-q35"))
+            && machine_type.as_deref().is_some_and(|m| {
+                !m.starts_with("q35") && !m.starts_with("pc-q35") && !m.starts_with("virt")
+            })
         {
             return Err(BuildError::Config(format!(
-                "`secure_boot = true` needs a q35 machine (SMM), not `machine_type = \"{}\"`",
+                "`secure_boot = true` needs a q35 machine (SMM) on x86_64, or `virt` on aarch64, not `machine_type = \"{}\"`",
                 machine_type.as_deref().unwrap_or_default()
             )));
         }

@@ -10,6 +10,8 @@ mod bootcmd;
 #[cfg(feature = "qemu")]
 mod build;
 #[cfg(feature = "qemu")]
+mod cdfiles;
+#[cfg(feature = "qemu")]
 mod disk;
 #[cfg(feature = "qemu")]
 mod download;
@@ -96,16 +98,13 @@ pub const FIELDS: &[Field] = &[
 ];
 
 /// The settings `kiln validate` checks beyond their types: each
-/// `boot_command` string that does not parse, with the characters at
-/// fault. A string holding a secret is checked only when it is typed (its
-/// value is not known here and must not be shown).
+/// `boot_command` string that does not parse, and each `cd_files` glob
+/// that is not a pattern, with the characters at fault. A string holding
+/// a secret is checked only when it is typed (its value is not known here
+/// and must not be shown).
 pub(super) fn settings_problems(settings: &BTreeMap<String, Value>) -> Vec<SettingProblem> {
-    let Some(Value::List(items)) = settings.get("boot_command") else {
-        return vec![];
-    };
     let mut out = vec![];
-    for (i, item) in items.iter().enumerate() {
-        let Value::Str(line) = item else { continue };
+    for (i, line) in strings(settings, "boot_command") {
         let Err(e) = bootcmd::parse(line) else {
             continue;
         };
@@ -118,7 +117,39 @@ pub(super) fn settings_problems(settings: &BTreeMap<String, Value>) -> Vec<Setti
             help: Some(e.help),
         });
     }
+    for (i, entry) in strings(settings, "cd_files") {
+        let Err(e) = glob::Pattern::new(entry) else {
+            continue;
+        };
+        let at = entry
+            .char_indices()
+            .nth(e.pos)
+            .map_or(entry.len(), |(b, _)| b);
+        let end = entry[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+        out.push(SettingProblem {
+            key: "cd_files",
+            item: Some(i),
+            bytes: Some(at..end),
+            message: format!("`cd_files[{i}]` is not a glob pattern: {}", e.msg),
+            help: Some("`*`, `?`, `[…]` and `**` match names; `[[]` matches a `[`".into()),
+        });
+    }
     out
+}
+
+/// The string items of the list `key`, with their indexes.
+fn strings<'a>(
+    settings: &'a BTreeMap<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = (usize, &'a str)> {
+    let items = match settings.get(key) {
+        Some(Value::List(items)) => items.as_slice(),
+        _ => &[],
+    };
+    items.iter().enumerate().filter_map(|(i, v)| match v {
+        Value::Str(s) => Some((i, s.as_str())),
+        _ => None,
+    })
 }
 
 pub(super) fn builder() -> Arc<dyn Builder> {

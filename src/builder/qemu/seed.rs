@@ -135,7 +135,7 @@ pub fn write_seed(path: &Path, content: &SeedContent<'_>) -> Result<(), BuildErr
 }
 
 /// Writes the seed volume with `cd_files`/`cd_content` merged in (`extra`:
-/// path inside the volume → bytes). With `content` it is the NoCloud seed
+/// path inside the volume → bytes; a path ending in `/` is a folder). With `content` it is the NoCloud seed
 /// (`label` must then be `CIDATA`); without, a plain volume of `extra`.
 pub fn write_volume(
     path: &Path,
@@ -162,7 +162,11 @@ pub fn write_volume(
         }
     }
     for (name, bytes) in extra {
-        if files.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        let bare = name.trim_end_matches('/');
+        if files
+            .iter()
+            .any(|(n, _)| n.trim_end_matches('/').eq_ignore_ascii_case(bare))
+        {
             return Err(BuildError::Config(format!(
                 "`{name}` is on the seed volume twice (kiln writes `meta-data` and `user-data` itself; `user_data` merges into them)"
             )));
@@ -207,6 +211,12 @@ pub fn write_volume(
                     Ok(d) => d,
                     Err(_) => dir.create_dir(p)?,
                 };
+            }
+            if name.ends_with('/') {
+                if dir.open_dir(leaf).is_err() {
+                    dir.create_dir(leaf)?;
+                }
+                continue;
             }
             let mut f = dir.create_file(leaf)?;
             f.truncate()?;
@@ -285,6 +295,7 @@ mod tests {
             &[
                 ("ks.cfg".into(), b"text\n".to_vec()),
                 ("sub/big.bin".into(), big.clone()),
+                ("sub/empty/".into(), vec![]),
             ],
             "cidata",
         )
@@ -299,6 +310,16 @@ mod tests {
             .read_to_end(&mut got)
             .unwrap();
         assert_eq!(got, big);
+        let empty = fs.root_dir().open_dir("sub/empty").unwrap();
+        assert_eq!(
+            empty
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().starts_with('.'))
+                .count(),
+            0
+        );
+        drop(empty);
         drop(fs);
         if let Ok(o) = std::process::Command::new("mtype")
             .args(["-i"])
