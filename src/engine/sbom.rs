@@ -84,7 +84,11 @@ pub(super) async fn sbom_artifacts(
             .launch_artifact(ctx, undo, a)
             .await
             .map_err(|e| super::JobError::Sbom(e.to_string()))?;
-        let inv = crate::sbom::collect(instance.communicator())
+        let scratch = ctx
+            .scratch_dir(undo, "sbom-files", "files copied out for the SBOM")
+            .await
+            .map_err(|e| super::JobError::Sbom(format!("journal: {e}")))?;
+        let inv = crate::sbom::collect(instance.communicator(), &scratch)
             .await
             .map_err(|e| super::JobError::Sbom(format!("`{}`: {e}", a.id)))?;
         ctx.message(format!(

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::builder::{Builder, Builders};
 use crate::imagetest::{run_tests, TestReport};
-use crate::job::{sanitize, scratch::build_work_dir, JobContext, Journal, Resource, Undo};
+use crate::job::{sanitize, scratch::build_work_dir, JobContext, Journal, Undo};
 use crate::template::plan::{BuildPlan, JobPlan, TestPlan};
 use crate::ui::{ArtifactInfo, EventBus};
 
@@ -87,18 +87,10 @@ async fn test_artifact_with(
     tests: &[TestPlan],
     sbom: bool,
 ) -> Result<(TestReport, Option<Result<crate::sbom::Inventory, String>>), String> {
-    let scratch = build_work_dir(&ctx.state_dir, &ctx.build_id)
-        .join(sanitize(&ctx.name))
-        .join(format!("test-files-{}", uuid::Uuid::new_v4()));
-    undo.register(
-        Resource::TempDir {
-            path: scratch.clone(),
-        },
-        "files copied out of the test instance",
-    )
-    .await
-    .map_err(|e| format!("journal: {e}"))?;
-    fs_err::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = ctx
+        .scratch_dir(undo, "test-files", "files copied out of the test instance")
+        .await
+        .map_err(|e| format!("journal: {e}"))?;
     ctx.message(format!(
         "testing `{}` in a fresh instance{}",
         artifact.id,
@@ -124,7 +116,7 @@ async fn test_artifact_with(
             "reading the package databases of `{}` in the test instance",
             artifact.id
         ));
-        let inv = crate::sbom::collect(instance.communicator()).await;
+        let inv = crate::sbom::collect(instance.communicator(), &scratch).await;
         if let Ok(i) = &inv {
             ctx.message(format!(
                 "{} packages in `{}` ({})",

@@ -18,6 +18,8 @@
 pub mod rpmdb;
 pub mod rpmheader;
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -514,8 +516,9 @@ pub fn cyclonedx(inv: &Inventory, subject: &Subject, created: &str) -> Value {
 
 /// Reads the package databases of a running instance of the artifact;
 /// `Err` when none can be read, or an rpm database only an `rpm` the image
-/// lacks could read (not supported yet).
-pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
+/// lacks could read (not supported yet). `scratch` is a journaled folder of
+/// the job for what is copied out (an rpm sqlite database).
+pub async fn collect(comm: &dyn Communicator, scratch: &Path) -> Result<Inventory, String> {
     returns_output(comm).await?;
     let os = read_text(comm, OS_RELEASE, MAX_OS_RELEASE_BYTES).await?;
     let os = match os {
@@ -524,7 +527,7 @@ pub async fn collect(comm: &dyn Communicator) -> Result<Inventory, String> {
     };
     let dpkg = read_text(comm, DPKG_STATUS, MAX_TEXT_DB_BYTES).await?;
     let apk = read_text(comm, APK_INSTALLED, MAX_TEXT_DB_BYTES).await?;
-    let rpm = rpmdb::read(comm).await?;
+    let rpm = rpmdb::read(comm, scratch).await?;
     if dpkg.is_none() && apk.is_none() && rpm.is_none() {
         return Err(format!(
             "no package database found in the artifact (`{DPKG_STATUS}`, `{APK_INSTALLED}`, `{}`)",

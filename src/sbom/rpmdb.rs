@@ -7,6 +7,7 @@
 //! the image's own `rpm -qa --qf …` when it has one; without it they are
 //! "not supported yet". The database label says which way was taken.
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -48,16 +49,21 @@ pub struct RpmRead {
 }
 
 /// The instance's rpm packages; `Ok(None)` when it has no rpm database.
-pub async fn read(comm: &dyn Communicator) -> Result<Option<RpmRead>, String> {
+/// A sqlite database is copied into a private folder inside `scratch`
+/// (a folder of the job, journaled, so `kiln cleanup` removes the copy
+/// after a SIGKILL).
+pub async fn read(comm: &dyn Communicator, scratch: &Path) -> Result<Option<RpmRead>, String> {
     for path in SQLITE_DBS {
         let Some(db) = read_bytes(comm, path, MAX_DB_BYTES).await? else {
             continue;
         };
         let wal = read_bytes(comm, &format!("{path}-wal"), MAX_DB_BYTES).await?;
-        let packages = tokio::task::spawn_blocking(move || headers_of_sqlite(&db, wal.as_deref()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("`{path}`: {e}"))?;
+        let scratch = scratch.to_path_buf();
+        let packages =
+            tokio::task::spawn_blocking(move || headers_of_sqlite(&db, wal.as_deref(), &scratch))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("`{path}`: {e}"))?;
         return Ok(Some(RpmRead {
             label: format!("{path} (sqlite, read by kiln)"),
             packages,
@@ -142,14 +148,23 @@ pub async fn read_bytes(
 
 /// The packages of an rpm sqlite database given as bytes (and its
 /// write-ahead log, when the instance had one): written to a private
-/// temporary folder, opened there by SQLite with untrusted-schema
+/// temporary folder inside `scratch` (removed on return), opened there by SQLite with untrusted-schema
 /// defences on, each `Packages` row parsed as a header blob.
-pub fn headers_of_sqlite(db: &[u8], wal: Option<&[u8]>) -> Result<Vec<RpmHeader>, String> {
+pub fn headers_of_sqlite(
+    db: &[u8],
+    wal: Option<&[u8]>,
+    scratch: &Path,
+) -> Result<Vec<RpmHeader>, String> {
     use rusqlite::{config::DbConfig, limits::Limit, Connection, OpenFlags};
     let dir = tempfile::Builder::new()
-        .prefix("kiln-rpmdb-")
-        .tempdir()
-        .map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+        .prefix("rpmdb-")
+        .tempdir_in(scratch)
+        .map_err(|e| {
+            format!(
+                "cannot make a temporary folder in `{}`: {e}",
+                scratch.display()
+            )
+        })?;
     let file = dir.path().join("rpmdb.sqlite");
     fs_err::write(&file, db).map_err(|e| e.to_string())?;
     if let Some(w) = wal {
@@ -346,6 +361,9 @@ mod tests {
         .unwrap();
         drop(conn);
         let bytes = std::fs::read(&path).unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let headers_of_sqlite = |db: &[u8], wal| headers_of_sqlite(db, wal, &scratch);
         let p = headers_of_sqlite(&bytes, None).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].name, "hello");
@@ -361,5 +379,28 @@ mod tests {
             .unwrap();
         let e = headers_of_sqlite(&std::fs::read(&other).unwrap(), None).unwrap_err();
         assert!(e.contains("Packages"), "{e}");
+    }
+
+    /// The copy is made in the job's scratch folder it is given (which
+    /// the journal covers), never in the host's `/tmp`, and is gone once
+    /// read; a scratch folder that cannot hold it is named.
+    #[test]
+    fn the_database_copy_lives_in_the_scratch_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB);")
+            .unwrap();
+        drop(conn);
+        let bytes = std::fs::read(&path).unwrap();
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        assert!(headers_of_sqlite(&bytes, None, &scratch)
+            .unwrap()
+            .is_empty());
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+        // Not a folder: nowhere else is used instead.
+        let e = headers_of_sqlite(&bytes, None, &path).unwrap_err();
+        assert!(e.contains(&format!("`{}`", path.display())), "{e}");
     }
 }
