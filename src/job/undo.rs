@@ -3,6 +3,10 @@
 //! and its undo action pushed. On success, failure or cancellation the
 //! stack unwinds in reverse order (unless `--on-error=abort` keeps a failed
 //! job's resources for inspection, still journaled for `kiln cleanup`).
+//! Once it started unwinding (or was abandoned) the stack is closed: a
+//! resource registered after that — a step still finishing when Ctrl-C
+//! came — is undone at once and the caller gets an error, so nothing is
+//! created that no one would remove.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +39,8 @@ struct Inner {
     job: String,
     next: u64,
     stack: Vec<Registered>,
+    /// Unwinding (or abandoning) began: nothing more may stay on the stack.
+    closed: bool,
 }
 
 /// A shared handle to one job's undo stack.
@@ -62,6 +68,7 @@ impl Undo {
                 job: job.into(),
                 next: 1,
                 stack: vec![],
+                closed: false,
             })),
         }
     }
@@ -80,7 +87,9 @@ impl Undo {
     }
 
     /// Registers a resource that is about to be created; its undo is the
-    /// reaper of its kind. Call this *before* creating it.
+    /// reaper of its kind. Call this *before* creating it, and do not
+    /// create it when this fails: after unwinding began it fails, having
+    /// undone the resource already (so one created first is removed too).
     pub async fn register(
         &self,
         resource: Resource,
@@ -100,6 +109,10 @@ impl Undo {
         self.push(resource, description, Some(action)).await
     }
 
+    /// Journals `resource` and pushes it; on a closed stack (unwinding
+    /// began) undoes it at once instead and returns an error, so the
+    /// caller does not create it, or gives up what it created. Reapers
+    /// accept a resource that does not exist (registration comes first).
     async fn push(
         &self,
         resource: Resource,
@@ -118,14 +131,29 @@ impl Undo {
                 .await
                 .map_err(std::io::Error::other)??;
         let handle = UndoHandle(seq);
-        inner.stack.push(Registered {
+        let registered = Registered {
             handle,
             resource,
             description: description.into(),
             journal_entry: entry,
             action,
-        });
-        Ok(handle)
+        };
+        if !inner.closed {
+            inner.stack.push(registered);
+            return Ok(handle);
+        }
+        let (journal, reapers) = (inner.journal.clone(), inner.reapers.clone());
+        drop(inner);
+        let outcome = match undo_one(registered, &journal, &reapers).await {
+            Ok(_) => "undone at once".to_string(),
+            Err(failed) => format!("its undo failed ({failed}); `kiln cleanup` will retry"),
+        };
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            format!(
+                "`{description}` was registered after the job's cleanup began (cancelled or ended): {outcome}"
+            ),
+        ))
     }
 
     /// The resource is gone by itself (a process exited): forget it.
@@ -137,33 +165,24 @@ impl Undo {
         }
     }
 
-    /// Undoes every registered resource, newest first. A resource whose undo
-    /// fails stays in the journal for `kiln cleanup`.
+    /// Undoes every registered resource, newest first, and closes the
+    /// stack: a later registration is undone at once ([`Undo::register`]
+    /// fails). A resource whose undo fails stays in the journal for
+    /// `kiln cleanup`.
     pub async fn unwind(&self) -> Unwound {
         let mut out = Unwound::default();
         loop {
             let (r, journal, reapers) = {
                 let mut inner = self.inner.lock().await;
+                inner.closed = true;
                 match inner.stack.pop() {
                     Some(r) => (r, inner.journal.clone(), inner.reapers.clone()),
                     None => break,
                 }
             };
-            let mut result = Ok(());
-            if let Some(action) = r.action {
-                result = action().await;
-            }
-            let reaped = reapers.reap(&r.resource).await;
-            match result.and(reaped) {
-                Ok(()) => {
-                    let _ = journal.remove(&r.journal_entry);
-                    out.undone.push(r.description);
-                }
-                Err(e) => out.failed.push(format!(
-                    "{} ({}): {e}",
-                    r.description,
-                    reapers.describe(&r.resource)
-                )),
+            match undo_one(r, &journal, &reapers).await {
+                Ok(description) => out.undone.push(description),
+                Err(failed) => out.failed.push(failed),
             }
         }
         out
@@ -173,6 +192,7 @@ impl Undo {
     /// journal. Returns their descriptions.
     pub async fn abandon(&self) -> Vec<String> {
         let mut inner = self.inner.lock().await;
+        inner.closed = true;
         let reapers = inner.reapers.clone();
         inner
             .stack
@@ -188,6 +208,28 @@ impl Undo {
 
     pub async fn is_empty(&self) -> bool {
         self.len().await == 0
+    }
+}
+
+/// Runs `r`'s undo action, then its kind's reaper; on success removes its
+/// journal entry and returns its description, else says what failed (the
+/// entry stays for `kiln cleanup`).
+async fn undo_one(r: Registered, journal: &Journal, reapers: &Reapers) -> Result<String, String> {
+    let mut result = Ok(());
+    if let Some(action) = r.action {
+        result = action().await;
+    }
+    let reaped = reapers.reap(&r.resource).await;
+    match result.and(reaped) {
+        Ok(()) => {
+            let _ = journal.remove(&r.journal_entry);
+            Ok(r.description)
+        }
+        Err(e) => Err(format!(
+            "{} ({}): {e}",
+            r.description,
+            reapers.describe(&r.resource)
+        )),
     }
 }
 
@@ -256,5 +298,100 @@ mod tests {
         assert_eq!(undo.abandon().await.len(), 1);
         assert!(undo.is_empty().await);
         assert_eq!(journal.entries().unwrap().len(), 2);
+    }
+
+    /// A registration that loses the race with cancellation: the stack
+    /// is unwinding (its oldest resource's undo still running) when a step
+    /// that has not noticed the cancel yet registers what it just created.
+    #[tokio::test]
+    async fn a_push_after_unwinding_began_is_undone_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(tmp.path());
+        let undo = Undo::new(journal.clone(), Reapers::default(), "b", "j");
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tmp.path().join("first");
+        std::fs::create_dir(&first).unwrap();
+        undo.register_with(
+            Resource::TempDir {
+                path: first.clone(),
+            },
+            "first",
+            Box::new(move || {
+                Box::pin(async move {
+                    let _ = entered_tx.send(());
+                    let _ = go_rx.await;
+                    Ok(())
+                })
+            }),
+        )
+        .await
+        .unwrap();
+        let unwinding = tokio::spawn({
+            let undo = undo.clone();
+            async move { undo.unwind().await }
+        });
+        entered_rx.await.unwrap();
+
+        // Created just before the cancel, registered just after.
+        let late = tmp.path().join("late");
+        std::fs::create_dir(&late).unwrap();
+        let err = undo
+            .register(Resource::TempDir { path: late.clone() }, "late")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`late`") && err.to_string().contains("undone at once"),
+            "{err}"
+        );
+        assert!(!late.exists(), "the late resource is undone at once");
+        assert_eq!(
+            journal.entries().unwrap().len(),
+            1,
+            "only the first one is still journaled"
+        );
+
+        go_tx.send(()).unwrap();
+        let out = unwinding.await.unwrap();
+        assert_eq!(out.undone, vec!["first"]);
+        assert!(!first.exists());
+
+        // And after the unwinding ended: the same.
+        let after = tmp.path().join("after");
+        std::fs::create_dir(&after).unwrap();
+        assert!(undo
+            .register(
+                Resource::TempDir {
+                    path: after.clone()
+                },
+                "after"
+            )
+            .await
+            .is_err());
+        assert!(!after.exists());
+        assert!(journal.entries().unwrap().is_empty());
+        assert!(undo.is_empty().await);
+    }
+
+    /// A late registration whose undo fails stays journaled for `kiln
+    /// cleanup`, and the caller hears of it.
+    #[tokio::test]
+    async fn a_late_push_whose_undo_fails_stays_journaled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(tmp.path());
+        let undo = Undo::new(journal.clone(), Reapers::default(), "b", "j");
+        assert!(undo.unwind().await.undone.is_empty());
+        let err = undo
+            .register_with(
+                Resource::TempFile {
+                    path: tmp.path().join("f"),
+                },
+                "stuck",
+                Box::new(|| Box::pin(async { Err("busy".to_string()) })),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert_eq!(journal.entries().unwrap().len(), 1);
     }
 }
