@@ -385,20 +385,25 @@ impl Catalog {
         actor: &str,
         key: &SigningKey,
     ) -> Result<Entry, CatalogError> {
-        self.apply_gated(op, None, actor, key).await
+        self.apply_gated(op, |_| Ok(None), actor, key).await
     }
 
     /// [`Catalog::apply`] after a policy gate: once the operation is
-    /// checked, `decision` is recorded first, in the same locked change;
-    /// a `deny` is recorded alone and refuses the operation
+    /// checked, `decide` judges it on the state read under the lock (so
+    /// no change can slip in between the decision and its entries), and
+    /// its decision is recorded first, in the same locked change; a
+    /// `deny` is recorded alone and refuses the operation
     /// ([`CatalogError::PolicyDenied`]).
-    pub async fn apply_gated(
+    pub async fn apply_gated<F>(
         &self,
         op: Operation,
-        decision: Option<model::PolicyDecision>,
+        decide: F,
         actor: &str,
         key: &SigningKey,
-    ) -> Result<Entry, CatalogError> {
+    ) -> Result<Entry, CatalogError>
+    where
+        F: FnOnce(&State) -> Result<Option<model::PolicyDecision>, CatalogError>,
+    {
         let mut w = self.writer().await?;
         let change = match op {
             Operation::Promote {
@@ -501,7 +506,7 @@ impl Catalog {
                 ));
             }
         }
-        if let Some(d) = decision {
+        if let Some(d) = decide(&w.state)? {
             let denied = d.decision == model::Decision::Deny;
             let text = d
                 .denials

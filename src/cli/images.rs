@@ -365,24 +365,21 @@ async fn promote(
             "`--override-policy` needs a reason".into(),
         ));
     }
-    let snap = cat.snapshot().await?;
-    let found = snap
-        .state
-        .family(&image)
-        .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))));
-    let gated = match found {
-        Some((v, channels)) => gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
-            .map_err(policy_error)?,
-        // Unknown image or version: the promotion below says which.
-        None if !print_input => None,
-        None => {
+    if print_input {
+        // Nothing is changed: a read without the lock will do.
+        let snap = cat.snapshot().await?;
+        let Some((v, channels)) = snap
+            .state
+            .family(&image)
+            .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))))
+        else {
             return Err(CatalogError::Refused(format!(
                 "`{image}` has no version `{version}` in the catalog"
-            )))
-        }
-    };
-    if print_input {
-        let Some(g) = &gated else {
+            )));
+        };
+        let Some(g) = gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
+            .map_err(policy_error)?
+        else {
             return Err(CatalogError::Invalid(format!(
                 "`{image} {version}`: no build manifest of it names a `[build.policy]`, so there is no policy input"
             )));
@@ -392,26 +389,41 @@ async fn promote(
         }
         return Ok(Exit::Success);
     }
-    if gated.is_none() && override_policy.is_some() {
-        return Err(CatalogError::Invalid(format!(
-            "`--override-policy`: no build manifest of `{image} {version}` names a `[build.policy]`; nothing to override"
-        )));
-    }
-    let decision = gated.as_ref().map(|g| {
-        g.decision(
+    // Judged on the state the catalog's lock holds while the change is
+    // recorded: a promotion, rollback or rescan logged meanwhile by
+    // someone else cannot leave the decision stale.
+    let decide = |state: &State| {
+        let gated = match state
+            .family(&image)
+            .and_then(|f| f.version(&version).map(|v| (v, f.channels_of(&version))))
+        {
+            Some((v, channels)) => {
+                gate::evaluate_version(v, &channel, Occasion::Promote, &channels)
+                    .map_err(policy_error)?
+            }
+            None => None,
+        };
+        let Some(g) = gated else {
+            if override_policy.is_some() {
+                return Err(CatalogError::Invalid(format!(
+                    "`--override-policy`: no build manifest of `{image} {version}` names a `[build.policy]`; nothing to override"
+                )));
+            }
+            test_pause();
+            return Ok(None);
+        };
+        for e in &g.evaluations {
+            for w in &e.verdict.warnings {
+                eprintln!("warning: policy {}: {} ({})", w.rule, w.message, e.job);
+            }
+        }
+        let d = g.decision(
             &image,
             &version,
             &channel,
             Occasion::Promote,
             override_policy.as_deref(),
-        )
-    });
-    if let Some(d) = &decision {
-        for e in gated.iter().flat_map(|g| &g.evaluations) {
-            for w in &e.verdict.warnings {
-                eprintln!("warning: policy {}: {} ({})", w.rule, w.message, e.job);
-            }
-        }
+        );
         if d.decision == catalog::model::Decision::Override {
             eprintln!(
                 "warning: promoting against the policy (override: {}):\n{}",
@@ -419,13 +431,15 @@ async fn promote(
                 gate::describe_denials(&d.denials)
             );
         }
-    }
+        test_pause();
+        Ok(Some(d))
+    };
     let op = Operation::Promote {
         image: image.clone(),
-        version,
+        version: version.clone(),
         channel: channel.clone(),
     };
-    change_gated(cat, op, decision, Some((image, channel))).await
+    change_gated(cat, op, decide, Some((image.clone(), channel.clone()))).await
 }
 
 /// Records an operator's change; a moved channel's pointers follow.
@@ -434,23 +448,36 @@ async fn change(
     op: Operation,
     moved: Option<(String, String)>,
 ) -> Result<Exit, CatalogError> {
-    change_gated(cat, op, None, moved).await
+    change_gated(cat, op, |_| Ok(None), moved).await
 }
 
-/// [`change`] after a policy gate's `decision`.
-async fn change_gated(
+/// [`change`] through a policy gate: `decide` judges the change on the
+/// state under the catalog's lock ([`Catalog::apply_gated`]).
+async fn change_gated<F>(
     cat: &Catalog,
     op: Operation,
-    decision: Option<catalog::model::PolicyDecision>,
+    decide: F,
     moved: Option<(String, String)>,
-) -> Result<Exit, CatalogError> {
+) -> Result<Exit, CatalogError>
+where
+    F: FnOnce(&State) -> Result<Option<catalog::model::PolicyDecision>, CatalogError>,
+{
     let (key, note) = cat.operator_key_noting()?;
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
-    let gated = decision.as_ref().map(|d| d.decision.name());
+    let mut gated = None;
     let entry = cat
-        .apply_gated(op, decision, &catalog::actor(), &key)
+        .apply_gated(
+            op,
+            |state: &State| {
+                let d = decide(state)?;
+                gated = d.as_ref().map(|d| d.decision.name());
+                Ok(d)
+            },
+            &catalog::actor(),
+            &key,
+        )
         .await?;
     if let Some(d) = gated {
         println!("#{} policy {d}", entry.seq - 1);
@@ -728,6 +755,21 @@ async fn register(
         exit = Exit::Failure;
     }
     Ok(exit)
+}
+
+/// Test hook (debug builds only): with `KILN_TEST_PROMOTE_PAUSE=DIR`, a
+/// promotion that has decided (under the catalog's lock) creates `DIR/reached` and waits (a minute
+/// at most) for `DIR/go`, so a test can race another writer against it.
+fn test_pause() {
+    #[cfg(debug_assertions)]
+    if let Some(dir) = std::env::var_os("KILN_TEST_PROMOTE_PAUSE") {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::write(dir.join("reached"), "");
+        let start = std::time::Instant::now();
+        while !dir.join("go").exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// A policy that cannot be used is bad input (exit 2); evidence that

@@ -681,3 +681,157 @@ mod oci_builds {
         assert_exit(&s.kiln().arg("audit").output().unwrap(), 0);
     }
 }
+
+/// A promotion decides on the catalog under its lock: while a `prod`
+/// promotion gated by "only from staging" is between its decision and
+/// its entries (held there by the debug build's `KILN_TEST_PROMOTE_PAUSE`),
+/// a rollback that takes the version out of `staging` waits for the lock,
+/// so the logged decision was made on the state it is logged against.
+/// Every change is recorded and the chain verifies.
+#[test]
+fn promote_decides_under_the_lock_while_a_rollback_races_it() {
+    use std::time::{Duration, Instant};
+    let s = Scratch::new();
+    let catalog = s.path().join("catalog");
+    let catalog = catalog.to_str().unwrap();
+    let policy = s.write(
+        "gate.rego",
+        "package kiln.promote\n\n\
+         deny_unstaged contains \"promoted to prod without being in staging\" if {\n\
+         \tinput.channel == \"prod\"\n\
+         \tnot \"staging\" in input.image.channels\n}\n",
+    );
+    let gated = |name: &str, byte: char| {
+        let path = manifest(&s, name, byte);
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc["policy"] = serde_json::json!({
+            "files": [{ "path": policy.to_str().unwrap() }],
+            "entrypoint": "data.kiln.promote",
+        });
+        s.write(name, &doc.to_string())
+    };
+    let (m1, m2) = (gated("m1.json", 'a'), gated("m2.json", 'b'));
+    for m in [&m1, &m2] {
+        let o = kiln_on(
+            &s,
+            catalog,
+            &[
+                "images",
+                "register",
+                m.to_str().unwrap(),
+                "--channel",
+                "staging",
+            ],
+        );
+        assert_exit(&o, 0);
+    }
+    // Not from staging: denied (the gate works).
+    let o = kiln_on(
+        &s,
+        catalog,
+        &["images", "promote", "web", "1.0.0+1", "prod"],
+    );
+    assert_exit(&o, 1);
+
+    let pause = s.path().join("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let promote = s
+        .kiln()
+        .args([
+            "--catalog",
+            catalog,
+            "images",
+            "promote",
+            "web",
+            "1.0.0+2",
+            "prod",
+        ])
+        .env("KILN_ACTOR", "promoter")
+        .env("KILN_TEST_PROMOTE_PAUSE", &pause)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !pause.join("reached").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the promotion never reached its pause"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The promotion decided (1.0.0+2 is in staging). Now take it out.
+    let mut rollback = s
+        .kiln()
+        .args(["--catalog", catalog, "images", "rollback", "web", "staging"])
+        .env("KILN_ACTOR", "roller")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it is done, or waits on the catalog's lock (a blocked flock
+    // in /proc/locks, on the lock file's inode).
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(Path::new(catalog).join("lock"))
+            .unwrap()
+            .ino()
+    };
+    let start = Instant::now();
+    loop {
+        if rollback.try_wait().unwrap().is_some() {
+            break;
+        }
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        if locks
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&format!(":{ino} ")))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the rollback neither finished nor waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(pause.join("go"), "").unwrap();
+    let promoted = promote.wait_with_output().unwrap();
+    assert_exit(&promoted, 0);
+    assert_exit(&rollback.wait_with_output().unwrap(), 0);
+
+    let o = kiln_on(&s, catalog, &["audit", "--json"]);
+    assert_exit(&o, 0);
+    let audit = json(&o);
+    assert_eq!(audit["verified"], true, "{audit}");
+    let log = audit["log"].as_array().unwrap();
+    let actions: Vec<String> = log
+        .iter()
+        .map(|e| {
+            let c = &e["change"];
+            format!(
+                "{} {}",
+                c["action"].as_str().unwrap(),
+                c["channel"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    let at = |what: &str| {
+        actions
+            .iter()
+            .rposition(|a| a == what)
+            .unwrap_or_else(|| panic!("no `{what}` in {actions:?}"))
+    };
+    // Everything recorded: 2 registrations (each gated into staging),
+    // the denied promotion, the allowed one, and the rollback.
+    assert_eq!(
+        actions.iter().filter(|a| a.starts_with("policy")).count(),
+        4,
+        "{actions:?}"
+    );
+    assert!(
+        at("policy prod") < at("promote prod") && at("promote prod") < at("rollback staging"),
+        "the rollback is logged before the promotion it would have changed the decision of: {actions:?}"
+    );
+}
