@@ -279,18 +279,11 @@ pub fn upload(root: &Path, local: &Path, remote: &str, mode: Option<u32>) -> Res
         .map_err(CommError::io(format!("cannot upload to `{remote}`")))
 }
 
-/// Copies `remote` inside `root` to the host file `local`.
-pub fn download(root: &Path, remote: &str, local: &Path) -> Result<(), CommError> {
-    let mut src = open(root, remote)?;
-    if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs_err::create_dir_all(parent)
-            .map_err(CommError::io("cannot create the destination folder"))?;
-    }
-    let mut dest = File::create(local)
-        .map_err(CommError::io(format!("cannot write `{}`", local.display())))?;
-    std::io::copy(&mut src, &mut dest)
-        .map_err(CommError::io(format!("cannot download `{remote}`")))?;
-    Ok(())
+/// Copies `remote` inside `root` to the host file `local`, at most
+/// `limit` bytes (a sparse file can claim any size).
+pub fn download(root: &Path, remote: &str, local: &Path, limit: u64) -> Result<(), CommError> {
+    let src = open(root, remote)?;
+    super::save_capped_blocking(src, remote, local, limit)
 }
 
 #[cfg(test)]
@@ -326,14 +319,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`/etc/fifo`") && e.contains("a FIFO"), "{e}");
-        let e = download(&root, "/etc/fifo", &tmp.path().join("out"))
+        let e = download(&root, "/etc/fifo", &tmp.path().join("out"), 1 << 20)
             .unwrap_err()
             .to_string();
         assert!(e.contains("a FIFO"), "{e}");
-        download(&root, "/escape/passwd", &tmp.path().join("out")).unwrap();
+        download(&root, "/escape/passwd", &tmp.path().join("out"), 1 << 20).unwrap();
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("out")).unwrap(),
             "new\n"
         );
+    }
+
+    /// A file of the image larger than the limit (sparse: it claims far
+    /// more than it holds) is refused naming the path and the limit, and
+    /// no part of it stays on the host; one at the limit is copied.
+    #[test]
+    fn downloads_stop_at_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::File::create(root.join("var/huge"))
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        std::fs::write(root.join("var/small"), [1u8; 4096]).unwrap();
+        let out = tmp.path().join("host/out");
+        let e = download(&root, "/var/huge", &out, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`/var/huge`") && e.contains("1048576 bytes"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        download(&root, "/var/small", &out, 4096).unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 4096);
+        assert!(download(&root, "/var/small", &out, 4095).is_err());
+        assert!(!out.exists());
     }
 }

@@ -160,7 +160,10 @@ impl Communicator for LocalCommunicator {
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
         let src = self.path_in_root(remote)?;
-        super::copy_file(&src, local, None, &format!("download `{remote}`")).await
+        let file = fs_err::tokio::File::open(&src)
+            .await
+            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
+        super::save_capped(file, remote, local, super::download_limit()?).await
     }
 }
 

@@ -101,6 +101,11 @@ pub fn sh_quote(s: &str) -> String {
 pub trait Communicator: Send + Sync {
     async fn exec(&self, cmd: &RemoteCommand, output: &mut OutputFn<'_>) -> Result<i32, CommError>;
     async fn upload(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), CommError>;
+    /// Copies the instance's file `remote` to the host file `local`, at
+    /// most [`download_limit`] bytes (or the limit the communicator was
+    /// given): a larger file, or one that never ends, fails naming the path
+    /// and the limit, and nothing of it stays at `local`. The size is
+    /// counted as the bytes arrive, never taken from the instance's word.
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError>;
 
     /// Waits, up to `limit`, until the instance answers again after the
@@ -147,6 +152,112 @@ pub struct SshEndpoint {
     pub private_key: Option<String>,
     /// The host key the build pinned, as an `authorized_keys`-style line.
     pub host_key: Option<String>,
+}
+
+/// The largest file [`Communicator::download`] copies out of an instance
+/// by default: as large as one file of an OCI base may be
+/// (`KILN_OCI_MAX_FILE`'s default). `KILN_MAX_DOWNLOAD` changes it.
+pub const DOWNLOAD_LIMIT: u64 = 16 << 30;
+
+/// [`DOWNLOAD_LIMIT`], or `KILN_MAX_DOWNLOAD` (a size such as `32GiB`)
+/// when set; a value that is no size is an error naming it.
+pub fn download_limit() -> Result<u64, CommError> {
+    match std::env::var("KILN_MAX_DOWNLOAD") {
+        Err(_) => Ok(DOWNLOAD_LIMIT),
+        Ok(v) => crate::template::schema::parse_size(&v)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                CommError::Refused(format!(
+                    "KILN_MAX_DOWNLOAD = `{v}`: expected a size such as \"32GiB\""
+                ))
+            }),
+    }
+}
+
+/// The error of a download past its limit.
+pub fn too_large(remote: &str, limit: u64) -> CommError {
+    CommError::Refused(format!(
+        "`{remote}` in the instance is larger than the download limit of {limit} bytes: not copied (raise it with KILN_MAX_DOWNLOAD)"
+    ))
+}
+
+/// Writes what `from` (the instance's file `remote`) yields into a new
+/// host file `local`, refusing it once it passes `limit` bytes: never a
+/// byte past the limit is written, and the partial copy is removed.
+pub(crate) async fn save_capped<R>(
+    from: R,
+    remote: &str,
+    local: &Path,
+    limit: u64,
+) -> Result<(), CommError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::tokio::create_dir_all(parent)
+            .await
+            .map_err(CommError::io("cannot create the destination folder"))?;
+    }
+    let mut dest = fs_err::tokio::File::create(local)
+        .await
+        .map_err(CommError::io("cannot write the downloaded file"))?;
+    let mut from = from.take(limit);
+    let copied = async {
+        tokio::io::copy(&mut from, &mut dest)
+            .await
+            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
+        // One byte more than the limit allows: refused, not written.
+        let mut probe = [0u8; 1];
+        let more = from
+            .into_inner()
+            .read(&mut probe)
+            .await
+            .map_err(CommError::io(format!("cannot download `{remote}`")))?;
+        if more > 0 {
+            return Err(too_large(remote, limit));
+        }
+        tokio::io::AsyncWriteExt::flush(&mut dest)
+            .await
+            .map_err(CommError::io("cannot write the downloaded file"))
+    }
+    .await;
+    if copied.is_err() {
+        drop(dest);
+        let _ = fs_err::tokio::remove_file(local).await;
+    }
+    copied
+}
+
+/// [`save_capped`] for a blocking reader (a file opened on the host).
+pub(crate) fn save_capped_blocking(
+    from: impl std::io::Read,
+    remote: &str,
+    local: &Path,
+    limit: u64,
+) -> Result<(), CommError> {
+    if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(parent)
+            .map_err(CommError::io("cannot create the destination folder"))?;
+    }
+    let mut dest =
+        fs_err::File::create(local).map_err(CommError::io("cannot write the downloaded file"))?;
+    let mut from = from.take(limit);
+    let copied = std::io::copy(&mut from, &mut dest)
+        .map_err(CommError::io(format!("cannot download `{remote}`")))
+        .and_then(|_| {
+            let mut probe = [0u8; 1];
+            match from.into_inner().read(&mut probe) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(too_large(remote, limit)),
+                Err(e) => Err(CommError::io(format!("cannot download `{remote}`"))(e)),
+            }
+        });
+    if copied.is_err() {
+        drop(dest);
+        let _ = fs_err::remove_file(local);
+    }
+    copied
 }
 
 /// Copies `from` to `to` for communicators that reach the instance's

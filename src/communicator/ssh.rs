@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{CommError, Communicator, OutputFn, RemoteCommand};
 use crate::ui::Stream;
@@ -85,6 +85,8 @@ pub struct SshCommunicator {
     pinned: Arc<Mutex<Option<PublicKey>>>,
     expected: Arc<Vec<PublicKey>>,
     session: tokio::sync::Mutex<Option<Handle<PinnedHostKey>>>,
+    /// The largest file `download` copies; `None`: [`super::download_limit`].
+    download_limit: Option<u64>,
 }
 
 impl SshCommunicator {
@@ -96,7 +98,15 @@ impl SshCommunicator {
             pinned: Arc::new(Mutex::new(None)),
             expected: Arc::new(vec![]),
             session: tokio::sync::Mutex::new(None),
+            download_limit: None,
         }
+    }
+
+    /// Downloads refuse files larger than `bytes` (instead of
+    /// [`super::download_limit`]).
+    pub fn with_download_limit(mut self, bytes: u64) -> SshCommunicator {
+        self.download_limit = Some(bytes);
+        self
     }
 
     /// Accepts only a host key among `keys` (learnt out of band, e.g. from
@@ -485,26 +495,20 @@ impl Communicator for SshCommunicator {
     }
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
+        let limit = match self.download_limit {
+            Some(l) => l,
+            None => super::download_limit()?,
+        };
         let sftp = self.sftp().await?;
-        let mut file = sftp
-            .open(remote)
-            .await
-            .map_err(|e| CommError::Refused(format!("cannot open `{remote}` in the guest: {e}")))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .await
-            .map_err(CommError::io(format!(
-                "cannot read `{remote}` from the guest"
-            )))?;
-        let _ = sftp.close().await;
-        if let Some(parent) = local.parent() {
-            fs_err::tokio::create_dir_all(parent)
-                .await
-                .map_err(CommError::io("cannot create the destination folder"))?;
+        let copied = async {
+            let file = sftp.open(remote).await.map_err(|e| {
+                CommError::Refused(format!("cannot open `{remote}` in the guest: {e}"))
+            })?;
+            super::save_capped(file, remote, local, limit).await
         }
-        fs_err::tokio::write(local, data)
-            .await
-            .map_err(CommError::io("cannot write the downloaded file"))
+        .await;
+        let _ = sftp.close().await;
+        copied
     }
 }
 

@@ -56,6 +56,10 @@ mod sbom_check;
 mod sbom_qemu;
 #[cfg(feature = "oci")]
 mod sign;
+#[cfg(any(feature = "qemu", feature = "ami"))]
+mod ssh_download;
+#[cfg(any(feature = "qemu", feature = "ami"))]
+mod sshd;
 mod templates;
 mod vault;
 mod vercmp;

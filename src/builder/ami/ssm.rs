@@ -668,7 +668,13 @@ impl Communicator for SsmCommunicator {
                 "cannot download `{remote}`: the instance's answer had no size and checksum (output: {head:?})"
             )));
         };
-        let mut bytes = Vec::with_capacity(size);
+        // The size is the instance's word: checked before anything is
+        // allocated or asked for, and the chunks are counted as they come.
+        let limit = crate::communicator::download_limit()?;
+        if size as u64 > limit {
+            return Err(crate::communicator::too_large(remote, limit));
+        }
+        let mut bytes = Vec::with_capacity(size.min(1 << 20));
         for i in 0..size.div_ceil(DOWNLOAD_CHUNK) {
             let b64 = self
                 .run_collect(
@@ -682,6 +688,11 @@ impl Communicator for SsmCommunicator {
             let chunk = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| CommError::Refused(format!("downloading `{remote}`: {e}")))?;
+            if bytes.len() + chunk.len() > size {
+                return Err(CommError::Refused(format!(
+                    "downloading `{remote}`: the instance sent more than the {size} bytes it announced"
+                )));
+            }
             bytes.extend_from_slice(&chunk);
         }
         if hex::encode(sha2::Sha256::digest(&bytes)) != sha {

@@ -353,8 +353,9 @@ impl Communicator for RuncCommunicator {
 
     async fn download(&self, remote: &str, local: &Path) -> Result<(), CommError> {
         let (root, local, remote) = (self.rootfs.clone(), local.to_path_buf(), remote.to_string());
+        let limit = crate::communicator::download_limit()?;
         tokio::task::spawn_blocking(move || {
-            crate::communicator::inroot::download(&root, &remote, &local)
+            crate::communicator::inroot::download(&root, &remote, &local, limit)
         })
         .await
         .map_err(|e| CommError::io("download")(std::io::Error::other(e)))?
