@@ -261,4 +261,24 @@ mod tests {
             "{lines:?}"
         );
     }
+
+    /// Output without newlines comes in pieces of at most `MAX_LINE`
+    /// bytes, none lost, so no host buffer grows with it.
+    #[tokio::test]
+    async fn output_without_newlines_comes_in_bounded_pieces() {
+        let (_tmp, c, _j) = setup();
+        let cmd = RemoteCommand {
+            script: "head -c 200000 /dev/zero".into(),
+            ..Default::default()
+        };
+        let mut lines = vec![];
+        let code = c.exec(&cmd, &mut |_, l| lines.push(l.len())).await.unwrap();
+        assert_eq!(code, 0);
+        assert!(
+            lines.iter().all(|n| *n <= super::super::MAX_LINE),
+            "{lines:?}"
+        );
+        assert_eq!(lines.iter().sum::<usize>(), 200000);
+        assert_eq!(lines.len(), 200000usize.div_ceil(super::super::MAX_LINE));
+    }
 }

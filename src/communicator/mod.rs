@@ -37,6 +37,11 @@ pub struct RemoteCommand {
     pub may_reboot: bool,
 }
 
+/// The longest output line a communicator hands on: a longer one (output
+/// without newlines, `/dev/zero` through `cat`) comes in pieces of this
+/// size, so no buffer of the host grows with what the instance prints.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// Prints the instance's boot id: a new one after every boot.
 pub const BOOT_ID_SCRIPT: &str = "cat /proc/sys/kernel/random/boot_id";
 

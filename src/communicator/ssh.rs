@@ -374,6 +374,10 @@ impl LineSplitter {
                 .to_string();
             output(stream, text);
         }
+        while buf.len() >= super::MAX_LINE {
+            let piece: Vec<u8> = buf.drain(..super::MAX_LINE).collect();
+            output(stream, String::from_utf8_lossy(&piece).into_owned());
+        }
     }
 
     fn flush(&mut self, output: &mut OutputFn<'_>) {
@@ -596,6 +600,21 @@ mod tests {
         lines.push(Stream::Stderr, b"err\n", &mut sink);
         lines.push(Stream::Stdout, b"o\nthree", &mut sink);
         lines.flush(&mut sink);
+        // Output without newlines comes in bounded pieces.
+        let mut long = LineSplitter::default();
+        for _ in 0..3 {
+            long.push(
+                Stream::Stdout,
+                &vec![b'z'; super::super::MAX_LINE],
+                &mut sink,
+            );
+        }
+        assert!(long.out.is_empty());
+        let pieces = got.split_off(4);
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces
+            .iter()
+            .all(|(_, l)| l.len() == super::super::MAX_LINE));
         assert_eq!(
             got,
             vec![

@@ -60,15 +60,50 @@ pub async fn path_exists(comm: &dyn Communicator, path: &str) -> Result<bool, St
     Ok(r.code == 0)
 }
 
-/// A text file of the instance, `None` when it cannot be read.
+/// The largest text file [`read_text`] reads out of an instance (a
+/// package database, `/etc/passwd`); real ones are a few MiB.
+pub const MAX_TEXT_BYTES: usize = 64 << 20;
+
+/// A text file of the instance, `None` when it cannot be read; one larger
+/// than [`MAX_TEXT_BYTES`] is an error naming it and the limit.
 pub async fn read_text(comm: &dyn Communicator, path: &str) -> Result<Option<String>, String> {
-    let r = sh(
-        comm,
-        &format!("cat {} 2>/dev/null", sh_quote(path)),
-        DEFAULT_TIMEOUT,
-    )
-    .await?;
-    Ok((r.code == 0).then(|| r.stdout.join("\n")))
+    read_text_capped(comm, path, MAX_TEXT_BYTES).await
+}
+
+/// [`read_text`] with the limit given. `head -c` keeps an honest image
+/// from sending more, and the bytes are counted here as they arrive (the
+/// image's `head` may lie): past the limit nothing more is kept.
+async fn read_text_capped(
+    comm: &dyn Communicator,
+    path: &str,
+    cap: usize,
+) -> Result<Option<String>, String> {
+    let cmd = RemoteCommand {
+        script: format!("head -c {} {} 2>/dev/null", cap + 1, sh_quote(path)),
+        timeout: Some(DEFAULT_TIMEOUT),
+        ..Default::default()
+    };
+    let (mut lines, mut size, mut over) = (Vec::new(), 0usize, false);
+    let code = comm
+        .exec(&cmd, &mut |s, line| {
+            if s == Stream::Stdout && !over {
+                size += line.len() + 1;
+                if size > cap + 1 {
+                    over = true;
+                    lines = Vec::new();
+                } else {
+                    lines.push(line);
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if over {
+        return Err(format!(
+            "`{path}` in the instance is larger than the limit of {cap} bytes: not read"
+        ));
+    }
+    Ok((code == 0).then(|| lines.join("\n")))
 }
 
 fn check(
@@ -775,5 +810,35 @@ mod tests {
         let got = outcomes(&t, tmp.path()).await;
         assert_eq!(got[0].1, Outcome::Fail);
         assert!(got[0].2.contains("not a sysctl key"), "{got:?}");
+    }
+
+    /// A text file larger than the limit, and one that never ends
+    /// (`/dev/zero`: no newline either), are refused naming the path and
+    /// the limit; nothing is held past it. One at the limit is read.
+    #[tokio::test]
+    async fn text_reads_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let undo = Undo::new(Journal::new(dir), Reapers::default(), "b", "j");
+        let comm = LocalCommunicator::new(dir.into(), dir.join("scripts"), undo);
+        let at = dir.join("at");
+        std::fs::write(&at, "x".repeat(4095) + "\n").unwrap();
+        let got = read_text_capped(&comm, at.to_str().unwrap(), 4096).await;
+        assert_eq!(got.unwrap().unwrap(), "x".repeat(4095));
+        let over = dir.join("over");
+        std::fs::write(&over, "y\n".repeat(4096)).unwrap();
+        for path in [over.to_str().unwrap(), "/dev/zero"] {
+            let e = read_text_capped(&comm, path, 4096).await.unwrap_err();
+            assert!(
+                e.contains(&format!("`{path}`")) && e.contains("4096 bytes"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            read_text_capped(&comm, dir.join("none").to_str().unwrap(), 10)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }
