@@ -98,7 +98,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a build manifest as a security reviewer reads it.
     ShowManifest(show_manifest::ShowManifestArgs),
-    /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact.
+    /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact,
+    /// after verifying it (an image, a disk file, an AMI or its manifest).
     Sbom(sbom::SbomArgs),
     /// Rescan recorded SBOMs against offline vulnerability feeds, with OpenVEX.
     Rescan(rescan::RescanArgs),
@@ -240,7 +241,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Man => generate::man(),
         Command::Verify(args) => verify::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::ShowManifest(args) => show_manifest::exec(args),
-        Command::Sbom(args) => sbom::exec(args),
+        Command::Sbom(args) => sbom::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Rescan(args) => rescan::exec(args, &cli.state_dir, cli.catalog.as_deref()).await,
         Command::Vex(args) => vex::exec(args).await,
         Command::Check(args) => check::exec(args, &cli.state_dir).await,

@@ -559,7 +559,7 @@ fn verify_signed_json(
 }
 
 /// `ami-…` or `REGION:ami-…`: the AMI id.
-fn ami_of(artifact: &str) -> Option<&str> {
+pub(super) fn ami_of(artifact: &str) -> Option<&str> {
     let ami = artifact.rsplit_once(':').map_or(artifact, |(_, a)| a);
     (ami.starts_with("ami-") && ami.len() > 4 && !artifact.contains('/')).then_some(ami)
 }
@@ -580,18 +580,7 @@ async fn verify_ami(
     let state = verified_state(state_dir, catalog).await?.ok_or_else(|| {
         format!("`{artifact}`: an AMI is verified through the catalog, and there is none here (`--catalog`)")
     })?;
-    let found = state.images.iter().find_map(|(image, family)| {
-        family.versions.iter().find_map(|v| {
-            v.registration
-                .artifacts
-                .iter()
-                .find(|a| {
-                    a.kind == "ami" && (a.id == artifact || a.id.ends_with(&format!(":{ami}")))
-                })
-                .map(|a| (image.clone(), v.clone(), a.clone()))
-        })
-    });
-    let Some((image, v, a)) = found else {
+    let Some((image, v, a)) = ami_in(&state, artifact, ami) else {
         return Err(format!(
             "`{artifact}` is not in the catalog: nothing vouches for it"
         ));
@@ -645,6 +634,30 @@ async fn verify_ami(
             v.status.name()
         ),
     ))
+}
+
+/// The catalog's record of the AMI `artifact` (`ami-…` or a full id):
+/// its image, version and artifact record.
+pub(super) fn ami_in(
+    state: &crate::catalog::State,
+    artifact: &str,
+    ami: &str,
+) -> Option<(
+    String,
+    crate::catalog::model::Version,
+    crate::catalog::ArtifactRecord,
+)> {
+    state.images.iter().find_map(|(image, family)| {
+        family.versions.iter().find_map(|v| {
+            v.registration
+                .artifacts
+                .iter()
+                .find(|a| {
+                    a.kind == "ami" && (a.id == artifact || a.id.ends_with(&format!(":{ami}")))
+                })
+                .map(|a| (image.clone(), v.clone(), a.clone()))
+        })
+    })
 }
 
 /// `--require-tests` for an AMI: an AMI has no content digest for an
@@ -795,7 +808,7 @@ async fn verified_log(
 
 /// The catalog's state, replayed only from a log whose chain holds;
 /// `None` when there is no catalog.
-async fn verified_state(
+pub(super) async fn verified_state(
     state_dir: &std::path::Path,
     catalog: Option<&str>,
 ) -> Result<Option<crate::catalog::State>, String> {

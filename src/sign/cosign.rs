@@ -242,10 +242,13 @@ pub struct Verified {
     pub tests: Vec<String>,
 }
 
-/// Verifies that `image` (tag or digest) has a cosign signature by `key`
-/// over its current manifest digest and repository.
-pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Verified, SignError> {
-    let (client, auth) = client_for(image.registry());
+/// The digest of the manifest the registry serves for `image`; a
+/// reference by digest must get that very manifest.
+async fn manifest_digest(
+    client: &oci_client::Client,
+    auth: &oci_client::secrets::RegistryAuth,
+    image: &Reference,
+) -> Result<String, SignError> {
     let accepted = [
         MANIFEST_V1,
         "application/vnd.oci.image.index.v1+json",
@@ -253,7 +256,7 @@ pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Ve
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ];
     let (bytes, _) = client
-        .pull_manifest_raw(image, &auth, &accepted)
+        .pull_manifest_raw(image, auth, &accepted)
         .await
         .map_err(reg(format!("cannot read `{image}`")))?;
     let digest = sha256(&bytes);
@@ -264,6 +267,14 @@ pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Ve
             )));
         }
     }
+    Ok(digest)
+}
+
+/// Verifies that `image` (tag or digest) has a cosign signature by `key`
+/// over its current manifest digest and repository.
+pub async fn verify(image: &Reference, key: &CosignVerificationKey) -> Result<Verified, SignError> {
+    let (client, auth) = client_for(image.registry());
+    let digest = manifest_digest(&client, &auth, image).await?;
     let sig_ref = signature_ref(image, &digest);
     let (sig_bytes, _) = client
         .pull_manifest_raw(&sig_ref, &auth, &[MANIFEST_V1])
@@ -369,42 +380,9 @@ async fn verify_attestations(
     digest: &str,
     key: &CosignVerificationKey,
 ) -> Result<(usize, Vec<String>), SignError> {
-    let att_ref = sidecar_ref(image, digest, "att");
-    let auth = crate::builder::oci::image::docker_auth(image.registry())
-        .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous);
-    let Ok((bytes, _)) = client
-        .pull_manifest_raw(&att_ref, &auth, &[MANIFEST_V1])
-        .await
-    else {
-        return Ok((0, vec![]));
-    };
-    let m: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| SignError::Verify(format!("`{att_ref}`: bad manifest: {e}")))?;
     let mut count = 0;
     let mut tests = vec![];
-    for layer in m["layers"].as_array().cloned().unwrap_or_default() {
-        if layer["mediaType"] != DSSE_LAYER {
-            continue;
-        }
-        let d = layer["digest"].as_str().unwrap_or_default();
-        let mut body = Vec::new();
-        client
-            .pull_blob(&att_ref, d, &mut body)
-            .await
-            .map_err(|e| SignError::Verify(format!("cannot read attestation {d}: {e}")))?;
-        if sha256(&body) != d {
-            return Err(SignError::Verify(format!(
-                "attestation {d} does not match its digest"
-            )));
-        }
-        // Attestations by other keys or tools may sit beside kiln's: only
-        // those this key signed are judged.
-        let Ok(statement) = super::dsse::verify_bytes(&body, super::provenance::PAYLOAD_TYPE, key)
-        else {
-            continue;
-        };
-        let s: serde_json::Value = serde_json::from_slice(&statement)
-            .map_err(|e| SignError::Verify(format!("provenance {d}: {e}")))?;
+    for (d, s) in signed_statements(client, image, digest, key).await? {
         let subject = s["subject"][0]["digest"]["sha256"]
             .as_str()
             .unwrap_or_default();
@@ -421,6 +399,77 @@ async fn verify_attestations(
         }
     }
     Ok((count, tests))
+}
+
+/// The in-toto statements in the image's `.att` sidecar whose DSSE
+/// envelopes `key` signed, with their layer digests; none when there is
+/// no sidecar. Attestations by other keys or tools may sit beside kiln's:
+/// they are left out, not judged.
+async fn signed_statements(
+    client: &oci_client::Client,
+    image: &Reference,
+    digest: &str,
+    key: &CosignVerificationKey,
+) -> Result<Vec<(String, serde_json::Value)>, SignError> {
+    let att_ref = sidecar_ref(image, digest, "att");
+    let auth = crate::builder::oci::image::docker_auth(image.registry())
+        .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous);
+    let Ok((bytes, _)) = client
+        .pull_manifest_raw(&att_ref, &auth, &[MANIFEST_V1])
+        .await
+    else {
+        return Ok(vec![]);
+    };
+    let m: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| SignError::Verify(format!("`{att_ref}`: bad manifest: {e}")))?;
+    let mut statements = vec![];
+    for layer in m["layers"].as_array().cloned().unwrap_or_default() {
+        if layer["mediaType"] != DSSE_LAYER {
+            continue;
+        }
+        let d = layer["digest"].as_str().unwrap_or_default();
+        let mut body = Vec::new();
+        client
+            .pull_blob(&att_ref, d, &mut body)
+            .await
+            .map_err(|e| SignError::Verify(format!("cannot read attestation {d}: {e}")))?;
+        if sha256(&body) != d {
+            return Err(SignError::Verify(format!(
+                "attestation {d} does not match its digest"
+            )));
+        }
+        let Ok(statement) = super::dsse::verify_bytes(&body, super::provenance::PAYLOAD_TYPE, key)
+        else {
+            continue;
+        };
+        let s: serde_json::Value = serde_json::from_slice(&statement)
+            .map_err(|e| SignError::Verify(format!("provenance {d}: {e}")))?;
+        statements.push((d.to_string(), s));
+    }
+    Ok(statements)
+}
+
+/// The SBOM of `predicate_type` (SPDX or CycloneDX, [`super::sbom`])
+/// attested about `image`: its digest, and the first attestation in its
+/// `.att` that `key` signed, whose subject is that digest and whose
+/// predicate type is the one asked for — its `.att` layer and the
+/// document (the predicate) — if there is one.
+pub async fn sbom(
+    image: &Reference,
+    key: &CosignVerificationKey,
+    predicate_type: &str,
+) -> Result<(String, Option<(String, serde_json::Value)>), SignError> {
+    let (client, auth) = client_for(image.registry());
+    let digest = manifest_digest(&client, &auth, image).await?;
+    let found = signed_statements(&client, image, &digest, key)
+        .await?
+        .into_iter()
+        .find_map(|(layer, s)| {
+            super::sbom::predicate_of(&s, &digest, predicate_type)
+                .ok()
+                .map(|doc| (layer, doc.clone()))
+        });
+    Ok((digest, found))
 }
 
 #[cfg(test)]

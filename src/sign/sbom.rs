@@ -26,6 +26,28 @@ pub fn statement(
     })
 }
 
+/// The document `statement` attests, when it is of `predicate_type` and
+/// about `digest` (`sha256:<hex>`); otherwise what it is instead.
+pub fn predicate_of<'a>(
+    statement: &'a serde_json::Value,
+    digest: &str,
+    predicate_type: &str,
+) -> Result<&'a serde_json::Value, String> {
+    if statement["predicateType"] != predicate_type {
+        return Err(format!(
+            "its predicate type is {}, not `{predicate_type}`",
+            statement["predicateType"]
+        ));
+    }
+    let subject = statement["subject"][0]["digest"]["sha256"]
+        .as_str()
+        .unwrap_or_default();
+    if format!("sha256:{subject}") != digest {
+        return Err(format!("it is about sha256:{subject}, not {digest}"));
+    }
+    Ok(&statement["predicate"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +60,14 @@ mod tests {
         assert_eq!(s["subject"][0]["digest"]["sha256"], "ab".repeat(32));
         assert_eq!(s["predicate"], doc);
         assert_eq!(s["predicateType"], SPDX_PREDICATE_TYPE);
+        assert_eq!(predicate_of(&s, &d, SPDX_PREDICATE_TYPE), Ok(&doc));
+        let other = format!("sha256:{}", "cd".repeat(32));
+        let err = predicate_of(&s, &other, SPDX_PREDICATE_TYPE).unwrap_err();
+        assert!(
+            err.contains(&other) && err.contains(&"ab".repeat(32)),
+            "{err}"
+        );
+        let err = predicate_of(&s, &d, CYCLONEDX_PREDICATE_TYPE).unwrap_err();
+        assert!(err.contains(CYCLONEDX_PREDICATE_TYPE), "{err}");
     }
 }

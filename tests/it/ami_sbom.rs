@@ -253,8 +253,32 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
             );
             let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert_eq!(&printed, doc);
+
+            // `kiln sbom AMI`: the catalog names the manifest; the same
+            // bytes, by the documents' name for the AMI and by its id.
+            for arg in [name.as_str(), ami.as_str()] {
+                let o = crate::ami::kiln(&s)
+                    .args(["sbom", "--format", format, "--key", "cosign.pub", arg])
+                    .output()
+                    .unwrap();
+                assert_exit(&o, 0);
+                assert_eq!(text(&o).0, out, "{format} of {arg}");
+                assert!(text(&o).1.contains("in the catalog"), "{}", text(&o).1);
+            }
         }
     }
+    // An AMI the catalog does not know: pass its manifest.
+    let o = crate::ami::kiln(&s)
+        .args(["sbom", "--key", "cosign.pub", "ami-0123456789abcdef0"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = text(&o).1;
+    assert!(
+        err.contains("`ami-0123456789abcdef0` is not in the catalog")
+            && err.contains("STATE/manifests/"),
+        "{err}"
+    );
 
     // The SBOM digests are in what the build signed: the manifest's DSSE.
     let signed = manifests[0].with_extension("dsse.json");

@@ -224,7 +224,7 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
     let tag = digest.replace(':', "-");
     let att_dir = s.path().join("att");
     let m = crate::sign::skopeo_fetch(&format!("{}/t/deb:{tag}.att", reg.addr), &att_dir);
-    let kinds: Vec<String> = m["layers"]
+    let in_att: Vec<serde_json::Value> = m["layers"]
         .as_array()
         .unwrap()
         .iter()
@@ -237,15 +237,15 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
             let b = base64::engine::general_purpose::STANDARD
                 .decode(env["payload"].as_str().unwrap())
                 .unwrap();
-            let st: serde_json::Value = serde_json::from_slice(&b).unwrap();
-            st["predicateType"].as_str().unwrap().to_string()
+            serde_json::from_slice(&b).unwrap()
         })
         .collect();
+    let kinds: Vec<&str> = in_att
+        .iter()
+        .map(|st| st["predicateType"].as_str().unwrap())
+        .collect();
     for ty in ["https://spdx.dev/Document", "https://cyclonedx.org/bom"] {
-        assert!(
-            kinds.iter().any(|k| k == ty),
-            "{ty} not in the .att: {kinds:?}"
-        );
+        assert!(kinds.contains(&ty), "{ty} not in the .att: {kinds:?}");
     }
     assert!(
         rec["spdx"]["attestation"]["attached"]
@@ -273,6 +273,57 @@ fn debian_image_sboms_validate_and_match_dpkg_query() {
         let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(printed, read_json(file));
     }
+    // `kiln sbom IMAGE --key`: read back from the image's `.att` (beside
+    // the provenance and the test result), by tag and by digest, it is the
+    // document the manifest recorded, byte for byte, and the one skopeo
+    // fetched from the registry; another key finds none.
+    s.keygen("wrong", "y");
+    let pinned = format!("{}/t/deb@{digest}", reg.addr);
+    for (format, ty) in [
+        ("spdx", "https://spdx.dev/Document"),
+        ("cyclonedx", "https://cyclonedx.org/bom"),
+    ] {
+        let sbom = |arg: &str, key: &str| {
+            s.kiln()
+                .args(["sbom", "--format", format, "--key", key, arg])
+                .current_dir(s.path())
+                .output()
+                .unwrap()
+        };
+        let from_manifest = sbom(manifest_file.to_str().unwrap(), "cosign.pub");
+        assert_exit(&from_manifest, 0);
+        for arg in [format!("registry:{image}"), pinned.clone()] {
+            let o = sbom(&arg, "cosign.pub");
+            let (out, err) = text(&o);
+            assert_exit(&o, 0);
+            assert_eq!(out, text(&from_manifest).0, "{format} of {arg}");
+            assert!(
+                err.contains(&digest) && err.contains(".att") && err.contains("verified"),
+                "{err}"
+            );
+            let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let fetched = in_att
+                .iter()
+                .find(|st| st["predicateType"] == ty)
+                .map(|st| &st["predicate"]);
+            assert_eq!(Some(&printed), fetched, "skopeo's copy of the .att");
+        }
+        let o = sbom(&format!("registry:{image}"), "wrong.pub");
+        assert_exit(&o, 1);
+        let err = text(&o).1;
+        assert!(
+            err.contains(&digest) && err.contains(&image) && err.contains("wrong.pub"),
+            "{err}"
+        );
+    }
+    let o = s
+        .kiln()
+        .args(["sbom", &format!("registry:{image}")])
+        .output()
+        .unwrap();
+    assert_exit(&o, 2);
+    assert!(text(&o).1.contains("--key"), "{}", text(&o).1);
+
     let o = s
         .kiln()
         .args(["show-manifest"])

@@ -146,5 +146,62 @@ fn qemu_disk_sboms_validate_and_match_the_exported_root_filesystem() {
         let printed: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
         assert_eq!(printed["name"].is_null(), format == "cyclonedx");
     }
+
+    // `kiln sbom DISK --key`: the attestation beside the disk, about the
+    // file's sha256, is the document the manifest recorded, byte for
+    // byte; another key, or a copy with one byte flipped, is refused.
+    s.keygen("wrong", "y");
+    let tampered = s.path().join("tampered/deb.qcow2");
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    std::fs::copy(&disk, &tampered).unwrap();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&tampered)
+            .unwrap();
+        let at = f.metadata().unwrap().len() / 2;
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 0x01]).unwrap();
+    }
+    let tampered_hex = sha256(&tampered);
+    assert_ne!(tampered_hex, hex);
+    for format in ["spdx", "cyclonedx"] {
+        let sbom = |arg: &std::path::Path, key: &str| {
+            s.kiln()
+                .args(["sbom", "--format", format, "--key", key])
+                .arg(arg)
+                .output()
+                .unwrap()
+        };
+        let from_manifest = sbom(&manifest_file, "cosign.pub");
+        assert_exit(&from_manifest, 0);
+        let o = sbom(&disk, "cosign.pub");
+        let (out, err) = text(&o);
+        assert_exit(&o, 0);
+        assert_eq!(out, text(&from_manifest).0, "{format} of the disk");
+        assert!(err.contains(&format!("sha256:{hex}")), "{err}");
+        let o = sbom(&disk, "wrong.pub");
+        assert_exit(&o, 1);
+        assert!(text(&o).1.contains("wrong.pub"), "{}", text(&o).1);
+        let beside = format!("deb.qcow2.{format}.intoto.json");
+        std::fs::copy(
+            s.path().join("out").join(&beside),
+            s.path().join("tampered").join(&beside),
+        )
+        .unwrap();
+        let o = sbom(&tampered, "cosign.pub");
+        assert_exit(&o, 1);
+        let err = text(&o).1;
+        assert!(
+            err.contains(&format!("about sha256:{hex}, not sha256:{tampered_hex}")),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(s.path().join("tampered")).unwrap();
     crate::qemu::assert_nothing_left(&s, &tmpfs);
 }
