@@ -98,8 +98,7 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Show a build manifest as a security reviewer reads it.
     ShowManifest(show_manifest::ShowManifestArgs),
-    /// Print the SPDX or CycloneDX SBOM a build recorded for an artifact,
-    /// after verifying it (an image, a disk file, an AMI or its manifest).
+    /// Print an artifact's SBOM after verifying it (images, disk files, AMIs, manifests).
     Sbom(sbom::SbomArgs),
     /// Rescan recorded SBOMs against offline vulnerability feeds, with OpenVEX.
     Rescan(rescan::RescanArgs),

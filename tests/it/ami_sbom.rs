@@ -215,25 +215,7 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
             assert!(att["attached"].is_null(), "an AMI has nowhere else: {att}");
             let envelope = PathBuf::from(att["file"].as_str().unwrap());
             assert_eq!(envelope.parent(), manifest_file.parent());
-            let st: serde_json::Value = if checkers {
-                let work = s.path().join("work");
-                std::fs::create_dir_all(&work).unwrap();
-                let payload = crate::checkers::assert_envelope(
-                    &s.path().join("cosign.pub"),
-                    &s.path().join("other.pub"),
-                    &envelope,
-                    "application/vnd.in-toto+json",
-                    &work,
-                );
-                crate::checkers::assert_statement(&payload, &work)
-            } else {
-                use base64::Engine;
-                let env = read_json(&envelope);
-                let b = base64::engine::general_purpose::STANDARD
-                    .decode(env["payload"].as_str().unwrap())
-                    .unwrap();
-                serde_json::from_slice(&b).unwrap()
-            };
+            let st = crate::checkers::checked_statement(s.path(), &envelope, checkers);
             assert_eq!(st["subject"][0]["name"], name.as_str());
             assert_eq!(st["subject"][0]["digest"]["sha256"], hex.as_str());
             assert_eq!(&st["predicate"], doc);

@@ -325,3 +325,30 @@ pub fn flip_in_place(file: &Path, at: u64) {
     f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(&b).unwrap();
 }
+
+/// The in-toto statement in the DSSE `envelope` kiln wrote under
+/// `scratch`: checked by every independent verifier (with `cosign.pub`,
+/// refused with `other.pub`) when `checkers` are installed, else only
+/// decoded (the caller has already failed under `CI=true` then).
+#[track_caller]
+pub fn checked_statement(scratch: &Path, envelope: &Path, checkers: bool) -> serde_json::Value {
+    if !checkers {
+        use base64::Engine;
+        let env: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(envelope).unwrap()).unwrap();
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap();
+        return serde_json::from_slice(&b).unwrap();
+    }
+    let work = scratch.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let payload = assert_envelope(
+        &scratch.join("cosign.pub"),
+        &scratch.join("other.pub"),
+        envelope,
+        "application/vnd.in-toto+json",
+        &work,
+    );
+    assert_statement(&payload, &work)
+}

@@ -44,21 +44,53 @@ impl Drop for Bao {
 }
 
 impl Bao {
+    /// Starts `bao server -dev` on a free loopback port and waits until it
+    /// listens. On a loaded machine the server (a Go binary behind a pyenv
+    /// shim) can take long to start, and the port `free_addr` found can be
+    /// taken again before it binds: a server that exits is reported with
+    /// its own stderr, and one that lost its port is started on another.
+    fn spawn(dir: &std::path::Path) -> (std::process::Child, String) {
+        for _ in 0..3 {
+            let listen = crate::free_addr();
+            let log = dir.join("bao.log");
+            let mut child = Command::new("bao")
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                    &format!("-dev-listen-address={listen}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let start = std::time::Instant::now();
+            loop {
+                if std::net::TcpStream::connect(&listen).is_ok() {
+                    return (child, listen);
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    let err = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(
+                        err.contains("address already in use"),
+                        "bao exited ({status}) before listening on {listen}: {err}"
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(90),
+                    "bao did not start on {listen} in 90 s: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        panic!("bao lost its loopback port three times");
+    }
+
     pub fn start() -> Bao {
         let dir = tempfile::tempdir().unwrap();
-        let listen = crate::free_addr();
-        let child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address={listen}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        crate::wait_listening(&listen, "bao");
+        let (child, listen) = Self::spawn(dir.path());
         let mut b = Bao {
             child,
             addr: format!("http://{listen}"),
