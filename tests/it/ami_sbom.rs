@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::ami::COPY_REGION;
-use crate::ami_ssh::{cloud_init_stand_in_for, Sshd, CIDR4};
+use crate::ami_ssh::{kiln_booting, Sshd, CIDR4};
 use crate::aws::{self, Moto, REGION};
 use crate::sbom_check::{assert_valid, cdx_set, read_json, spdx_set};
 use crate::{assert_exit, text, Scratch};
@@ -81,15 +81,10 @@ async fn an_ami_sbom_is_read_in_a_fresh_instance_of_it_and_matches_dpkg_query() 
         &crate::ami_ssh::template(&moto.endpoint(), &extra, steps),
     );
     // The build instance, then the SBOM's own instance of the new AMI.
-    let stand_in = cloud_init_stand_in_for(2, moto.endpoint(), sshd.dir.path().to_path_buf());
-    let out = tokio::task::spawn_blocking({
-        let mut c = crate::ami_ssh::kiln(&s, Some(&sshd));
+    let (out, booted) = kiln_booting(&s, &sshd, &moto, 2, |c| {
         c.arg("--json").env("KILN_PASSWORD", "pw");
-        move || c.output().unwrap()
     })
-    .await
-    .unwrap();
-    let booted = stand_in.await.unwrap();
+    .await;
     let (o, e) = text(&out);
     let all = format!("{o}{e}");
     assert!(out.status.success(), "{all}\nsshd:\n{}", sshd.log());
@@ -300,15 +295,10 @@ async fn with_tests_the_ami_is_read_in_the_test_instance() {
         "t.toml",
         &crate::ami_ssh::template(&moto.endpoint(), &extra, steps),
     );
-    let stand_in = cloud_init_stand_in_for(2, moto.endpoint(), sshd.dir.path().to_path_buf());
-    let out = tokio::task::spawn_blocking({
-        let mut c = crate::ami_ssh::kiln(&s, Some(&sshd));
+    let (out, _) = kiln_booting(&s, &sshd, &moto, 2, |c| {
         c.arg("--json");
-        move || c.output().unwrap()
     })
-    .await
-    .unwrap();
-    stand_in.await.unwrap();
+    .await;
     let (o, e) = text(&out);
     let all = format!("{o}{e}");
     assert!(out.status.success(), "{all}\nsshd:\n{}", sshd.log());

@@ -46,7 +46,7 @@ fn cloud_init_stand_in(endpoint: String, sshd_dir: PathBuf) -> tokio::task::Join
 
 /// [`cloud_init_stand_in`] for `n` instances one after the other (a build
 /// instance, then the test instance of its AMI), each with its own key.
-pub(crate) fn cloud_init_stand_in_for(
+fn cloud_init_stand_in_for(
     n: usize,
     endpoint: String,
     sshd_dir: PathBuf,
@@ -136,6 +136,25 @@ sources = ["ami.base"]
 env = "KILN_TEST_DB"
 "#
     )
+}
+
+/// Runs `kiln` against `sshd` (`args` adds its arguments) while the
+/// cloud-init stand-in serves `boots` instances one after the other;
+/// returns kiln's output and what each boot got.
+pub(crate) async fn kiln_booting(
+    s: &Scratch,
+    sshd: &Sshd,
+    moto: &Moto,
+    boots: usize,
+    args: impl FnOnce(&mut Command),
+) -> (Output, Vec<Booted>) {
+    let stand_in = cloud_init_stand_in_for(boots, moto.endpoint(), sshd.dir.path().to_path_buf());
+    let mut c = kiln(s, Some(sshd));
+    args(&mut c);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    (out, stand_in.await.unwrap())
 }
 
 pub(crate) fn kiln(s: &Scratch, sshd: Option<&Sshd>) -> Command {
@@ -637,14 +656,7 @@ stdout_contains = ["checked"]
     );
     let extra = format!("ssh_source_cidrs = [\"{CIDR4}\"]");
     s.write("t.toml", &template(&moto.endpoint(), &extra, &provisioners));
-    let stand_in = cloud_init_stand_in_for(2, moto.endpoint(), sshd.dir.path().to_path_buf());
-    let out = tokio::task::spawn_blocking({
-        let mut c = kiln(&s, Some(&sshd));
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let booted = stand_in.await.unwrap();
+    let (out, booted) = kiln_booting(&s, &sshd, &moto, 2, |_| {}).await;
     let (o, e) = text(&out);
     let all = format!("{o}{e}");
     assert!(out.status.success(), "{all}\nsshd:\n{}", sshd.log());
