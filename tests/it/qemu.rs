@@ -951,18 +951,23 @@ fn qemu_url_base_is_downloaded_once_verified_and_shared() {
         "{error}"
     );
     assert!(!out.contains("booting"), "{out}");
-    let left: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
+    let left = cache_entries(&cache);
     assert_eq!(
         left,
         vec![format!("sha256-{digest}")],
         "only the good base is cached"
     );
     assert_nothing_left(&s, &tmpfs);
+}
+
+/// The names in a base cache folder, its lock files left out.
+pub fn cache_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect()
 }
 
 /// A script reboots the guest (`expect_disconnect`); the next provisioner

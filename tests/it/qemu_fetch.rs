@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::qemu::{assert_nothing_left, build, sha256, TmpfsDir};
+use crate::qemu::{assert_nothing_left, build, cache_entries, sha256, TmpfsDir};
 use crate::Scratch;
 
 /// One request the server saw: path, `Range` header, answer's status.
@@ -590,12 +590,7 @@ fn qemu_download_resume_is_conditional_on_the_file_not_changing() {
         assert!(!out.contains("does not verify"), "{mode}: {out}");
         assert!(out.contains(&format!("sha256:{digest} verified")), "{out}");
         assert_eq!(sha256(&cached(&s.state(), &digest)), digest);
-        let bases: Vec<_> = std::fs::read_dir(s.state().join("qemu/bases"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
-            .collect();
+        let bases = cache_entries(&s.state().join("qemu/bases"));
         assert_eq!(
             bases,
             [format!("sha256-{digest}")],
