@@ -75,6 +75,19 @@ pub fn assert_valid(spdx: &Path, cdx: &Path) {
     );
 }
 
+/// The document `kiln sbom --key` printed, after checking it succeeded
+/// and said it verified the attestation.
+#[track_caller]
+pub fn printed_sbom(o: &std::process::Output) -> serde_json::Value {
+    let (out, err) = text(o);
+    crate::assert_exit(o, 0);
+    assert!(
+        err.contains("attestation") && err.contains("verified"),
+        "{err}"
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
